@@ -1,0 +1,179 @@
+"""Running the rules: paths -> units -> index -> findings, with suppressions and settings."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import libcst as cst
+
+from optimizer_tool.findings import Finding, Location, Severity
+from optimizer_tool.index import UnitIndex, dotted
+from optimizer_tool.project import LoadResult, SourceFile, Unit, load, load_configs
+from optimizer_tool.rules import Optimization, optimizations
+from optimizer_tool.settings import Settings
+
+SUPPRESSION = re.compile(r"#\s*t2s-opt:\s*(ignore|fixme)(?:\[([A-Za-z0-9_,\s]+)\])?")
+UNUSED_SUPPRESSION = "T2S001"
+
+
+@dataclass
+class RuleStatus:
+    """One checklist row: a rule's verdict on one unit."""
+
+    code: str
+    key: str
+    title: str
+    unit: Path
+    state: str  # "pass" | "fail" | "n/a"
+
+
+@dataclass
+class CheckResult:
+    findings: list[Finding]
+    statuses: list[RuleStatus]
+    units: list[Path]
+    root: Path
+    suppressed: int = 0
+    errors: list[Finding] = field(default_factory=list)
+
+    def failing(self, settings: Settings) -> list[Finding]:
+        return [f for f in self.findings if settings.fails(f)]
+
+
+def _trains(source: SourceFile) -> bool:
+    """A file trains when it calls backward()/optimizer-like step() or defines a training_step."""
+
+    class Finder(cst.CSTVisitor):
+        found = False
+
+        def visit_Call(self, node: cst.Call) -> None:
+            name = dotted(node.func)
+            if name.endswith(".backward") or name.endswith("_backward"):
+                self.found = True
+
+        def visit_FunctionDef(self, node: cst.FunctionDef) -> None:
+            if node.name.value in {"training_step", "train_step", "run_step", "forward_backward"}:
+                self.found = True
+
+    finder = Finder()
+    source.module.visit(finder)
+    return finder.found
+
+
+def build_units(loaded: LoadResult, targets: list[Path]) -> list[Unit]:
+    from optimizer_tool.project import local_imports
+
+    closure_cache: dict[Path, list[Path]] = {}
+
+    def closure(path: Path) -> list[Path]:
+        if path in closure_cache:
+            return closure_cache[path]
+        order, queue = [], [path]
+        while queue:
+            current = queue.pop(0)
+            if current in order or current not in loaded.files:
+                continue
+            order.append(current)
+            queue.extend(local_imports(loaded.files[current], loaded.root))
+        closure_cache[path] = order
+        return order
+
+    target_set = {p.resolve() for p in targets}
+    in_targets = [p for p in loaded.files if p in target_set or any(t in p.parents for t in target_set)]
+    entries = [p for p in in_targets if _trains(loaded.files[p])]
+    if not entries:
+        entries = [p for p in in_targets if p in target_set] or in_targets
+    # A trainer imported by another entry point (main.py -> trainer.py) belongs to that unit.
+    keep = [e for e in entries if not any(e != o and e in closure(o) and o not in closure(e) for o in entries)]
+    units = []
+    for entry in keep:
+        files = [loaded.files[p] for p in closure(entry)]
+        configs = load_configs(entry.parent)
+        units.append(Unit(loaded.files[entry], files, configs))
+    return units
+
+
+def _suppressions(source: SourceFile) -> dict[int, tuple[set[str] | None, str]]:
+    """line -> (codes or None for all, kind). A comment on its own line covers the next line."""
+    found: dict[int, tuple[set[str] | None, str]] = {}
+    lines = source.lines
+    for number, text in enumerate(lines, 1):
+        match = SUPPRESSION.search(text)
+        if not match or not _is_comment(text, match.start()):
+            continue
+        codes = {c.strip().upper() for c in match.group(2).split(",") if c.strip()} if match.group(2) else None
+        target = number + 1 if text.strip().startswith("#") else number
+        found[target] = (codes, match.group(1))
+    return found
+
+
+def _is_comment(line: str, index: int) -> bool:
+    """The match is in a real comment, not inside a string literal on that line."""
+    quotes = line[:index].count('"') + line[:index].count("'")
+    return quotes % 2 == 0
+
+
+def check_units(units: list[Unit], settings: Settings, root: Path, selected: tuple[Optimization, ...] | None = None) -> CheckResult:
+    selected = selected or optimizations()
+    findings: list[Finding] = []
+    statuses: list[RuleStatus] = []
+    for unit in units:
+        index = UnitIndex.build(unit)
+        for opt in selected:
+            for rule_cls in opt.rules:
+                rule = rule_cls()
+                if not rule.applies(index):
+                    statuses.append(RuleStatus(rule.code, opt.key, rule.title, unit.entry.path, "n/a"))
+                    continue
+                hits = list(rule.check(index))
+                statuses.append(RuleStatus(rule.code, opt.key, rule.title, unit.entry.path, "fail" if hits else "pass"))
+                for hit in hits:
+                    findings.append(
+                        Finding(rule.code, opt.key, rule.severity, hit.message or rule.message, Location(hit.path, hit.line, hit.col), rule.fixable)
+                    )
+    unique = sorted(set(findings), key=Finding.sort_key)
+    return CheckResult(unique, statuses, [u.entry.path for u in units], root)
+
+
+def apply_suppressions(result: CheckResult, files: dict[Path, SourceFile], settings: Settings) -> None:
+    kept: list[Finding] = []
+    used: set[tuple[Path, int]] = set()
+    table = {path: _suppressions(source) for path, source in files.items()}
+    for finding in result.findings:
+        marks = table.get(finding.location.path, {})
+        mark = marks.get(finding.location.line)
+        if mark is not None and (mark[0] is None or finding.code.upper() in mark[0]):
+            used.add((finding.location.path, finding.location.line))
+            result.suppressed += 1
+            continue
+        kept.append(finding)
+    for path, marks in table.items():
+        for line, (codes, _) in marks.items():
+            if (path, line) not in used:
+                where = line - 1 if line - 1 in range(1, len(files[path].lines) + 1) and files[path].lines[line - 2].strip().startswith("#") else line
+                what = ", ".join(sorted(codes)) if codes else "all codes"
+                kept.append(
+                    Finding(
+                        UNUSED_SUPPRESSION,
+                        "meta",
+                        Severity.INFO,
+                        f"suppression of {what} suppresses nothing here; remove it so it cannot hide a future finding",
+                        Location(path, where, 1),
+                    )
+                )
+    result.findings = sorted(kept, key=Finding.sort_key)
+
+
+def run_check(paths: list[Path], settings: Settings, overrides: dict[Path, str] | None = None) -> tuple[CheckResult, LoadResult]:
+    loaded = load(paths, overrides)
+    units = build_units(loaded, [Path(p).resolve() for p in paths])
+    selected = optimizations()
+    result = check_units(units, settings, loaded.root, selected)
+    apply_suppressions(result, loaded.files, settings)
+    result.findings = [settings.adjust(f) for f in result.findings if settings.wants(f, loaded.root)]
+    result.statuses = [s for s in result.statuses if (not settings.only or s.key in settings.only) and s.key not in settings.skip]
+    result.errors = loaded.errors
+    result.findings = sorted([*loaded.errors, *result.findings], key=Finding.sort_key)
+    return result, loaded

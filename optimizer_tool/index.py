@@ -1,0 +1,442 @@
+"""A semantic index of one training unit, built in a single libcst pass per file.
+
+Rules never walk syntax trees themselves: they ask the index for call sites
+(by qualified name through imports and aliases, or by method on a receiver),
+for assignments and for *settings* — the values a trainer configures, wherever
+they come from (dataclass defaults, argparse defaults, constructor keywords,
+``getattr`` defaults, dict literals, YAML/TOML files). Comments and strings are
+never code here: only real calls, names and literal values count.
+"""
+
+from __future__ import annotations
+
+import ast
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Iterable, Iterator
+
+import libcst as cst
+from libcst.metadata import MetadataWrapper, PositionProvider, QualifiedNameProvider
+
+from optimizer_tool.project import ConfigFile, SourceFile, Unit
+
+_EMPTY = cst.Module([])
+NO_GRAD_CONTEXTS = {"torch.no_grad", "torch.inference_mode", "torch.autograd.grad_mode.no_grad"}
+
+
+def code_of(node: cst.CSTNode) -> str:
+    return _EMPTY.code_for_node(node)
+
+
+def dotted(node: cst.BaseExpression | None) -> str:
+    """``self.ema.update`` for an attribute chain; '' for anything else (calls, subscripts)."""
+    if isinstance(node, cst.Name):
+        return node.value
+    if isinstance(node, cst.Attribute):
+        base = dotted(node.value)
+        return f"{base}.{node.attr.value}" if base else ""
+    return ""
+
+
+def literal(node: cst.BaseExpression | None) -> object:
+    """The Python value of a literal expression, else ``Unknown``."""
+    if node is None:
+        return UNKNOWN
+    try:
+        return ast.literal_eval(code_of(node).strip())
+    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+        return UNKNOWN
+
+
+class _Unknown:
+    def __repr__(self) -> str:
+        return "<unknown>"
+
+    def __bool__(self) -> bool:
+        return False
+
+
+UNKNOWN = _Unknown()
+
+
+def norm(name: str) -> str:
+    return name.strip().lstrip("-").replace("-", "_").lower()
+
+
+@dataclass(frozen=True)
+class FunctionInfo:
+    name: str
+    class_name: str | None
+    path: Path
+    line: int
+    end_line: int
+    no_grad: bool  # decorated with @torch.no_grad() / inference_mode
+    params: tuple[str, ...]
+
+    @property
+    def qualname(self) -> str:
+        return f"{self.class_name}.{self.name}" if self.class_name else self.name
+
+
+@dataclass(eq=False)
+class CallSite:
+    path: Path
+    node: cst.Call
+    line: int
+    col: int
+    func_text: str  # dotted callee as written, '' when not a plain chain
+    qualnames: frozenset[str]
+    function: FunctionInfo | None
+    guards: tuple[str, ...]  # source of every enclosing if/while condition, outermost first
+    no_grad: bool
+    loop_depth: int
+    with_items: tuple[str, ...]  # source of every enclosing with-item, outermost first
+    in_finally: bool = False
+
+    @property
+    def method(self) -> str:
+        return self.func_text.rsplit(".", 1)[-1] if self.func_text else ""
+
+    @property
+    def receiver(self) -> str:
+        return self.func_text.rsplit(".", 1)[0] if "." in self.func_text else ""
+
+    @property
+    def args(self) -> list[cst.Arg]:
+        return [a for a in self.node.args if a.keyword is None and not a.star]
+
+    def kwarg(self, name: str) -> cst.BaseExpression | None:
+        for arg in self.node.args:
+            if arg.keyword is not None and arg.keyword.value == name:
+                return arg.value
+        return None
+
+    def arg(self, index: int, name: str | None = None) -> cst.BaseExpression | None:
+        if name is not None and (value := self.kwarg(name)) is not None:
+            return value
+        positional = self.args
+        return positional[index].value if index < len(positional) else None
+
+    def matches(self, patterns: Iterable[str]) -> bool:
+        return any(_match(q, p) for q in self.names for p in patterns)
+
+    @cached_property
+    def names(self) -> frozenset[str]:
+        """Qualified names plus the written text: local helpers have no qualified import name."""
+        return self.qualnames | ({self.func_text} if self.func_text else frozenset())
+
+    @property
+    def text(self) -> str:
+        return code_of(self.node)
+
+    def same_scope(self, other: "CallSite") -> bool:
+        return self.path == other.path and self.function == other.function
+
+
+@dataclass(eq=False)
+class Assign:
+    path: Path
+    line: int
+    col: int
+    target: str  # dotted text of the target, e.g. 'self.ema'
+    value: cst.BaseExpression
+    function: FunctionInfo | None
+    call: CallSite | None  # when the value is a call
+    source: str = ""  # for `a, b = prepare(x, y)`: the argument text at the same position
+
+
+@dataclass(frozen=True)
+class Setting:
+    name: str  # normalized leaf name, e.g. 'beta_schedule'
+    value: object  # a Python literal or UNKNOWN
+    kind: str  # class-default | argparse | kwarg | getattr-default | assign | dict | param-default | config-file
+    path: Path
+    line: int
+    col: int
+    owner: str = ""  # the callee or class it belongs to
+
+    @property
+    def known(self) -> bool:
+        return self.value is not UNKNOWN
+
+
+def _match(name: str, pattern: str) -> bool:
+    """``pattern`` matches a qualified name exactly, by its last components (``*.step``),
+    or as a prefix glob (``torch.optim.*``)."""
+    if pattern.startswith("*."):
+        return name == pattern[2:] or name.endswith(pattern[1:])
+    if pattern.endswith(".*"):
+        return name.startswith(pattern[:-1])
+    return name == pattern
+
+
+class _Indexer(cst.CSTVisitor):
+    METADATA_DEPENDENCIES = (PositionProvider, QualifiedNameProvider)
+
+    def __init__(self, source: SourceFile, index: "UnitIndex") -> None:
+        super().__init__()
+        self.source = source
+        self.index = index
+        self.functions: list[FunctionInfo] = []
+        self.classes: list[str] = []
+        self.guards: list[str] = []
+        self.withs: list[tuple[str, bool]] = []
+        self.loop_depth = 0
+        self.finally_depth = 0
+
+    # --- helpers -------------------------------------------------------
+    def pos(self, node: cst.CSTNode) -> tuple[int, int]:
+        start = self.get_metadata(PositionProvider, node).start
+        return start.line, start.column + 1
+
+    def qnames(self, node: cst.CSTNode) -> frozenset[str]:
+        return frozenset(q.name for q in self.get_metadata(QualifiedNameProvider, node, set()))
+
+    @property
+    def function(self) -> FunctionInfo | None:
+        return self.functions[-1] if self.functions else None
+
+    def setting(self, name: str, value_node: cst.BaseExpression | None, kind: str, at: cst.CSTNode, owner: str = "", value: object = None) -> None:
+        line, col = self.pos(at)
+        self.index.settings.append(
+            Setting(norm(name), literal(value_node) if value is None else value, kind, self.source.path, line, col, owner)
+        )
+
+    # --- scopes --------------------------------------------------------
+    def visit_ClassDef(self, node: cst.ClassDef) -> None:
+        self.classes.append(node.name.value)
+
+    def leave_ClassDef(self, node: cst.ClassDef) -> None:
+        self.classes.pop()
+
+    def visit_FunctionDef(self, node: cst.FunctionDef) -> None:
+        line, _ = self.pos(node)
+        end = self.get_metadata(PositionProvider, node).end.line
+        no_grad = any(
+            (self.qnames(d.decorator.func if isinstance(d.decorator, cst.Call) else d.decorator) & NO_GRAD_CONTEXTS)
+            for d in node.decorators
+        )
+        params = tuple(p.name.value for p in [*node.params.posonly_params, *node.params.params, *node.params.kwonly_params])
+        cls = self.classes[-1] if self.classes and not self.functions else None
+        info = FunctionInfo(node.name.value, cls, self.source.path, line, end, no_grad, params)
+        self.functions.append(info)
+        self.index.functions.append(info)
+        for param in [*node.params.params, *node.params.kwonly_params]:
+            if param.default is not None and param.name.value not in ("self", "cls"):
+                self.setting(param.name.value, param.default, "param-default", param, owner=info.qualname)
+
+    def leave_FunctionDef(self, node: cst.FunctionDef) -> None:
+        self.functions.pop()
+
+    def visit_If(self, node: cst.If) -> None:
+        self.guards.append(code_of(node.test))
+
+    def leave_If(self, node: cst.If) -> None:
+        self.guards.pop()
+
+    def visit_While(self, node: cst.While) -> None:
+        self.loop_depth += 1
+
+    def leave_While(self, node: cst.While) -> None:
+        self.loop_depth -= 1
+
+    def visit_For(self, node: cst.For) -> None:
+        self.loop_depth += 1
+
+    def leave_For(self, node: cst.For) -> None:
+        self.loop_depth -= 1
+
+    def visit_Finally(self, node: cst.Finally) -> None:
+        self.finally_depth += 1
+
+    def leave_Finally(self, node: cst.Finally) -> None:
+        self.finally_depth -= 1
+
+    def visit_With(self, node: cst.With) -> None:
+        for item in node.items:
+            expr = item.item
+            callee = expr.func if isinstance(expr, cst.Call) else expr
+            is_no_grad = bool(self.qnames(callee) & NO_GRAD_CONTEXTS)
+            if isinstance(expr, cst.Call) and self.qnames(callee) & {"torch.set_grad_enabled"}:
+                is_no_grad = literal(expr.args[0].value) is False if expr.args else False
+            self.withs.append((code_of(expr), is_no_grad))
+
+    def leave_With(self, node: cst.With) -> None:
+        del self.withs[len(self.withs) - len(node.items):]
+
+    # --- facts ---------------------------------------------------------
+    def visit_Call(self, node: cst.Call) -> None:
+        line, col = self.pos(node)
+        func = self.function
+        site = CallSite(
+            path=self.source.path,
+            node=node,
+            line=line,
+            col=col,
+            func_text=dotted(node.func),
+            qualnames=self.qnames(node.func),
+            function=func,
+            guards=tuple(self.guards),
+            no_grad=any(flag for _, flag in self.withs) or bool(func and func.no_grad),
+            loop_depth=self.loop_depth,
+            with_items=tuple(text for text, _ in self.withs),
+            in_finally=self.finally_depth > 0,
+        )
+        self.index.calls.append(site)
+        self.index.call_by_node[node] = site
+        if site.method == "add_argument" and node.args:
+            flags = [literal(a.value) for a in node.args if a.keyword is None]
+            longest = max((f for f in flags if isinstance(f, str)), key=len, default=None)
+            if isinstance(longest, str):
+                default = site.kwarg("default")
+                action = literal(site.kwarg("action"))
+                if default is None and action in ("store_true", "store_false"):
+                    self.setting(longest, None, "argparse", node, value=action == "store_false")
+                else:
+                    self.setting(longest, default, "argparse", node)
+        elif site.method == "set_defaults":
+            for arg in node.args:
+                if arg.keyword is not None:
+                    self.setting(arg.keyword.value, arg.value, "argparse", arg)
+        elif site.func_text == "getattr" and len(node.args) == 3:
+            key = literal(node.args[1].value)
+            if isinstance(key, str):
+                self.setting(key, node.args[2].value, "getattr-default", node)
+        elif site.method == "get" and len(node.args) == 2 and node.args[0].keyword is None:
+            key = literal(node.args[0].value)
+            if isinstance(key, str):
+                self.setting(key, node.args[1].value, "getattr-default", node)
+        owner = next(iter(sorted(site.qualnames)), site.func_text)
+        for arg in node.args:
+            if arg.keyword is not None:
+                self.setting(arg.keyword.value, arg.value, "kwarg", arg, owner=owner)
+
+    def visit_Dict(self, node: cst.Dict) -> None:
+        for element in node.elements:
+            if isinstance(element, cst.DictElement):
+                key = literal(element.key)
+                if isinstance(key, str) and key.isidentifier():
+                    self.setting(key, element.value, "dict", element)
+
+    def visit_AnnAssign(self, node: cst.AnnAssign) -> None:
+        name = dotted(node.target)
+        if name and node.value is not None:
+            kind = "class-default" if self.classes and not self.functions else "assign"
+            self.setting(name.rsplit(".", 1)[-1], node.value, kind, node, owner=self.classes[-1] if self.classes else "")
+            self._record_assign(node, name, node.value)
+
+    def visit_Assign(self, node: cst.Assign) -> None:
+        for target in node.targets:
+            expr = target.target
+            if isinstance(expr, (cst.Tuple, cst.List)):
+                sources = node.value.args if isinstance(node.value, cst.Call) else []
+                for i, element in enumerate(expr.elements):
+                    name = dotted(element.value)
+                    if name:
+                        src = dotted(sources[i].value) if i < len(sources) else ""
+                        self._record_assign(node, name, node.value, source=src)
+                continue
+            name = dotted(expr)
+            if not name:
+                continue
+            self._record_assign(node, name, node.value)
+            kind = "class-default" if self.classes and not self.functions else "assign"
+            self.setting(name.rsplit(".", 1)[-1], node.value, kind, node, owner=self.classes[-1] if self.classes else "")
+
+    def _record_assign(self, node: cst.CSTNode, name: str, value: cst.BaseExpression, source: str = "") -> None:
+        line, col = self.pos(node)
+        self.index.assigns.append(
+            Assign(self.source.path, line, col, name, value, self.function, None, source)
+        )
+        self.index._pending.append((self.index.assigns[-1], value))
+
+
+@dataclass
+class UnitIndex:
+    unit: Unit
+    calls: list[CallSite] = field(default_factory=list)
+    assigns: list[Assign] = field(default_factory=list)
+    settings: list[Setting] = field(default_factory=list)
+    functions: list[FunctionInfo] = field(default_factory=list)
+    call_by_node: dict[cst.Call, CallSite] = field(default_factory=dict)
+    _pending: list = field(default_factory=list)
+
+    @classmethod
+    def build(cls, unit: Unit) -> "UnitIndex":
+        index = cls(unit)
+        for source in unit.files:
+            MetadataWrapper(source.module, unsafe_skip_copy=True).visit(_Indexer(source, index))
+        for assign, value in index._pending:
+            if isinstance(value, cst.Call):
+                assign.call = index.call_by_node.get(value)
+        index._pending.clear()
+        for config in unit.configs:
+            index.settings.extend(_config_settings(config))
+        return index
+
+    # --- queries --------------------------------------------------------
+    @property
+    def files(self) -> list[SourceFile]:
+        return self.unit.files
+
+    @property
+    def entry(self) -> SourceFile:
+        return self.unit.entry
+
+    def calls_to(self, *patterns: str) -> list[CallSite]:
+        """Calls whose qualified name (or written dotted name) matches one of the patterns."""
+        return [c for c in self.calls if c.matches(patterns)]
+
+    def method_calls(self, *methods: str) -> list[CallSite]:
+        return [c for c in self.calls if c.method in methods and c.receiver]
+
+    def assigns_to(self, target: str) -> list[Assign]:
+        return [a for a in self.assigns if a.target == target]
+
+    def origins(self, name: str, _depth: int = 0) -> set[str]:
+        """Qualified names of the calls that produced ``name`` (through plain aliases and
+        ``a, b = accelerator.prepare(a, b)`` unpacking), plus the name's own text."""
+        found: set[str] = set()
+        if _depth > 6 or not name:
+            return found
+        leaf = name.rsplit(".", 1)[-1]
+        for assign in self.assigns:
+            if assign.target != name and not (assign.target.startswith("self.") and assign.target.rsplit(".", 1)[-1] == leaf and name.startswith("self.")):
+                continue
+            if assign.source:
+                found |= self.origins(assign.source, _depth + 1)
+            elif assign.call is not None:
+                found |= set(assign.call.names)
+                if assign.call.method in {"prepare", "to", "cuda", "compile"} and assign.call.args:
+                    found |= self.origins(dotted(assign.call.args[0].value), _depth + 1)
+            elif (alias := dotted(assign.value)) and alias != name:
+                found |= self.origins(alias, _depth + 1)
+        return found
+
+    def setting(self, *names: str) -> list[Setting]:
+        wanted = {norm(n) for n in names}
+        return [s for s in self.settings if s.name in wanted]
+
+    def functions_named(self, *names: str) -> list[FunctionInfo]:
+        return [f for f in self.functions if f.name in names]
+
+    def calls_in(self, function: FunctionInfo | None) -> list[CallSite]:
+        return [c for c in self.calls if c.function == function]
+
+    def line_text(self, path: Path, line: int) -> str:
+        for source in self.files:
+            if source.path == path:
+                lines = source.lines
+                return lines[line - 1] if 0 < line <= len(lines) else ""
+        return ""
+
+    def names_used(self) -> Iterator[str]:
+        for call in self.calls:
+            yield from call.names
+
+
+def _config_settings(config: ConfigFile) -> Iterator[Setting]:
+    for key, value in config.values.items():
+        leaf = key.rsplit(".", 1)[-1]
+        yield Setting(norm(leaf), value, "config-file", config.path, config.lines.get(key, 1), 1, owner=key)

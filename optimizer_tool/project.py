@@ -1,0 +1,255 @@
+"""Loading trainer code: files, parse errors, local imports and training units.
+
+A *unit* is one trainer as a user thinks of it: a file that trains (it calls
+``backward`` / ``optimizer.step`` or defines ``training_step``) together with
+the modules of the same project it imports (config, scheduler, EMA helper,
+losses). Rules run once per unit, so a value set in ``config.py`` or a helper
+in ``utils/ema.py`` counts for the trainer that imports them, while two
+unrelated trainers in one folder are judged separately.
+"""
+
+from __future__ import annotations
+
+import json
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import libcst as cst
+
+from optimizer_tool.findings import Finding, Location, Severity
+
+SKIP_DIRS = {".git", ".venv", "venv", "env", "__pycache__", "node_modules", "site-packages", ".tox", ".mypy_cache", "build", "dist"}
+CONFIG_SUFFIXES = {".yaml", ".yml", ".toml", ".json"}
+INPUT_ERROR_KEY = "input"
+
+
+@dataclass
+class SourceFile:
+    path: Path
+    text: str
+    module: cst.Module
+
+    @property
+    def lines(self) -> list[str]:
+        return self.text.splitlines()
+
+
+@dataclass
+class ConfigFile:
+    """A YAML/TOML/JSON config next to a trainer, flattened to dotted keys."""
+
+    path: Path
+    values: dict[str, object]
+    lines: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass
+class Unit:
+    entry: SourceFile
+    files: list[SourceFile]
+    configs: list[ConfigFile]
+
+
+@dataclass
+class LoadResult:
+    files: dict[Path, SourceFile]
+    errors: list[Finding]
+    root: Path
+
+
+class UsageError(Exception):
+    """Bad command-line input: exit code 2 with this message."""
+
+
+def input_error(path: Path, line: int, col: int, message: str, code: str = "E902") -> Finding:
+    return Finding(code, INPUT_ERROR_KEY, Severity.BUG, message, Location(path, line, col), is_error=True)
+
+
+def discover(paths: list[Path]) -> tuple[list[Path], list[Finding]]:
+    """Expand files and folders into Python files, with clear errors for the rest."""
+    found: list[Path] = []
+    errors: list[Finding] = []
+    for raw in paths:
+        path = Path(raw)
+        if not path.exists():
+            raise UsageError(f"{path}: no such file or folder")
+        if path.is_dir():
+            py = sorted(p for p in path.rglob("*.py") if not (set(p.relative_to(path).parts[:-1]) & SKIP_DIRS))
+            if not py:
+                raise UsageError(f"{path}: folder contains no Python files to check")
+            found.extend(py)
+        elif path.suffix == ".py":
+            found.append(path)
+        else:
+            raise UsageError(f"{path}: not a Python file (expected a .py file or a folder of them)")
+    return list(dict.fromkeys(p.resolve() for p in found)), errors
+
+
+def parse_source(path: Path, text: str | None = None) -> SourceFile | Finding:
+    """Parse one file; a problem comes back as an input-error finding, never an exception."""
+    if text is None:
+        try:
+            raw = path.read_bytes()
+        except OSError as exc:
+            return input_error(path, 1, 1, f"cannot read file: {exc.strerror}")
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            line = raw[: exc.start].count(b"\n") + 1
+            return input_error(path, line, 1, f"not valid UTF-8 (byte {exc.start}); re-save the file as UTF-8")
+    try:
+        module = cst.parse_module(text)
+    except cst.ParserSyntaxError as exc:
+        return input_error(path, exc.raw_line, exc.raw_column + 1, f"syntax error: {exc.message}", code="E999")
+    return SourceFile(path, text, module)
+
+
+def load(paths: list[Path], overrides: dict[Path, str] | None = None) -> LoadResult:
+    """Parse the given files and every local module they import (transitively)."""
+    targets, errors = discover(paths)
+    overrides = overrides or {}
+    root = project_root(targets)
+    files: dict[Path, SourceFile] = {}
+    queue = list(targets)
+    seen: set[Path] = set()
+    while queue:
+        path = queue.pop(0)
+        if path in seen:
+            continue
+        seen.add(path)
+        parsed = parse_source(path, overrides.get(path))
+        if isinstance(parsed, Finding):
+            errors.append(parsed)
+            continue
+        files[path] = parsed
+        queue.extend(p for p in local_imports(parsed, root) if p not in seen)
+    return LoadResult(files, errors, root)
+
+
+def project_root(paths: list[Path]) -> Path:
+    """The nearest folder above the inputs holding pyproject.toml or .git, else their common folder."""
+    start = Path(_common(paths))
+    for folder in [start, *start.parents]:
+        if (folder / "pyproject.toml").exists() or (folder / ".git").exists():
+            return folder
+    return start
+
+
+def _common(paths: list[Path]) -> Path:
+    import os
+
+    folders = [str(p if p.is_dir() else p.parent) for p in paths] or [str(Path.cwd())]
+    return Path(os.path.commonpath(folders))
+
+
+def _module_candidates(dotted: str, base: Path) -> list[Path]:
+    rel = Path(*dotted.split("."))
+    return [base / rel.with_suffix(".py"), base / rel / "__init__.py"]
+
+
+def local_imports(source: SourceFile, root: Path) -> list[Path]:
+    """Files of this project that ``source`` imports: relative imports, and absolute ones found
+    next to the file or under the project root (the plan's ``from utils.ema import EMA``)."""
+    here = source.path.parent
+    bases = [here, *[p for p in here.parents if root in (p, *p.parents)]]
+    out: list[Path] = []
+
+    def resolve(dotted: str, level: int, names: list[str]) -> None:
+        if level:
+            base = here
+            for _ in range(level - 1):
+                base = base.parent
+            search = [base]
+        else:
+            search = bases
+        for base in search:
+            for stem in ([f"{dotted}.{n}" if dotted else n for n in names] + ([dotted] if dotted else [])):
+                for cand in _module_candidates(stem, base):
+                    if cand.exists():
+                        out.append(cand.resolve())
+                        return
+
+    for node in _walk_imports(source.module):
+        if isinstance(node, cst.Import):
+            for alias in node.names:
+                resolve(_dotted(alias.name), 0, [])
+        else:
+            module = _dotted(node.module) if node.module else ""
+            level = len(node.relative)
+            names = [] if isinstance(node.names, cst.ImportStar) else [_dotted(a.name) for a in node.names]
+            resolve(module, level, names)
+    return [p for p in dict.fromkeys(out) if p != source.path]
+
+
+def _walk_imports(module: cst.Module):
+    class Collector(cst.CSTVisitor):
+        def __init__(self) -> None:
+            self.found: list = []
+
+        def visit_Import(self, node: cst.Import) -> None:
+            self.found.append(node)
+
+        def visit_ImportFrom(self, node: cst.ImportFrom) -> None:
+            self.found.append(node)
+
+    collector = Collector()
+    module.visit(collector)
+    return collector.found
+
+
+def _dotted(node: cst.BaseExpression) -> str:
+    if isinstance(node, cst.Name):
+        return node.value
+    if isinstance(node, cst.Attribute):
+        return f"{_dotted(node.value)}.{node.attr.value}"
+    return ""
+
+
+def load_configs(folder: Path) -> list[ConfigFile]:
+    """Config files beside a trainer and in its ``configs/`` folder; unreadable ones are skipped
+    (they are data, not code under audit)."""
+    out: list[ConfigFile] = []
+    for cand in sorted([*folder.glob("*"), *folder.glob("configs/*"), *folder.glob("config/*")]):
+        if cand.suffix not in CONFIG_SUFFIXES or cand.name in {"pyproject.toml"} or not cand.is_file():
+            continue
+        try:
+            text = cand.read_text(encoding="utf-8")
+            if cand.suffix == ".toml":
+                data = tomllib.loads(text)
+            elif cand.suffix == ".json":
+                data = json.loads(text)
+            else:
+                import yaml
+
+                data = yaml.safe_load(text)
+        except Exception:  # noqa: BLE001 - a broken data file must not stop the audit
+            continue
+        if isinstance(data, dict):
+            flat = _flatten(data)
+            out.append(ConfigFile(cand, flat, _key_lines(text, flat)))
+    return out
+
+
+def _flatten(data: dict, prefix: str = "") -> dict[str, object]:
+    flat: dict[str, object] = {}
+    for key, value in data.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f"{name}."))
+        else:
+            flat[name] = value
+    return flat
+
+
+def _key_lines(text: str, flat: dict[str, object]) -> dict[str, int]:
+    lines = text.splitlines()
+    result: dict[str, int] = {}
+    for key in flat:
+        leaf = key.rsplit(".", 1)[-1]
+        for number, line in enumerate(lines, 1):
+            stripped = line.lstrip().lstrip('"')
+            if stripped.startswith(leaf) and stripped[len(leaf):].lstrip('"').lstrip()[:1] in {":", "="}:
+                result[key] = number
+                break
+    return result

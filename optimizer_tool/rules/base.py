@@ -1,0 +1,63 @@
+"""The rule contract, Fixit style: a rule declares what it reports, documents
+itself (``t2s-opt explain``) and carries its own VALID/INVALID examples, which
+the test suite runs.
+
+A rule module is one optimization: it sets ``KEY`` and ``TITLE`` and defines
+its ``Rule`` subclasses (and later its fixes). The engine discovers modules in
+this package; it knows no optimization by name.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import ClassVar, Iterable, Union
+
+import libcst as cst
+
+from optimizer_tool.findings import Severity
+from optimizer_tool.index import CallSite, Setting, UnitIndex
+
+Example = Union[str, dict]  # source of one file, or {relative path: source} for a small project
+
+
+@dataclass(frozen=True)
+class Hit:
+    """Where a rule fired; ``message`` overrides the rule's default sentence when the
+    measured value matters (e.g. the horizon in steps)."""
+
+    path: Path
+    line: int
+    col: int = 1
+    message: str | None = None
+
+    @classmethod
+    def at(cls, thing: CallSite | Setting, message: str | None = None) -> "Hit":
+        return cls(thing.path, thing.line, thing.col, message)
+
+
+class Rule:
+    code: ClassVar[str]
+    severity: ClassVar[Severity]
+    title: ClassVar[str]  # the checklist line, e.g. "EMA updated once per optimizer step"
+    message: ClassVar[str]  # one sentence: what is wrong and why it matters
+    explain: ClassVar[str]  # long form for `t2s-opt explain`
+    fixable: ClassVar[bool] = False
+    VALID: ClassVar[list[Example]] = []
+    INVALID: ClassVar[list[Example]] = []
+    key: ClassVar[str] = ""  # set by the registry from the module's KEY
+
+    def applies(self, index: UnitIndex) -> bool:
+        """False when the rule has nothing to judge (a bug rule where the feature is absent)."""
+        return True
+
+    def check(self, index: UnitIndex) -> Iterable[Hit]:
+        raise NotImplementedError
+
+
+def first_in_scope(sites: list[CallSite]) -> CallSite | None:
+    return min(sites, key=lambda s: (str(s.path), s.line, s.col), default=None)
+
+
+def is_call(node: cst.BaseExpression | None) -> bool:
+    return isinstance(node, cst.Call)

@@ -1,0 +1,32 @@
+"""Run a rule's VALID/INVALID examples (Fixit style): the rules document and test themselves."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+from optimizer_tool.engine import build_units, check_units
+from optimizer_tool.findings import Finding
+from optimizer_tool.project import load
+from optimizer_tool.rules import optimizations
+from optimizer_tool.rules.base import Example
+from optimizer_tool.settings import Settings
+
+
+def write_example(example: Example, folder: Path) -> Path:
+    """Write an example (one file, or {relative path: source}) and return the file to check."""
+    files = {"train.py": example} if isinstance(example, str) else example
+    first = None
+    for rel, source in files.items():
+        path = folder / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(textwrap.dedent(source), encoding="utf-8")
+        first = first or path
+    return first
+
+
+def findings_for(example: Example, folder: Path) -> list[Finding]:
+    entry = write_example(example, folder)
+    loaded = load([entry])
+    units = build_units(loaded, [entry.resolve()])
+    return check_units(units, Settings(), loaded.root, optimizations()).findings

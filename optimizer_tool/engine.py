@@ -6,10 +6,9 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import libcst as cst
 
 from optimizer_tool.findings import Finding, Location, Severity
-from optimizer_tool.index import UnitIndex, dotted
+from optimizer_tool.index import UnitIndex
 from optimizer_tool.project import LoadResult, SourceFile, Unit, load, load_configs
 from optimizer_tool.rules import Optimization, optimizations
 from optimizer_tool.settings import Settings
@@ -42,26 +41,6 @@ class CheckResult:
         return [f for f in self.findings if settings.fails(f)]
 
 
-def _trains(source: SourceFile) -> bool:
-    """A file trains when it calls backward()/optimizer-like step() or defines a training_step."""
-
-    class Finder(cst.CSTVisitor):
-        found = False
-
-        def visit_Call(self, node: cst.Call) -> None:
-            name = dotted(node.func)
-            if name.endswith(".backward") or name.endswith("_backward"):
-                self.found = True
-
-        def visit_FunctionDef(self, node: cst.FunctionDef) -> None:
-            if node.name.value in {"training_step", "train_step", "run_step", "forward_backward"}:
-                self.found = True
-
-    finder = Finder()
-    source.module.visit(finder)
-    return finder.found
-
-
 def build_units(loaded: LoadResult, targets: list[Path]) -> list[Unit]:
     from optimizer_tool.project import local_imports
 
@@ -82,16 +61,17 @@ def build_units(loaded: LoadResult, targets: list[Path]) -> list[Unit]:
 
     target_set = {p.resolve() for p in targets}
     in_targets = [p for p in loaded.files if p in target_set or any(t in p.parents for t in target_set)]
-    entries = [p for p in in_targets if _trains(loaded.files[p])]
-    if not entries:
-        entries = [p for p in in_targets if p in target_set] or in_targets
-    # A trainer imported by another entry point (main.py -> trainer.py) belongs to that unit.
-    keep = [e for e in entries if not any(e != o and e in closure(o) and o not in closure(e) for o in entries)]
-    units = []
-    for entry in keep:
-        files = [loaded.files[p] for p in closure(entry)]
-        configs = load_configs(entry.parent)
-        units.append(Unit(loaded.files[entry], files, configs))
+    trainers = {p for p, source in loaded.files.items() if source.trains}
+    # The entry point of a trainer is the outermost file whose imports reach training code
+    # (scripts/image_train.py -> train_util.py; main.py -> trainer.py): its unit sees the
+    # config defaults and helpers the script wires in.
+    candidates = [p for p in in_targets if trainers.intersection(closure(p))]
+    keep = [c for c in candidates if not any(o != c and c in closure(o) and o not in closure(c) for o in candidates)]
+    units = [Unit(loaded.files[e], [loaded.files[p] for p in closure(e)], load_configs(e.parent)) for e in keep]
+    # Files that train nothing and belong to no trainer are still checked alone, without
+    # pulling in their imports: library code has nothing for the training rules to judge.
+    covered = {p for e in keep for p in closure(e)}
+    units += [Unit(loaded.files[p], [loaded.files[p]], []) for p in in_targets if p not in covered]
     return units
 
 

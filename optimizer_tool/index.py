@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Iterable, Iterator
 
 import libcst as cst
-from libcst.metadata import MetadataWrapper, PositionProvider, QualifiedNameProvider
+from libcst.metadata import MetadataWrapper, PositionProvider
 
 from optimizer_tool.project import ConfigFile, SourceFile, Unit
 
@@ -79,6 +79,17 @@ class FunctionInfo:
         return f"{self.class_name}.{self.name}" if self.class_name else self.name
 
 
+@dataclass(frozen=True)
+class Loop:
+    """One enclosing ``for``/``while`` statement: identity (path, line, col) and its source."""
+
+    path: Path
+    line: int
+    col: int
+    target: str  # the loop variable(s) of a for loop, '' for while
+    iter: str  # the iterable of a for loop, the condition of a while loop
+
+
 @dataclass(eq=False)
 class CallSite:
     path: Path
@@ -93,6 +104,9 @@ class CallSite:
     loop_depth: int
     with_items: tuple[str, ...]  # source of every enclosing with-item, outermost first
     in_finally: bool = False
+    loops: tuple[Loop, ...] = ()  # every enclosing loop, outermost first (loop_depth == len(loops))
+    # every enclosing if statement, outermost first: (line of the `if`, True when in its else/elif part)
+    branches: tuple[tuple[int, bool], ...] = ()
 
     @property
     def method(self) -> str:
@@ -146,6 +160,19 @@ class Assign:
     source: str = ""  # for `a, b = prepare(x, y)`: the argument text at the same position
 
 
+@dataclass(eq=False)
+class ItemAssign:
+    """An assignment to a subscript: ``param_group["lr"] = lr`` (container 'param_group', key 'lr')."""
+
+    path: Path
+    line: int
+    col: int
+    container: str  # dotted text of the subscripted object, '' when not a plain chain
+    key: object  # the literal key, or UNKNOWN
+    value: cst.BaseExpression
+    function: FunctionInfo | None
+
+
 @dataclass(frozen=True)
 class Setting:
     name: str  # normalized leaf name, e.g. 'beta_schedule'
@@ -161,6 +188,27 @@ class Setting:
         return self.value is not UNKNOWN
 
 
+def import_aliases(tree: ast.Module | None) -> dict[str, set[str]]:
+    """Local name -> the qualified names it may stand for, from every import in the file
+    (function-level ones included: the plan imports lpips inside ``__init__``).
+
+    This replaces libcst's scope-based QualifiedNameProvider, which costs ~3x the rest of the
+    index; shadowing an imported name by a local assignment is rare in trainers."""
+    aliases: dict[str, set[str]] = {}
+    for node in ast.walk(tree) if tree else ():
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                local = alias.asname or alias.name.split(".")[0]
+                aliases.setdefault(local, set()).add(alias.name if alias.asname else local)
+        elif isinstance(node, ast.ImportFrom):
+            module = "." * node.level + (node.module or "")
+            for alias in node.names:
+                if alias.name != "*":
+                    full = f"{module}.{alias.name}" if node.module else f"{module}{alias.name}"
+                    aliases.setdefault(alias.asname or alias.name, set()).add(full)
+    return aliases
+
+
 def _match(name: str, pattern: str) -> bool:
     """``pattern`` matches a qualified name exactly, by its last components (``*.step``),
     or as a prefix glob (``torch.optim.*``)."""
@@ -172,18 +220,21 @@ def _match(name: str, pattern: str) -> bool:
 
 
 class _Indexer(cst.CSTVisitor):
-    METADATA_DEPENDENCIES = (PositionProvider, QualifiedNameProvider)
+    METADATA_DEPENDENCIES = (PositionProvider,)
 
-    def __init__(self, source: SourceFile, index: "UnitIndex") -> None:
+    def __init__(self, source: SourceFile, index: "FileFacts") -> None:
         super().__init__()
         self.source = source
         self.index = index
+        self.aliases = import_aliases(source.tree)
         self.functions: list[FunctionInfo] = []
         self.classes: list[str] = []
         self.guards: list[str] = []
         self.withs: list[tuple[str, bool]] = []
         self.loop_depth = 0
         self.finally_depth = 0
+        self.loops: list[Loop] = []
+        self.branches: list[tuple[int, bool]] = []
 
     # --- helpers -------------------------------------------------------
     def pos(self, node: cst.CSTNode) -> tuple[int, int]:
@@ -191,7 +242,11 @@ class _Indexer(cst.CSTVisitor):
         return start.line, start.column + 1
 
     def qnames(self, node: cst.CSTNode) -> frozenset[str]:
-        return frozenset(q.name for q in self.get_metadata(QualifiedNameProvider, node, set()))
+        """Qualified names of a dotted name through the file's imports and aliases
+        (``nn.utils.clip_grad_norm_`` -> ``torch.nn.utils.clip_grad_norm_``)."""
+        text = dotted(node)
+        head, _, rest = text.partition(".")
+        return frozenset(f"{origin}.{rest}" if rest else origin for origin in self.aliases.get(head, ()))
 
     @property
     def function(self) -> FunctionInfo | None:
@@ -235,17 +290,35 @@ class _Indexer(cst.CSTVisitor):
     def leave_If(self, node: cst.If) -> None:
         self.guards.pop()
 
+    def visit_If_body(self, node: cst.If) -> None:
+        self.branches.append((self.pos(node)[0], False))
+
+    def leave_If_body(self, node: cst.If) -> None:
+        self.branches.pop()
+
+    def visit_If_orelse(self, node: cst.If) -> None:
+        self.branches.append((self.pos(node)[0], True))
+
+    def leave_If_orelse(self, node: cst.If) -> None:
+        self.branches.pop()
+
     def visit_While(self, node: cst.While) -> None:
         self.loop_depth += 1
+        line, col = self.pos(node)
+        self.loops.append(Loop(self.source.path, line, col, "", code_of(node.test)))
 
     def leave_While(self, node: cst.While) -> None:
         self.loop_depth -= 1
+        self.loops.pop()
 
     def visit_For(self, node: cst.For) -> None:
         self.loop_depth += 1
+        line, col = self.pos(node)
+        self.loops.append(Loop(self.source.path, line, col, code_of(node.target), code_of(node.iter)))
 
     def leave_For(self, node: cst.For) -> None:
         self.loop_depth -= 1
+        self.loops.pop()
 
     def visit_Finally(self, node: cst.Finally) -> None:
         self.finally_depth += 1
@@ -280,6 +353,8 @@ class _Indexer(cst.CSTVisitor):
             guards=tuple(self.guards),
             no_grad=any(flag for _, flag in self.withs) or bool(func and func.no_grad),
             loop_depth=self.loop_depth,
+            loops=tuple(self.loops),
+            branches=tuple(self.branches),
             with_items=tuple(text for text, _ in self.withs),
             in_finally=self.finally_depth > 0,
         )
@@ -326,9 +401,20 @@ class _Indexer(cst.CSTVisitor):
             self.setting(name.rsplit(".", 1)[-1], node.value, kind, node, owner=self.classes[-1] if self.classes else "")
             self._record_assign(node, name, node.value)
 
+    def visit_Return(self, node: cst.Return) -> None:
+        if node.value is not None:
+            line, col = self.pos(node)
+            self.index.returns.append(Assign(self.source.path, line, col, "return", node.value, self.function, None))
+            self.index._pending.append((self.index.returns[-1], node.value))
+
     def visit_Assign(self, node: cst.Assign) -> None:
         for target in node.targets:
             expr = target.target
+            if isinstance(expr, cst.Subscript) and len(expr.slice) == 1 and isinstance(expr.slice[0].slice, cst.Index):
+                line, col = self.pos(node)
+                key = literal(expr.slice[0].slice.value)
+                self.index.item_assigns.append(ItemAssign(self.source.path, line, col, dotted(expr.value), key, node.value, self.function))
+                continue
             if isinstance(expr, (cst.Tuple, cst.List)):
                 sources = node.value.args if isinstance(node.value, cst.Call) else []
                 for i, element in enumerate(expr.elements):
@@ -353,24 +439,53 @@ class _Indexer(cst.CSTVisitor):
 
 
 @dataclass
+class FileFacts:
+    """What one file contributes; computed once per parsed file and shared by every unit
+    that contains it (a config module imported by several trainers is indexed once)."""
+
+    calls: list[CallSite] = field(default_factory=list)
+    assigns: list[Assign] = field(default_factory=list)
+    settings: list[Setting] = field(default_factory=list)
+    functions: list[FunctionInfo] = field(default_factory=list)
+    call_by_node: dict[cst.Call, CallSite] = field(default_factory=dict)
+    item_assigns: list[ItemAssign] = field(default_factory=list)
+    returns: list[Assign] = field(default_factory=list)  # ``return <value>`` statements (target 'return')
+    _pending: list = field(default_factory=list)
+
+    @classmethod
+    def of(cls, source: SourceFile) -> "FileFacts":
+        if source.facts is None:
+            facts = cls()
+            MetadataWrapper(source.module, unsafe_skip_copy=True).visit(_Indexer(source, facts))
+            for assign, value in facts._pending:
+                if isinstance(value, cst.Call):
+                    assign.call = facts.call_by_node.get(value)
+            facts._pending.clear()
+            source.facts = facts
+        return source.facts
+
+
+@dataclass
 class UnitIndex:
     unit: Unit
     calls: list[CallSite] = field(default_factory=list)
     assigns: list[Assign] = field(default_factory=list)
     settings: list[Setting] = field(default_factory=list)
     functions: list[FunctionInfo] = field(default_factory=list)
-    call_by_node: dict[cst.Call, CallSite] = field(default_factory=dict)
-    _pending: list = field(default_factory=list)
+    item_assigns: list[ItemAssign] = field(default_factory=list)
+    returns: list[Assign] = field(default_factory=list)
 
     @classmethod
     def build(cls, unit: Unit) -> "UnitIndex":
         index = cls(unit)
         for source in unit.files:
-            MetadataWrapper(source.module, unsafe_skip_copy=True).visit(_Indexer(source, index))
-        for assign, value in index._pending:
-            if isinstance(value, cst.Call):
-                assign.call = index.call_by_node.get(value)
-        index._pending.clear()
+            facts = FileFacts.of(source)
+            index.calls += facts.calls
+            index.assigns += facts.assigns
+            index.settings += facts.settings
+            index.functions += facts.functions
+            index.item_assigns += facts.item_assigns
+            index.returns += facts.returns
         for config in unit.configs:
             index.settings.extend(_config_settings(config))
         return index
@@ -386,24 +501,51 @@ class UnitIndex:
 
     def calls_to(self, *patterns: str) -> list[CallSite]:
         """Calls whose qualified name (or written dotted name) matches one of the patterns."""
-        return [c for c in self.calls if c.matches(patterns)]
+        cache = self.__dict__.setdefault("_calls_to", {})
+        if patterns not in cache:
+            cache[patterns] = [c for c in self.calls if c.matches(patterns)]
+        return cache[patterns]
+
+    @cached_property
+    def _calls_by_method(self) -> dict[str, list[CallSite]]:
+        table: dict[str, list[CallSite]] = {}
+        for call in self.calls:
+            if call.receiver:
+                table.setdefault(call.method, []).append(call)
+        return table
 
     def method_calls(self, *methods: str) -> list[CallSite]:
-        return [c for c in self.calls if c.method in methods and c.receiver]
+        found = [c for m in methods for c in self._calls_by_method.get(m, [])]
+        return sorted(found, key=lambda c: (str(c.path), c.line, c.col)) if len(methods) > 1 else found
 
     def assigns_to(self, target: str) -> list[Assign]:
         return [a for a in self.assigns if a.target == target]
 
-    def origins(self, name: str, _depth: int = 0) -> set[str]:
-        """Qualified names of the calls that produced ``name`` (through plain aliases and
-        ``a, b = accelerator.prepare(a, b)`` unpacking), plus the name's own text."""
-        found: set[str] = set()
-        if _depth > 6 or not name:
-            return found
-        leaf = name.rsplit(".", 1)[-1]
+    @cached_property
+    def _assigns_by_target(self) -> dict[str, list[Assign]]:
+        table: dict[str, list[Assign]] = {}
         for assign in self.assigns:
-            if assign.target != name and not (assign.target.startswith("self.") and assign.target.rsplit(".", 1)[-1] == leaf and name.startswith("self.")):
-                continue
+            table.setdefault(assign.target, []).append(assign)
+            if assign.target.startswith("self."):
+                # ``self.ema`` set in __init__ is the same object as ``self.x.ema`` would not be,
+                # but the attribute leaf is how trainers are written: index ``self.<leaf>`` too.
+                table.setdefault("self.<leaf>." + assign.target.rsplit(".", 1)[-1], []).append(assign)
+        return table
+
+    def origins(self, name: str, _depth: int = 0) -> frozenset[str]:
+        """Qualified names of the calls that produced ``name`` (through plain aliases and
+        ``a, b = accelerator.prepare(a, b)`` unpacking)."""
+        if _depth > 6 or not name:
+            return frozenset()
+        cache = self.__dict__.setdefault("_origins", {})
+        if name in cache:
+            return cache[name]
+        cache[name] = frozenset()  # cycles (a = b; b = a) end here
+        found: set[str] = set()
+        candidates = list(self._assigns_by_target.get(name, []))
+        if name.startswith("self."):
+            candidates += [a for a in self._assigns_by_target.get("self.<leaf>." + name.rsplit(".", 1)[-1], []) if a not in candidates]
+        for assign in candidates:
             if assign.source:
                 found |= self.origins(assign.source, _depth + 1)
             elif assign.call is not None:
@@ -412,7 +554,8 @@ class UnitIndex:
                     found |= self.origins(dotted(assign.call.args[0].value), _depth + 1)
             elif (alias := dotted(assign.value)) and alias != name:
                 found |= self.origins(alias, _depth + 1)
-        return found
+        cache[name] = frozenset(found)
+        return cache[name]
 
     def setting(self, *names: str) -> list[Setting]:
         wanted = {norm(n) for n in names}

@@ -10,8 +10,10 @@ parameters, from conventional names (``optimizer``, ``opt``, ``scaler``).
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
+from typing import Iterable, Iterator
 
-from optimizer_tool.index import CallSite, UnitIndex
+from optimizer_tool.index import CallSite, Setting, UnitIndex, literal, norm
 
 ROLE_CONSTRUCTORS: dict[str, tuple[str, ...]] = {
     "optimizer": (
@@ -110,8 +112,11 @@ def calls_in_functions_with(index: UnitIndex, patterns: tuple[str, ...]) -> list
     return list(dict.fromkeys(c.function for c in index.calls_to(*patterns)))
 
 
+NOT_SAMPLING = re.compile(r"^(train|q_sample)|timestep|noise|_t$", re.I)  # q_sample noises x0: training, not sampling
+
+
 def sampling_functions(index: UnitIndex) -> list:
-    return [f for f in index.functions if SAMPLING_FUNCTION.search(f.name) and not f.name.startswith("train")]
+    return [f for f in index.functions if SAMPLING_FUNCTION.search(f.name) and not NOT_SAMPLING.search(f.name)]
 
 
 def mentions(index: UnitIndex, functions: list, name: str) -> bool:
@@ -134,3 +139,394 @@ def run_length(index: UnitIndex):
         if isinstance(setting.value, int) and not isinstance(setting.value, bool) and setting.value > 0:
             return setting.value, setting
     return None
+
+
+# --- configured values: what a unit sets for one concept ----------------------
+# Explicit settings (a config default, an argparse default, a keyword, a YAML key, an
+# assignment) decide. Only when none of them is known do the fallbacks count: a parameter
+# default that some call relies on, a getattr default, a library's documented default, or
+# what the code visibly does. Settings whose value is None mean "defer" and are ignored.
+EXPLICIT_KINDS = ("config-file", "argparse", "class-default", "dict", "kwarg", "assign")
+FALLBACK_KINDS = ("getattr-default", "param-default", "library-default", "code")
+_KIND_RANK = {k: i for i, k in enumerate(EXPLICIT_KINDS + FALLBACK_KINDS)}
+
+
+@dataclass
+class Configured:
+    """The classified values a unit configures for one concept, each with its settings,
+    best first (files beside the trainer, then config files, argparse, class defaults...)."""
+
+    by_value: dict[str, list[Setting]]
+    explicit: bool
+
+    @property
+    def value(self) -> str | None:
+        """The single value when every deciding setting agrees, else None."""
+        return next(iter(self.by_value)) if len(self.by_value) == 1 else None
+
+    def where(self, value: str) -> Setting | None:
+        found = self.by_value.get(value)
+        return found[0] if found else None
+
+
+def configured(index: UnitIndex, names: tuple[str, ...], classify, extra: Iterable[Setting] = ()) -> Configured:
+    """Classify the known settings called ``names`` (plus ``extra`` synthetic ones) with
+    ``classify(setting) -> str | None``; None drops a setting as irrelevant."""
+    candidates = [s for s in index.setting(*names) if s.known and s.value is not None] + list(extra)
+    pairs = [(v, s) for s in candidates if (v := classify(s)) is not None]
+    explicit = [(v, s) for v, s in pairs if s.kind in EXPLICIT_KINDS]
+    chosen = explicit or [(v, s) for v, s in pairs if s.kind != "param-default" or param_default_used(index, s)]
+    here = index.entry.path.parent
+    by_value: dict[str, list[Setting]] = {}
+    for v, s in sorted(chosen, key=lambda p: (here not in p[1].path.parents, _KIND_RANK.get(p[1].kind, 99), str(p[1].path), p[1].line, p[1].col)):
+        by_value.setdefault(v, []).append(s)
+    return Configured(by_value, bool(explicit))
+
+
+def param_default_used(index: UnitIndex, setting: Setting) -> bool:
+    """Whether some call of the function owning this parameter default leaves the parameter
+    out (so the default is what runs). Calls with ``*args``/``**kwargs`` may pass it."""
+    fn = next((f for f in index.functions if f.qualname == setting.owner and f.path == setting.path), None)
+    if fn is None:
+        return False
+    params = list(fn.params)
+    real = next((p for p in params if norm(p) == setting.name), None)
+    if real is None:
+        return False
+    bound = 1 if fn.class_name and params and params[0] in ("self", "cls") else 0
+    position = params.index(real) - bound
+    callee = fn.class_name if fn.name == "__init__" and fn.class_name else fn.name
+    for call in index.calls:
+        if not call.func_text or call.func_text.rsplit(".", 1)[-1] != callee:
+            continue
+        if any(a.star for a in call.node.args) or call.kwarg(real) is not None or len(call.args) > position:
+            continue
+        return True
+    return False
+
+
+def synthetic_setting(name: str, value: object, kind: str, at: CallSite, owner: str = "") -> Setting:
+    """A setting the code implies without writing it (a library default, a literal argument)."""
+    return Setting(norm(name), value, kind, at.path, at.line, at.col, owner or at.func_text)
+
+
+def find_call(index: UnitIndex, node) -> CallSite | None:
+    """The indexed call site of a ``cst.Call`` node (identity)."""
+    return next((c for c in index.calls if c.node is node), None)
+
+
+def expression_nodes(node) -> Iterator:
+    """Every node of one expression (a small subtree of an indexed fact, never a module)."""
+    import libcst as cst
+
+    if node is None:
+        return
+    stack = [node]
+    while stack:
+        current = stack.pop()
+        yield current
+        stack.extend(c for c in current.children if isinstance(c, cst.CSTNode))
+
+
+# Library knowledge: diffusers noise schedulers built directly (not from a pretrained config)
+# use their documented defaults for whatever keyword the call leaves out.
+DIFFUSERS_SCHEDULER = re.compile(r"^diffusers\.(?:schedulers\.)?(?:[\w.]+\.)?(\w+Scheduler)$")
+DIFFUSERS_SCHEDULE_DEFAULTS = {
+    **{name: ("linear", "epsilon") for name in (
+        "DDPMScheduler", "DDIMScheduler", "DDPMParallelScheduler", "DDIMParallelScheduler", "DDIMInverseScheduler",
+        "DPMSolverMultistepScheduler", "DPMSolverSinglestepScheduler", "EulerDiscreteScheduler",
+        "EulerAncestralDiscreteScheduler", "HeunDiscreteScheduler", "KDPM2DiscreteScheduler",
+        "KDPM2AncestralDiscreteScheduler", "LMSDiscreteScheduler", "PNDMScheduler", "UniPCMultistepScheduler",
+        "DEISMultistepScheduler", "SASolverScheduler",
+    )},
+    **{name: ("scaled_linear", "epsilon") for name in ("LCMScheduler", "TCDScheduler", "CogVideoXDDIMScheduler", "CogVideoXDPMScheduler")},
+    "UnCLIPScheduler": ("squaredcos_cap_v2", "epsilon"),
+}
+
+
+def diffusers_scheduler_class(call: CallSite) -> str | None:
+    """``DDPMScheduler`` for a direct construction of a diffusers noise scheduler."""
+    for name in call.qualnames:
+        match = DIFFUSERS_SCHEDULER.match(name)
+        if match:
+            return match.group(1)
+    return None
+
+
+def pretrained_scheduler_loads(index: UnitIndex) -> list[CallSite]:
+    """``XScheduler.from_pretrained(...)``: the schedule comes from a stored config."""
+    return [c for c in index.calls if c.method == "from_pretrained" and c.receiver.rsplit(".", 1)[-1].endswith("Scheduler")]
+
+
+PRETRAINED_DENOISER = re.compile(r"(UNet|Unet|Transformer|DiT|UViT|PriorTransformer)\w*\.from_(pretrained|single_file)$")
+
+
+RELOADS_OWN_CHECKPOINT = re.compile(r"load|resume|restore|hook", re.I)
+
+
+def pretrained_denoiser(index: UnitIndex) -> CallSite | None:
+    """The call that loads a pretrained denoiser (``UNet2DConditionModel.from_pretrained``):
+    the trainer fine-tunes it, so its noise schedule and prediction type are not free choices.
+    Reloading the run's own checkpoint (accelerate's ``load_model_hook``, a resume function) is not."""
+    return next(
+        (c for c in index.calls if any(PRETRAINED_DENOISER.search(n) for n in c.names) and not (c.function and RELOADS_OWN_CHECKPOINT.search(c.function.name))),
+        None,
+    )
+
+
+# --- the noise schedule -----------------------------------------------------------
+BETA_SCHEDULE_SETTINGS = ("beta_schedule", "noise_schedule", "ddpm_beta_schedule", "beta_schedule_type", "noise_schedule_type", "betas_schedule", "diffusion_schedule")
+LINEAR_SCHEDULES = {"linear", "scaled_linear", "sqrt_linear", "quad", "quadratic", "linear_scaled"}
+COSINE_SCHEDULES = {"cosine", "squaredcos_cap_v2", "squaredcos_cap", "cos", "cosine_beta"}
+SCHEDULE_SELECTORS = ("*.get_named_beta_schedule", "*.make_beta_schedule", "*.get_beta_schedule", "get_named_beta_schedule", "make_beta_schedule", "get_beta_schedule")
+BETAS_TARGET = re.compile(r"(^|\.)_?(betas?|train_betas|beta_t|betas_t)$")
+SCHEDULE_HELPER = re.compile(r"linear|schedule|beta", re.I)
+
+
+def schedule_family(value: object) -> str | None:
+    """'linear' (linear, scaled_linear...), 'cosine' (cosine, squaredcos_cap_v2) or 'other'."""
+    if not isinstance(value, str) or not value.strip():
+        return None
+    text = value.strip().lower().replace("-", "_")
+    if text in LINEAR_SCHEDULES:
+        return "linear"
+    if text in COSINE_SCHEDULES or text.startswith("cos") or "squaredcos" in text:
+        return "cosine"
+    return "other"
+
+
+def beta_schedule(index: UnitIndex) -> Configured:
+    """The unit's noise schedule: settings, literal selector calls (``get_named_beta_schedule("linear", n)``),
+    diffusers defaults of schedulers built without ``beta_schedule``, and as a last resort the
+    code (``betas = torch.linspace(...)`` / ``betas = cosine_beta_schedule(T)`` run unconditionally)."""
+    extra: list[Setting] = []
+    for call in index.calls_to(*SCHEDULE_SELECTORS):
+        node = call.kwarg("schedule_name") or call.kwarg("schedule") or (call.args[0].value if call.args else None)
+        value = literal(node)
+        if isinstance(value, str) and not call.guards:
+            extra.append(synthetic_setting("beta_schedule", value, "kwarg", call))
+    for call in index.calls:
+        cls = diffusers_scheduler_class(call)
+        if cls in DIFFUSERS_SCHEDULE_DEFAULTS and not _passes(call, "beta_schedule", "trained_betas"):
+            extra.append(synthetic_setting("beta_schedule", DIFFUSERS_SCHEDULE_DEFAULTS[cls][0], "library-default", call))
+    extra.extend(_schedule_from_code(index))
+    return configured(index, BETA_SCHEDULE_SETTINGS, lambda s: schedule_family(s.value), extra)
+
+
+def _passes(call: CallSite, *keywords: str) -> bool:
+    return any(a.star == "**" for a in call.node.args) or any(call.kwarg(k) is not None for k in keywords)
+
+
+def _schedule_from_code(index: UnitIndex) -> list[Setting]:
+    found = []
+    sources = [(a.target, a.value, a.function) for a in index.assigns if BETAS_TARGET.search(a.target)]
+    for call in index.method_calls("register_buffer"):
+        if len(call.args) >= 2 and isinstance(literal(call.args[0].value), str) and BETAS_TARGET.search(literal(call.args[0].value)):
+            sources.append((literal(call.args[0].value), call.args[1].value, call.function))
+    for _, value, function in sources:
+        if function is not None and SCHEDULE_HELPER.search(function.name):
+            continue  # a named schedule option (linear_beta_schedule), chosen elsewhere
+        site = find_call(index, _innermost_call(value))
+        if site is None or site.guards:
+            continue
+        if site.matches(("torch.linspace", "numpy.linspace", "np.linspace", "jax.numpy.linspace")):
+            found.append(synthetic_setting("beta_schedule", "linear", "code", site))
+        elif site.func_text and re.search(r"schedul|beta", leaf := site.func_text.rsplit(".", 1)[-1].lower()):
+            family = "linear" if "linear" in leaf else "cosine" if "cos" in leaf else "other" if "sigmoid" in leaf else None
+            if family:
+                found.append(synthetic_setting("beta_schedule", family, "code", site))
+    return found
+
+
+def _innermost_call(node):
+    """``torch.linspace(...)`` in ``torch.linspace(...).double() ** 2``."""
+    import libcst as cst
+
+    while True:
+        if isinstance(node, cst.BinaryOperation) and isinstance(node.operator, cst.Power):
+            node = node.left
+        elif isinstance(node, cst.Call) and isinstance(node.func, cst.Attribute) and isinstance(node.func.value, cst.Call) and node.func.attr.value in {"double", "float", "to", "cuda", "type", "numpy", "astype"}:
+            node = node.func.value
+        else:
+            return node if isinstance(node, cst.Call) else None
+
+
+# --- the prediction target --------------------------------------------------------
+# strict names: any value says something; loose names: only the known spellings count.
+PREDICTION_SETTINGS_STRICT = ("prediction_type", "parameterization", "pred_type", "predict_type", "model_prediction_type", "prediction_target")
+PREDICTION_SETTINGS_LOOSE = ("objective", "model_mean_type", "mean_type", "pred_objective", "prediction")
+PREDICTION_FLAGS = {"predict_xstart": "x0", "predict_v": "v", "v_prediction": "v", "use_v_prediction": "v", "v_pred": "v", "vpred": "v", "use_vpred": "v", "use_v_pred": "v"}
+EPSILON_SPELLINGS = {"epsilon", "eps", "pred_noise", "noise", "pred_eps", "epsilon_prediction", "predict_noise"}
+V_SPELLINGS = {"v_prediction", "v", "pred_v", "v-prediction", "velocity", "v_pred", "vpred", "predict_v"}
+X0_SPELLINGS = {"sample", "x0", "pred_x0", "x_start", "pred_xstart", "start_x", "x_0", "pred_x_start", "predict_x0"}
+
+
+def prediction_family(name: str, value: object) -> str | None:
+    """'epsilon', 'v', 'x0' or 'other' for one setting; None when it says nothing."""
+    if name in PREDICTION_FLAGS:
+        if value is True:
+            return PREDICTION_FLAGS[name]
+        return "epsilon" if value is False and name == "predict_xstart" else None
+    if not isinstance(value, str) or not value.strip():
+        return None
+    text = value.strip().lower()
+    for family, spellings in (("epsilon", EPSILON_SPELLINGS), ("v", V_SPELLINGS), ("x0", X0_SPELLINGS)):
+        if text in spellings or text.replace("-", "_") in spellings:
+            return family
+    return "other" if name in PREDICTION_SETTINGS_STRICT else None
+
+
+def prediction_type(index: UnitIndex, extra: Iterable[Setting] = ()) -> Configured:
+    """What the model is trained to predict: settings (``prediction_type``, lucidrains ``objective``,
+    LDM ``parameterization``, improved-diffusion ``predict_xstart``) and diffusers defaults."""
+    more = list(extra)
+    for call in index.calls:
+        cls = diffusers_scheduler_class(call)
+        if cls in DIFFUSERS_SCHEDULE_DEFAULTS and not _passes(call, "prediction_type"):
+            more.append(synthetic_setting("prediction_type", DIFFUSERS_SCHEDULE_DEFAULTS[cls][1], "library-default", call))
+    names = PREDICTION_SETTINGS_STRICT + PREDICTION_SETTINGS_LOOSE + tuple(PREDICTION_FLAGS)
+    return configured(index, names, lambda s: prediction_family(s.name, s.value), more)
+
+
+# --- training structure (lr-schedule, clipping, monitoring) ---------------------------
+def trains(index: UnitIndex) -> bool:
+    """The unit steps an optimizer itself, or is a Lightning module (training_step / configure_optimizers)."""
+    return bool(optimizer_steps(index)) or bool(index.functions_named("training_step", "configure_optimizers"))
+
+
+def lightning_trainer_calls(index: UnitIndex) -> list[CallSite]:
+    """``Trainer(...)`` of Lightning (``lightning.Trainer``, ``pytorch_lightning.Trainer``, ``L.Trainer``...)."""
+    return [
+        c for c in index.calls
+        if c.method in ("Trainer", "from_argparse_args") and any(n.startswith(("lightning", "pytorch_lightning")) for n in c.qualnames)
+    ]
+
+
+def lightning_configured_elsewhere(index: UnitIndex) -> bool:
+    """A LightningModule whose ``Trainer`` (clipping, callbacks, grad-norm tracking) is built outside
+    this unit, or from arguments/CLI we cannot read: its Trainer flags are unknown here."""
+    if not index.functions_named("training_step"):
+        return False
+    trainers = lightning_trainer_calls(index)
+    return not trainers or any(c.method == "from_argparse_args" or any(a.star for a in c.node.args) for c in trainers) or any(
+        n.endswith("LightningCLI") for n in index.names_used()
+    )
+
+
+# Noise schedulers also have a step(): ``noise_scheduler.step(model_output, t, sample)``.
+NOISE_SCHEDULER_CLASS = re.compile(r"(^|\.)(DDIM|DDPM|PNDM|DPM|Euler|Heun|LMS|UniPC|DEIM|LCM|TCD|KDPM|Karras|FlowMatch|Noise|Diffusion|Sampler)\w*$")
+
+
+def is_noise_scheduler_step(index: UnitIndex, call: CallSite) -> bool:
+    origins = index.origins(call.receiver)
+    if any(_matches(o, ROLE_CONSTRUCTORS["lr_scheduler"]) for o in origins):
+        return False
+    if any(NOISE_SCHEDULER_CLASS.search(o) or DIFFUSERS_SCHEDULER.match(o) for o in origins):
+        return True
+    if NOISE_SCHEDULER_NAMES.search(call.receiver):
+        return True
+    return len(call.args) >= 2 or any(call.kwarg(k) is not None for k in ("model_output", "sample", "timestep"))
+
+
+def lr_scheduler_steps(index: UnitIndex) -> list[CallSite]:
+    """``lr_scheduler.step()`` calls (not noise-scheduler steps), in source order."""
+    steps = [
+        c for c in role_calls(index, "lr_scheduler", "step")
+        if not is_noise_scheduler_step(index, c) and not re.search(r"(^|_)ema(_|$)", c.receiver.rsplit(".", 1)[-1], re.I)
+    ]
+    return sorted(steps, key=lambda c: (str(c.path), c.line, c.col))
+
+
+GRAD_CLIP_FUNCTIONS = (
+    "torch.nn.utils.clip_grad_norm_", "torch.nn.utils.clip_grad_value_", "torch.nn.utils.clip_grad_norm",
+    "torch.nn.utils.clip_grad.clip_grad_norm_", "torch.nn.utils.clip_grad.clip_grad_value_", "torch.nn.utils.clip_grads_with_norm_",
+)
+CLIP_METHOD = re.compile(r"^_?(clip_grad_norm_?|clip_grad_value_?|clip_gradients?|clip_grads?|clip_grad_norms?|dispatch_clip_grad|clip_grads_with_norm_)$")
+
+
+def clip_calls(index: UnitIndex) -> list[CallSite]:
+    """Gradient clipping: ``torch.nn.utils.clip_grad_norm_/clip_grad_value_`` in any import spelling,
+    ``accelerator.clip_grad_norm_``, Fabric/Lightning ``clip_gradients``, FSDP/fairseq ``clip_grad_norm``,
+    timm ``dispatch_clip_grad``, a project's own ``clip_grad(...)`` helper."""
+    return [c for c in index.calls if c.matches(GRAD_CLIP_FUNCTIONS) or CLIP_METHOD.match(c.method or "")]
+
+
+def is_torch_clip(call: CallSite) -> bool:
+    """``torch.nn.utils.clip_grad_*`` itself (it sees the gradients as they are: scaled under a GradScaler),
+    as opposed to accelerate/Lightning wrappers that unscale first."""
+    return call.matches(GRAD_CLIP_FUNCTIONS)
+
+
+def exclusive(a: CallSite, b: CallSite) -> bool:
+    """The two calls sit in different branches of one ``if`` (body vs else/elif): never both run."""
+    mine = dict(a.branches)
+    return any(line in mine and mine[line] != in_else for line, in_else in b.branches)
+
+
+def names_in(node) -> set[str]:
+    """The names an expression reads: dotted chains (``self.ema.shadow``) and their leaves,
+    called functions, and string subscripts as ``["lr"]`` (``param_groups[0]["lr"]``)."""
+    import libcst as cst
+
+    from optimizer_tool.index import dotted
+
+    found: set[str] = set()
+    for current in expression_nodes(node):
+        if isinstance(current, (cst.Name, cst.Attribute)):
+            text = dotted(current)
+            if text:
+                found.add(text)
+            if isinstance(current, cst.Attribute):
+                found.add(current.attr.value)
+        elif isinstance(current, cst.Subscript):
+            for element in current.slice:
+                if isinstance(element.slice, cst.Index):
+                    key = literal(element.slice.value)
+                    if isinstance(key, str):
+                        found.add(f'["{key}"]')
+    return found
+
+
+def memo(index: UnitIndex, key, compute):
+    """A value computed once per unit index (rules ask for the same facts many times)."""
+    store = index.__dict__.setdefault("_memo", {})
+    if key not in store:
+        store[key] = compute()
+    return store[key]
+
+
+def call_of(index: UnitIndex, node) -> CallSite | None:
+    """``find_call`` through a per-index table."""
+    table = memo(index, "call_of", lambda: {id(c.node): c for c in index.calls})
+    return table.get(id(node))
+
+
+def assignments_of(index: UnitIndex, name: str, function=None, before: int | None = None) -> list:
+    """Assignments to ``name`` in ``function`` (before line ``before``); ``self.x`` is looked up in the whole unit."""
+    def table():
+        by_target: dict[str, list] = {}
+        for a in index.assigns:
+            by_target.setdefault(a.target, []).append(a)
+        return by_target
+
+    found = memo(index, "assigns_by_target", table).get(name, [])
+    if name.startswith("self."):
+        return list(found)
+    return [a for a in found if a.function == function and (before is None or a.line <= before)]
+
+
+def expanded_names(index: UnitIndex, node, function=None, line: int | None = None, depth: int = 3) -> set[str]:
+    """``names_in(node)`` plus, through assignments in the same function (``self.x`` anywhere in the
+    unit), the names the variables it reads were computed from: ``lr`` in ``lr = opt.param_groups[0]["lr"]``."""
+    names = names_in(node)
+    frontier = set(names)
+    for _ in range(depth):
+        more: set[str] = set()
+        for name in frontier:
+            for assign in assignments_of(index, name, function, line)[-3:]:
+                more |= names_in(assign.value)
+        frontier = more - names
+        names |= more
+        if not frontier:
+            break
+    return names

@@ -39,6 +39,9 @@ UPDATE_METHODS = {"update", "step", "update_parameters", "update_ema", "update_a
 UPDATE_FUNCTION = re.compile(r"(^|_)(update_?ema|ema_?update|ema_?step|step_?ema|update_average|update_moving_average)(_|$)", re.I)
 IN_PLACE_AVERAGE = {"lerp_", "mul_", "add_", "_foreach_lerp_", "_foreach_mul_", "_foreach_add_"}
 SWAP_IN = {"apply_shadow", "copy_to", "store", "swap", "swap_params"}
+SAMPLE_LOOPS = {"p_sample_loop", "ddim_sample_loop", "p_sample_loop_progressive", "ddim_sample_loop_progressive", "sample_loop"}
+SAMPLING_CALL = re.compile(r"^(sample|samples|generate|p_sample_loop|ddim_sample_loop|forward_with_cfg)$|sample", re.I)
+MODEL_PARAMETER = re.compile(r"^(model|unet|net|denoiser|network|model_fn|fn|\w*_model|model_\w*|ema\w*|transformer)$")
 WARMUP_SETTINGS = ("use_ema_warmup", "ema_warmup", "inv_gamma", "ema_inv_gamma", "update_after_step", "ema_update_after_step", "ema_warmup_steps", "warmup")
 
 
@@ -358,15 +361,31 @@ class EmaNotRestored(_EmaWithFunctions):
     When a run resumes from a checkpoint, load the EMA state too (`ema.load_state_dict(ckpt["ema"])`,
     `EMAModel.from_pretrained` in accelerate's load hook). Otherwise the resumed EMA silently restarts.
     """
-    patterns = CHECKPOINT_READS
-    INVALID = ["import copy, torch\nema = copy.deepcopy(model)\ndef resume(path):\n    ckpt = torch.load(path)\n    model.load_state_dict(ckpt['model'])\nfor x in data:\n    loss(x).backward()\n    optimizer.step()\n    update_ema(ema, model)\n"]
-    VALID = ["import copy, torch\nema = copy.deepcopy(model)\ndef resume(path):\n    ckpt = torch.load(path)\n    model.load_state_dict(ckpt['model'])\n    ema.load_state_dict(ckpt['ema'])\nfor x in data:\n    loss(x).backward()\n    optimizer.step()\n    update_ema(ema, model)\n"]
+    INVALID = ["import copy, torch\nema = copy.deepcopy(model)\ndef resume(path):\n    ckpt = torch.load(path)\n    model.load_state_dict(ckpt['model'])\n    optimizer.load_state_dict(ckpt['opt'])\nfor x in data:\n    loss(x).backward()\n    optimizer.step()\n    update_ema(ema, model)\n"]
+    VALID = [
+        "import copy, torch\nema = copy.deepcopy(model)\ndef resume(path):\n    ckpt = torch.load(path)\n    model.load_state_dict(ckpt['model'])\n    optimizer.load_state_dict(ckpt['opt'])\n    ema.load_state_dict(ckpt['ema'])\nfor x in data:\n    loss(x).backward()\n    optimizer.step()\n    update_ema(ema, model)\n",
+        # Loading pretrained weights is not resuming: no optimizer state comes back.
+        "import copy, torch\nema = copy.deepcopy(model)\nmodel.load_state_dict(torch.load('pretrained.pt'))\nfor x in data:\n    loss(x).backward()\n    optimizer.step()\n    update_ema(ema, model)\n",
+    ]
+
+    def _resumes(self, index: UnitIndex) -> list:
+        """Where a run resumes: the optimizer state (or accelerate's whole state) is loaded."""
+        resumes = [c for c in index.method_calls("load_state_dict") if has_role(index, c.receiver, "optimizer")]
+        return resumes + index.calls_to("*.load_state")
+
+    def applies(self, index: UnitIndex) -> bool:
+        return _EmaBug.applies(self, index) and bool(self._resumes(index))
+
+    def functions(self, index: UnitIndex) -> list:
+        return list(dict.fromkeys([*(c.function for c in self._resumes(index)), *calls_in_functions_with(index, CHECKPOINT_READS)]))
 
     def handled_elsewhere(self, index: UnitIndex, names: list[str]) -> bool:
-        return _registered_for_checkpointing(index, names)
+        # improved-diffusion: ``self.ema_params = [self._load_ema_parameters(rate) ...]``
+        loaders = [f for f in index.functions if "ema" in f.name.lower() and "load" in f.name.lower()]
+        return _registered_for_checkpointing(index, names) or bool(loaders)
 
 
-class EmaNotUsedForSampling(_EmaWithFunctions):
+class EmaNotUsedForSampling(_EmaBug):
     code = "EMA008"
     severity = Severity.BUG
     title = "samples drawn with the EMA weights"
@@ -374,17 +393,46 @@ class EmaNotUsedForSampling(_EmaWithFunctions):
     explain = """
     The point of the EMA is to sample from it: pass the EMA model to the sampler, or swap its weights in
     (`ema.apply_shadow()` / `ema_unet.store(...); ema_unet.copy_to(...)`) and restore them afterwards.
+    Sampler primitives that receive the model as a parameter (`p_sample_loop(model, ...)`,
+    `log_validation(unet, ...)`) are judged where they are called, not where they are defined.
     """
-    INVALID = ["import copy\nema = copy.deepcopy(model)\ndef generate_samples(n):\n    return sampler(model, n)\nfor x in data:\n    loss(x).backward()\n    optimizer.step()\n    update_ema(ema, model)\n"]
-    VALID = ["import copy\nema = copy.deepcopy(model)\ndef generate_samples(n):\n    return sampler(ema, n)\nfor x in data:\n    loss(x).backward()\n    optimizer.step()\n    update_ema(ema, model)\n"]
+    INVALID = [
+        "import copy\nema = copy.deepcopy(model)\ndef generate_samples(n):\n    return sampler(model, n)\nfor x in data:\n    loss(x).backward()\n    optimizer.step()\n    update_ema(ema, model)\n",
+        "import copy\nema = copy.deepcopy(model)\nfor x in data:\n    loss(x).backward()\n    opt.step()\n    update_ema(ema, model)\nsamples = diffusion.p_sample_loop(model.forward_with_cfg, shape)\n",
+    ]
+    VALID = [
+        "import copy\nema = copy.deepcopy(model)\ndef generate_samples(n):\n    return sampler(ema, n)\nfor x in data:\n    loss(x).backward()\n    optimizer.step()\n    update_ema(ema, model)\n",
+        "import copy\nema = copy.deepcopy(model)\ndef p_sample_loop(model, shape):\n    return model(shape)\nfor x in data:\n    loss(x).backward()\n    opt.step()\n    update_ema(ema, model)\nsamples = p_sample_loop(ema, shape)\n",
+        "from ema_pytorch import EMA\nema = EMA(model)\nclass Diffusion:\n    def sample(self, n):\n        return self.model(n)\nfor x in data:\n    loss(x).backward()\n    opt.step()\n    ema.update()\nimages = ema.ema_model.sample(16)\n",
+    ]
 
-    def functions(self, index: UnitIndex) -> list:
-        return sampling_functions(index)
+    def _sites(self, index: UnitIndex) -> list:
+        """Sampling functions that use a fixed model, and sampler-loop calls outside them."""
+        names = ema_facts(index).names
+        pattern = re.compile("|".join(rf"(?<![\w.]){re.escape(n)}(?!\w)" for n in names))
+        through_ema = [c for c in index.calls if (SAMPLING_CALL.search(c.method) or c.method in SAMPLE_LOOPS) and pattern.search(c.text)]
+        swapped = [c for c in index.calls if c.method in SWAP_IN and c.receiver in names]
+        if through_ema or swapped:
+            return []
+        functions = [f for f in sampling_functions(index) if not any(MODEL_PARAMETER.match(p) for p in f.params)]
+        sampler_names = {f.name for f in functions}
+        # validation_step -> self.sample(): the callee is where the model is chosen.
+        delegating = {c.function for c in index.calls if c.method in sampler_names and c.function is not None and c.function.name != c.method}
+        sites = [f for f in functions if f not in delegating and not any(mentions(index, [f], n) for n in names)]
+        sites += [c for c in index.calls if c.method in SAMPLE_LOOPS and c.function not in functions and not (c.function and any(MODEL_PARAMETER.match(p) for p in c.function.params))]
+        return sites
+
+    def applies(self, index: UnitIndex) -> bool:
+        return super().applies(index) and (bool(sampling_functions(index)) or bool(index.method_calls(*SAMPLE_LOOPS)))
+
+    def check(self, index: UnitIndex) -> Iterable[Hit]:
+        for site in self._sites(index)[:1]:
+            yield Hit.at(site) if isinstance(site, CallSite) else Hit(site.path, site.line, 1)
 
 
 class EmaSwapNotRestoredOnError(_EmaBug):
     code = "EMA009"
-    severity = Severity.BUG
+    severity = Severity.INFO
     title = "live weights restored after EMA sampling, even on error"
     message = "EMA weights are swapped into the model for sampling without a try/finally restore, so an error while sampling leaves training on the averaged weights"
     explain = """
@@ -407,7 +455,10 @@ class EmaSwapNotRestoredOnError(_EmaBug):
         return [c for c in index.calls if c.method in SWAP_IN and c.receiver in names]
 
     def check(self, index: UnitIndex) -> Iterable[Hit]:
+        reported = set()
         for swap in self._swaps(index):
             restores = [c for c in index.calls_in(swap.function) if c.method == "restore" and c.receiver == swap.receiver]
-            if not restores or not all(r.in_finally for r in restores):
+            # No restore at all is the end-of-training copy into the model to save it (diffusers).
+            if restores and not all(r.in_finally for r in restores) and swap.function not in reported:
+                reported.add(swap.function)
                 yield Hit.at(swap)

@@ -30,3 +30,12 @@ def findings_for(example: Example, folder: Path) -> list[Finding]:
     loaded = load([entry])
     units = build_units(loaded, [entry.resolve()])
     return check_units(units, Settings(), loaded.root, optimizations()).findings
+
+
+def fixed_sources(example: Example, folder: Path, keys: list[str]):
+    """Apply the fixes of ``keys`` to an example project in memory: (plan, {relative path: new source})."""
+    from optimizer_tool.apply import plan, select
+
+    entry = write_example(example, folder)
+    result = plan([entry], select(keys, None, unsafe=True), Settings())
+    return result, {p.relative_to(folder.resolve()).as_posix(): text for p, text in result.changed.items()}

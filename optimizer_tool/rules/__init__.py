@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from types import ModuleType
 
-from optimizer_tool.rules.base import Rule
+from optimizer_tool.rules.base import Fix, Rule
 
 
 @dataclass(frozen=True)
@@ -20,6 +20,7 @@ class Optimization:
     # Fixes that only add (EMA, warm-up, clipping, logging) are safe; those that change the
     # training objective need --unsafe or an explicit --only, as ruff does.
     safe_fix: bool
+    fix: type[Fix] | None = None
 
 
 @lru_cache(maxsize=1)
@@ -35,9 +36,14 @@ def optimizations() -> tuple[Optimization, ...]:
             for obj in vars(module).values()
             if isinstance(obj, type) and issubclass(obj, Rule) and "code" in vars(obj) and obj.__module__ == module.__name__
         )
+        fixes = [obj for obj in vars(module).values() if isinstance(obj, type) and issubclass(obj, Fix) and obj is not Fix and obj.__module__ == module.__name__]
+        fix = fixes[0] if fixes else None
+        if fix is not None:
+            fix.key = key
         for rule in rules:
             rule.key = key
-        found.append(Optimization(key, module.TITLE, module, tuple(sorted(rules, key=lambda r: r.code)), getattr(module, "SAFE_FIX", False)))
+            rule.fixable = fix is not None and rule.code in fix.codes
+        found.append(Optimization(key, module.TITLE, module, tuple(sorted(rules, key=lambda r: r.code)), getattr(module, "SAFE_FIX", False), fix))
     order = {k: i for i, k in enumerate(KEY_ORDER)}
     return tuple(sorted(found, key=lambda o: order.get(o.key, len(order))))
 

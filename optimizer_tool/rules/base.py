@@ -61,3 +61,39 @@ def first_in_scope(sites: list[CallSite]) -> CallSite | None:
 
 def is_call(node: cst.BaseExpression | None) -> bool:
     return isinstance(node, cst.Call)
+
+
+class CannotFix(Exception):
+    """A fix found no anchor it can prove (no ``optimizer.step()``, no checkpoint dict...).
+    ``patch`` is the manual change to suggest instead of guessing."""
+
+    def __init__(self, path: Path, line: int, message: str, patch: str = "") -> None:
+        super().__init__(f"{path}:{line}: {message}")
+        self.path, self.line, self.message, self.patch = path, line, message, patch
+
+
+class FixContext:
+    """The files of one unit as the fixes see them: libcst modules that a fix reads, transforms
+    and replaces. Nothing touches the disk here; the apply engine re-checks and writes."""
+
+    def __init__(self, index: UnitIndex, modules: dict[Path, cst.Module]) -> None:
+        self.index = index
+        self.modules = modules
+
+    def module(self, path: Path) -> cst.Module:
+        return self.modules[path]
+
+    def update(self, path: Path, module: cst.Module) -> None:
+        self.modules[path] = module
+
+
+class Fix:
+    """The codemod of one optimization. ``codes`` are the findings it resolves; ``apply``
+    transforms the unit's modules through ``ctx`` or raises ``CannotFix``. Applying it to its
+    own output must change nothing (idempotence is tested for every fix)."""
+
+    codes: ClassVar[tuple[str, ...]] = ()
+    key: ClassVar[str] = ""  # set by the registry from the module's KEY
+
+    def apply(self, ctx: FixContext, findings: list) -> None:
+        raise NotImplementedError

@@ -125,7 +125,12 @@ def parse_source(path: Path, text: str | None = None) -> SourceFile | Finding:
     try:
         module = cst.parse_module(text)
     except cst.ParserSyntaxError as exc:
-        return input_error(path, exc.raw_line, exc.raw_column + 1, f"syntax error: {exc.message}", code="E999")
+        # Python's own message and position are what users know from their editor.
+        try:
+            ast.parse(text)
+        except SyntaxError as py:
+            return input_error(path, py.lineno or 1, py.offset or 1, f"syntax error: {py.msg}; fix it so the file can be checked", code="E999")
+        return input_error(path, exc.raw_line, exc.raw_column + 1, f"libcst cannot parse this file: {exc.message}", code="E999")
     return SourceFile(path, text, module)
 
 

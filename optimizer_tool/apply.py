@@ -2,41 +2,84 @@
 
 Nothing is written until every selected fix has run and the re-check in memory shows that each
 fixed finding is gone and no new finding appeared; then all files are written or none.
+
+Which fixes run (``select``):
+- ``--only KEYS`` runs exactly those, safe or not (naming an unsafe fix is asking for it);
+- ``--all`` runs every fix, including those that change the training objective (vpred, lpips,
+  the schedules), except the ones marked ``FIX_ON_REQUEST_ONLY`` (resolution: about 2x the
+  memory and +50% training time, so only ``--only resolution`` applies it);
+- otherwise the safe fixes (ema, lr-schedule, clipping, monitoring), plus the unsafe ones with
+  ``--unsafe``; ``--skip KEYS`` removes fixes from any of these.
+
+How one fix leads to another (``plan``):
+- A fix runs on fresh findings of its own rules for the unit as the previous fixes left it, and
+  again while its own rules report something new: setting ``prediction_type`` to v makes the
+  vpred rules judge the loss target and the sampler, which the same fix then patches.
+- A fix must not leave a new bug. When the re-check shows a new ``bug`` finding that another
+  fix resolves, that fix runs too and the summary says which fix required it: switching the
+  reference trainer to its cosine schedule turns "the unused cosine option lacks s" (OFF001,
+  missing) into "the cosine schedule in use lacks s" (OFF003, bug), so ``--only cosine`` also
+  adds the offset s. ``--skip offset`` refuses that, and the apply aborts on the new bug.
+- New findings of severity ``missing``/``info`` are advice, not failures: ``--only vpred`` makes
+  zero-terminal-SNR rescaling (ZSNR001) recommended; the summary reports it, and it is applied
+  when zero-snr is selected too (``--all``). A new ``bug`` nobody can fix aborts the apply.
+
+Refusals (nothing is written): a file that does not parse (the ``E999`` input errors of check),
+a fix that cannot anchor its change (``CannotFix``, printed with the manual patch), a re-check
+that still reports a fixed finding or a new bug.
+
+Findings are identified by code and file: fixes move lines, so a finding's line cannot say
+whether it is the same one after the change.
 """
 
 from __future__ import annotations
 
+import difflib
+import os
+import shutil
+import subprocess
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import libcst as cst
 
-from optimizer_tool.engine import build_units, run_check
-from optimizer_tool.findings import Finding
+from optimizer_tool.engine import apply_suppressions, build_units, check_units, run_check
+from optimizer_tool.findings import Finding, Severity
 from optimizer_tool.index import UnitIndex
-from optimizer_tool.project import SourceFile, Unit
+from optimizer_tool.project import SKIP_DIRS, SourceFile, Unit, UsageError
 from optimizer_tool.rules import Optimization, optimizations
 from optimizer_tool.rules.base import CannotFix, FixContext
 from optimizer_tool.settings import Settings
+
+# A fix that keeps finding new work after this many passes is looping, not converging.
+MAX_PASSES = 4
 
 
 @dataclass
 class FixPlan:
     originals: dict[Path, str] = field(default_factory=dict)
     changed: dict[Path, str] = field(default_factory=dict)  # path -> new source
-    fixed: list[Finding] = field(default_factory=list)
+    fixed: list[Finding] = field(default_factory=list)  # targeted, and gone in the re-check
     refused: list[CannotFix] = field(default_factory=list)
-    new_findings: list[Finding] = field(default_factory=list)
-    unfixed: list[Finding] = field(default_factory=list)
+    input_errors: list[Finding] = field(default_factory=list)  # files that do not parse
+    unfixed: list[Finding] = field(default_factory=list)  # targeted, still reported
+    blocking: list[Finding] = field(default_factory=list)  # new bugs (or parse errors) after the fixes
+    advice: list[Finding] = field(default_factory=list)  # new missing/info findings: reported only
+    remaining: list[Finding] = field(default_factory=list)  # findings of the applied optimizations left
+    required_by: dict[str, set[str]] = field(default_factory=dict)  # pulled-in key -> keys that needed it
+    notes: list[tuple[str, str]] = field(default_factory=list)  # (key, what the fix wants the user to know)
+    applied: list[str] = field(default_factory=list)  # keys whose fixes ran, in order
 
     @property
     def ok(self) -> bool:
-        return not self.refused and not self.new_findings and not self.unfixed
+        return not self.refused and not self.input_errors and not self.unfixed and not self.blocking
 
 
-def select(keys: list[str] | None, skip: list[str] | None, unsafe: bool) -> list[Optimization]:
-    """``--only`` names optimizations explicitly (safe or not); otherwise only safe fixes run,
-    plus the unsafe ones when ``--unsafe`` is given, as ruff does."""
+def select(keys: list[str] | None, skip: list[str] | None, unsafe: bool, everything: bool = False) -> list[Optimization]:
+    """``--only`` names optimizations explicitly (safe or not); ``--all`` takes every fix but the
+    on-request-only ones; otherwise only safe fixes run, plus the unsafe ones with ``--unsafe``,
+    as ruff does."""
     chosen = []
     for opt in optimizations():
         if opt.fix is None or (skip and opt.key in skip):
@@ -44,46 +87,244 @@ def select(keys: list[str] | None, skip: list[str] | None, unsafe: bool) -> list
         if keys:
             if opt.key in keys:
                 chosen.append(opt)
-        elif opt.safe_fix or unsafe:
+        elif opt.fix_on_request_only:
+            continue
+        elif everything or opt.safe_fix or unsafe:
             chosen.append(opt)
     return chosen
 
 
-def _rebuilt_unit(unit: Unit, modules: dict[Path, cst.Module]) -> Unit:
-    """The unit as the previous fixes left it, so each fix sees the code it will change."""
-    files = [SourceFile(f.path, modules[f.path].code, modules[f.path]) for f in unit.files]
-    return Unit(next(f for f in files if f.path == unit.entry.path), files, unit.configs)
+def _identity(finding: Finding) -> tuple[str, Path]:
+    return finding.code, finding.location.path
 
 
-def plan(paths: list[Path], chosen: list[Optimization], settings: Settings) -> FixPlan:
+class _Workspace:
+    """The modules of the project as the fixes so far left them, with one SourceFile per module
+    version so an unchanged file keeps its cached index facts."""
+
+    def __init__(self, files: dict[Path, SourceFile]) -> None:
+        self.sources = dict(files)
+
+    @property
+    def modules(self) -> dict[Path, cst.Module]:
+        return {p: s.module for p, s in self.sources.items()}
+
+    def update(self, modules: dict[Path, cst.Module]) -> bool:
+        changed = False
+        for path, module in modules.items():
+            if module is not self.sources[path].module:
+                self.sources[path] = SourceFile(path, module.code, module)
+                changed = True
+        return changed
+
+    def unit(self, unit: Unit) -> Unit:
+        files = [self.sources[f.path] for f in unit.files]
+        return Unit(self.sources[unit.entry.path], files, unit.configs)
+
+    def changed(self, originals: dict[Path, str]) -> dict[Path, str]:
+        return {p: s.text for p, s in self.sources.items() if s.text != originals[p]}
+
+
+def _fresh_findings(unit: Unit, opt: Optimization, settings: Settings, root: Path) -> list[Finding]:
+    """What ``opt``'s rules report on the unit now, with the user's suppressions and settings:
+    positions match the code the fix is about to change."""
+    result = check_units([unit], settings, root, (opt,))
+    apply_suppressions(result, {f.path: f for f in unit.files}, settings)
+    return [f for f in result.findings if settings.wants(f, root)]
+
+
+def plan(paths: list[Path], chosen: list[Optimization], settings: Settings, skip: list[str] | None = None) -> FixPlan:
     before, loaded = run_check(paths, settings)
     result = FixPlan(originals={p: s.text for p, s in loaded.files.items()})
-    modules: dict[Path, cst.Module] = {p: s.module for p, s in loaded.files.items()}
-    units = build_units(loaded, [Path(p).resolve() for p in paths])
-    targets: list[Finding] = []
-    for unit in units:
-        unit_paths = {f.path for f in unit.files}
-        for opt in chosen:
-            fix_cls = opt.fix
-            findings = [f for f in before.findings if f.code in fix_cls.codes and f.location.path in unit_paths]
-            if not findings:
-                continue
-            index = UnitIndex.build(_rebuilt_unit(unit, modules))
-            ctx = FixContext(index, {p: modules[p] for p in unit_paths})
-            try:
-                fix_cls().apply(ctx, findings)
-            except CannotFix as exc:
-                result.refused.append(exc)
-                continue
-            modules.update(ctx.modules)
-            targets.extend(findings)
-    result.changed = {p: m.code for p, m in modules.items() if m.code != result.originals[p]}
-    if not result.changed:
+    result.input_errors = [f for f in before.findings if f.is_error]
+    if result.input_errors:
         return result
-    after, _ = run_check(paths, settings, overrides=result.changed)
-    seen_before = {(f.code, f.location.path) for f in before.findings}
-    result.new_findings = [f for f in after.findings if (f.code, f.location.path) not in seen_before]
-    remaining = {(f.code, f.location.path) for f in after.findings}
-    result.unfixed = [f for f in targets if (f.code, f.location.path) in remaining]
-    result.fixed = [f for f in targets if (f.code, f.location.path) not in remaining]
+    work = _Workspace(loaded.files)
+    units = build_units(loaded, [Path(p).resolve() for p in paths])
+    seen_before = {_identity(f) for f in before.findings}
+    fixer_of = {code: opt for opt in optimizations() if opt.fix is not None for code in opt.fix.codes}
+    active = list(chosen)
+    attempted: set[tuple[str, Path]] = set()
+    targets: list[Finding] = []
+    after, checked = before, {}
+    for _ in range(MAX_PASSES):
+        # The last full check says which fixes have work in which unit; each then re-checks its
+        # own rules on the unit as the fixes before it left it.
+        pending = {(f.code, f.location.path) for f in after.findings} - attempted
+        ran = [
+            opt.key for unit in units for opt in list(active)
+            if _has_work(opt, unit, pending) and _run_fix(opt, unit, work, settings, loaded.root, attempted, targets, result)
+        ]
+        result.applied += [k for k in dict.fromkeys(ran) if k not in result.applied]
+        changed = work.changed(result.originals)
+        if changed != checked:
+            after, _ = run_check(paths, settings, overrides=changed)
+            checked = changed
+        if result.refused or any(f.is_error for f in after.findings):
+            break
+        # A fix must not leave a new bug: when another fix resolves it, that one runs too.
+        needed = [
+            fixer_of[f.code] for f in after.findings
+            if f.severity is Severity.BUG and _identity(f) not in seen_before and f.code in fixer_of
+            and fixer_of[f.code] not in active and not (skip and fixer_of[f.code].key in skip)
+        ]
+        for opt in dict.fromkeys(needed):
+            active.append(opt)
+            result.required_by[opt.key] = set(ran)
+        if not ran and not needed:
+            break
+    result.changed = work.changed(result.originals)
+    remaining = {_identity(f) for f in after.findings}
+    result.fixed = [f for f in targets if _identity(f) not in remaining]
+    result.unfixed = [f for f in targets if _identity(f) in remaining]
+    new = [f for f in after.findings if _identity(f) not in seen_before]
+    result.blocking = [f for f in new if f.is_error or f.severity is Severity.BUG]
+    result.advice = [f for f in new if f not in result.blocking]
+    applied = {opt.key for opt in active}
+    result.remaining = [f for f in after.findings if f.key in applied and settings.fails(f) and f not in result.unfixed]
     return result
+
+
+def _has_work(opt: Optimization, unit: Unit, pending: set[tuple[str, Path]]) -> bool:
+    paths = {f.path for f in unit.files} | {c.path for c in unit.configs}
+    return any(code in opt.fix.codes and path in paths for code, path in pending)
+
+
+def _run_fix(opt, unit, work, settings, root, attempted, targets, result) -> bool:
+    """Run ``opt``'s fix on the unit while its rules report findings it has not tried yet."""
+    unit_paths = {f.path for f in unit.files}
+    # a finding may point into the unit's YAML/TOML config: the fix then says what to edit there
+    located = unit_paths | {c.path for c in unit.configs}
+    ran = False
+    for _ in range(MAX_PASSES):
+        current = work.unit(unit)
+        findings = [
+            f for f in _fresh_findings(current, opt, settings, root)
+            if f.code in opt.fix.codes and f.location.path in located and _identity(f) not in attempted
+        ]
+        if not findings:
+            break
+        attempted.update(_identity(f) for f in findings)
+        ctx = FixContext(UnitIndex.build(current), {p: work.sources[p].module for p in unit_paths})
+        try:
+            opt.fix().apply(ctx, findings)
+        except CannotFix as exc:
+            exc.key = opt.key
+            result.refused.append(exc)
+            break
+        targets.extend(findings)
+        result.notes.extend((opt.key, note) for note in ctx.notes if (opt.key, note) not in result.notes)
+        ran = True
+        if not work.update(ctx.modules):
+            break  # verified, nothing to change (or a fix that found its work already done)
+    return ran
+
+
+# --- writing --------------------------------------------------------------------------------
+class ApplyError(Exception):
+    """Writing was refused or failed; nothing (or everything restored) was written."""
+
+
+def write_all(changes: dict[Path, str], originals: dict[Path, str]) -> None:
+    """Every file or none. Each new text goes to a temporary file beside its target, then all
+    are moved into place with ``os.replace`` (atomic per file); if one move fails, the files
+    already replaced get their original text back the same way."""
+    for path in changes:
+        if path.read_bytes().decode("utf-8") != originals[path]:
+            raise ApplyError(f"{path} changed on disk while the fixes were computed; nothing was written, run apply again")
+    temps: dict[Path, Path] = {}
+    replaced: list[Path] = []
+    try:
+        for path, text in changes.items():
+            temps[path] = _temp_copy(path, text)
+        for path, temp in temps.items():
+            os.replace(temp, path)
+            replaced.append(path)
+    except OSError as exc:
+        for path in replaced:
+            os.replace(_temp_copy(path, originals[path]), path)
+        raise ApplyError(f"cannot write {exc.filename or 'a file'}: {exc.strerror or exc}; no file was changed") from exc
+    finally:
+        for temp in temps.values():
+            temp.unlink(missing_ok=True)
+
+
+def _temp_copy(path: Path, text: str) -> Path:
+    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".t2s-opt.tmp")
+    temp = Path(name)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(text.encode("utf-8"))  # bytes: the file's own line endings survive
+            handle.flush()
+            os.fsync(handle.fileno())
+        if path.exists():
+            shutil.copymode(path, temp)
+    except BaseException:
+        temp.unlink(missing_ok=True)
+        raise
+    return temp
+
+
+def copy_project(source: Path, destination: Path, changes: dict[Path, str]) -> dict[Path, str]:
+    """Copy ``source`` (a folder) to ``destination`` and return the changes mapped into the copy;
+    the original is never touched."""
+    source, destination = source.resolve(), destination.resolve()
+    outside = [p for p in changes if source not in p.parents]
+    if outside:
+        raise UsageError(f"the fixes change {outside[0]}, outside {source}; pass the folder that contains every file to change")
+    if destination == source or source in destination.parents:
+        raise UsageError(f"--out {destination}: must not be inside the project it copies ({source})")
+    if destination.exists() and (not destination.is_dir() or any(destination.iterdir())):
+        raise UsageError(f"--out {destination}: exists and is not an empty folder")
+    shutil.copytree(source, destination, ignore=shutil.ignore_patterns(*SKIP_DIRS), dirs_exist_ok=True)
+    return {destination / p.relative_to(source): text for p, text in changes.items()}
+
+
+def uncommitted(paths: list[Path]) -> list[str]:
+    """``git status --porcelain`` lines of the files that are modified, staged or untracked in
+    their git checkout: in-place fixes there could not be reviewed or reverted with git.
+    Files outside a checkout (or without git installed) have nothing to protect."""
+    by_repo: dict[Path, list[Path]] = {}
+    for path in paths:
+        top = _git(path.parent, "rev-parse", "--show-toplevel")
+        if top:
+            by_repo.setdefault(Path(top.strip()), []).append(path)
+    lines: list[str] = []
+    for top, files in by_repo.items():
+        status = _git(top, "status", "--porcelain", "--", *[str(f) for f in files])
+        lines += [line for line in (status or "").splitlines() if line.strip()]
+    return lines
+
+
+def _git(folder: Path, *args: str) -> str | None:
+    try:
+        done = subprocess.run(["git", "-C", str(folder), *args], capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return done.stdout if done.returncode == 0 else None
+
+
+def unified_diff(originals: dict[Path, str], changes: dict[Path, str], root: Path) -> str:
+    parts = []
+    for path in sorted(changes):
+        name = display(path, root)
+        lines = list(difflib.unified_diff(_lines(originals[path]), _lines(changes[path]), f"a/{name}", f"b/{name}"))
+        parts.append("".join(lines))
+    return "".join(parts)
+
+
+def _lines(text: str) -> list[str]:
+    lines = text.splitlines(keepends=True)
+    if lines and not lines[-1].endswith(("\n", "\r")):
+        lines[-1] += "\n\\ No newline at end of file\n"
+    return lines
+
+
+def display(path: Path, root: Path) -> str:
+    """A path as the user reads it: relative to the current folder when below it, else to the project."""
+    for base in (Path.cwd(), root):
+        try:
+            return path.resolve().relative_to(base.resolve()).as_posix()
+        except ValueError:
+            continue
+    return str(path)

@@ -11,9 +11,11 @@ from typing import List, Optional
 
 import typer
 
+from optimizer_tool.apply_cli import apply_command
 from optimizer_tool.findings import Severity
 from optimizer_tool.project import UsageError
 from optimizer_tool.rules import all_rules, keys, optimizations, rule_by_code
+from optimizer_tool.smoke.cli import smoke_test
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Audit, fix and smoke-test diffusion training code.")
 
@@ -103,6 +105,10 @@ def list_rules() -> None:
     """List every rule with its code, optimization, severity and whether it can be fixed."""
     for rule in all_rules():
         typer.echo(f"{rule.code:<10} {rule.key:<12} {rule.severity.value:<8} {'fix' if rule.fixable else '   '}  {rule.title}")
+
+
+app.command("apply")(apply_command)
+app.command("smoke-test")(smoke_test)
 
 
 def main() -> None:

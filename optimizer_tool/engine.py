@@ -104,10 +104,15 @@ def check_units(units: list[Unit], settings: Settings, root: Path, selected: tup
         for opt in selected:
             for rule_cls in opt.rules:
                 rule = rule_cls()
-                if not rule.applies(index):
+                try:
+                    applies = rule.applies(index)
+                    hits = list(rule.check(index)) if applies else []
+                except Exception as exc:  # noqa: BLE001 - one rule's crash must not hide the others' findings
+                    findings.append(internal_error(rule.code, unit.entry.path, exc))
+                    continue
+                if not applies:
                     statuses.append(RuleStatus(rule.code, opt.key, rule.title, unit.entry.path, "n/a"))
                     continue
-                hits = list(rule.check(index))
                 statuses.append(RuleStatus(rule.code, opt.key, rule.title, unit.entry.path, "fail" if hits else "pass"))
                 for hit in hits:
                     findings.append(
@@ -115,6 +120,17 @@ def check_units(units: list[Unit], settings: Settings, root: Path, selected: tup
                     )
     unique = sorted(set(findings), key=Finding.sort_key)
     return CheckResult(unique, statuses, [u.entry.path for u in units], root)
+
+
+def internal_error(code: str, path: Path, exc: Exception) -> Finding:
+    return Finding(
+        "T2S900",
+        "meta",
+        Severity.BUG,
+        f"internal error in rule {code} ({type(exc).__name__}: {exc}); the other rules ran. Please report it with this file",
+        Location(path, 1, 1),
+        is_error=True,
+    )
 
 
 def apply_suppressions(result: CheckResult, files: dict[Path, SourceFile], settings: Settings) -> None:

@@ -194,6 +194,7 @@ def local_imports(source: SourceFile, root: Path) -> list[Path]:
     next to the file or under the project root (the plan's ``from utils.ema import EMA``)."""
     here = source.path.parent
     bases = [here, *[p for p in here.parents if root in (p, *p.parents)]]
+    boundary = _package_boundary(source.path, root)
     out: list[Path] = []
 
     def resolve(dotted: str, level: int, names: list[str]) -> None:
@@ -207,7 +208,7 @@ def local_imports(source: SourceFile, root: Path) -> list[Path]:
         for base in search:
             for stem in ([f"{dotted}.{n}" if dotted else n for n in names] + ([dotted] if dotted else [])):
                 for cand in _module_candidates(stem, base):
-                    if cand.exists() and root in cand.resolve().parents:
+                    if cand.exists() and boundary in cand.resolve().parents:
                         out.append(cand.resolve())
                         return
 
@@ -218,6 +219,19 @@ def local_imports(source: SourceFile, root: Path) -> list[Path]:
         elif isinstance(node, ast.ImportFrom):
             resolve(node.module or "", node.level, [a.name for a in node.names if a.name != "*"])
     return [p for p in dict.fromkeys(out) if p != source.path]
+
+
+def _package_boundary(path: Path, root: Path) -> Path:
+    """The folder that imports from ``path`` may resolve into: the project root, or for a file of
+    an installed package (under site-packages, a virtual environment...) that package's folder.
+    Without it, ``import torch`` in a site-packages module inside the project's .venv would pull
+    in the whole of torch as "local" code."""
+    try:
+        parts = path.relative_to(root).parts
+    except ValueError:
+        return root
+    skipped = [i for i, part in enumerate(parts[:-1]) if part in SKIP_DIRS]
+    return root.joinpath(*parts[: skipped[-1] + 2]) if skipped else root
 
 
 def load_configs(folder: Path) -> list[ConfigFile]:

@@ -530,3 +530,136 @@ def expanded_names(index: UnitIndex, node, function=None, line: int | None = Non
         if not frontier:
             break
     return names
+
+
+# --- what a trainer trains, and where its hyperparameters come from (used by the fixes) ---------
+NOT_THE_DENOISER = re.compile(r"text|clip|vae|tokeni[sz]er|encoder|discriminator|lpips|critic|embed", re.I)
+
+
+def ordered_nodes(node) -> Iterator:
+    """Every node of one expression in source order (``expression_nodes`` is unordered)."""
+    import libcst as cst
+
+    if node is None:
+        return
+    yield node
+    for child in node.children:
+        if isinstance(child, cst.CSTNode):
+            yield from ordered_nodes(child)
+
+
+@dataclass
+class TrainedModel:
+    """The network an optimizer step trains: ``name`` as the code spells it (``self.model``, ``unet``),
+    the optimizer's construction, the first optimizer step, and the last assignment of the model
+    before that step (None when it arrives as a parameter)."""
+
+    name: str
+    optimizer: object  # index.Assign
+    step: CallSite
+    assignment: object | None  # index.Assign
+
+
+def optimizer_constructions(index: UnitIndex) -> list:
+    return [a for a in index.assigns if a.call is not None and a.call.matches(ROLE_CONSTRUCTORS["optimizer"])]
+
+
+def stepped_optimizer(step: CallSite) -> str:
+    """``optimizer`` for ``optimizer.step()`` and for ``scaler.step(optimizer)``."""
+    from optimizer_tool.index import dotted
+
+    if step.args and step.receiver and not ROLE_NAMES["optimizer"].search(step.receiver.rsplit(".", 1)[-1]):
+        return dotted(step.args[0].value) or step.receiver
+    return step.receiver
+
+
+def same_object(a: str, b: str) -> bool:
+    """Two spellings of one object: equal, or ``self.x`` attributes with the same leaf."""
+    return a == b or (a.startswith("self.") and b.startswith("self.") and a.rsplit(".", 1)[-1] == b.rsplit(".", 1)[-1])
+
+
+def parameter_owners(index: UnitIndex, node, function, depth: int = 0) -> list[str]:
+    """Modules whose ``.parameters()`` feed an expression, in source order, through the variables
+    it reads (``self.params = list(self.model.parameters()) + ...``)."""
+    import libcst as cst
+
+    from optimizer_tool.index import dotted
+
+    owners: list[str] = []
+    for current in ordered_nodes(node):
+        if isinstance(current, cst.Call) and isinstance(current.func, cst.Attribute) and current.func.attr.value in ("parameters", "named_parameters"):
+            owner = dotted(current.func.value)
+            if owner and owner not in owners:
+                owners.append(owner)
+        elif isinstance(current, (cst.Name, cst.Attribute)) and depth < 3:
+            for assign in assignments_of(index, dotted(current), function)[-1:]:
+                owners += [o for o in parameter_owners(index, assign.value, assign.function, depth + 1) if o not in owners]
+    return owners
+
+
+def trained_model(index: UnitIndex) -> TrainedModel | None:
+    steps = optimizer_steps(index)
+    if not steps:
+        return None
+    step = steps[0]
+    optimizer_name = stepped_optimizer(step)
+    constructions = optimizer_constructions(index)
+    optimizer = next((a for a in constructions if same_object(a.target, optimizer_name)), constructions[0] if constructions else None)
+    if optimizer is None:
+        return None
+    owners = parameter_owners(index, optimizer.call.arg(0, "params"), optimizer.function)
+    if not owners:
+        return None
+    name = next((o for o in owners if not NOT_THE_DENOISER.search(o.rsplit(".", 1)[-1])), owners[0])
+    return TrainedModel(name, optimizer, step, model_assignment(index, name, optimizer, step))
+
+
+def model_assignment(index: UnitIndex, name: str, optimizer, step: CallSite):
+    """The last assignment of the model in the function that builds the optimizer, before the first
+    optimizer step and before the run resumes from a checkpoint (``accelerator.prepare`` unpacking counts)."""
+    function = optimizer.function
+    limit = function.end_line if function is not None else float("inf")
+    if step.function == function and step.path == optimizer.path:
+        limit = min(limit, step.line)
+    resumes = [c.line for c in index.calls_in(function) if c.path == optimizer.path and c.matches(CHECKPOINT_READS)]
+    limit = min([limit, *resumes])
+    candidates = [a for a in index.assigns if same_object(a.target, name) and a.function == function and a.path == optimizer.path and a.line < limit]
+    return candidates[-1] if candidates else None
+
+
+@dataclass
+class HyperparameterSource:
+    """Where a trainer reads one hyperparameter: a config dataclass field read through ``prefix``
+    (``self.train_config``), or an argparse flag read through ``prefix`` (``args``)."""
+
+    kind: str  # "dataclass" | "argparse"
+    prefix: str
+    setting: Setting  # the field's class default, or the flag's add_argument
+    spelled: str = ""  # the flag as written (``--learning-rate``)
+
+    def read(self, field_name: str) -> str:
+        return f"{self.prefix}.{field_name}"
+
+    def flag(self, field_name: str) -> str:
+        """The flag for a new field, spelled like the existing one (``--ema_decay`` / ``--ema-decay``)."""
+        return "--" + (field_name.replace("_", "-") if "-" in self.spelled.lstrip("-") else field_name)
+
+
+def hyperparameter_source(index: UnitIndex, node) -> HyperparameterSource | None:
+    """Where the value ``node`` (e.g. the optimizer's ``lr=`` argument) comes from, when it is read
+    from a config dataclass or from parsed command-line arguments."""
+    from optimizer_tool.index import dotted
+
+    text = dotted(node)
+    if "." not in text:
+        return None
+    prefix, leaf = text.rsplit(".", 1)
+    for setting in index.setting(leaf):
+        if setting.kind == "class-default":
+            return HyperparameterSource("dataclass", prefix, setting)
+        if setting.kind == "argparse":
+            flag = next((c for c in index.calls if (c.path, c.line, c.col) == (setting.path, setting.line, setting.col) and c.method == "add_argument"), None)
+            if flag is not None:
+                spelled = next((literal(a.value) for a in flag.args if str(literal(a.value)).startswith("--")), "")
+                return HyperparameterSource("argparse", prefix, setting, spelled)
+    return None

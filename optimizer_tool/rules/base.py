@@ -70,6 +70,7 @@ class CannotFix(Exception):
     def __init__(self, path: Path, line: int, message: str, patch: str = "") -> None:
         super().__init__(f"{path}:{line}: {message}")
         self.path, self.line, self.message, self.patch = path, line, message, patch
+        self.key = ""  # the optimization whose fix refused; set by apply
 
 
 class FixContext:
@@ -79,6 +80,12 @@ class FixContext:
     def __init__(self, index: UnitIndex, modules: dict[Path, cst.Module]) -> None:
         self.index = index
         self.modules = modules
+        self.notes: list[str] = []
+
+    def note(self, message: str) -> None:
+        """Tell the user something the diff does not show (what was verified, what was also
+        changed and why); ``apply`` prints it in its summary."""
+        self.notes.append(message)
 
     def module(self, path: Path) -> cst.Module:
         return self.modules[path]

@@ -20,10 +20,11 @@ from __future__ import annotations
 
 from typing import Iterable
 
+from optimizer_tool.cstedit import manual_setting_patch, set_settings, spelling
 from optimizer_tool.findings import Severity
 from optimizer_tool.index import UnitIndex
-from optimizer_tool.rules.base import Hit, Rule
-from optimizer_tool.semantics import beta_schedule, pretrained_denoiser, pretrained_scheduler_loads
+from optimizer_tool.rules.base import CannotFix, Fix, FixContext, Hit, Rule
+from optimizer_tool.semantics import COSINE_SCHEDULES, beta_schedule, pretrained_denoiser, pretrained_scheduler_loads
 
 KEY = "cosine"
 TITLE = "Cosine noise schedule"
@@ -126,3 +127,47 @@ class LinearSchedule(Rule):
             return
         setting = schedule.where("linear")
         yield Hit.at(setting, f"the noise schedule is linear ({_describe(setting)}): its last timesteps are nearly pure noise and teach little; a cosine schedule (\"cosine\", diffusers \"squaredcos_cap_v2\") spreads the signal-to-noise ratio evenly at no cost")
+
+
+# --- fix -----------------------------------------------------------------------------------
+COSINE_SPELLINGS = ("cosine", *sorted(COSINE_SCHEDULES - {"cosine"}))
+COSINE_FUNCTION_PATCH = """\
+def cosine_beta_schedule(timesteps, s=0.008):
+    \"\"\"Nichol & Dhariwal (2021): alpha_bar(t) = cos((t/T + s) / (1 + s) * pi/2)^2.\"\"\"
+    t = torch.linspace(0, timesteps, timesteps + 1, dtype=torch.float64) / timesteps
+    alphas_cumprod = torch.cos((t + s) / (1 + s) * math.pi / 2) ** 2
+    alphas_cumprod = alphas_cumprod / alphas_cumprod[0]
+    return torch.clip(1 - alphas_cumprod[1:] / alphas_cumprod[:-1], 0, 0.999).float()
+
+betas = cosine_beta_schedule(num_timesteps)  # instead of torch.linspace(...)
+"""
+
+
+class CosineScheduleFix(Fix):
+    """Set the schedule to cosine where the trainer chooses it: the dataclass default, the argparse
+    default, the constructor keyword (diffusers ``beta_schedule="squaredcos_cap_v2"``, added when
+    a diffusers scheduler relies on its linear default), a selector call's argument. The spelling
+    is one the project's code accepts (its own ``"cosine"`` option, argparse ``choices``).
+
+    Refused, with the change to make by hand: a schedule chosen in a YAML/TOML file (out of scope:
+    comments and layout of data files are not ours to rewrite), and betas computed inline with
+    ``torch.linspace`` (there is no cosine option to switch to). When the project's cosine
+    function lacks the offset s, the re-check sees the schedule in use lacking it (OFF003) and
+    apply adds the offset too (see ``optimizer_tool.apply``).
+    """
+
+    codes = ("COS001",)
+
+    def apply(self, ctx: FixContext, findings: list) -> None:
+        index = ctx.index
+        changes = []
+        for setting in beta_schedule(index).by_value.get("linear", []):
+            if setting.kind == "code":
+                raise CannotFix(setting.path, setting.line, "the betas are computed with a linspace, not chosen by a setting: there is no cosine option to switch to", COSINE_FUNCTION_PATCH)
+            value = spelling(index, setting, COSINE_SPELLINGS, "squaredcos_cap_v2")
+            if setting.kind == "config-file" or value is None:
+                why = f"{setting.owner} in {setting.path.name} is a data file this fix does not edit" if setting.kind == "config-file" else "the project's code has no cosine option for it"
+                raise CannotFix(setting.path, setting.line, f"cannot switch {setting.name} to cosine: {why}", manual_setting_patch(setting, value or "cosine") if value or setting.kind == "config-file" else COSINE_FUNCTION_PATCH)
+            changes.append((setting, value))
+        for line in set_settings(ctx, changes):
+            ctx.note(f"{line} (retrain from scratch: the schedule changes what the model learns)")

@@ -21,16 +21,33 @@ from typing import Iterable
 
 import libcst as cst
 
+import libcst.matchers as m
+
+from optimizer_tool.codemod import (
+    Edits,
+    ensure_flag,
+    ensure_setting,
+    expression,
+    module_name,
+    names_in_node,
+    set_in_presets,
+    settings_home,
+    snippet,
+    statement,
+)
+from optimizer_tool.cstedit import insert_dict_element
 from optimizer_tool.findings import Severity
-from optimizer_tool.index import CallSite, FunctionInfo, UnitIndex, dotted, literal
-from optimizer_tool.rules.base import Hit, Rule
+from optimizer_tool.index import CallSite, FunctionInfo, UnitIndex, code_of, dotted, literal
+from optimizer_tool.rules.base import CannotFix, Fix, FixContext, Hit, Rule
 from optimizer_tool.semantics import (
     assignments_of,
     expression_nodes,
+    has_role,
     memo,
     call_of,
     names_in,
     prediction_type,
+    same_object,
     sampling_functions,
     trains,
 )
@@ -596,3 +613,455 @@ class PerceptualOnVideo(_WithPerceptual):
             whole = [t for t in traces if t.source != "unknown" and not t.reduced and not t.opaque]
             if whole and len(whole) == len(traces):
                 yield Hit.at(p.call, f"`{whole[0].name or 'the video'}` is passed to LPIPS as a whole 5-D video [B, C, T, H, W]; LPIPS takes 4-D images: fold the frames into the batch (rearrange 'b c t h w -> (b t) c h w') or pick frames")
+
+
+# --- fix -----------------------------------------------------------------------------
+LPIPS_WHY = {
+    "lpips_weight": "weight of the perceptual (LPIPS) term added to the diffusion loss",
+    "lpips_net": 'LPIPS backbone: "vgg", "alex" or "squeeze"',
+    "lpips_frames": "frames per clip (evenly spaced) the LPIPS term compares; 0 = every frame",
+    "lpips_pretrained_backbone": "False: random LPIPS backbone, no torchvision download (offline smoke runs only)",
+    "lpips_random_backbone": "random LPIPS backbone, no torchvision download (offline smoke runs only)",
+}
+PASS_THROUGH_CALLS = {"float", "half", "double", "to", "contiguous", "bfloat16"}
+X0_HELPER = '''
+def predict_x0(alphas_cumprod, prediction_type, model_output, sample, timesteps):
+    """The model's estimate of the clean sample x0 at ``timesteps`` from its output (noise, v or x0)."""
+    alpha_bar = alphas_cumprod.to(sample.device, sample.dtype)[timesteps].view(-1, *[1] * (sample.ndim - 1))
+    if prediction_type == "v_prediction":
+        return alpha_bar.sqrt() * sample - (1 - alpha_bar).sqrt() * model_output
+    if prediction_type == "sample":
+        return model_output
+    return (sample - (1 - alpha_bar).sqrt() * model_output) / alpha_bar.sqrt()
+'''
+FRAMES_HELPER = '''
+def fold_frames(video, num_frames):
+    """``num_frames`` evenly spaced frames of each [B, C, T, H, W] clip folded into the batch as the
+    [B * num_frames, C, H, W] images LPIPS takes (every frame when num_frames <= 0)."""
+    b, c, t, h, w = video.shape
+    if 0 < num_frames < t:
+        video = video[:, :, {torch}.linspace(0, t - 1, num_frames, device=video.device).round().long()]
+        t = num_frames
+    return video.transpose(1, 2).reshape(b * t, c, h, w)
+'''
+
+
+@dataclass
+class DenoisingStep:
+    """What the perceptual term is built from, each proven through the assignments of one function:
+    ``noisy = scheduler.add_noise(clean, noise, t)``, ``pred = model(noisy, t, ...)``, ``mse(pred, ...)``."""
+
+    mse: CallSite
+    prediction: str  # the model output as the code names it (``noise_pred``)
+    noisy: str
+    clean: str
+    timesteps: str
+    scheduler: str
+
+
+class LpipsFix(Fix):
+    """Add a perceptual term the way the plan meant it, and repair the plan's version.
+
+    LPIPS001: ``loss = F.mse_loss(pred, target)`` becomes ``mse_loss = ...``; the x0 estimate is
+    recovered from the prediction with the noise scheduler's own ``predict_x0`` (or, for diffusers and
+    hand-written schedulers, from ``alphas_cumprod`` and the prediction type), clamped to [-1, 1]; video
+    frames (a configurable, evenly spaced subset) are folded into the batch; ``loss = mse_loss +
+    lpips_weight * lpips_loss`` keeps its gradient. ``lpips.LPIPS(net=...)`` is built once next to the
+    model, on its device, in eval mode with frozen weights. Settings ``lpips_weight`` (0.1), ``lpips_net``
+    ("vgg"), ``lpips_frames`` (4) and ``lpips_pretrained_backbone`` are added; small presets
+    (``smoke_config``) turn the pretrained backbone off so they run offline. Both terms are logged next
+    to the existing loss scalar. Latent diffusion is refused: the x0 estimate would need a VAE decode.
+    LPIPS002-004 (the plan's snippet): the ``no_grad`` block is replaced by the same computation, keeping
+    the variable the loss reads. LPIPS005: a whole 5-D video argument gets its frames folded into the batch.
+    """
+
+    codes = ("LPIPS001", "LPIPS002", "LPIPS003", "LPIPS004", "LPIPS005")
+
+    def apply(self, ctx: FixContext, findings: list) -> None:
+        index = ctx.index
+        edits = Edits(ctx)
+        done: set[tuple] = set()
+        for finding in sorted(findings, key=lambda f: f.code):
+            where = (finding.location.path, finding.location.line, finding.location.col)
+            if where in done:
+                continue  # LPIPS002-004 on one call: one rewrite
+            done.add(where)
+            if finding.code == "LPIPS001":
+                mse = next((c for c in mse_calls(index) if (c.path, c.line, c.col) == where), None)
+                if mse is None:
+                    raise CannotFix(where[0], where[1], "cannot find the MSE term this finding names", "")
+                self._add_term(ctx, index, edits, mse)
+            elif finding.code == "LPIPS005":
+                self._fold_frames(index, edits, _perceptual_at(index, where))
+            else:
+                self._rewrite_plan_term(ctx, index, edits, _perceptual_at(index, where))
+        edits.apply()
+
+    # LPIPS001 -------------------------------------------------------------------------
+    def _add_term(self, ctx, index: UnitIndex, edits: Edits, mse: CallSite) -> None:
+        if any(LATENT_HINTS.search(n) for n in index.names_used()):
+            raise CannotFix(mse.path, mse.line, "latent diffusion: LPIPS needs the x0 estimate decoded to pixels by the VAE (memory and time per step), a trade-off to decide by hand",
+                            _manual_patch(latent=True))
+        tree = edits.tree(mse.path)
+        module = edits.module(mse.path)
+        stmt = tree.statement(mse.node)
+        loss = _assigned_name(stmt, mse.node)
+        if loss is None:
+            raise CannotFix(mse.path, mse.line, "the MSE term is not assigned to a name on a line of its own", _manual_patch())
+        step = denoising_step(index, mse)
+        fn_def = tree.function(mse.node)
+        taken = names_in_node(fn_def) if fn_def is not None else set()
+        clash = {"mse_loss", "x0_pred", "lpips_loss"} & (taken | {loss})
+        if clash:
+            raise CannotFix(mse.path, mse.line, f"the names {', '.join(sorted(clash))} are already used in this function", _manual_patch())
+        home = settings_home(index, mse.function)
+        settings = _lpips_settings(ctx, edits, index, home, video=is_video(index))
+        lpips_fn = self._create(ctx, index, edits, step, settings)
+        x0 = _x0_estimate(edits, index, step)
+        pred_frames, true_frames = _images(edits, index, step, settings, "x0_pred")
+        lines = [
+            "# LPIPS on the x0 estimate (not the raw prediction), in the [-1, 1] it expects, with gradients",
+            "# flowing into the prediction (the LPIPS network itself is frozen).",
+            f"x0_pred = {_wrapped(x0)}.clamp(-1, 1)",
+            f"lpips_loss = {_call(lpips_fn, pred_frames, true_frames)}.mean()",
+            f"{loss} = mse_loss + {settings['lpips_weight']} * lpips_loss",
+        ]
+        renamed = _rename_target(stmt, "mse_loss")
+        edits.replace(mse.path, stmt, renamed)
+        edits.insert_after(mse.path, stmt, snippet(module, "\n".join(lines) + "\n"))
+        _log_terms(ctx, index, edits, mse, {"mse_loss": "mse_loss", "lpips_loss": "lpips_loss"})
+
+    def _create(self, ctx, index: UnitIndex, edits: Edits, step: DenoisingStep, settings: dict) -> str:
+        """Build ``lpips.LPIPS`` once beside the model (``self.lpips_fn`` in ``__init__`` for a trainer
+        class), on the model's device, in eval mode with frozen weights; returns how the step calls it."""
+        model = _model_of(index, step)
+        site = _model_assignment(index, model, step.mse)
+        if site is None:
+            raise CannotFix(step.mse.path, step.mse.line, f"cannot find where `{model}` is built to create the LPIPS network next to it", _manual_patch())
+        assign, where_fn = site
+        device = _device_of(index, assign, step)
+        if device is None:
+            raise CannotFix(assign.path, assign.line, f"cannot tell which device `{model}` lives on", _manual_patch())
+        name = "self.lpips_fn" if model.startswith("self.") else "lpips_fn"
+        if any(a.target == name for a in index.assigns):
+            raise CannotFix(assign.path, assign.line, f"`{name}` already exists", _manual_patch())
+        module = edits.module(assign.path)
+        create = (
+            f"# Perceptual loss network: frozen (eval mode, no weight gradients); gradients still flow to its inputs.\n"
+            f"{name} = lpips.LPIPS(\n"
+            f"    net={settings['lpips_net']}, pnet_rand={settings['pnet_rand']}, verbose=False\n"
+            f").to({device}).eval().requires_grad_(False)\n"
+        )
+        edits.insert_after(assign.path, edits.tree(assign.path).statement(assign.value), snippet(module, create))
+        edits.add_import(assign.path, "lpips")
+        return name
+
+    # LPIPS005 -------------------------------------------------------------------------
+    def _fold_frames(self, index: UnitIndex, edits: Edits, perceptual: Perceptual) -> None:
+        call = perceptual.call
+        module = edits.module(call.path)
+        for arg in call.args[:2]:
+            t = trace(index, arg.value, call.function, call.line)
+            if not t.reduced and not t.opaque:
+                # [B, C, T, H, W] -> [B * T, C, H, W]: every frame becomes an image of the batch
+                edits.replace(call.path, arg.value, lambda node: expression(module, "{x}.transpose(1, 2).flatten(0, 1)", x=_parenthesized(node)))
+
+    # LPIPS002-004 ----------------------------------------------------------------------
+    def _rewrite_plan_term(self, ctx, index: UnitIndex, edits: Edits, perceptual: Perceptual) -> None:
+        """The plan's ``with torch.no_grad():`` block (noise prediction rescaled to [0, 1], first frame)
+        becomes the LPIPS term on the x0 estimate, with gradients, under the name the loss already reads."""
+        call = perceptual.call
+        tree = edits.tree(call.path)
+        stmt = tree.statement(call.node)
+        result = _assigned_name(stmt, call.node) or (_assigned_name(stmt, _outer_call(tree, call.node)) if _outer_call(tree, call.node) is not None else None)
+        holder = tree.owner_statement(stmt)
+        block_stmt = holder if isinstance(holder, cst.With) and call.no_grad else stmt
+        mse = next((c for c in mse_calls(index) if c.function == call.function and c.line < call.line), None)
+        if result is None or mse is None or perceptual.kind != "lpips":
+            raise CannotFix(call.path, call.line, "the perceptual term is not `name = lpips_fn(a, b)...` after an MSE term of the same step", _manual_patch())
+        if block_stmt is holder and any(not isinstance(s, cst.SimpleStatementLine) for s in holder.body.body):
+            raise CannotFix(call.path, call.line, "the no_grad block holds more than the perceptual term's assignments", _manual_patch())
+        step = denoising_step(index, mse)
+        home = settings_home(index, call.function)
+        settings = _lpips_settings(ctx, edits, index, home, video=is_video(index), new_term=False)
+        module = edits.module(call.path)
+        taken = names_in_node(tree.function(call.node)) - names_in_node(block_stmt)
+        if "x0_pred" in taken:
+            raise CannotFix(call.path, call.line, "the name x0_pred is already used in this function", _manual_patch())
+        x0 = _x0_estimate(edits, index, step)
+        pred_frames, true_frames = _images(edits, index, step, settings, "x0_pred")
+        new = snippet(module, (
+            "# LPIPS on the x0 estimate (not the noise prediction), in the [-1, 1] it expects, with gradients\n"
+            "# flowing into the prediction (the LPIPS network itself is frozen).\n"
+            f"x0_pred = {_wrapped(x0)}.clamp(-1, 1)\n"
+            f"{result} = {_call(dotted(call.node.func), pred_frames, true_frames)}.mean()\n"
+        ))
+        # The plan's comments above the block described what it did wrong: only its blank lines stay.
+        blank = [line for line in block_stmt.leading_lines if line.comment is None]
+        new[0] = new[0].with_changes(leading_lines=[*blank, *new[0].leading_lines])
+        edits.replace(call.path, block_stmt, cst.FlattenSentinel(new))
+        _freeze(index, edits, perceptual)
+
+
+# --- fix helpers ---------------------------------------------------------------------
+def _perceptual_at(index: UnitIndex, where) -> Perceptual:
+    found = next((p for p in perceptual_calls(index) if (p.call.path, p.call.line, p.call.col) == where), None)
+    if found is None:
+        raise CannotFix(where[0], where[1], "cannot find the perceptual call this finding names", _manual_patch())
+    return found
+
+
+def _manual_patch(latent: bool = False) -> str:
+    decode = "x0_pred = vae.decode(x0_pred / vae.config.scaling_factor).sample  # latents -> pixels\n" if latent else ""
+    return (
+        "# __init__: built once, frozen\n"
+        "self.lpips_fn = lpips.LPIPS(net=\"vgg\").to(device).eval().requires_grad_(False)\n"
+        "# train step, with gradients:\n"
+        "mse_loss = F.mse_loss(model_output, target)\n"
+        "x0_pred = noise_scheduler.predict_x0(model_output, noisy, timesteps)  # or from alphas_cumprod\n"
+        f"{decode}"
+        "b, c, t, h, w = x0_pred.shape  # video: fold the frames into the batch\n"
+        "lpips_loss = self.lpips_fn(x0_pred.clamp(-1, 1).transpose(1, 2).reshape(b * t, c, h, w),\n"
+        "                           clean.transpose(1, 2).reshape(b * t, c, h, w)).mean()\n"
+        "loss = mse_loss + 0.1 * lpips_loss"
+    )
+
+
+def _assigned_name(stmt, call) -> str | None:
+    if call is not None and m.matches(stmt, m.SimpleStatementLine(body=[m.Assign(targets=[m.AssignTarget(target=m.Name())], value=m.MatchIfTrue(lambda n: n is call))])):
+        return stmt.body[0].targets[0].target.value
+    return None
+
+
+def _outer_call(tree, node):
+    """``lpips_fn(a, b).mean()``: the ``.mean()`` call around the perceptual call."""
+    parent = tree.parent.get(node)
+    if isinstance(parent, cst.Attribute) and isinstance(tree.parent.get(parent), cst.Call):
+        return tree.parent[parent]
+    return None
+
+
+def _rename_target(stmt: cst.SimpleStatementLine, name: str):
+    return lambda node: node.with_changes(body=[node.body[0].with_changes(targets=[node.body[0].targets[0].with_changes(target=cst.Name(name))])])
+
+
+def _strip(node):
+    """``model_pred.float()`` -> ``model_pred``; ``unet(...).sample`` -> ``unet(...)``."""
+    while True:
+        if isinstance(node, cst.Call) and isinstance(node.func, cst.Attribute) and node.func.attr.value in PASS_THROUGH_CALLS:
+            node = node.func.value
+        elif isinstance(node, cst.Attribute) and node.attr.value == "sample" and isinstance(node.value, cst.Call):
+            node = node.value
+        else:
+            return node
+
+
+def denoising_step(index: UnitIndex, mse: CallSite) -> DenoisingStep:
+    """Prove, through the assignments of the MSE term's function, which argument is the model's output
+    and what it was computed from; refuse when any link is missing."""
+    fn = mse.function
+    for arg in mse.args[:2]:
+        name = dotted(_strip(arg.value))
+        assigned = [a for a in assignments_of(index, name, fn, mse.line) if a.line <= mse.line] if name else []
+        if not assigned:
+            continue
+        model_call = _strip(assigned[-1].value)
+        if not isinstance(model_call, cst.Call) or len(model_call.args) < 2:
+            continue
+        noisy = dotted(model_call.args[0].value)
+        noised = [a for a in assignments_of(index, noisy, fn, mse.line) if a.call is not None and a.call.method in ("add_noise", "q_sample")] if noisy else []
+        if not noised:
+            continue
+        add_noise = noised[-1].call
+        clean = add_noise.arg(0, "original_samples") if add_noise.method == "add_noise" else add_noise.arg(0, "x_start")
+        t_add = add_noise.arg(2, "timesteps") if add_noise.method == "add_noise" else add_noise.arg(1, "t")
+        t_model = model_call.args[1].value
+        if clean is None or t_add is None or code_of(t_add).strip() != code_of(t_model).strip() or not add_noise.receiver:
+            continue
+        return DenoisingStep(mse, name, noisy, code_of(clean).strip(), code_of(t_model).strip(), add_noise.receiver)
+    raise CannotFix(mse.path, mse.line, "cannot prove which MSE argument is the model output of `noisy = scheduler.add_noise(x0, noise, t)`", _manual_patch())
+
+
+def _scheduler_class(index: UnitIndex, scheduler: str) -> tuple[str, list]:
+    origins = index.origins(scheduler)
+    leaves = {o.rsplit(".", 1)[-1] for o in origins}
+    methods = [f for f in index.functions if f.class_name in leaves]
+    return next(iter(sorted(leaves)), ""), methods
+
+
+def _x0_estimate(edits: Edits, index: UnitIndex, step: DenoisingStep) -> str:
+    """Code for the x0 estimate: the scheduler's own ``predict_x0`` when it has one, else ``predict_x0``
+    (added to the module) over its ``alphas_cumprod`` and prediction type."""
+    _, methods = _scheduler_class(index, step.scheduler)
+    own = next((f for f in methods if f.name == "predict_x0"), None)
+    if own is not None:
+        params = [p for p in own.params if p != "self"]
+        order = {"pred": step.prediction, "noisy": step.noisy, "t": step.timesteps}
+        args = []
+        for p in params[:3]:
+            role = "t" if re.search(r"^t$|time", p) else "noisy" if re.search(r"sample|x_t|noisy|^x$", p) else "pred" if re.search(r"output|pred|eps|noise", p) else None
+            if role is None:
+                raise CannotFix(own.path, own.line, f"cannot tell what {own.qualname}'s parameter `{p}` takes", _manual_patch())
+            args.append(order.pop(role))
+        return f"{step.scheduler}.predict_x0({', '.join(args)})"
+    diffusers = any(o.startswith("diffusers") for o in index.origins(step.scheduler))
+    has_alphas = diffusers or any(a.target == "self.alphas_cumprod" and a.function in methods for a in index.assigns)
+    if diffusers:
+        kind = f"{step.scheduler}.config.prediction_type"
+    elif any(a.target == "self.prediction_type" and a.function in methods for a in index.assigns):
+        kind = f"{step.scheduler}.prediction_type"
+    else:
+        kind = _target_kind(index, step)
+    if not has_alphas or kind is None:
+        raise CannotFix(step.mse.path, step.mse.line, f"cannot tell how to recover x0 from `{step.scheduler}` (no predict_x0; no alphas_cumprod and prediction type)", _manual_patch())
+    _module_helper(edits, index, step.mse, "predict_x0", X0_HELPER)
+    return f"predict_x0({step.scheduler}.alphas_cumprod, {kind}, {step.prediction}, {step.noisy}, {step.timesteps})"
+
+
+def _call(function: str, *args: str, width: int = 80) -> str:
+    """``function(a, b)``, one argument per line when that would be long."""
+    flat = f"{function}({', '.join(args)})"
+    return flat if len(flat) <= width else f"{function}(\n" + "".join(f"    {a},\n" for a in args) + ")"
+
+
+def _wrapped(call: str, width: int = 90) -> str:
+    """``f(a, b, c)`` over three lines when it is long: ``f(\\n    a, b, c\\n)``."""
+    if len(call) <= width or "(" not in call:
+        return call
+    head, _, rest = call.partition("(")
+    return f"{head}(\n    {rest[:-1]}\n)"
+
+
+def _target_kind(index: UnitIndex, step: DenoisingStep) -> str | None:
+    """What the model predicts, as the loss target proves it: the noise (epsilon), ``get_velocity`` (v)
+    or the clean sample; None when the target depends on a run-time choice."""
+    other = next((a.value for a in step.mse.args[:2] if dotted(_strip(a.value)) != step.prediction), None)
+    source = trace(index, other, step.mse.function, step.mse.line).source if other is not None else "unknown"
+    return {"noise": '"epsilon"', "velocity": '"v_prediction"', "data": '"sample"'}.get(source)
+
+
+def _module_helper(edits: Edits, index: UnitIndex, near: CallSite, name: str, source: str) -> None:
+    """Insert module-level helper ``name`` (once) before the top-level statement that holds ``near``."""
+    if any(f.name == name and f.path == near.path and f.class_name is None for f in index.functions) or not edits.first_time((near.path, name)):
+        return
+    tree = edits.tree(near.path)
+    top = tree.enclosing_in(near.node, tree.module)
+    torch = module_name(edits, index, near.path, "torch")
+    helper = snippet(tree.module, source.strip("\n").replace("{torch}", torch) + "\n")
+    helper[0] = helper[0].with_changes(leading_lines=[cst.EmptyLine(), cst.EmptyLine()])
+    edits.insert_before(near.path, top, helper)
+
+
+def _images(edits: Edits, index: UnitIndex, step: DenoisingStep, settings: dict, x0: str) -> tuple[str, str]:
+    """The two LPIPS inputs: 4-D images as they are, videos through ``fold_frames``."""
+    if not settings.get("video"):
+        return x0, step.clean
+    _module_helper(edits, index, step.mse, "fold_frames", FRAMES_HELPER)
+    frames = settings["lpips_frames"]
+    return f"fold_frames({x0}, {frames})", f"fold_frames({step.clean}, {frames})"
+
+
+def _lpips_settings(ctx, edits: Edits, index: UnitIndex, home, video: bool, new_term: bool = True) -> dict:
+    """The settings the new code reads (added to the trainer's config or argparse when absent): the
+    frame count for videos, and for a new term its weight and how the LPIPS network is built."""
+    out: dict = {"video": video}
+    if home is None:
+        out.update(lpips_weight="0.1", lpips_net='"vgg"', lpips_frames="4", pnet_rand="False")
+        return out
+    if new_term:
+        out["lpips_weight"] = ensure_setting(edits, index, home, "lpips_weight", "float", "0.1", LPIPS_WHY["lpips_weight"])
+        out["lpips_net"] = ensure_setting(edits, index, home, "lpips_net", "str", '"vgg"', LPIPS_WHY["lpips_net"])
+    if video:
+        out["lpips_frames"] = ensure_setting(edits, index, home, "lpips_frames", "int", "4", LPIPS_WHY["lpips_frames"])
+    if not new_term:
+        return out
+    if home.kind == "dataclass":
+        pretrained = ensure_setting(edits, index, home, "lpips_pretrained_backbone", "bool", "True", LPIPS_WHY["lpips_pretrained_backbone"])
+        out["pnet_rand"] = f"not {pretrained}"
+        if set_in_presets(edits, index, home, "lpips_pretrained_backbone", "False"):
+            ctx.note("the smoke preset builds LPIPS with a random backbone (lpips_pretrained_backbone=False): it runs offline, its perceptual term is not meaningful")
+    else:
+        out["pnet_rand"] = ensure_flag(edits, index, home, "lpips_random_backbone", LPIPS_WHY["lpips_random_backbone"])
+    return out
+
+
+def _model_of(index: UnitIndex, step: DenoisingStep) -> str:
+    assigned = assignments_of(index, step.prediction, step.mse.function, step.mse.line)
+    call = _strip(assigned[-1].value)
+    return dotted(call.func)
+
+
+def _model_assignment(index: UnitIndex, model: str, mse: CallSite):
+    """The assignment that builds ``model``: in ``__init__`` for ``self.model``, else in the step's function
+    before the MSE term (the first one: later ones re-wrap it, e.g. ``accelerator.prepare``)."""
+    if model.startswith("self."):
+        found = [a for a in index.assigns if same_object(a.target, model) and a.function is not None and a.function.name == "__init__"
+                 and mse.function is not None and a.function.class_name == mse.function.class_name]
+    else:
+        found = [a for a in index.assigns if a.target == model and a.function == mse.function and a.path == mse.path and a.line < mse.line]
+    return (found[0], found[0].function) if found else None
+
+
+def _device_of(index: UnitIndex, assign, step: DenoisingStep) -> str | None:
+    """The model's device: the argument of its ``.to(...)``, the accelerator's device, a ``device`` variable."""
+    for node in expression_nodes(assign.value):
+        if isinstance(node, cst.Call) and isinstance(node.func, cst.Attribute) and node.func.attr.value == "to" and node.args:
+            return code_of(node.args[0].value).strip()
+    accelerators = [c.receiver for c in index.calls_in(step.mse.function) if c.method == "backward" and any(o.startswith("accelerate.") for o in index.origins(c.receiver))]
+    if accelerators:
+        return f"{accelerators[0]}.device"
+    for name in ("self.device", "device"):
+        if any(a.target == name and (a.function == assign.function or name.startswith("self.")) for a in index.assigns):
+            return name
+    return None
+
+
+def _freeze(index: UnitIndex, edits: Edits, perceptual: Perceptual) -> None:
+    """``.requires_grad_(False)`` on the LPIPS network when its construction lacks it: with gradients
+    flowing through it, its own weights would otherwise collect gradients nobody clears."""
+    site = perceptual.constructor
+    if site is None:
+        return
+    assign = next((a for a in index.assigns if any(n is site.node for n in expression_nodes(a.value))), None)
+    if assign is None or "requires_grad_" in code_of(assign.value):
+        return
+    edits.replace(assign.path, assign.value, lambda node: cst.Call(func=cst.Attribute(value=node, attr=cst.Name("requires_grad_")), args=[cst.Arg(cst.Name("False"))]))
+
+
+def _log_terms(ctx, index: UnitIndex, edits: Edits, mse: CallSite, terms: dict[str, str]) -> None:
+    """Log both loss terms beside the existing loss scalar (``writer.add_scalar``) or accelerate log dict."""
+    writes = [c for c in index.calls_in(mse.function) if c.method == "add_scalar" and has_role(index, c.receiver, "writer") and c.line > mse.line and len(c.args) >= 3]
+    if writes:
+        first = writes[0]
+        tree = edits.tree(first.path)
+        block = tree.block(tree.statement(first.node))
+        same_block = [c for c in writes if tree.block(tree.statement(c.node)) is block]
+        tag = literal(first.args[0].value)
+        prefix = tag.rsplit("/", 1)[0] + "/" if isinstance(tag, str) and "/" in tag else ""
+        step_code = code_of(first.args[2].value).strip()
+        new = [statement(edits.module(first.path), f'{first.receiver}.add_scalar("{prefix}{name}", {var}.item(), {step_code})') for name, var in terms.items()]
+        edits.insert_after(first.path, tree.statement(same_block[-1].node), new)
+        return
+    # accelerator.log({"train_loss": ...}), logs = {"loss": ...}, json.dumps({"step": ..., "loss": ...}):
+    # the first dict of logged values after the MSE term that has a loss entry.
+    dicts = [(c.line, c.args[0].value) for c in index.calls_in(mse.function) if c.line > mse.line and c.args and isinstance(c.args[0].value, cst.Dict)]
+    dicts += [(a.line, a.value) for a in index.assigns if a.function == mse.function and a.path == mse.path and a.line > mse.line and isinstance(a.value, cst.Dict)]
+    logged = [(line, d) for line, d in dicts if any(isinstance(k := literal(e.key), str) and "loss" in k for e in d.elements if isinstance(e, cst.DictElement))]
+    if logged:
+        module = edits.module(mse.path)
+        first = min(logged, key=lambda pair: pair[0])[1]
+
+        def with_terms(d: cst.Dict) -> cst.Dict:
+            for name, var in terms.items():
+                d = insert_dict_element(d, len(d.elements) - 1, expression(module, f'"{name}"'), expression(module, f"{var}.detach().item()"))
+            return d
+
+        edits.replace(mse.path, first, with_terms)
+        return
+    ctx.note("no loss logging found in the training step: log mse_loss and lpips_loss yourself")
+
+
+def _parenthesized(node: cst.BaseExpression) -> cst.BaseExpression:
+    if isinstance(node, (cst.Name, cst.Attribute, cst.Call, cst.Subscript)) or node.lpar:
+        return node
+    return node.with_changes(lpar=[cst.LeftParen()], rpar=[cst.RightParen()])

@@ -17,17 +17,35 @@ Lightning ``configure_optimizers`` with its ``interval``.
 
 from __future__ import annotations
 
+import importlib.util
 import math
 import re
 from collections import Counter
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Iterable
 
 import libcst as cst
+import libcst.matchers as m
 
+from optimizer_tool.codemod import (
+    OPTIMIZER_CONSTRUCTORS,
+    Edits,
+    ensure_setting,
+    expression,
+    is_call_statement,
+    module_name,
+    names_in_node,
+    optimizer_construction,
+    set_default,
+    setting_value,
+    settings_home,
+    statement,
+)
+from optimizer_tool.cstedit import insert_dict_element, node_at, string_literal, value_like, with_keyword
 from optimizer_tool.findings import Severity
 from optimizer_tool.index import CallSite, FunctionInfo, UnitIndex, code_of, dotted, literal
-from optimizer_tool.rules.base import Hit, Rule
+from optimizer_tool.rules.base import CannotFix, Fix, FixContext, Hit, Rule
 from optimizer_tool.semantics import (
     ROLE_CONSTRUCTORS,
     assignments_of,
@@ -36,10 +54,13 @@ from optimizer_tool.semantics import (
     expanded_names,
     expression_nodes,
     call_of,
+    has_role,
     lr_scheduler_steps,
     memo,
     names_in,
     optimizer_steps,
+    same_object,
+    stepped_optimizer,
     trains,
 )
 
@@ -480,6 +501,9 @@ def _lambda_schedule(index: UnitIndex, call: CallSite, sched: Schedule) -> None:
         floor = True
     sched.floor = floor if sched.decay else None
     single = exprs if isinstance(fn_node, cst.Lambda) or len(exprs) == 1 else []
+    if single and _capped_ramp(index, single[0], set(params), call) and not decays:
+        # ``min((step + 1) / 5000, 1.0)`` in a function whatever its name: a warm-up, then constant
+        sched.warmup, sched.decay, sched.floor = True, False, None
     if single and _growth(index, single[0], set(params), call) == "grow":
         sched.unbounded = True
         sched.unbounded_expr = single[0]
@@ -497,6 +521,14 @@ def _lambda_schedule(index: UnitIndex, call: CallSite, sched: Schedule) -> None:
         if leaf in TOTAL_SETTINGS or re.search(r"^(total|num_training|max_train|max)_?(steps|iters)$", leaf):
             sched.total_len = cst.parse_expression(name) if _is_dotted(name) else None
             break
+
+
+def _capped_ramp(index: UnitIndex, node, params: set[str], call: CallSite) -> bool:
+    """``min(step / warmup, 1.0)`` (either order): a factor that grows with the step up to a constant cap."""
+    if not (isinstance(node, cst.Call) and dotted(node.func) == "min" and len(node.args) == 2 and not any(a.star for a in node.args)):
+        return False
+    kinds = [_growth(index, a.value, params, call) for a in node.args]
+    return "grow" in kinds and any(isinstance(k, tuple) for k in kinds)
 
 
 def _growth(index: UnitIndex, node, params: set[str], call: CallSite, depth: int = 0):
@@ -1134,3 +1166,549 @@ class WarmupNeverEnds(_WithSchedule):
         for s in schedule_facts(index).top:
             if s.unbounded:
                 yield Hit(s.path, s.line, s.col, f"the learning-rate factor `{code_of(s.unbounded_expr).strip()}` keeps growing with the step count and nothing caps it (min(1.0, ...)): the warm-up never ends and the learning rate explodes")
+
+
+# --- fix -----------------------------------------------------------------------------
+PLAN_WARMUP_STEPS = 2000  # the plan's warm-up; the code caps it at 10% of the run
+MIN_LR_WHY = "the learning rate decays to this fraction of its base value, not to 0"
+WARMUP_WHY = "linear learning-rate warm-up, capped at 10% of the optimizer steps"
+MIN_LR_HELPER = "get_cosine_with_min_lr_schedule_with_warmup"
+TOTAL_NAME = re.compile(r"^(total|num_training|max_train|train|max|num_train)_?(steps|iters|iterations)$|^total_steps$|^num_steps$", re.I)
+EPOCH_SETTINGS = ("num_epochs", "epochs", "num_train_epochs", "max_epochs", "n_epochs")
+ACCUMULATION_SETTINGS = ("gradient_accumulation_steps", "grad_accum_steps", "accumulation_steps", "gradient_accumulate_every", "accum_steps")
+DATALOADER = ("torch.utils.data.DataLoader", "*.DataLoader")
+
+
+class LRScheduleFix(Fix):
+    """Bring the learning-rate schedule to the plan: a linear warm-up of at most 10% of the run
+    (the plan's 2000 steps, capped at ``total // 10``), a cosine decay to a floor of 1% of the base
+    rate, advanced once per optimizer step, after ``optimizer.step()``.
+
+    - ``get_scheduler(args.lr_scheduler, ...)`` (diffusers/transformers): the warm-up argument is
+      capped (``min(args.lr_warmup_steps, args.max_train_steps // 10) * accelerator.num_processes``);
+      the floor comes from transformers' ``get_cosine_with_min_lr_schedule_with_warmup``, chosen by a
+      new default ``--lr_scheduler cosine_with_min_lr`` so the flag keeps working (refused, with the
+      patch, when the installed transformers lacks it);
+    - a ``LambdaLR`` over a local warm-up/cosine function (the reference trainer): its decaying return
+      gets the floor (``min_lr_ratio + (1 - min_lr_ratio) * cosine``), its warm-up the 10% cap against
+      the total the factory computes, and the warm-up setting the plan's 2000;
+    - ``CosineAnnealingLR`` gets ``eta_min=min_lr_ratio * lr``, and a ``LinearLR`` warm-up in a
+      ``SequentialLR`` when it has none;
+    - no schedule at all: a ``SequentialLR`` (``LinearLR`` + ``CosineAnnealingLR``) over the real total
+      (epochs x optimizer steps per epoch from ``len(dataloader)`` and the accumulation), stepped after
+      each optimizer step and saved/restored beside the optimizer in the checkpoint dict;
+    - ``scheduler.step()`` before ``optimizer.step()`` moves after it (LR006); a per-step schedule
+      stepped in the epoch loop moves after the optimizer step in the batch loop, and Lightning's
+      ``"interval": "epoch"`` becomes ``"step"`` (LR005).
+    """
+
+    codes = ("LR001", "LR002", "LR003", "LR004", "LR005", "LR006", "LR007")
+
+    def apply(self, ctx: FixContext, findings: list) -> None:
+        index = ctx.index
+        edits = Edits(ctx)
+        facts = schedule_facts(index)
+        wanted: dict[int, tuple[Schedule, set[str]]] = {}
+        for finding in findings:
+            where = (finding.location.path, finding.location.line, finding.location.col)
+            if finding.code in ("LR005", "LR006"):
+                self._reorder(index, edits, facts, finding.code, where)
+                continue
+            sched = next((s for s in facts.top if (s.path, s.line, s.col) == where), None)
+            if sched is None and finding.code == "LR001":
+                self._add_schedule(ctx, index, edits, where)
+                continue
+            if sched is None:
+                raise CannotFix(where[0], where[1], "cannot find the schedule this finding names", "")
+            wanted.setdefault(id(sched), (sched, set()))[1].add(finding.code)
+        for sched, codes in wanted.values():
+            if sched.kind == "get_scheduler" or sched.kind in HF_HELPER_NAMES:
+                self._library_schedule(ctx, index, edits, sched, codes)
+            elif sched.kind == "LambdaLR":
+                self._lambda(ctx, index, edits, sched, codes)
+            elif sched.kind == "CosineAnnealingLR":
+                self._cosine_annealing(ctx, index, edits, sched, codes)
+            else:
+                what = {"manual": 'a hand-written schedule (param_group["lr"] = ...)', "helper": "a schedule built by a helper this fix cannot see into"}.get(sched.kind, f"a `{sched.kind}` schedule")
+                raise CannotFix(sched.path, sched.line, f"no automatic rewrite for {what}", _manual_schedule_patch())
+        edits.apply()
+
+    # --- diffusers / transformers helpers -------------------------------------------
+    def _library_schedule(self, ctx, index: UnitIndex, edits: Edits, sched: Schedule, codes: set[str]) -> None:
+        call = sched.site
+        module = edits.module(call.path)
+        hf_getter = sched.kind == "get_scheduler"
+        optimizer = call.arg(1, "optimizer") if hf_getter else call.arg(0, "optimizer")
+        total = sched.total_len
+        home = settings_home(index, call.function, _lr_node(index, optimizer))
+        warmup = sched.warmup_len
+        new_warmup = None
+        if "LR007" in codes or "LR001" in codes and not sched.warmup:
+            if total is None:
+                raise CannotFix(call.path, call.line, "the schedule has no num_training_steps to cap a warm-up against", _manual_schedule_patch())
+            setting = _warmup_setting(edits, index, home)
+            new_warmup = _capped(module, expression(module, setting), total, new=True)
+        elif "LR004" in codes or (warmup is not None and total is not None and not _is_capped(warmup)):
+            new_warmup = _capped(module, warmup, total) if warmup is not None and total is not None else None
+            _plan_warmup_default(ctx, edits, index, home, warmup)
+        floor = bool(codes & {"LR001", "LR002", "LR003"})
+        if not floor:
+            if new_warmup is not None:
+                edits.replace(call.path, warmup, new_warmup)
+            return
+        if not _transformers_has(MIN_LR_HELPER):
+            raise CannotFix(call.path, call.line, f"the installed transformers has no {MIN_LR_HELPER} to decay to a floor (added in transformers 4.38)",
+                            "pip install 'transformers>=4.38', or decay to a floor by hand:\n" + _manual_schedule_patch())
+        if total is None:
+            raise CannotFix(call.path, call.line, "the schedule has no num_training_steps to decay over", _manual_schedule_patch())
+        ratio = ensure_setting(edits, index, home, "min_lr_ratio", "float", "0.01", MIN_LR_WHY) if home else "0.01"
+        warm = new_warmup if new_warmup is not None else (warmup if warmup is not None else cst.Integer("0"))
+        stmt = edits.tree(call.path).statement(call.node)
+        assigned = _assignment_target(stmt, call.node)
+        if assigned is None:
+            raise CannotFix(call.path, call.line, "the schedule is not assigned to a name on a line of its own", _manual_schedule_patch())
+        helper = (
+            f"{assigned} = {MIN_LR_HELPER}(\n"
+            f"    {code_of(optimizer).strip()},\n"
+            f"    num_warmup_steps={code_of(warm).strip()},\n"
+            f"    num_training_steps={code_of(total).strip()},\n"
+            f"    min_lr_rate={ratio},\n"
+            f")\n"
+        )
+        edits.add_import(call.path, "transformers.optimization", MIN_LR_HELPER)
+        name = call.arg(0, "name")
+        if _setting_read(index, name) is None:
+            # A literal schedule name: the floored cosine replaces it.
+            edits.replace(call.path, stmt, lambda node: statement(module, helper).with_changes(leading_lines=node.leading_lines))
+            return
+        # A --lr_scheduler flag (or config field): keep it working, make the floored cosine its default.
+        selector_home = settings_home(index, call.function, name)
+        if selector_home is None or not set_default(edits, index, selector_home, dotted(name).rsplit(".", 1)[-1], "cosine_with_min_lr"):
+            raise CannotFix(call.path, call.line, f"cannot change the default of `{code_of(name).strip()}` to select a floored cosine",
+                            f'{code_of(name).strip()} default: "cosine_with_min_lr"\n' + _manual_schedule_patch())
+        kept = call.node if new_warmup is None else _with_argument(call, 2, "num_warmup_steps", new_warmup)
+        indented = "".join(f"    {line}\n" for line in helper.splitlines())
+        branch = statement(
+            module,
+            f'if {code_of(name).strip()} == "cosine_with_min_lr":\n'
+            f"    # cosine decay to a floor of min_lr_rate x the base rate (diffusers' get_scheduler has none)\n"
+            f"{indented}"
+            f"else:\n"
+            f"    {assigned} = {{kept}}\n",
+            kept=kept,
+        )
+        edits.replace(call.path, stmt, lambda node: branch.with_changes(leading_lines=node.leading_lines))
+        ctx.note(f"--lr_scheduler now defaults to cosine_with_min_lr (transformers' {MIN_LR_HELPER}); the other names still select diffusers' schedules")
+
+    # --- LambdaLR over a local function ---------------------------------------------------
+    def _lambda(self, ctx, index: UnitIndex, edits: Edits, sched: Schedule, codes: set[str]) -> None:
+        call = sched.site
+        module = edits.module(call.path)
+        tree = edits.tree(call.path)
+        target = _lambda_target(index, call.arg(1, "lr_lambda"), call)
+        if target is None:
+            raise CannotFix(call.path, call.line, "the LambdaLR's function is not defined here", _manual_schedule_patch())
+        home = settings_home(index, call.function, _lr_node(index, call.arg(0, "optimizer")))
+        if isinstance(target, cst.Lambda):
+            bodies = [target.body]
+            holder = tree.statement(call.node)
+            fn_names = names_in(target.body)
+        else:
+            if call.function is None or not (call.function.line < target.line <= call.function.end_line):
+                raise CannotFix(call.path, call.line, f"`{target.name}` is not defined inside the function that builds the schedule", _manual_schedule_patch())
+            bodies = [r.value for r in index.returns if r.function == target]
+            holder = tree.statement(next(n for n in tree.parent if isinstance(n, cst.FunctionDef) and n.name.value == target.name and tree.function(n) is tree.function(call.node)))
+            fn_names = set().union(*[names_in(c.node) for c in index.calls_in(target)], *[names_in(a.value) | {a.target} for a in index.assigns if a.function == target], *[names_in(b) for b in bodies])
+        if codes & {"LR002", "LR007", "LR001"}:
+            raise CannotFix(call.path, call.line, "no automatic rewrite of a LambdaLR that lacks a warm-up or a decay", _manual_schedule_patch())
+        to_zero = [b for b in bodies if _end_value(b) is False]
+        if not to_zero:
+            raise CannotFix(call.path, call.line, "cannot find the return that decays to 0", _manual_schedule_patch())
+        ratio_value = ensure_setting(edits, index, home, "min_lr_ratio", "float", "0.01", MIN_LR_WHY) if home else "0.01"
+        function_node = tree.function(call.node)
+        taken = names_in_node(function_node) if function_node is not None else set()
+        ratio = "min_lr_ratio"
+        if ratio in taken:
+            raise CannotFix(call.path, call.line, "`min_lr_ratio` is already used in this function", _manual_schedule_patch())
+        for body in to_zero:
+            edits.replace(call.path, body, lambda node, r=ratio: _floored(module, node, r))
+        why = "" if home else "  # decay to 1% of the base rate, not to 0"
+        edits.insert_before(call.path, holder, [statement(module, f"{ratio} = {ratio_value}{why}")])
+        self._cap_lambda_warmup(ctx, index, edits, call, fn_names, home)
+        fn_def = tree.function(call.node)
+        if fn_def is not None and isinstance(target, FunctionInfo):
+            _reword_docstring(edits, call.path, fn_def)
+
+    def _cap_lambda_warmup(self, ctx, index: UnitIndex, edits: Edits, call: CallSite, fn_names: set[str], home) -> None:
+        """``warmup_steps = <setting>`` read by the lambda becomes ``min(<setting>, total_steps // 10)``."""
+        local = [a for a in index.assigns if a.function == call.function and a.path == call.path and a.target in fn_names]
+        warm = [a for a in local if WARMUP_WORD.search(a.target)]
+        total = [a for a in local if TOTAL_NAME.search(a.target)]
+        if len(warm) != 1 or len(total) != 1 or _is_capped(warm[0].value) or total[0].target in names_in(warm[0].value):
+            return
+        tree = edits.tree(call.path)
+        stmt = tree.statement(warm[0].value)
+        module = edits.module(call.path)
+        capped = _capped(module, warm[0].value, cst.Name(total[0].target))
+        edits.replace(call.path, warm[0].value, capped)
+        if isinstance(stmt, cst.SimpleStatementLine) and stmt.trailing_whitespace.comment is None:
+            edits.replace(call.path, stmt, lambda node: node.with_changes(trailing_whitespace=cst.TrailingWhitespace(cst.SimpleWhitespace("  "), cst.Comment("# at most 10% of the run"))))
+        _plan_warmup_default(ctx, edits, index, home, warm[0].value)
+
+    # --- CosineAnnealingLR ------------------------------------------------------------------
+    def _cosine_annealing(self, ctx, index: UnitIndex, edits: Edits, sched: Schedule, codes: set[str]) -> None:
+        call = sched.site
+        module = edits.module(call.path)
+        optimizer = call.arg(0, "optimizer")
+        home = settings_home(index, call.function, _lr_node(index, optimizer))
+        ratio = ensure_setting(edits, index, home, "min_lr_ratio", "float", "0.01", MIN_LR_WHY) if home else "0.01"
+        eta_min = expression(module, f"{ratio} * {_base_lr(index, code_of(optimizer).strip())}")
+        if "LR007" not in codes:
+            if call.kwarg("eta_min") is None and len(call.args) <= 2:
+                edits.replace(call.path, call.node, lambda node: with_keyword(node, "eta_min", eta_min))
+            return
+        stmt = edits.tree(call.path).statement(call.node)
+        assigned = _assignment_target(stmt, call.node)
+        total = call.arg(1, "T_max")
+        if assigned is None or total is None or sched.per_step is not True:
+            raise CannotFix(call.path, call.line, "cannot prove the schedule counts optimizer steps to put a warm-up in front of it", _manual_schedule_patch())
+        warmup = _warmup_setting(edits, index, home)
+        opt = code_of(optimizer).strip()
+        torch = module_name(edits, index, call.path, "torch")
+        cosine = _with_argument(call, 1, "T_max", expression(module, f"max(1, {code_of(total).strip()} - warmup_steps)"))
+        if call.kwarg("eta_min") is None and len(call.args) <= 2:
+            cosine = with_keyword(cosine, "eta_min", eta_min)
+        edits.replace(call.path, stmt, lambda node: _statements_with_lines(module, node, [
+            f"warmup_steps = min({warmup}, {code_of(total).strip()} // 10)  # {WARMUP_WHY}",
+            f"{assigned} = {torch}.optim.lr_scheduler.SequentialLR(\n"
+            f"    {opt},\n"
+            f"    [\n"
+            f"        {torch}.optim.lr_scheduler.LinearLR({opt}, start_factor=1.0 / max(1, warmup_steps), total_iters=max(1, warmup_steps)),\n"
+            f"        {code_of(cosine).strip()},\n"
+            f"    ],\n"
+            f"    milestones=[max(1, warmup_steps)],\n"
+            f")\n",
+        ]))
+
+    # --- no schedule: add one -----------------------------------------------------------------
+    def _add_schedule(self, ctx, index: UnitIndex, edits: Edits, where) -> None:
+        path, line, _ = where
+        constructions = [c for c in index.calls_to(*OPTIMIZER_CONSTRUCTORS)]
+        opt_call = next((c for c in constructions if (c.path, c.line, c.col) == where), None)
+        steps = optimizer_steps(index)
+        if opt_call is None and steps:
+            step = next((s for s in steps if (s.path, s.line, s.col) == where), steps[0])
+            opt_call = optimizer_construction(index, stepped_optimizer(step))
+        if opt_call is None:
+            raise CannotFix(path, line, "cannot find where the optimizer is built to add a schedule after it", _manual_schedule_patch())
+        tree = edits.tree(opt_call.path)
+        module = edits.module(opt_call.path)
+        opt_stmt = tree.statement(opt_call.node)
+        optimizer = _assignment_target(opt_stmt, opt_call.node)
+        if optimizer is None:
+            raise CannotFix(opt_call.path, opt_call.line, "the optimizer is not assigned to a name on a line of its own", _manual_schedule_patch())
+        own_steps = [s for s in steps if same_object(stepped_optimizer(s), optimizer)]
+        if not own_steps:
+            raise CannotFix(opt_call.path, opt_call.line, f"`{optimizer}` is never stepped", _manual_schedule_patch())
+        home = settings_home(index, opt_call.function, opt_call.kwarg("lr"))
+        total, anchor = _run_total(index, edits, home, opt_call, opt_stmt)
+        scheduler = "self.lr_scheduler" if optimizer.startswith("self.") else "lr_scheduler"
+        taken = names_in_node(tree.function(opt_call.node) or module)
+        if {"total_steps", "warmup_steps"} & taken or (scheduler == "lr_scheduler" and scheduler in taken):
+            raise CannotFix(opt_call.path, opt_call.line, "the names total_steps / warmup_steps / lr_scheduler are taken here", _manual_schedule_patch())
+        for step in own_steps:
+            if step.function != opt_call.function and not scheduler.startswith("self."):
+                raise CannotFix(step.path, step.line, f"`{step.text}` runs in another function than the one that builds `{optimizer}`", _manual_schedule_patch())
+            step_stmt = edits.tree(step.path).statement(step.node)
+            if not is_call_statement(step_stmt, step.node):
+                raise CannotFix(step.path, step.line, f"`{step.text}` is not a statement of its own", _manual_schedule_patch())
+        warmup = _warmup_setting(edits, index, home)
+        ratio = ensure_setting(edits, index, home, "min_lr_ratio", "float", "0.01", MIN_LR_WHY) if home else "0.01"
+        torch = module_name(edits, index, opt_call.path, "torch")
+        base_lr = _base_lr(index, optimizer, opt_call)
+        new = [
+            statement(module, f"# Linear warm-up (at most 10% of the run), then cosine decay to min_lr_ratio x the base rate,\n# stepped once per optimizer step.\ntotal_steps = {total}\n"),
+            statement(module, f"warmup_steps = min({warmup}, total_steps // 10)"),
+            statement(module,
+                f"{scheduler} = {torch}.optim.lr_scheduler.SequentialLR(\n"
+                f"    {optimizer},\n"
+                f"    [\n"
+                f"        {torch}.optim.lr_scheduler.LinearLR({optimizer}, start_factor=1.0 / max(1, warmup_steps), total_iters=max(1, warmup_steps)),\n"
+                f"        {torch}.optim.lr_scheduler.CosineAnnealingLR({optimizer}, T_max=max(1, total_steps - warmup_steps), eta_min={ratio} * {base_lr}),\n"
+                f"    ],\n"
+                f"    milestones=[max(1, warmup_steps)],\n"
+                f")\n"),
+        ]
+        edits.insert_after(opt_call.path, anchor, new)
+        for step in own_steps:
+            step_stmt = edits.tree(step.path).statement(step.node)
+            edits.insert_after(step.path, _after_scaler_update(index, edits, step, step_stmt), [statement(edits.module(step.path), f"{scheduler}.step()")])
+        _checkpoint_schedule(index, edits, optimizer, scheduler)
+
+    # --- where the schedule is stepped ------------------------------------------------
+    def _reorder(self, index: UnitIndex, edits: Edits, facts: ScheduleFacts, code: str, where) -> None:
+        path, line, col = where
+        sched_step = next((s for s in lr_scheduler_steps(index) if (s.path, s.line, s.col) == where), None)
+        if sched_step is None:
+            if code == "LR005":
+                self._lightning_interval(index, edits, where)
+                return
+            raise CannotFix(path, line, "cannot find the scheduler step this finding names", "")
+        tree = edits.tree(path)
+        moved = tree.statement(sched_step.node)
+        if not is_call_statement(moved, sched_step.node):
+            raise CannotFix(path, line, f"`{sched_step.text}` is not a statement of its own", f"{sched_step.text}  # right after optimizer.step()")
+        if code == "LR005":
+            opt = step_is_per_epoch(index, sched_step)
+            if opt is None:
+                raise CannotFix(path, line, "cannot find the optimizer step the schedule should follow", f"{sched_step.text}  # right after optimizer.step()")
+            if opt.function != sched_step.function and not sched_step.receiver.startswith("self."):
+                raise CannotFix(path, line, f"`{sched_step.receiver}` is not visible where `{opt.text}` runs (line {opt.line})", f"{sched_step.text}  # right after {opt.text}")
+        else:
+            opt = next((o for o in optimizer_steps(index) if o.path == path and o.function == sched_step.function and (o.line, o.col) > (line, col) and not exclusive(o, sched_step)), None)
+            if opt is None:
+                raise CannotFix(path, line, "cannot find the optimizer step the schedule should follow", f"{sched_step.text}  # right after optimizer.step()")
+        opt_tree = edits.tree(opt.path)
+        opt_stmt = opt_tree.statement(opt.node)
+        anchor = _after_scaler_update(index, edits, opt, opt_stmt)
+        if opt.path == path and opt.function == sched_step.function and code == "LR006":
+            # An epoch-level scheduler stepped at the top of the epoch: after the loop that steps the optimizer.
+            anchor = tree.enclosing_in(anchor, tree.block(moved)) or anchor
+        detached = edits.detach(path, moved)
+        edits.insert_after(opt.path, anchor, [detached if opt.path == path else statement(edits.module(opt.path), code_of(detached).strip())])
+
+    def _lightning_interval(self, index: UnitIndex, edits: Edits, where) -> None:
+        path, line, col = where
+        setting = next((s for s in index.setting("interval") if (s.path, s.line, s.col) == where and s.kind == "dict"), None)
+        if setting is None:
+            raise CannotFix(path, line, "Lightning's scheduler config has no \"interval\" key to set",
+                            'return {"optimizer": opt, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}')
+        module = edits.module(path)
+        node = node_at(module, setting.line, setting.col, cst.DictElement)
+        edits.replace(path, node, lambda n: n.with_changes(value=value_like("step", n.value, module)))
+
+
+# --- fix helpers ---------------------------------------------------------------------
+def _manual_schedule_patch() -> str:
+    return (
+        "warmup_steps = min(warmup_steps, total_steps // 10)  # total_steps = epochs * optimizer steps per epoch\n"
+        "scheduler = torch.optim.lr_scheduler.SequentialLR(\n"
+        "    optimizer,\n"
+        "    [\n"
+        "        torch.optim.lr_scheduler.LinearLR(optimizer, start_factor=1.0 / max(1, warmup_steps), total_iters=max(1, warmup_steps)),\n"
+        "        torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, total_steps - warmup_steps), eta_min=0.01 * base_lr),\n"
+        "    ],\n"
+        "    milestones=[max(1, warmup_steps)],\n"
+        ")\n"
+        "# ...and scheduler.step() right after every optimizer.step()"
+    )
+
+
+def _transformers_has(name: str) -> bool:
+    """Whether the installed transformers defines ``name`` in its optimization module (read, not imported)."""
+    spec = importlib.util.find_spec("transformers")
+    if spec is None or not spec.origin:
+        return False
+    source = Path(spec.origin).parent / "optimization.py"
+    return source.is_file() and f"def {name}(" in source.read_text(encoding="utf-8")
+
+
+def _lr_node(index: UnitIndex, optimizer) -> cst.BaseExpression | None:
+    site = optimizer_construction(index, dotted(optimizer)) if optimizer is not None else None
+    return site.kwarg("lr") if site is not None else None
+
+
+def _base_lr(index: UnitIndex, optimizer: str, site: CallSite | None = None) -> str:
+    """The base learning rate as code: the optimizer's ``lr=`` when it is a name or literal, else its defaults."""
+    site = site or optimizer_construction(index, optimizer)
+    lr = site.kwarg("lr") if site is not None else None
+    if lr is not None and (dotted(lr) or isinstance(literal(lr), (int, float))):
+        return code_of(lr).strip()
+    return f'{optimizer}.defaults["lr"]'
+
+
+def _setting_read(index: UnitIndex, node) -> str | None:
+    """``args.lr_scheduler``: a value read from settings (not a literal)."""
+    name = dotted(node)
+    return name if name and "." in name and index.setting(name.rsplit(".", 1)[-1]) else None
+
+
+def _is_capped(node) -> bool:
+    return isinstance(node, cst.Call) and dotted(node.func) == "min" or any(isinstance(n, cst.Call) and dotted(n.func) == "min" for n in expression_nodes(node))
+
+
+def _split_factor(node) -> tuple[cst.BaseExpression, cst.BaseExpression | None]:
+    """``x * accelerator.num_processes`` -> (x, accelerator.num_processes)."""
+    if isinstance(node, cst.BinaryOperation) and isinstance(node.operator, cst.Multiply):
+        if NEUTRAL_FACTOR.search(dotted(node.right)):
+            return node.left, node.right
+        if NEUTRAL_FACTOR.search(dotted(node.left)):
+            return node.right, node.left
+    return node, None
+
+
+def _capped(module: cst.Module, warmup, total, new: bool = False) -> cst.BaseExpression:
+    """``min(warmup, total // 10)``, keeping a shared ``* num_processes`` factor outside (a ``new``
+    warm-up setting takes the total's factor: diffusers counts both in scheduler steps)."""
+    w, wf = _split_factor(warmup)
+    t, tf = _split_factor(total)
+    if new and tf is not None:
+        return expression(module, "min({w}, {t} // 10) * {f}", w=warmup, t=_atom(t), f=tf)
+    if wf is not None and tf is not None and code_of(wf).strip() == code_of(tf).strip():
+        return expression(module, "min({w}, {t} // 10) * {f}", w=w, t=_atom(t), f=wf)
+    return expression(module, "min({w}, {t} // 10)", w=warmup, t=_atom(total))
+
+
+def _atom(node: cst.BaseExpression) -> cst.BaseExpression:
+    """``node`` parenthesized when it would bind looser than ``//`` or ``*``."""
+    if isinstance(node, (cst.Name, cst.Attribute, cst.Call, cst.Subscript, cst.Integer, cst.Float)) or node.lpar:
+        return node
+    return node.with_changes(lpar=[cst.LeftParen()], rpar=[cst.RightParen()])
+
+
+def _floored(module: cst.Module, node: cst.BaseExpression, ratio: str) -> cst.BaseExpression:
+    """``max(0.0, cosine)`` or ``cosine`` -> ``ratio + (1.0 - ratio) * cosine``."""
+    inner = node
+    if isinstance(node, cst.Call) and dotted(node.func) == "max" and len(node.args) == 2:
+        values = [a.value for a in node.args]
+        zero = [v for v in values if _number_literal(v) == 0]
+        if zero:
+            inner = next(v for v in values if v is not zero[0])
+    if isinstance(inner, cst.BinaryOperation) and isinstance(inner.operator, (cst.Add, cst.Subtract)) or not isinstance(inner, (cst.BinaryOperation, cst.Call, cst.Name, cst.Attribute)):
+        inner = _atom(inner)
+    return expression(module, f"{ratio} + (1.0 - {ratio}) * {{inner}}", inner=inner)
+
+
+def _reword_docstring(edits: Edits, path, fn_def: cst.FunctionDef) -> None:
+    """A factory whose docstring promises a decay "to 0" now decays to the floor."""
+    body = fn_def.body.body
+    if not body or not m.matches(body[0], m.SimpleStatementLine(body=[m.Expr(value=m.SimpleString())])):
+        return
+    doc = body[0].body[0].value
+    reworded = re.sub(r"\b(decay(?:s|ing)?\b[^.\"']*?\bto) (?:0|zero)\b", r"\1 min_lr_ratio x the base LR", doc.value)
+    if reworded != doc.value:
+        edits.replace(path, doc, doc.with_changes(value=reworded))
+
+
+def _assignment_target(stmt, call: cst.Call) -> str | None:
+    if m.matches(stmt, m.SimpleStatementLine(body=[m.Assign(targets=[m.AssignTarget(target=m.Name() | m.Attribute())], value=m.MatchIfTrue(lambda n: n is call))])):
+        return dotted(stmt.body[0].targets[0].target)
+    return None
+
+
+def _with_argument(call: CallSite, position: int, keyword: str, value: cst.BaseExpression) -> cst.Call:
+    """The call with its argument ``keyword`` (or positional ``position``) replaced."""
+    if call.kwarg(keyword) is not None:
+        return with_keyword(call.node, keyword, value)
+    args = list(call.node.args)
+    positional = [i for i, a in enumerate(args) if a.keyword is None and not a.star]
+    if position < len(positional):
+        args[positional[position]] = args[positional[position]].with_changes(value=value)
+        return call.node.with_changes(args=args)
+    return with_keyword(call.node, keyword, value)
+
+
+def _statements_with_lines(module: cst.Module, original: cst.BaseStatement, sources: list[str]) -> cst.FlattenSentinel:
+    """Statements replacing ``original``, the first keeping its leading comments and blank lines."""
+    new = [statement(module, s) for s in sources]
+    new[0] = new[0].with_changes(leading_lines=original.leading_lines)
+    return cst.FlattenSentinel(new)
+
+
+def _warmup_setting(edits: Edits, index: UnitIndex, home) -> str:
+    """The trainer's warm-up length setting, added (the plan's 2000 steps) when it has none."""
+    if home is None:
+        return str(PLAN_WARMUP_STEPS)
+    existing = next((n for n in WARMUP_SETTINGS if home.has(n)), None)
+    name = existing or ("lr_warmup_steps" if home.kind == "argparse" else "warmup_steps")
+    return ensure_setting(edits, index, home, name, "int", str(PLAN_WARMUP_STEPS), WARMUP_WHY)
+
+
+def _plan_warmup_default(ctx, edits: Edits, index: UnitIndex, home, warmup) -> None:
+    """The plan's 2000 warm-up steps as the default of the setting a now-capped warm-up reads."""
+    read = dotted(_split_factor(warmup)[0]) if warmup is not None else ""
+    leaf = read.rsplit(".", 1)[-1]
+    if home is None or leaf not in WARMUP_SETTINGS or not home.has(leaf) or read != home.read(leaf):
+        return
+    current = setting_value(index, home, leaf)
+    if isinstance(current, int) and not isinstance(current, bool) and current < PLAN_WARMUP_STEPS:
+        if set_default(edits, index, home, leaf, PLAN_WARMUP_STEPS):
+            ctx.note(f"{leaf} default {current} -> {PLAN_WARMUP_STEPS} (the plan's warm-up; the code caps it at 10% of the run)")
+
+
+def _after_scaler_update(index: UnitIndex, edits: Edits, step: CallSite, step_stmt):
+    """The statement to insert after for "right after the optimizer step": ``scaler.update()`` when it
+    directly follows ``scaler.step(optimizer)``, else the step itself."""
+    tree = edits.tree(step.path)
+    siblings = list(tree.block(step_stmt).body)
+    position = siblings.index(step_stmt)
+    if position + 1 < len(siblings):
+        following = siblings[position + 1]
+        update = next((c for c in index.calls_in(step.function) if c.method == "update" and c.receiver == step.receiver and tree.enclosing_in(c.node, tree.block(step_stmt)) is following), None)
+        if update is not None and has_role(index, step.receiver, "scaler"):
+            return following
+    return step_stmt
+
+
+def _run_total(index: UnitIndex, edits: Edits, home, opt_call: CallSite, opt_stmt) -> tuple[str, cst.BaseStatement]:
+    """The run's optimizer steps as code, and the statement after which it can be computed: a
+    run-length setting, else epochs x ceil(len(dataloader) / accumulation)."""
+    tree = edits.tree(opt_call.path)
+    for name in TOTAL_SETTINGS:
+        if home is not None and home.has(name):
+            return home.read(name), opt_stmt
+    same_class = [a for a in index.assigns if a.target.startswith("self.") and a.target.rsplit(".", 1)[-1] in TOTAL_SETTINGS and opt_call.function is not None
+                  and a.function is not None and a.function.class_name == opt_call.function.class_name and a.function.name == "__init__" and a.line < opt_call.line]
+    if same_class:
+        return same_class[0].target, opt_stmt
+    epochs = next((home.read(n) for n in EPOCH_SETTINGS if home is not None and home.has(n)), None)
+    loaders = [a for a in index.assigns if a.call is not None and a.call.matches(DATALOADER) and a.path == opt_call.path and a.function == opt_call.function]
+    if epochs is None or len(loaders) != 1:
+        raise CannotFix(opt_call.path, opt_call.line, "cannot compute the run's optimizer steps (no epochs setting and dataloader, no max-steps setting)", _manual_schedule_patch())
+    loader = loaders[0]
+    anchor = opt_stmt
+    loader_stmt = tree.statement(loader.call.node)
+    if loader.line > opt_call.line:
+        if tree.block(loader_stmt) is not tree.block(opt_stmt):
+            raise CannotFix(opt_call.path, opt_call.line, f"`{loader.target}` is built after the optimizer, in another block", _manual_schedule_patch())
+        anchor = loader_stmt
+    accumulation = next((home.read(n) for n in ACCUMULATION_SETTINGS if home.has(n)), None)
+    per_epoch = f"math.ceil(len({loader.target}) / {accumulation})" if accumulation else f"len({loader.target})"
+    if accumulation:
+        edits.add_import(opt_call.path, "math")
+    return f"{epochs} * {per_epoch}", anchor
+
+
+def _scheduler_key(optimizer_key: str) -> str:
+    """The checkpoint key of the schedule, named like the optimizer's (``optimizer_state_dict`` ->
+    ``lr_scheduler_state_dict``, ``opt`` -> ``lr_scheduler``)."""
+    return optimizer_key.replace("optimizer", "lr_scheduler") if "optimizer" in optimizer_key else "lr_scheduler"
+
+
+def _checkpoint_schedule(index: UnitIndex, edits: Edits, optimizer: str, scheduler: str) -> None:
+    """Save the new schedule beside the optimizer in checkpoint dicts, and restore it where the optimizer is restored."""
+    for path in {f.path for f in index.files}:
+        module = edits.module(path)
+        for node in m.findall(module, m.Dict()):
+            for i, element in enumerate(node.elements):
+                value = element.value if isinstance(element, cst.DictElement) else None
+                key = literal(element.key) if isinstance(element, cst.DictElement) else None
+                if isinstance(key, str) and m.matches(value, m.Call(func=m.Attribute(attr=m.Name("state_dict")), args=[])) and same_object(dotted(value.func.value), optimizer):
+                    new_key = expression(module, string_literal(_scheduler_key(key), element.key))
+                    new_value = expression(module, f"{scheduler}.state_dict()")
+                    edits.replace(path, node, lambda d, i=i, k=new_key, v=new_value: insert_dict_element(d, i, k, v))
+                    break
+    for call in index.method_calls("load_state_dict"):
+        source = call.args[0].value if call.args else None
+        if not same_object(call.receiver, optimizer) or not isinstance(source, cst.Subscript) or not isinstance(source.slice[0].slice, cst.Index):
+            continue
+        key = source.slice[0].slice.value
+        stmt = edits.tree(call.path).statement(call.node)
+        if isinstance(literal(key), str) and is_call_statement(stmt, call.node):
+            checkpoint = code_of(source.value).strip()
+            saved = string_literal(_scheduler_key(literal(key)), key)
+            edits.insert_after(call.path, stmt, [statement(
+                edits.module(call.path),
+                f"if {saved} in {checkpoint}:  # checkpoints from before the schedule have none\n"
+                f"    {scheduler}.load_state_dict({checkpoint}[{saved}])\n",
+            )])

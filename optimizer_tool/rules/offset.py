@@ -19,14 +19,16 @@ from __future__ import annotations
 
 import math
 import re
+from pathlib import Path
 from dataclasses import dataclass, field
 from typing import Iterable
 
 import libcst as cst
 
+from optimizer_tool.cstedit import enclosing, expression, replace, with_comment, with_param
 from optimizer_tool.findings import Severity
-from optimizer_tool.index import CallSite, UnitIndex, dotted, literal
-from optimizer_tool.rules.base import Hit, Rule
+from optimizer_tool.index import CallSite, UnitIndex, code_of, dotted, literal
+from optimizer_tool.rules.base import CannotFix, Fix, FixContext, Hit, Rule
 from optimizer_tool.semantics import beta_schedule, expression_nodes
 
 KEY = "offset"
@@ -333,3 +335,133 @@ class OffsetNotRenormalised(Rule):
         for schedule in cosine_schedules(index):
             if schedule.has_offset and not schedule.divides:
                 yield Hit.at(schedule.call, f"the cosine schedule in {schedule.where} adds the offset s but does not divide by (1 + s): the cosine passes pi/2 before t = T, so alpha_bar reaches 0 early and rises again; use cos((t/T + s) / (1 + s) * pi/2)^2")
+
+
+# --- fix -----------------------------------------------------------------------------------
+OFFSET = 0.008
+OFFSET_COMMENT = "the offset s keeps the first betas from vanishing (Nichol & Dhariwal 2021, s = 0.008)"
+OFFSET_PATCH = """\
+# the cosine of the schedule, with the offset s (a keyword parameter s: float = 0.008):
+alphas_cumprod = torch.cos(((t / T + s) / (1 + s)) * math.pi / 2) ** 2
+alphas_cumprod = alphas_cumprod / alphas_cumprod[0]
+"""
+
+
+class CosineOffsetFix(Fix):
+    """Give the project's cosine schedule function the standard offset s = 0.008.
+
+    The argument of the cosine, written as (t/T) times pi/2 in any order, becomes
+    ``((t/T + s) / (1 + s)) * pi/2`` and the function gets a keyword parameter ``s: float = 0.008``
+    (the signature is otherwise kept, so every caller works unchanged). An offset that is 0 gets
+    0.008; an offset without the division by (1 + s) (OFF002) gets the division. Normalizing by
+    the value at t = 0 is the function's own business: betas = 1 - a_t / a_(t-1) do not depend on
+    it. A cosine whose argument is not a product of t/T and pi/2 is refused with the formula.
+    """
+
+    codes = ("OFF001", "OFF002", "OFF003")
+
+    def apply(self, ctx: FixContext, findings: list) -> None:
+        index = ctx.index
+        schedules = {(s.call.path, s.call.line, s.call.col): s for s in cosine_schedules(index)}
+        edits: dict[Path, dict] = {}
+        for finding in findings:
+            where = (finding.location.path, finding.location.line, finding.location.col)
+            schedule = schedules.get(where)
+            if schedule is None:
+                raise CannotFix(finding.location.path, finding.location.line, "cannot find the cosine schedule this finding is about", OFFSET_PATCH)
+            edits.setdefault(schedule.call.path, {}).update(self._edits(ctx, index, schedule))
+        for path, changes in edits.items():
+            ctx.update(path, replace(ctx.module(path), changes))
+
+    def _edits(self, ctx: FixContext, index: UnitIndex, schedule: CosineSchedule) -> dict:
+        call, fn = schedule.call, schedule.call.function
+        module = ctx.module(call.path)
+        if schedule.zero:
+            return self._zero_to_offset(index, schedule, module)
+        argument = _cos_argument(index, call)
+        fraction, rebuild = _split_fraction(argument)
+        if fn is None or _mentions_pi(index, call, fraction):
+            raise CannotFix(call.path, call.line, f"the cosine in {schedule.where} is not written as (t/T) * pi/2, so the offset has no clear place", OFFSET_PATCH)
+        inner = code_of(fraction.with_changes(lpar=[], rpar=[]))
+        if schedule.has_offset:  # OFF002: the offset is there, the division by (1 + s) is not
+            name = _offset_term(fraction)
+            new = expression(f"(({inner}) / (1 + {name}))", module)
+            ctx.note(f"{schedule.where}: the offset is now divided by (1 + {name}), so alpha_bar reaches 0 exactly at t = T")
+            return {argument: lambda _: rebuild(new)}
+        used = set(fn.params) | {a.target for a in index.assigns if a.function == fn}
+        name = next(n for n in ("s", "cosine_s", "schedule_offset") if n not in used)
+        new = expression(f"(({inner} + {name}) / (1 + {name}))", module)
+        function = enclosing(module, call.node, cst.FunctionDef)
+        statement = enclosing(module, call.node, cst.SimpleStatementLine)
+        ctx.note(f"{schedule.where}: cos(((t/T + {name}) / (1 + {name})) * pi/2)^2 with a new parameter {name}={OFFSET} (Nichol & Dhariwal's cosine-schedule offset; not diffusers' --noise_offset)")
+        edits = {argument: lambda _: rebuild(new), function: lambda node: with_param(node, name, cst.Float(str(OFFSET)), "float")}
+        if statement is not None:
+            edits[statement] = lambda node: with_comment(node, OFFSET_COMMENT)
+        return edits
+
+    def _zero_to_offset(self, index: UnitIndex, schedule: CosineSchedule, module: cst.Module) -> dict:
+        """The offset exists and is 0: make it 0.008 where it is set (parameter default or local)."""
+        fn = schedule.call.function
+        values = [a.value for a in index.assigns if a.function == fn and a.path == schedule.call.path and a.target in OFFSET_NAMES and literal(a.value) == 0]
+        params = [p for p in (enclosing(module, schedule.call.node, cst.FunctionDef).params.params if fn else ()) if p.name.value in OFFSET_NAMES and p.default is not None and literal(p.default) == 0]
+        if not values and not params:
+            raise CannotFix(schedule.call.path, schedule.call.line, f"the offset of the cosine in {schedule.where} is 0 but set somewhere this fix cannot see", OFFSET_PATCH)
+        edits = {value: (lambda node: cst.Float(str(OFFSET))) for value in values}
+        edits.update({p: (lambda node: node.with_changes(default=cst.Float(str(OFFSET)))) for p in params})
+        return edits
+
+
+def _cos_argument(index: UnitIndex, call: CallSite) -> cst.BaseExpression:
+    """The cosine's argument, or the value of the one local variable it names (``cos(arg)``)."""
+    node = call.args[0].value
+    if isinstance(node, cst.Name):
+        assigns = [a for a in index.assigns if a.function == call.function and a.path == call.path and a.target == node.value]
+        if len(assigns) == 1:
+            return assigns[0].value
+    return node
+
+
+def _is_pi(node: cst.CSTNode) -> bool:
+    return (isinstance(node, cst.Name) and node.value == "pi") or (isinstance(node, cst.Attribute) and node.attr.value == "pi")
+
+
+def _mentions_pi(index: UnitIndex, call: CallSite, fraction: cst.BaseExpression) -> bool:
+    """The supposed t/T part still holds pi, itself or through a local (``half_pi = math.pi / 2``)."""
+    names = {n.value for n in expression_nodes(fraction) if isinstance(n, cst.Name)}
+    values = [fraction, *(a.value for a in index.assigns if a.function == call.function and a.path == call.path and a.target in names)]
+    return any(_is_pi(n) for value in values for n in expression_nodes(value))
+
+
+def _half_pi(node: cst.BaseExpression) -> bool:
+    """pi, a number, or a product/quotient of those: the pi/2 part of the argument."""
+    if _is_pi(node):
+        return True
+    if isinstance(node, (cst.Integer, cst.Float)):
+        return True
+    if isinstance(node, cst.BinaryOperation) and isinstance(node.operator, (cst.Multiply, cst.Divide)):
+        return _half_pi(node.left) and _half_pi(node.right)
+    return False
+
+
+def _split_fraction(node: cst.BaseExpression):
+    """(the t/T part of a cosine argument written as (t/T) * pi/2 in any order, a function that
+    puts a replacement for it back into the argument)."""
+    if isinstance(node, cst.BinaryOperation) and isinstance(node.operator, (cst.Multiply, cst.Divide)):
+        if _half_pi(node.right):
+            inner, rebuild = _split_fraction(node.left)
+            return inner, lambda new: node.with_changes(left=rebuild(new))
+        if isinstance(node.operator, cst.Multiply) and _half_pi(node.left):
+            inner, rebuild = _split_fraction(node.right)
+            return inner, lambda new: node.with_changes(right=rebuild(new))
+    return node, lambda new: new
+
+
+def _offset_term(fraction: cst.BaseExpression) -> str:
+    """The written offset in ``t/T + s`` (a name or a small number)."""
+    for node in expression_nodes(fraction):
+        if isinstance(node, cst.BinaryOperation) and isinstance(node.operator, cst.Add):
+            for side in (node.right, node.left):
+                value = literal(side)
+                if (dotted(side).rsplit(".", 1)[-1] in OFFSET_NAMES) or (isinstance(value, float) and 0 < value < 0.1):
+                    return code_of(side)
+    return "s"

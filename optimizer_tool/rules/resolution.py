@@ -20,14 +20,16 @@ from __future__ import annotations
 import re
 from typing import Iterable
 
+from optimizer_tool.cstedit import set_settings
 from optimizer_tool.findings import Severity
 from optimizer_tool.index import Setting, UnitIndex
-from optimizer_tool.rules.base import Hit, Rule
+from optimizer_tool.rules.base import Fix, FixContext, Hit, Rule
 from optimizer_tool.semantics import Configured, configured, pretrained_denoiser
 
 KEY = "resolution"
 TITLE = "Training resolution"
 SAFE_FIX = False  # changes the model and its memory
+FIX_ON_REQUEST_ONLY = True  # ~2x memory and +50% time: only `apply --only resolution`, never --all
 
 RESOLUTION_SETTINGS = ("image_size", "resolution", "img_size", "sample_size", "image_resolution", "train_resolution", "frame_size", "video_size", "spatial_size", "image_res", "img_res", "train_image_size")
 CHANNEL_SETTINGS = ("model_channels", "base_channels", "num_channels", "unet_channels", "base_dim", "model_dim", "ch", "dim", "block_out_channels", "channels")
@@ -85,6 +87,12 @@ def _number(index: UnitIndex, names: tuple[str, ...], read=None) -> tuple[int, S
         return None
     value = next(iter(found.by_value))
     return int(value), found.where(value)
+
+
+def channel_budget(size: int) -> int:
+    """The channel width that keeps a video UNet near the memory of 64x64 with 96 channels
+    (the plan's options: 96x96 with 80, 128x128 with 64)."""
+    return 80 if size <= 96 else 64 if size <= 128 else max(16, int(96 * (64 / size) ** 2) // 16 * 16)
 
 
 def _plain_int(value: object) -> int | None:
@@ -208,5 +216,51 @@ class BudgetNotAdjusted(Rule):
         if any(s.known and s.value is True for s in index.setting(*CHECKPOINTING_SETTINGS)) or index.method_calls("enable_gradient_checkpointing", "gradient_checkpointing_enable"):
             return
         factor = (size / 64) ** 2 * width[0] / 96
-        budget = "80" if size <= 96 else "64" if size <= 128 else f"{max(16, int(96 * (64 / size) ** 2) // 16 * 16)}"
+        budget = channel_budget(size)
         yield Hit.at(where, f"the resolution is {size}x{size} but {width[1].name} is still {width[0]}" + (f" and the batch size {batch[0]}" if batch else "") + f": about {factor:.1f}x the activation memory of the 64x64/96-channel model; use {width[1].name}={budget}, batch size 1 or gradient checkpointing")
+
+
+# --- fix -----------------------------------------------------------------------------------
+TARGET_SIZE = 96
+
+
+class ResolutionFix(Fix):
+    """The plan's option B: train at 96x96 with model_channels 80, where the trainer sets them.
+
+    The training resolution (the largest configured size: a smoke-test preset's smaller size is
+    left alone) becomes 96, in its own form (``96``, ``(16, 96, 96)``, ``"96"``); a scalar channel
+    width above the budget becomes 80 (64 above 96 pixels). Applied only when asked for with
+    ``--only resolution``: it costs about 2x the memory and +50% training time. 80 channels must
+    suit the model: GroupNorm groups and attention head sizes have to divide every channel width
+    (the fix notes it; the smoke test proves it).
+    """
+
+    codes = ("RES001", "RES002")
+
+    def apply(self, ctx: FixContext, findings: list) -> None:
+        index = ctx.index
+        changes: list[tuple[Setting, object]] = []
+        found = resolutions(index)
+        size = max((int(v) for v in found.by_value), default=0)
+        if any(f.code == "RES001" for f in findings) and size:
+            changes += [(s, _resized(s.value, size, TARGET_SIZE)) for s in found.by_value[str(size)]]
+            size = TARGET_SIZE
+        widths = configured(index, CHANNEL_SETTINGS, lambda s: str(v) if (v := _width(s)) is not None else None)
+        budget = channel_budget(size)
+        if widths.by_value:
+            width = next(iter(widths.by_value))
+            if int(width) > budget:
+                changes += [(s, budget) for s in widths.by_value[width] if isinstance(s.value, int)]
+        for line in set_settings(ctx, changes):
+            ctx.note(line)
+        ctx.note(f"{budget} channels must suit the model: its GroupNorm groups and attention head size have to divide every channel width; run the smoke test")
+
+
+def _resized(value: object, old: int, new: int) -> object:
+    """``value`` (64, "64", (16, 64, 64)) with the spatial size ``old`` replaced by ``new``."""
+    if isinstance(value, str):
+        return str(new)
+    if isinstance(value, (list, tuple)):
+        head, tail = list(value[:-2]), [new if v == old else v for v in value[-2:]]
+        return type(value)(head + tail)
+    return new

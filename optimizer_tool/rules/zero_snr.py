@@ -18,10 +18,15 @@ import math
 import re
 from typing import Iterable
 
+import libcst as cst
+
+from optimizer_tool.cstedit import UnitEdits, enclosing, node_at, statements, with_comment, with_keyword, with_param
 from optimizer_tool.findings import Severity
-from optimizer_tool.index import CallSite, UnitIndex, literal
-from optimizer_tool.rules.base import Hit, Rule
+from optimizer_tool.index import CallSite, UnitIndex, dotted, import_aliases, literal
+from optimizer_tool.rules.base import CannotFix, Fix, FixContext, Hit, Rule
 from optimizer_tool.semantics import (
+    BETAS_TARGET,
+    SCHEDULE_HELPER,
     beta_schedule,
     configured,
     diffusers_scheduler_class,
@@ -230,3 +235,155 @@ class LeadingTimestepSpacing(_VPrediction):
             spacing = call.kwarg("timestep_spacing")
             if spacing is None or literal(spacing) in ("leading", "linspace"):
                 yield Hit.at(call)
+
+
+# --- fix -----------------------------------------------------------------------------------
+FLAG = "rescale_betas_zero_snr"  # diffusers' name for it
+# diffusers schedulers that take rescale_betas_zero_snr and timestep_spacing
+RESCALABLE = {
+    "DDPMScheduler", "DDIMScheduler", "DDPMParallelScheduler", "DDIMParallelScheduler", "EulerDiscreteScheduler",
+    "EulerAncestralDiscreteScheduler", "DPMSolverMultistepScheduler", "UniPCMultistepScheduler", "LCMScheduler", "TCDScheduler",
+}
+WHY = "zero terminal SNR (Lin et al. 2023): the schedule ends in pure noise, as sampling starts; needs v-prediction"
+RESCALE_FUNCTION_TEXT = {
+    "torch": """\
+def rescale_zero_terminal_snr(betas: {torch}.Tensor) -> {torch}.Tensor:
+    \"\"\"Rescale betas to zero terminal SNR (Lin et al. 2023, Algorithm 1): shift and scale
+    sqrt(alphas_cumprod) so that it ends at exactly 0 and keeps its first value.\"\"\"
+    alphas_bar_sqrt = {torch}.cumprod(1 - betas, dim=0).sqrt()
+    first, last = alphas_bar_sqrt[0].clone(), alphas_bar_sqrt[-1].clone()
+    alphas_bar_sqrt = (alphas_bar_sqrt - last) * first / (first - last)
+    alphas_bar = alphas_bar_sqrt**2
+    return 1 - {torch}.cat([alphas_bar[:1], alphas_bar[1:] / alphas_bar[:-1]])
+""",
+    "numpy": """\
+def rescale_zero_terminal_snr(betas):
+    \"\"\"Rescale betas to zero terminal SNR (Lin et al. 2023, Algorithm 1): shift and scale
+    sqrt(alphas_cumprod) so that it ends at exactly 0 and keeps its first value.\"\"\"
+    alphas_bar_sqrt = {numpy}.sqrt({numpy}.cumprod(1 - betas))
+    first, last = alphas_bar_sqrt[0], alphas_bar_sqrt[-1]
+    alphas_bar_sqrt = (alphas_bar_sqrt - last) * first / (first - last)
+    alphas_bar = alphas_bar_sqrt**2
+    return 1 - {numpy}.concatenate([alphas_bar[:1], alphas_bar[1:] / alphas_bar[:-1]])
+""",
+}
+MANUAL_PATCH = RESCALE_FUNCTION_TEXT["torch"].format(torch="torch") + "\n# after the betas are computed, with v-prediction:\nbetas = rescale_zero_terminal_snr(betas)\n"
+
+
+class ZeroTerminalSnrFix(Fix):
+    """Rescale the v-prediction schedule to zero terminal SNR (Lin et al. 2023).
+
+    A flag that exists but is off (``--rescale_betas_zero_snr`` store_true, a config field) is
+    turned on. diffusers schedulers built in the trainer get ``rescale_betas_zero_snr=True`` and
+    ``timestep_spacing="trailing"`` (ZSNR002: sampling must start at the pure-noise step). A
+    project's own scheduler gets the paper's ``rescale_zero_terminal_snr(betas)`` at the top of its
+    module and applies it to the betas behind a ``rescale_betas_zero_snr`` parameter (default
+    False: the class keeps its behaviour for other callers); the trainer passes the config's new
+    ``rescale_betas_zero_snr: bool = True`` field when the scheduler gets its prediction type from
+    a config dataclass, else True. Betas registered as buffers or set in several functions are
+    refused with the function and the one line to add.
+    """
+
+    codes = ("ZSNR001", "ZSNR002", "ZSNR003")
+
+    def apply(self, ctx: FixContext, findings: list) -> None:
+        index, edits = ctx.index, UnitEdits(ctx)
+        # A flag that exists but is off decides for every scheduler that reads it.
+        flags = [(s, True) for s in index.setting(*RESCALE_SETTINGS) if s.known and s.value is False and s.kind != "param-default"]
+        for line in edits.settings(flags):
+            ctx.note(f"{line}: {WHY}")
+        diffusers = [c for c in index.calls if diffusers_scheduler_class(c)]
+        if diffusers:
+            self._diffusers(ctx, edits, diffusers, rescale=not flags)
+        elif not flags:
+            self._own_scheduler(ctx, edits, index)
+        edits.apply()
+
+    def _diffusers(self, ctx: FixContext, edits: UnitEdits, calls: list[CallSite], rescale: bool) -> None:
+        for call in calls:
+            cls = diffusers_scheduler_class(call)
+            if cls not in RESCALABLE:
+                raise CannotFix(call.path, call.line, f"{cls} has no rescale_betas_zero_snr option; sample and train with DDPMScheduler/DDIMScheduler", f"noise_scheduler = DDPMScheduler(..., {FLAG}=True, timestep_spacing=\"trailing\")\n")
+
+            def edit(node: cst.Call, passed=call.kwarg(FLAG) is not None) -> cst.Call:
+                if rescale and not passed:
+                    node = with_keyword(node, FLAG, cst.Name("True"))
+                spacing = next((a.value for a in node.args if a.keyword is not None and a.keyword.value == "timestep_spacing"), None)
+                if spacing is None or literal(spacing) in ("leading", "linspace"):
+                    node = with_keyword(node, "timestep_spacing", cst.SimpleString('"trailing"'))
+                return node
+
+            edits.add(call.path, call.node, edit)
+            ctx.note(f"{cls}(...) at {call.path.name}:{call.line}: {FLAG}=True, timestep_spacing=\"trailing\" ({WHY})")
+
+    def _own_scheduler(self, ctx: FixContext, edits: UnitEdits, index: UnitIndex) -> None:
+        assigns = [a for a in index.assigns if BETAS_TARGET.search(a.target) and a.function is not None and not SCHEDULE_HELPER.search(a.function.name)]
+        functions = list(dict.fromkeys(a.function for a in assigns))
+        if len(functions) != 1:
+            where = assigns[0] if assigns else None
+            raise CannotFix(where.path if where else index.entry.path, where.line if where else 1, "cannot find the one place where the betas are set", MANUAL_PATCH)
+        fn, last = functions[0], assigns[-1]
+        module = ctx.module(last.path)
+        function_node = enclosing(module, last.value, cst.FunctionDef)
+        body = function_node.body.body
+        anchor = next((s for s in body if _contains(s, last.value)), None)
+        kind = _array_library(ctx.module(last.path), index, last.path)
+        if anchor is None or kind is None:
+            raise CannotFix(last.path, last.line, f"cannot place the rescaling after the betas of `{fn.qualname}`", MANUAL_PATCH)
+        betas = last.target
+        guard = statements(f"if {FLAG}:\n    {betas} = rescale_zero_terminal_snr({betas})\n", module)[0]
+        guard = with_comment(guard, WHY)
+        edits.add(last.path, anchor, lambda node: cst.FlattenSentinel([node, guard]))
+        if FLAG not in fn.params:
+            edits.add(last.path, function_node, lambda node: with_param(node, FLAG, cst.Name("False"), "bool"))
+        if not any(RESCALE_FUNCTION.search(f.name) for f in index.functions if f.path == last.path):
+            first = next((s for s in module.body if isinstance(s, (cst.ClassDef, cst.FunctionDef))), None)
+            if first is None:
+                raise CannotFix(last.path, last.line, "no place for the rescaling function in the scheduler module", MANUAL_PATCH)
+            library, alias = kind
+            helper = statements(RESCALE_FUNCTION_TEXT[library].format(**{library: alias}), module)[0]
+            helper = helper.with_changes(leading_lines=first.leading_lines)
+            edits.add(last.path, first, lambda node: cst.FlattenSentinel([helper, node]))
+        ctx.note(f"`{fn.qualname}`: {betas} = rescale_zero_terminal_snr({betas}) when {FLAG} (Lin et al. 2023); sampling keeps the scheduler's timestep spacing: with \"leading\" spacing it never starts at the pure-noise step")
+        self._pass_flag(ctx, edits, index, fn)
+
+    def _pass_flag(self, ctx: FixContext, edits: UnitEdits, index: UnitIndex, fn) -> None:
+        """Have the trainer turn the new scheduler parameter on: through a config field when the
+        scheduler takes its prediction type from a config dataclass, else with True."""
+        callee = fn.class_name if fn.name == "__init__" and fn.class_name else fn.name
+        sites = [c for c in index.calls if c.func_text and c.func_text.rsplit(".", 1)[-1] == callee and c.function != fn]
+        if not sites:
+            raise CannotFix(fn.path, fn.line, f"`{callee}` is not built in this trainer, so nothing can turn {FLAG} on", f"{callee}(..., {FLAG}=True)\n")
+        config = next((s for s in prediction_type(index).by_value.get("v", []) if s.kind == "class-default"), None)
+        field_added = False
+        for site in sites:
+            passed = dotted(site.kwarg("prediction_type"))
+            if config is not None and passed.endswith("." + config.name):
+                value = cst.parse_expression(passed[: -len(config.name)] + FLAG)
+                field_added = True
+            else:
+                value = cst.Name("True")
+            edits.add(site.path, site.node, lambda node, value=value: with_keyword(node, FLAG, value))
+        if field_added:
+            module = ctx.module(config.path)
+            statement = enclosing(module, node_at(module, config.line, config.col, cst.AnnAssign), cst.SimpleStatementLine)
+            field = with_comment(statements(f"{FLAG}: bool = True\n", module)[0], WHY)
+            edits.add(config.path, statement, lambda node: cst.FlattenSentinel([node, field]))
+            ctx.note(f"{config.path.name}: new field {config.owner}.{FLAG} = True, passed to {callee}(...)")
+
+
+def _contains(statement: cst.CSTNode, node: cst.CSTNode) -> bool:
+    from optimizer_tool.semantics import expression_nodes
+
+    return any(n is node for n in expression_nodes(statement))
+
+
+def _array_library(module: cst.Module, index: UnitIndex, path) -> tuple[str, str] | None:
+    """("torch" | "numpy", the name the module imports it as)."""
+    source = next(f for f in index.files if f.path == path)
+    aliases = import_aliases(source.tree)
+    for library in ("torch", "numpy"):
+        local = next((name for name, origins in aliases.items() if library in origins), None)
+        if local is not None:
+            return library, local
+    return None

@@ -1,0 +1,448 @@
+"""What a smoke test runs, in which order, and which checks judge it.
+
+Reference trainer (a folder with the ``reference_trainer`` package): ``train --preset smoke`` with
+``--epochs N`` and an output folder of ours, then, side by side, ``train --resume`` from the
+epoch N-1 checkpoint and ``generate`` from the last one. Any other trainer: the user's ``--cmd``,
+optionally ``--resume-arg`` and ``--sample-cmd``. Every process runs under the probe.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Sequence
+
+from optimizer_tool.project import UsageError
+from optimizer_tool.smoke import checks
+from optimizer_tool.smoke.checks import Expectations, Row
+from optimizer_tool.smoke.records import ProbeRecord, existing_checkpoint, load_probe
+from optimizer_tool.smoke.reference_sample import EMA_VERDICT_FILE, SAMPLE_FILE
+from optimizer_tool.smoke.runner import Interrupted, RunResult, RunSpec, python, run_all, write_sitecustomize
+
+PACKAGE = "reference_trainer"
+PACKAGE_FILES = ("__init__.py", "main.py", "trainer.py", "config.py")
+
+# Printed per category before the run (Lightning's fast_dev_run hides what it changes; we do not).
+OVERRIDE_CATEGORIES = (
+    ("size", ("model.", "data.image_size", "data.num_frames", "train.num_inference_steps")),
+    ("data", ("data.",)),
+    ("epochs", ("train.num_epochs",)),
+    ("logging", ("train.log_every", "train.save_every_epochs")),
+    ("output", ("train.output_dir",)),
+    ("training", ("train.",)),
+)
+
+CONFIG_QUERY = """\
+import json, reference_trainer, reference_trainer.config as c
+if "smoke" not in getattr(c, "PRESETS", {}):
+    raise SystemExit(f"{c.__file__}: no 'smoke' preset in PRESETS")
+print(json.dumps({"origin": reference_trainer.__file__, "default": c.Config().to_dict(),
+                  "smoke": c.PRESETS["smoke"]().to_dict()}))
+"""
+
+
+@dataclass
+class SmokeOptions:
+    path: Path
+    cmd: Optional[str] = None
+    epochs: int = 2
+    timeout: Optional[float] = 900.0
+    device: Optional[str] = None
+    max_memory: Optional[int] = None
+    resume_arg: Optional[str] = None
+    sample_cmd: Optional[str] = None
+    warmup_steps: Optional[int] = None
+    max_grad_norm: Optional[float] = None
+    min_loss_drop: float = 0.05
+    resume_rtol: float = 1e-3
+    prompts: Sequence[str] = ("HELLO",)
+
+
+@dataclass
+class Override:
+    category: str
+    key: str
+    before: Any
+    after: Any
+    source: str  # "smoke preset" or "t2s-opt"
+
+
+@dataclass
+class SmokeReport:
+    target: str
+    mode: str  # "reference" | "cmd"
+    out_dir: str
+    label: str = ""
+    overrides: List[Override] = field(default_factory=list)
+    notes: List[str] = field(default_factory=list)
+    runs: List[RunResult] = field(default_factory=list)
+    rows: List[Row] = field(default_factory=list)
+    series: Dict[str, List[Dict[str, Any]]] = field(default_factory=dict)
+    stopped: Optional[str] = None  # "timeout" | "interrupted"
+
+    @property
+    def passed(self) -> bool:
+        return self.stopped is None and bool(self.rows) and all(r.status != checks.FAIL for r in self.rows)
+
+    @property
+    def failed(self) -> List[Row]:
+        return [r for r in self.rows if r.status == checks.FAIL]
+
+
+EventSink = Callable[[RunSpec, List[dict]], None]
+
+
+class Session:
+    """One target (the trainer at ``options.path``) run into ``out_dir``."""
+
+    def __init__(self, options: SmokeOptions, out_dir: Path, deadline: Optional[float],
+                 say: Callable[[str], None], on_events: Optional[EventSink] = None,
+                 on_start: Optional[Callable[[RunSpec], None]] = None, label: str = ""):
+        self.o = options
+        self.out = out_dir
+        self.deadline = deadline
+        self.say = say
+        self.on_events = on_events
+        self.on_start = on_start or (lambda spec: None)
+        self.label = label
+        self.site_dir = write_sitecustomize(out_dir / ".probe_site")
+        # The report being built; after Ctrl-C the CLI turns what it holds into the partial report.
+        self.partial = SmokeReport(target=str(options.path), mode="cmd" if options.cmd else "reference",
+                                   out_dir=str(out_dir), label=label)
+
+    # ------------------------------------------------------------------ entry
+
+    def run(self) -> SmokeReport:
+        if self.o.cmd is None:
+            root = reference_root(self.o.path)
+            if root is None:
+                raise UsageError(
+                    f"{self.o.path}: not a reference_trainer layout (a '{PACKAGE}' package with "
+                    f"{', '.join(PACKAGE_FILES)}); for any other trainer pass --cmd \"python train.py ...\""
+                )
+            return self._run_reference(root)
+        return self._run_cmd()
+
+    def _runs(self, specs: List[RunSpec], report: SmokeReport) -> List[RunResult]:
+        for spec in specs:
+            self.on_start(spec)
+        try:
+            results = run_all(specs, self.site_dir, self.deadline, self.on_events)
+        except Interrupted as exc:
+            report.runs += exc.results
+            report.stopped = "interrupted"
+            raise
+        report.runs += results
+        if any(r.timed_out for r in results):
+            report.stopped = "timeout"
+        return results
+
+    def _time_left(self) -> bool:
+        return self.deadline is None or time.monotonic() < self.deadline
+
+    # ------------------------------------------------------------------ reference trainer
+
+    def _run_reference(self, root: Path) -> SmokeReport:
+        o = self.o
+        report = self.partial = SmokeReport(target=str(root / PACKAGE), mode="reference", out_dir=str(self.out),
+                                            label=self.label)
+        env = {"PYTHONPATH": str(root)}
+        config = self._query_config(root, env)
+        default, smoke = config["default"], config["smoke"]
+        run_dir = self.out / "run"
+        report.overrides = reference_overrides(default, smoke, o.epochs, run_dir, o.device)
+        t = smoke["train"]
+        batches = smoke["data"]["synthetic_samples"] // t["batch_size"]
+        steps_per_epoch = batches // t["gradient_accumulation_steps"]
+        self.say(self._describe_reference(root, report.overrides))
+
+        device = ["--device", o.device] if o.device else []
+        base = [python(), "-m", f"{PACKAGE}.main", "train", "--preset", "smoke", "--epochs", str(o.epochs)]
+        train = RunSpec("train", base + ["--out", str(run_dir)] + device, root, self.out / "train", env,
+                        expected_steps=steps_per_epoch * o.epochs)
+        report.series["train"] = []
+        record = self._train(train, report)
+
+        expect = Expectations(
+            base_lr=t["learning_rate"], warmup_steps=t["warmup_steps"], max_grad_norm=t["max_grad_norm"],
+            # A patched config names its EMA (use_ema, or ema_decay as `apply` adds it): then it must be saved.
+            ema_on=bool(t["use_ema"]) if "use_ema" in t else (True if "ema_decay" in t else None),
+            sample_shape=(len(o.prompts), 3, smoke["data"]["num_frames"], smoke["data"]["image_size"],
+                          smoke["data"]["image_size"]),
+            max_memory=o.max_memory, min_loss_drop=o.min_loss_drop, resume_rtol=o.resume_rtol,
+        )
+
+        ckpt_dir = run_dir / "checkpoints"
+        resume_from = ckpt_dir / f"epoch_{o.epochs - 1}.pt"
+        last = ckpt_dir / f"epoch_{o.epochs}.pt"
+        specs, why_no_resume, why_no_sample = [], "", ""
+        train_ok = report.runs[-1].ok
+        if not train_ok:
+            why_no_resume = why_no_sample = "not run: the training run failed"
+        elif not self._time_left():
+            why_no_resume = why_no_sample = "not run: --timeout reached"
+        if o.epochs < 2:
+            why_no_resume = "needs --epochs 2 or more (resumes from the epoch N-1 checkpoint)"
+        elif not why_no_resume and not resume_from.is_file():
+            why_no_resume = f"no checkpoint {resume_from.name} to resume from"
+        if not why_no_resume:
+            specs.append(RunSpec(
+                "resume", base + ["--data", str(run_dir / "data"), "--out", str(self.out / "resume_run"),
+                                  "--resume", str(resume_from)] + device,
+                root, self.out / "resume", env, expected_steps=steps_per_epoch,
+            ))
+        if not why_no_sample and not last.is_file():
+            why_no_sample = f"no checkpoint {last.name} to sample from"
+        if not why_no_sample:
+            specs.append(RunSpec(
+                "sample", [python(), "-m", "optimizer_tool.smoke.reference_sample", "--checkpoint", str(last),
+                           "--out", str(self.out / "samples")] + device + ["--", *o.prompts],
+                root, self.out / "sample", env,
+            ))
+        results = {r.name: r for r in self._runs(specs, report)} if specs else {}
+
+        start_step = _checkpoint_step(record, resume_from)
+        resumed = load_probe(self.out / "resume" / "probe.jsonl") if "resume" in results else None
+        sampled = load_probe(self.out / "sample" / "probe.jsonl") if "sample" in results else None
+        # The sample itself, not the second one generate made from the copy with zeroed live weights.
+        sample_saves = [s for s in sampled.tensor_saves
+                        if s.get("final_path") == str((self.out / "samples" / SAMPLE_FILE).resolve())] if sampled else []
+        verdict = self.out / "samples" / EMA_VERDICT_FILE
+        ema_sampling = json.loads(verdict.read_text()) if verdict.is_file() else None
+        if resumed is not None:
+            report.series["resume"] = series(resumed, offset=start_step or 0)
+        report.rows = self._common_rows(report.runs[0], record, expect) + [
+            checks.check_resume(record, results.get("resume"), resumed, start_step, o.resume_rtol, why_no_resume),
+            checks.check_sample(results.get("sample"), sample_saves, expect.sample_shape, why_no_sample,
+                                ema_sampling),
+            checks.check_resources(record, o.max_memory),
+        ]
+        return report
+
+    def _query_config(self, root: Path, env: Dict[str, str]) -> Dict[str, Any]:
+        """The copy's default and smoke configs, read by its own code (a patched copy may change both)."""
+        import os
+
+        full_env = dict(os.environ)
+        full_env["PYTHONPATH"] = os.pathsep.join(p for p in (env["PYTHONPATH"], full_env.get("PYTHONPATH")) if p)
+        timeout = None if self.deadline is None else max(1.0, self.deadline - time.monotonic())
+        try:
+            proc = subprocess.run([python(), "-c", CONFIG_QUERY], cwd=root, env=full_env, capture_output=True,
+                                  text=True, timeout=timeout, start_new_session=True)
+        except subprocess.TimeoutExpired as exc:
+            raise UsageError(f"reading {root / PACKAGE / 'config.py'} timed out") from exc
+        if proc.returncode != 0:
+            tail = "\n".join(proc.stderr.strip().splitlines()[-5:])
+            raise UsageError(f"cannot read the smoke preset of {root / PACKAGE / 'config.py'}:\n{tail}")
+        config = json.loads(proc.stdout.strip().splitlines()[-1])
+        origin = Path(config["origin"]).resolve().parent
+        if origin != (root / PACKAGE).resolve():
+            raise UsageError(f"running in {root} imports {PACKAGE} from {origin}, not from {root / PACKAGE}")
+        return config
+
+    def _describe_reference(self, root: Path, overrides: List[Override]) -> str:
+        lines = [f"smoke-test {root / PACKAGE}: python -m {PACKAGE}.main train --preset smoke (cwd {root}); "
+                 "it overrides:"]
+        for ov in overrides:
+            lines.append(f"  {ov.category:<8} {ov.key:<34} {_short(ov.before)} -> {_short(ov.after)}  ({ov.source})")
+        lines.append("then, side by side: train --resume from the epoch "
+                     f"{self.o.epochs - 1} checkpoint, and generate from the last one")
+        return "\n".join(lines)
+
+    # ------------------------------------------------------------------ any trainer
+
+    def _run_cmd(self) -> SmokeReport:
+        o = self.o
+        cwd = o.path.resolve()
+        if not cwd.is_dir():
+            raise UsageError(f"{o.path}: with --cmd, PATH is the folder the command runs in; not a folder")
+        report = self.partial = SmokeReport(target=str(cwd), mode="cmd", out_dir=str(self.out), label=self.label)
+        run_dir = self.out / "run"
+        argv = expand(o.cmd, out=run_dir, epochs=o.epochs)
+        if not argv:
+            raise UsageError("--cmd is empty")
+        if o.resume_arg and "{out}" not in o.cmd:
+            raise UsageError("--resume-arg needs {out} in --cmd, so the resumed run writes to its own folder")
+        if o.resume_arg and "{ckpt}" not in o.resume_arg:
+            raise UsageError("--resume-arg must contain {ckpt}, e.g. --resume-arg \"--resume {ckpt}\"")
+        for placeholder, value in (("{out}", run_dir), ("{epochs}", o.epochs)):
+            if placeholder in o.cmd:
+                report.overrides.append(Override("command", placeholder, None, value, "t2s-opt"))
+            else:
+                report.notes.append(f"--cmd has no {placeholder}: "
+                                    + ("the trainer writes where it is configured to" if placeholder == "{out}"
+                                       else "--epochs is not applied"))
+        self.say(f"smoke-test: {shlex.join(argv)} (cwd {cwd})\n"
+                 "  your code runs unchanged; the probe is loaded through a sitecustomize on PYTHONPATH"
+                 + "".join(f"\n  {ov.key} -> {ov.after}" for ov in report.overrides)
+                 + "".join(f"\n  note: {n}" for n in report.notes))
+        env = {"T2S_SMOKE_SNAPSHOTS": "2"} if o.resume_arg else {}
+        train = RunSpec("train", argv, cwd, self.out / "train", env)
+        report.series["train"] = []
+        record = self._train(train, report)
+        expect = Expectations(warmup_steps=o.warmup_steps, max_grad_norm=o.max_grad_norm, max_memory=o.max_memory,
+                              min_loss_drop=o.min_loss_drop, resume_rtol=o.resume_rtol)
+
+        specs, why_no_resume, why_no_sample = [], "", ""
+        blocked = "" if report.runs[-1].ok else "not run: the training run failed"
+        if not blocked and not self._time_left():
+            blocked = "not run: --timeout reached"
+        start_step = None
+        if not o.resume_arg:
+            why_no_resume = 'give --resume-arg (e.g. "--resume {ckpt}") to check resuming'
+        elif blocked:
+            why_no_resume = blocked
+        else:
+            final = record.steps[-1]["n"] if record.steps else 0
+            snapshots = [s for s in record.checkpoints if s.get("snapshot") and s["step"] < final]
+            if not snapshots:
+                why_no_resume = "no checkpoint saved before the last step"
+            else:
+                snap = snapshots[-1]
+                start_step = snap["step"]
+                resume_argv = expand(o.cmd, out=self.out / "resume_run", epochs=o.epochs) + [
+                    t.replace("{ckpt}", snap["snapshot"]) for t in shlex.split(o.resume_arg)]
+                specs.append(RunSpec("resume", resume_argv, cwd, self.out / "resume"))
+        sample_saves: List[Dict[str, Any]] = []
+        if o.sample_cmd:
+            ckpt = existing_checkpoint(record)
+            if blocked:
+                why_no_sample = blocked
+            elif ckpt is None:
+                why_no_sample = "no checkpoint to sample from"
+            else:
+                sample_argv = [t.replace("{ckpt}", ckpt["final_path"]).replace("{out}", str(self.out / "samples"))
+                               for t in shlex.split(o.sample_cmd)]
+                specs.append(RunSpec("sample", sample_argv, cwd, self.out / "sample"))
+        else:
+            # Trainers that sample at the end of training (samples.pt) show it in the same run.
+            sample_saves = [s for s in record.tensor_saves if "sample" in Path(str(s.get("final_path"))).name.lower()]
+            why_no_sample = "no --sample-cmd, and the run saved no tensor named *sample*"
+        results = {r.name: r for r in self._runs(specs, report)} if specs else {}
+        resumed = load_probe(self.out / "resume" / "probe.jsonl") if "resume" in results else None
+        if "sample" in results:
+            sample_saves = load_probe(self.out / "sample" / "probe.jsonl").tensor_saves
+            why_no_sample = "the sample command saved no tensor through torch.save"
+        if resumed is not None:
+            report.series["resume"] = series(resumed, offset=start_step or 0)
+        report.rows = self._common_rows(report.runs[0], record, expect) + [
+            checks.check_resume(record, results.get("resume"), resumed, start_step, o.resume_rtol, why_no_resume),
+            checks.check_sample(results.get("sample"), sample_saves, None, why_no_sample),
+            checks.check_resources(record, o.max_memory),
+        ]
+        return report
+
+    # ------------------------------------------------------------------ shared
+
+    def _train(self, spec: RunSpec, report: SmokeReport) -> ProbeRecord:
+        try:
+            self._runs([spec], report)
+        finally:
+            # Even a stopped run leaves a readable probe file: the partial report is built from it.
+            record = load_probe(spec.probe_path)
+            report.series["train"] = series(record)
+        return record
+
+    def _common_rows(self, run: RunResult, record: ProbeRecord, expect: Expectations) -> List[Row]:
+        return [
+            checks.check_exit(run, record),
+            checks.check_finite(record),
+            checks.check_loss_falls(record, expect.min_loss_drop),
+            checks.check_lr_schedule(record, expect),
+            checks.check_grad_clipping(record, expect),
+            checks.check_ema_checkpoint(record, expect),
+        ]
+
+
+def partial_rows(report: SmokeReport, options: SmokeOptions) -> List[Row]:
+    """Rows for a run that was interrupted: judged on what the probe recorded until the stop."""
+    if not report.runs:
+        return []
+    train = report.runs[0]
+    record = load_probe(Path(train.probe))
+    expect = Expectations(warmup_steps=options.warmup_steps, max_grad_norm=options.max_grad_norm,
+                          min_loss_drop=options.min_loss_drop, max_memory=options.max_memory)
+    not_run = f"not judged: the smoke test was {report.stopped or 'stopped'}"
+    return [
+        checks.check_exit(train, record),
+        checks.check_finite(record),
+        checks.check_loss_falls(record, expect.min_loss_drop),
+        checks.check_lr_schedule(record, expect),
+        checks.check_grad_clipping(record, expect),
+        *(Row(key, checks.TITLES[key], checks.NA, not_run) for key in ("ema_checkpoint", "resume", "sample")),
+        checks.check_resources(record, options.max_memory),
+    ]
+
+
+# ---------------------------------------------------------------------------- helpers
+
+
+def reference_root(path: Path) -> Optional[Path]:
+    """The folder to run in: ``path`` if it holds the package, its parent if it is the package."""
+    path = path.resolve()
+    if all((path / PACKAGE / f).is_file() for f in PACKAGE_FILES):
+        return path
+    if path.name == PACKAGE and all((path / f).is_file() for f in PACKAGE_FILES):
+        return path.parent
+    return None
+
+
+def reference_overrides(default: Dict[str, Dict[str, Any]], smoke: Dict[str, Dict[str, Any]], epochs: int,
+                        out: Path, device: Optional[str]) -> List[Override]:
+    changed: Dict[str, Override] = {}
+    for section, values in smoke.items():
+        for key, value in values.items():
+            name = f"{section}.{key}"
+            before = default.get(section, {}).get(key)
+            if before != value:
+                changed[name] = Override(_category(name), name, before, value, "smoke preset")
+    for name, value in (("train.num_epochs", epochs), ("train.output_dir", str(out))):
+        before = default["train"].get(name.split(".")[1])
+        if smoke["train"].get(name.split(".")[1]) != value:
+            changed[name] = Override(_category(name), name, before, value, "t2s-opt")
+    if device:
+        changed["device"] = Override("device", "--device", None, device, "t2s-opt")
+    order = [c for c, _ in OVERRIDE_CATEGORIES]
+    return sorted(changed.values(), key=lambda ov: (order.index(ov.category) if ov.category in order else 99, ov.key))
+
+
+def _category(name: str) -> str:
+    for category, prefixes in OVERRIDE_CATEGORIES:
+        if any(name == p or (p.endswith(".") and name.startswith(p)) for p in prefixes):
+            return category
+    return "other"
+
+
+def _short(value: Any) -> str:
+    text = "unset" if value is None else str(value)
+    return text if len(text) <= 48 else "..." + text[-45:]
+
+
+def expand(command: str, out: Path, epochs: int) -> List[str]:
+    """shlex-split first, then fill placeholders per word: paths with spaces stay one argument."""
+    return [t.replace("{out}", str(out)).replace("{epochs}", str(epochs)) for t in shlex.split(command)]
+
+
+def _checkpoint_step(record: ProbeRecord, path: Path) -> Optional[int]:
+    target = str(path.resolve())
+    for save in record.checkpoints:
+        if save.get("final_path") == target:
+            return save.get("step")
+    return None
+
+
+def series(record: ProbeRecord, offset: int = 0) -> List[Dict[str, Any]]:
+    """Per-step values for the report and the plot (steps numbered from ``offset``)."""
+    rows = []
+    for s in record.steps:
+        clip = (s.get("clips") or [{}])[0]
+        rows.append({
+            "step": s["n"] + offset, "t": s["t"], "loss": s.get("loss"), "lr": (s.get("lr") or [None])[0],
+            "grad_norm": s.get("grad_norm"), "clip_pre": clip.get("pre"), "clip_post": clip.get("post"),
+            "max_norm": clip.get("max_norm"),
+        })
+    return rows

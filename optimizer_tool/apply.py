@@ -1,7 +1,8 @@
 """Turning findings into code changes: select fixes, transform in memory, re-check, then write.
 
 Nothing is written until every selected fix has run and the re-check in memory shows that each
-fixed finding is gone and no new finding appeared; then all files are written or none.
+fixed finding is gone and no new bug appeared; then all files are written or none (temporary
+files beside their targets, moved into place with ``os.replace``, restored on failure).
 
 Which fixes run (``select``):
 - ``--only KEYS`` runs exactly those, safe or not (naming an unsafe fix is asking for it);
@@ -44,10 +45,10 @@ from pathlib import Path
 
 import libcst as cst
 
-from optimizer_tool.engine import apply_suppressions, build_units, check_units, run_check
+from optimizer_tool.engine import apply_suppressions, build_units, check_loaded, check_units, run_check
 from optimizer_tool.findings import Finding, Severity
 from optimizer_tool.index import UnitIndex
-from optimizer_tool.project import SKIP_DIRS, SourceFile, Unit, UsageError
+from optimizer_tool.project import SKIP_DIRS, LoadResult, SourceFile, Unit, UsageError, local_imports, parse_source
 from optimizer_tool.rules import Optimization, optimizations
 from optimizer_tool.rules.base import CannotFix, FixContext
 from optimizer_tool.settings import Settings
@@ -69,7 +70,6 @@ class FixPlan:
     remaining: list[Finding] = field(default_factory=list)  # findings of the applied optimizations left
     required_by: dict[str, set[str]] = field(default_factory=dict)  # pulled-in key -> keys that needed it
     notes: list[tuple[str, str]] = field(default_factory=list)  # (key, what the fix wants the user to know)
-    applied: list[str] = field(default_factory=list)  # keys whose fixes ran, in order
 
     @property
     def ok(self) -> bool:
@@ -99,15 +99,22 @@ def _identity(finding: Finding) -> tuple[str, Path]:
 
 
 class _Workspace:
-    """The modules of the project as the fixes so far left them, with one SourceFile per module
-    version so an unchanged file keeps its cached index facts."""
+    """The project as the fixes so far left it: one SourceFile per module version (an unchanged
+    file keeps its cached index facts), and its units recomputed from the current imports (a fix
+    that imports the EMA helper brings utils/ema.py into the unit for the fixes after it)."""
 
-    def __init__(self, files: dict[Path, SourceFile]) -> None:
-        self.sources = dict(files)
+    def __init__(self, loaded: LoadResult, targets: list[Path]) -> None:
+        self.sources = dict(loaded.files)
+        self.errors, self.root, self.targets = loaded.errors, loaded.root, targets
 
-    @property
-    def modules(self) -> dict[Path, cst.Module]:
-        return {p: s.module for p, s in self.sources.items()}
+    def loaded(self) -> LoadResult:
+        return LoadResult(dict(self.sources), self.errors, self.root)
+
+    def units(self) -> list[Unit]:
+        return build_units(self.loaded(), self.targets)
+
+    def unit(self, entry: Path) -> Unit | None:
+        return next((u for u in self.units() if u.entry.path == entry), None)
 
     def update(self, modules: dict[Path, cst.Module]) -> bool:
         changed = False
@@ -116,10 +123,6 @@ class _Workspace:
                 self.sources[path] = SourceFile(path, module.code, module)
                 changed = True
         return changed
-
-    def unit(self, unit: Unit) -> Unit:
-        files = [self.sources[f.path] for f in unit.files]
-        return Unit(self.sources[unit.entry.path], files, unit.configs)
 
     def changed(self, originals: dict[Path, str]) -> dict[Path, str]:
         return {p: s.text for p, s in self.sources.items() if s.text != originals[p]}
@@ -139,8 +142,7 @@ def plan(paths: list[Path], chosen: list[Optimization], settings: Settings, skip
     result.input_errors = [f for f in before.findings if f.is_error]
     if result.input_errors:
         return result
-    work = _Workspace(loaded.files)
-    units = build_units(loaded, [Path(p).resolve() for p in paths])
+    work = _Workspace(loaded, [Path(p).resolve() for p in paths])
     seen_before = {_identity(f) for f in before.findings}
     fixer_of = {code: opt for opt in optimizations() if opt.fix is not None for code in opt.fix.codes}
     active = list(chosen)
@@ -152,13 +154,13 @@ def plan(paths: list[Path], chosen: list[Optimization], settings: Settings, skip
         # own rules on the unit as the fixes before it left it.
         pending = {(f.code, f.location.path) for f in after.findings} - attempted
         ran = [
-            opt.key for unit in units for opt in list(active)
-            if _has_work(opt, unit, pending) and _run_fix(opt, unit, work, settings, loaded.root, attempted, targets, result)
+            opt.key for unit in work.units() for opt in list(active)
+            if _has_work(opt, unit, pending) and _run_fix(opt, unit.entry.path, work, settings, attempted, targets, result)
         ]
-        result.applied += [k for k in dict.fromkeys(ran) if k not in result.applied]
         changed = work.changed(result.originals)
         if changed != checked:
-            after, _ = run_check(paths, settings, overrides=changed)
+            # between passes, the parsed workspace (unchanged files keep their index facts)
+            after = check_loaded(work.loaded(), paths, settings)
             checked = changed
         if result.refused or any(f.is_error for f in after.findings):
             break
@@ -174,6 +176,8 @@ def plan(paths: list[Path], chosen: list[Optimization], settings: Settings, skip
         if not ran and not needed:
             break
     result.changed = work.changed(result.originals)
+    if result.changed and not result.refused:
+        after = _verify(paths, settings, loaded, result.changed)
     remaining = {_identity(f) for f in after.findings}
     result.fixed = [f for f in targets if _identity(f) not in remaining]
     result.unfixed = [f for f in targets if _identity(f) in remaining]
@@ -185,21 +189,41 @@ def plan(paths: list[Path], chosen: list[Optimization], settings: Settings, skip
     return result
 
 
+def _verify(paths: list[Path], settings: Settings, loaded: LoadResult, changed: dict[Path, str]):
+    """The verdict: the changed texts parsed again, as the next ``check`` will read them (a tree
+    built by transformations can print as code that parses differently); unchanged files keep
+    their parsed state. A change that imports a file the first check never read gets a full load."""
+    files = dict(loaded.files)
+    errors = list(loaded.errors)
+    for path, text in changed.items():
+        parsed = parse_source(path, text)
+        if isinstance(parsed, Finding):
+            errors.append(parsed)
+            files.pop(path, None)
+        else:
+            files[path] = parsed
+    if any(imported not in files for path in changed if path in files for imported in local_imports(files[path], loaded.root)):
+        return run_check(paths, settings, overrides=changed)[0]
+    return check_loaded(LoadResult(files, errors, loaded.root), paths, settings)
+
+
 def _has_work(opt: Optimization, unit: Unit, pending: set[tuple[str, Path]]) -> bool:
     paths = {f.path for f in unit.files} | {c.path for c in unit.configs}
     return any(code in opt.fix.codes and path in paths for code, path in pending)
 
 
-def _run_fix(opt, unit, work, settings, root, attempted, targets, result) -> bool:
-    """Run ``opt``'s fix on the unit while its rules report findings it has not tried yet."""
-    unit_paths = {f.path for f in unit.files}
-    # a finding may point into the unit's YAML/TOML config: the fix then says what to edit there
-    located = unit_paths | {c.path for c in unit.configs}
+def _run_fix(opt: Optimization, entry: Path, work: _Workspace, settings: Settings, attempted: set, targets: list[Finding], result: FixPlan) -> bool:
+    """Run ``opt``'s fix on the unit of ``entry`` while its rules report findings it has not tried yet."""
     ran = False
     for _ in range(MAX_PASSES):
-        current = work.unit(unit)
+        current = work.unit(entry)
+        if current is None:
+            break
+        unit_paths = {f.path for f in current.files}
+        # a finding may point into the unit's YAML/TOML config: the fix then says what to edit there
+        located = unit_paths | {c.path for c in current.configs}
         findings = [
-            f for f in _fresh_findings(current, opt, settings, root)
+            f for f in _fresh_findings(current, opt, settings, work.root)
             if f.code in opt.fix.codes and f.location.path in located and _identity(f) not in attempted
         ]
         if not findings:
@@ -265,19 +289,31 @@ def _temp_copy(path: Path, text: str) -> Path:
     return temp
 
 
-def copy_project(source: Path, destination: Path, changes: dict[Path, str]) -> dict[Path, str]:
-    """Copy ``source`` (a folder) to ``destination`` and return the changes mapped into the copy;
-    the original is never touched."""
-    source, destination = source.resolve(), destination.resolve()
-    outside = [p for p in changes if source not in p.parents]
+def project_folders(targets: list[Path]) -> list[Path]:
+    """What apply may change: the folders given, and the folders of the files given."""
+    return [(t if t.is_dir() else t.parent).resolve() for t in targets]
+
+
+def check_inside(changes: dict[Path, str], targets: list[Path]) -> None:
+    """A fix may reach a file the trainer imports from elsewhere (an installed-in-place library):
+    apply changes only the project it was pointed at."""
+    folders = project_folders(targets)
+    outside = [p for p in changes if not any(f == p.parent or f in p.parents for f in folders)]
     if outside:
-        raise UsageError(f"the fixes change {outside[0]}, outside {source}; pass the folder that contains every file to change")
+        raise UsageError(f"the fixes would change {outside[0]}, outside {', '.join(map(str, folders))}; pass the folder that contains every file to change")
+
+
+def copy_project(source: Path, destination: Path, changes: dict[Path, str]) -> dict[Path, Path]:
+    """Copy ``source`` (a folder) to ``destination``; returns where each changed file is in the
+    copy. The original is never touched."""
+    check_inside(changes, [source])
+    source, destination = source.resolve(), destination.resolve()
     if destination == source or source in destination.parents:
         raise UsageError(f"--out {destination}: must not be inside the project it copies ({source})")
     if destination.exists() and (not destination.is_dir() or any(destination.iterdir())):
         raise UsageError(f"--out {destination}: exists and is not an empty folder")
     shutil.copytree(source, destination, ignore=shutil.ignore_patterns(*SKIP_DIRS), dirs_exist_ok=True)
-    return {destination / p.relative_to(source): text for p, text in changes.items()}
+    return {p: destination / p.relative_to(source) for p in changes}
 
 
 def uncommitted(paths: list[Path]) -> list[str]:

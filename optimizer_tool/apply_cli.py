@@ -13,7 +13,7 @@ from typing import List, Optional
 
 import typer
 
-from optimizer_tool.apply import ApplyError, FixPlan, copy_project, display, plan, select, uncommitted, unified_diff, write_all
+from optimizer_tool.apply import ApplyError, FixPlan, check_inside, copy_project, display, plan, select, uncommitted, unified_diff, write_all
 from optimizer_tool.findings import Finding
 from optimizer_tool.project import UsageError, discover, project_root
 from optimizer_tool.rules import keys, optimizations, rule_by_code
@@ -42,7 +42,7 @@ def apply_command(
             raise UsageError("--only and --all exclude each other")
         if diff and out is not None:
             raise UsageError("--diff writes nothing; drop --out (or --diff)")
-        if out is not None and (len(targets) != 1 or not targets[0].is_dir() and not targets[0].is_file()):
+        if out is not None and len(targets) != 1:
             raise UsageError("--out copies one project: pass one folder or file")
         without_fix = [k for k in only_keys if next(o for o in optimizations() if o.key == k).fix is None]
         if without_fix:
@@ -64,21 +64,21 @@ def apply_command(
         raise typer.Exit(1 if result.changed else 0)
     try:
         changes, originals = result.changed, result.originals
-        if out is not None and result.changed:
+        if out is not None:
             source = targets[0] if targets[0].is_dir() else targets[0].parent
-            changes = copy_project(source, out, result.changed)
-            originals = {new: result.originals[old] for new, old in zip(changes, result.changed)}
-        elif result.changed and not force:
-            dirty = uncommitted(list(result.changed))
+            copies = copy_project(source, out, result.changed)
+            changes = {copies[p]: text for p, text in result.changed.items()}
+            originals = {copies[p]: result.originals[p] for p in result.changed}
+        else:
+            check_inside(result.changed, targets)
+            dirty = [] if force or not result.changed else uncommitted(list(result.changed))
             if dirty:
                 raise ApplyError(
                     "refusing to change files with uncommitted changes (commit or stash them so the fix can be reviewed "
                     "and reverted with git, or pass --force):\n" + "".join(f"  {line}\n" for line in dirty)
                 )
         write_all(changes, originals)
-    except UsageError as exc:
-        raise fail(str(exc))
-    except ApplyError as exc:
+    except (UsageError, ApplyError) as exc:
         raise fail(str(exc))
     typer.echo(summary(result, root, written=sorted(changes)), nl=False)
     raise typer.Exit(1 if result.remaining else 0)

@@ -26,7 +26,7 @@ from libcst.helpers import parse_template_expression, parse_template_statement
 from optimizer_tool.cstedit import SETTING_NODES, node_at, value_like, with_keyword
 from optimizer_tool.index import CallSite, FunctionInfo, UnitIndex, code_of, dotted, import_aliases, literal, norm
 from optimizer_tool.rules.base import CannotFix, FixContext
-from optimizer_tool.semantics import ROLE_CONSTRUCTORS, expression_nodes, hyperparameter_source, names_in, same_object
+from optimizer_tool.semantics import ROLE_CONSTRUCTORS, hyperparameter_source, names_in, same_object
 
 Replacement = Union[cst.CSTNode, Callable[[cst.CSTNode], cst.CSTNode]]
 Body = Union[cst.IndentedBlock, cst.Module]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -44,29 +45,40 @@ class CheckResult:
 def build_units(loaded: LoadResult, targets: list[Path]) -> list[Unit]:
     from optimizer_tool.project import local_imports
 
+    # Memoized: a folder of library modules has closures of hundreds of files each, and
+    # re-walking every file's AST per closure made this quadratic (minutes on diffusers).
+    imports_cache: dict[Path, list[Path]] = {}
     closure_cache: dict[Path, list[Path]] = {}
+    closure_sets: dict[Path, set[Path]] = {}
 
     def closure(path: Path) -> list[Path]:
         if path in closure_cache:
             return closure_cache[path]
-        order, queue = [], [path]
+        order, seen, queue = [], set(), deque([path])
         while queue:
-            current = queue.pop(0)
-            if current in order or current not in loaded.files:
+            current = queue.popleft()
+            if current in seen or current not in loaded.files:
                 continue
             order.append(current)
-            queue.extend(local_imports(loaded.files[current], loaded.root))
-        closure_cache[path] = order
+            seen.add(current)
+            if current not in imports_cache:
+                imports_cache[current] = local_imports(loaded.files[current], loaded.root)
+            queue.extend(imports_cache[current])
+        closure_cache[path], closure_sets[path] = order, seen
         return order
 
+    def reaches(start: Path, other: Path) -> bool:
+        closure(start)
+        return other in closure_sets[start]
+
     target_set = {p.resolve() for p in targets}
-    in_targets = [p for p in loaded.files if p in target_set or any(t in p.parents for t in target_set)]
+    in_targets = [p for p in loaded.files if not target_set.isdisjoint((p, *p.parents))]
     trainers = {p for p, source in loaded.files.items() if source.trains}
     # The entry point of a trainer is the outermost file whose imports reach training code
     # (scripts/image_train.py -> train_util.py; main.py -> trainer.py): its unit sees the
     # config defaults and helpers the script wires in.
     candidates = [p for p in in_targets if trainers.intersection(closure(p))]
-    keep = [c for c in candidates if not any(o != c and c in closure(o) and o not in closure(c) for o in candidates)]
+    keep = [c for c in candidates if not any(o != c and reaches(o, c) and not reaches(c, o) for o in candidates)]
     units = [Unit(loaded.files[e], [loaded.files[p] for p in closure(e)], load_configs(e.parent)) for e in keep]
     # Files that train nothing and belong to no trainer are still checked alone, without
     # pulling in their imports: library code has nothing for the training rules to judge.
@@ -164,6 +176,11 @@ def apply_suppressions(result: CheckResult, files: dict[Path, SourceFile], setti
 
 def run_check(paths: list[Path], settings: Settings, overrides: dict[Path, str] | None = None) -> tuple[CheckResult, LoadResult]:
     loaded = load(paths, overrides)
+    return check_loaded(loaded, paths, settings), loaded
+
+
+def check_loaded(loaded: LoadResult, paths: list[Path], settings: Settings) -> CheckResult:
+    """Check files already parsed (apply re-checks its changed modules without re-reading the rest)."""
     units = build_units(loaded, [Path(p).resolve() for p in paths])
     selected = optimizations()
     result = check_units(units, settings, loaded.root, selected)
@@ -172,4 +189,4 @@ def run_check(paths: list[Path], settings: Settings, overrides: dict[Path, str] 
     result.statuses = [s for s in result.statuses if (not settings.only or s.key in settings.only) and s.key not in settings.skip]
     result.errors = loaded.errors
     result.findings = sorted([*loaded.errors, *result.findings], key=Finding.sort_key)
-    return result, loaded
+    return result

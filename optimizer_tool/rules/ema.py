@@ -45,6 +45,7 @@ from optimizer_tool.semantics import (
     calls_in_functions_with,
     has_role,
     is_lightning,
+    memo,
     mentions,
     module_imports,
     names_in,
@@ -84,6 +85,11 @@ class EmaFacts:
 
 
 def ema_facts(index: UnitIndex) -> EmaFacts:
+    """The unit's EMA objects and updates (computed once per index: every EMA and monitoring rule asks)."""
+    return memo(index, "ema.facts", lambda: _ema_facts(index))
+
+
+def _ema_facts(index: UnitIndex) -> EmaFacts:
     objects = [a for a in index.assigns if _is_ema_object(index, a)]
     names = {a.target for a in objects}
     leaves = {n.rsplit(".", 1)[-1] for n in names}
@@ -548,6 +554,7 @@ class EmaSwapNotRestoredOnError(_EmaBug):
 # load of a resume, the sampling functions. Where one cannot be proven the fix raises CannotFix
 # with the manual patch instead of guessing.
 EMA_DECAY = 0.999  # ~1,000 optimizer steps of averaging, warmed up where the EMA supports it
+EMA_DECAY_STEPS = round(1 / (1 - EMA_DECAY))
 RUN_FRACTION = 10  # a known run length caps the horizon at a tenth of the run
 STATE_SWAP_IN = ("live_weights = copy.deepcopy({model}.state_dict())", "{model}.load_state_dict({weights}.state_dict())")
 STATE_SWAP_OUT = ("{model}.load_state_dict(live_weights)",)
@@ -740,9 +747,6 @@ def fitting_decay(index: UnitIndex) -> float:
     return round(1 - RUN_FRACTION / max(total[0], 2 * RUN_FRACTION), 4)
 
 
-EMA_DECAY_STEPS = round(1 / (1 - EMA_DECAY))
-
-
 @dataclass
 class EmaTarget:
     """The EMA the fix works with: its name, how to drive it, the network it averages."""
@@ -822,7 +826,8 @@ class _EmaFixer:
             raise CannotFix(where.path, where.line, "a LightningModule: Lightning steps the optimizer itself, so the EMA is updated from its `on_train_batch_end` hook", LIGHTNING_EMA_PATCH)
         if self.trained is None:
             raise CannotFix(where.path, where.line, "no optimizer step whose network can be traced (the optimizer's parameters come from no `model.parameters()`)", EMA_PATCH)
-        if "EMA001" in codes:
+        facts = ema_facts(self.index)
+        if "EMA001" in codes and not facts.objects:
             target = self.create()
             codes |= {"EMA002", "EMA006", "EMA007", "EMA008"}
         else:
@@ -831,9 +836,9 @@ class _EmaFixer:
             self.gate_once(findings)
         if "EMA003" in codes:
             self.move_updates(target, findings)
-        elif "EMA002" in codes:
+        elif "EMA002" in codes and not facts.updates:
             self.update_after_step(target, self.statements(self.trained.step.path, target.api.update, target, decay=self.decay_expression() if "{decay}" in target.api.update else ""))
-        if "EMA005" in codes:
+        if "EMA005" in codes and list(EmaHorizonTooLong().check(self.index)):
             self.warm_up(target)
         if "EMA006" in codes:
             self.save(target)
@@ -984,13 +989,15 @@ class _EmaFixer:
                 moved.append(statement.with_changes(leading_lines=[]))
             else:
                 moved.append(self.edits.detach(call.path, statement))
-        self.update_after_step(target, moved)
+        if moved:
+            self.update_after_step(target, moved)
 
     def gate_once(self, findings: list) -> None:
         """EMA004: the EMA is gated by its own ``update_every`` and by ``step % k``: drop the outer
         gate and update on every optimizer step (``update_every=1``)."""
         facts = ema_facts(self.index)
-        for call in _flagged_calls(facts.updates, findings, "EMA004"):
+        flagged = _flagged_calls(facts.updates, findings, "EMA004")
+        for call in flagged:
             tree = self.edits.tree(call.path)
             gate = next(a for a in tree.ancestors(call.node) if isinstance(a, cst.If) and "%" in code_of(a.test))
             kept = _without_modulo(gate.test)
@@ -1000,7 +1007,7 @@ class _EmaFixer:
                 self.edits.replace(call.path, gate, lambda node: cst.FlattenSentinel(list(node.body.body)))
             else:
                 raise CannotFix(call.path, call.line, f"cannot take the EMA update out of `if {code_of(gate.test).strip()}:`", _patch_after(self.trained.step, [tree.statement(call.node)]))
-        for obj in facts.objects:
+        for obj in facts.objects if flagged else ():
             if obj.call is not None and literal(obj.call.kwarg("update_every")) not in (UNKNOWN, 1):
                 self.edits.replace(obj.path, obj.call.node, lambda node: without_comment(with_keyword(node, "update_every", cst.Integer("1")), "update_every"))
 
@@ -1146,6 +1153,8 @@ class _EmaFixer:
                 continue
             if not any(model.search(code_of(a.value)) for a in call.node.args) or call.function in wrapped or not self.visible(target, call.function, call.path):
                 continue
+            if any(isinstance(a, cst.Try) and a.finalbody is not None and target.name in code_of(a.finalbody) for a in self.edits.tree(call.path).ancestors(call.node)):
+                continue  # already swapped in, and out in `finally`
             module = self.edits.module(call.path)
             if target.api.weights and not target.missing_conditions(call):
                 averaged = template_expression(module, target.api.weights, ema=target.name)

@@ -726,8 +726,7 @@ class LpipsFix(Fix):
             f"lpips_loss = {_call(lpips_fn, pred_frames, true_frames)}.mean()",
             f"{loss} = mse_loss + {settings['lpips_weight']} * lpips_loss",
         ]
-        renamed = _rename_target(stmt, "mse_loss")
-        edits.replace(mse.path, stmt, renamed)
+        edits.replace(mse.path, stmt, _renamed("mse_loss"))
         edits.insert_after(mse.path, stmt, snippet(module, "\n".join(lines) + "\n"))
         _log_terms(ctx, index, edits, mse, {"mse_loss": "mse_loss", "lpips_loss": "lpips_loss"})
 
@@ -735,10 +734,9 @@ class LpipsFix(Fix):
         """Build ``lpips.LPIPS`` once beside the model (``self.lpips_fn`` in ``__init__`` for a trainer
         class), on the model's device, in eval mode with frozen weights; returns how the step calls it."""
         model = _model_of(index, step)
-        site = _model_assignment(index, model, step.mse)
-        if site is None:
+        assign = _model_assignment(index, model, step.mse)
+        if assign is None:
             raise CannotFix(step.mse.path, step.mse.line, f"cannot find where `{model}` is built to create the LPIPS network next to it", _manual_patch())
-        assign, where_fn = site
         device = _device_of(index, assign, step)
         if device is None:
             raise CannotFix(assign.path, assign.line, f"cannot tell which device `{model}` lives on", _manual_patch())
@@ -841,7 +839,8 @@ def _outer_call(tree, node):
     return None
 
 
-def _rename_target(stmt: cst.SimpleStatementLine, name: str):
+def _renamed(name: str):
+    """``x = value`` -> ``name = value`` (comments and layout kept)."""
     return lambda node: node.with_changes(body=[node.body[0].with_changes(targets=[node.body[0].targets[0].with_changes(target=cst.Name(name))])])
 
 
@@ -999,7 +998,7 @@ def _model_assignment(index: UnitIndex, model: str, mse: CallSite):
                  and mse.function is not None and a.function.class_name == mse.function.class_name]
     else:
         found = [a for a in index.assigns if a.target == model and a.function == mse.function and a.path == mse.path and a.line < mse.line]
-    return (found[0], found[0].function) if found else None
+    return found[0] if found else None
 
 
 def _device_of(index: UnitIndex, assign, step: DenoisingStep) -> str | None:

@@ -1212,7 +1212,7 @@ class LRScheduleFix(Fix):
         for finding in findings:
             where = (finding.location.path, finding.location.line, finding.location.col)
             if finding.code in ("LR005", "LR006"):
-                self._reorder(index, edits, facts, finding.code, where)
+                self._reorder(index, edits, finding.code, where)
                 continue
             sched = next((s for s in facts.top if (s.path, s.line, s.col) == where), None)
             if sched is None and finding.code == "LR001":
@@ -1303,7 +1303,6 @@ class LRScheduleFix(Fix):
     # --- LambdaLR over a local function ---------------------------------------------------
     def _lambda(self, ctx, index: UnitIndex, edits: Edits, sched: Schedule, codes: set[str]) -> None:
         call = sched.site
-        module = edits.module(call.path)
         tree = edits.tree(call.path)
         target = _lambda_target(index, call.arg(1, "lr_lambda"), call)
         if target is None:
@@ -1321,31 +1320,37 @@ class LRScheduleFix(Fix):
             fn_names = set().union(*[names_in(c.node) for c in index.calls_in(target)], *[names_in(a.value) | {a.target} for a in index.assigns if a.function == target], *[names_in(b) for b in bodies])
         if codes & {"LR002", "LR007", "LR001"}:
             raise CannotFix(call.path, call.line, "no automatic rewrite of a LambdaLR that lacks a warm-up or a decay", _manual_schedule_patch())
+        if "LR003" in codes:
+            self._floor_lambda(index, edits, call, bodies, holder, home, reword=isinstance(target, FunctionInfo))
+        if not self._cap_lambda_warmup(ctx, index, edits, call, fn_names, home) and "LR004" in codes:
+            raise CannotFix(call.path, call.line, "cannot find the warm-up length the LambdaLR reads, to cap it at 10% of the run", _manual_schedule_patch())
+
+    def _floor_lambda(self, index: UnitIndex, edits: Edits, call: CallSite, bodies: list, holder, home, reword: bool) -> None:
+        """The return that decays to 0 decays to ``min_lr_ratio`` instead."""
+        module = edits.module(call.path)
+        tree = edits.tree(call.path)
         to_zero = [b for b in bodies if _end_value(b) is False]
         if not to_zero:
             raise CannotFix(call.path, call.line, "cannot find the return that decays to 0", _manual_schedule_patch())
-        ratio_value = ensure_setting(edits, index, home, "min_lr_ratio", "float", "0.01", MIN_LR_WHY) if home else "0.01"
         function_node = tree.function(call.node)
-        taken = names_in_node(function_node) if function_node is not None else set()
-        ratio = "min_lr_ratio"
-        if ratio in taken:
+        if function_node is not None and "min_lr_ratio" in names_in_node(function_node):
             raise CannotFix(call.path, call.line, "`min_lr_ratio` is already used in this function", _manual_schedule_patch())
+        ratio_value = ensure_setting(edits, index, home, "min_lr_ratio", "float", "0.01", MIN_LR_WHY) if home else "0.01"
         for body in to_zero:
-            edits.replace(call.path, body, lambda node, r=ratio: _floored(module, node, r))
+            edits.replace(call.path, body, lambda node: _floored(module, node, "min_lr_ratio"))
         why = "" if home else "  # decay to 1% of the base rate, not to 0"
-        edits.insert_before(call.path, holder, [statement(module, f"{ratio} = {ratio_value}{why}")])
-        self._cap_lambda_warmup(ctx, index, edits, call, fn_names, home)
-        fn_def = tree.function(call.node)
-        if fn_def is not None and isinstance(target, FunctionInfo):
-            _reword_docstring(edits, call.path, fn_def)
+        edits.insert_before(call.path, holder, [statement(module, f"min_lr_ratio = {ratio_value}{why}")])
+        if reword and function_node is not None:
+            _reword_docstring(edits, call.path, function_node)
 
-    def _cap_lambda_warmup(self, ctx, index: UnitIndex, edits: Edits, call: CallSite, fn_names: set[str], home) -> None:
-        """``warmup_steps = <setting>`` read by the lambda becomes ``min(<setting>, total_steps // 10)``."""
+    def _cap_lambda_warmup(self, ctx, index: UnitIndex, edits: Edits, call: CallSite, fn_names: set[str], home) -> bool:
+        """``warmup_steps = <setting>`` read by the lambda becomes ``min(<setting>, total_steps // 10)``
+        (the total the factory computes); False when there is no such pair of local lengths to prove it on."""
         local = [a for a in index.assigns if a.function == call.function and a.path == call.path and a.target in fn_names]
         warm = [a for a in local if WARMUP_WORD.search(a.target)]
         total = [a for a in local if TOTAL_NAME.search(a.target)]
         if len(warm) != 1 or len(total) != 1 or _is_capped(warm[0].value) or total[0].target in names_in(warm[0].value):
-            return
+            return False
         tree = edits.tree(call.path)
         stmt = tree.statement(warm[0].value)
         module = edits.module(call.path)
@@ -1354,6 +1359,7 @@ class LRScheduleFix(Fix):
         if isinstance(stmt, cst.SimpleStatementLine) and stmt.trailing_whitespace.comment is None:
             edits.replace(call.path, stmt, lambda node: node.with_changes(trailing_whitespace=cst.TrailingWhitespace(cst.SimpleWhitespace("  "), cst.Comment("# at most 10% of the run"))))
         _plan_warmup_default(ctx, edits, index, home, warm[0].value)
+        return True
 
     # --- CosineAnnealingLR ------------------------------------------------------------------
     def _cosine_annealing(self, ctx, index: UnitIndex, edits: Edits, sched: Schedule, codes: set[str]) -> None:
@@ -1379,15 +1385,8 @@ class LRScheduleFix(Fix):
         if call.kwarg("eta_min") is None and len(call.args) <= 2:
             cosine = with_keyword(cosine, "eta_min", eta_min)
         edits.replace(call.path, stmt, lambda node: _statements_with_lines(module, node, [
-            f"warmup_steps = min({warmup}, {code_of(total).strip()} // 10)  # {WARMUP_WHY}",
-            f"{assigned} = {torch}.optim.lr_scheduler.SequentialLR(\n"
-            f"    {opt},\n"
-            f"    [\n"
-            f"        {torch}.optim.lr_scheduler.LinearLR({opt}, start_factor=1.0 / max(1, warmup_steps), total_iters=max(1, warmup_steps)),\n"
-            f"        {code_of(cosine).strip()},\n"
-            f"    ],\n"
-            f"    milestones=[max(1, warmup_steps)],\n"
-            f")\n",
+            f"warmup_steps = min({warmup}, {code_of(total).strip()} // 10)  # at most 10% of the run",
+            _warmup_then(torch, assigned, opt, code_of(cosine).strip()),
         ]))
 
     # --- no schedule: add one -----------------------------------------------------------------
@@ -1429,15 +1428,7 @@ class LRScheduleFix(Fix):
         new = [
             statement(module, f"# Linear warm-up (at most 10% of the run), then cosine decay to min_lr_ratio x the base rate,\n# stepped once per optimizer step.\ntotal_steps = {total}\n"),
             statement(module, f"warmup_steps = min({warmup}, total_steps // 10)"),
-            statement(module,
-                f"{scheduler} = {torch}.optim.lr_scheduler.SequentialLR(\n"
-                f"    {optimizer},\n"
-                f"    [\n"
-                f"        {torch}.optim.lr_scheduler.LinearLR({optimizer}, start_factor=1.0 / max(1, warmup_steps), total_iters=max(1, warmup_steps)),\n"
-                f"        {torch}.optim.lr_scheduler.CosineAnnealingLR({optimizer}, T_max=max(1, total_steps - warmup_steps), eta_min={ratio} * {base_lr}),\n"
-                f"    ],\n"
-                f"    milestones=[max(1, warmup_steps)],\n"
-                f")\n"),
+            statement(module, _warmup_then(torch, scheduler, optimizer, _cosine(torch, optimizer, "total_steps", f"{ratio} * {base_lr}"))),
         ]
         edits.insert_after(opt_call.path, anchor, new)
         for step in own_steps:
@@ -1446,7 +1437,7 @@ class LRScheduleFix(Fix):
         _checkpoint_schedule(index, edits, optimizer, scheduler)
 
     # --- where the schedule is stepped ------------------------------------------------
-    def _reorder(self, index: UnitIndex, edits: Edits, facts: ScheduleFacts, code: str, where) -> None:
+    def _reorder(self, index: UnitIndex, edits: Edits, code: str, where) -> None:
         path, line, col = where
         sched_step = next((s for s in lr_scheduler_steps(index) if (s.path, s.line, s.col) == where), None)
         if sched_step is None:
@@ -1478,7 +1469,7 @@ class LRScheduleFix(Fix):
         edits.insert_after(opt.path, anchor, [detached if opt.path == path else statement(edits.module(opt.path), code_of(detached).strip())])
 
     def _lightning_interval(self, index: UnitIndex, edits: Edits, where) -> None:
-        path, line, col = where
+        path, line, _ = where
         setting = next((s for s in index.setting("interval") if (s.path, s.line, s.col) == where and s.kind == "dict"), None)
         if setting is None:
             raise CannotFix(path, line, "Lightning's scheduler config has no \"interval\" key to set",
@@ -1489,18 +1480,29 @@ class LRScheduleFix(Fix):
 
 
 # --- fix helpers ---------------------------------------------------------------------
+def _cosine(torch: str, optimizer: str, total: str, eta_min: str) -> str:
+    return f"{torch}.optim.lr_scheduler.CosineAnnealingLR({optimizer}, T_max=max(1, {total} - warmup_steps), eta_min={eta_min})"
+
+
+def _warmup_then(torch: str, target: str, optimizer: str, decay: str) -> str:
+    """Source of ``target = SequentialLR(...)``: a linear warm-up over ``warmup_steps``, then ``decay``."""
+    return (
+        f"{target} = {torch}.optim.lr_scheduler.SequentialLR(\n"
+        f"    {optimizer},\n"
+        f"    [\n"
+        f"        {torch}.optim.lr_scheduler.LinearLR({optimizer}, start_factor=1.0 / max(1, warmup_steps), total_iters=max(1, warmup_steps)),\n"
+        f"        {decay},\n"
+        f"    ],\n"
+        f"    milestones=[max(1, warmup_steps)],\n"
+        f")\n"
+    )
+
+
 def _manual_schedule_patch() -> str:
     return (
         "warmup_steps = min(warmup_steps, total_steps // 10)  # total_steps = epochs * optimizer steps per epoch\n"
-        "scheduler = torch.optim.lr_scheduler.SequentialLR(\n"
-        "    optimizer,\n"
-        "    [\n"
-        "        torch.optim.lr_scheduler.LinearLR(optimizer, start_factor=1.0 / max(1, warmup_steps), total_iters=max(1, warmup_steps)),\n"
-        "        torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, total_steps - warmup_steps), eta_min=0.01 * base_lr),\n"
-        "    ],\n"
-        "    milestones=[max(1, warmup_steps)],\n"
-        ")\n"
-        "# ...and scheduler.step() right after every optimizer.step()"
+        + _warmup_then("torch", "scheduler", "optimizer", _cosine("torch", "optimizer", "total_steps", "0.01 * base_lr"))
+        + "# ...and scheduler.step() right after every optimizer.step()"
     )
 
 

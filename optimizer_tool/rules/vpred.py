@@ -480,7 +480,6 @@ class VPredictionFix(Fix):
     def _sampler_follows(self, ctx: FixContext, index: UnitIndex, call: CallSite | None, finding) -> dict:
         if call is None or diffusers_scheduler_class(call) is None:
             raise CannotFix(finding.location.path, finding.location.line, "the sampler reads the model output as epsilon in hand-written code; convert it as v", SAMPLER_PATCH)
-        module = ctx.module(call.path)
         trained = next(
             (c.kwarg("prediction_type") for c in index.calls if c is not call and diffusers_scheduler_class(c) and c.kwarg("prediction_type") is not None
              and prediction_family("prediction_type", literal(c.kwarg("prediction_type"))) != "epsilon"),

@@ -395,11 +395,11 @@ def pair_ema_with_model(ema: Dict[str, Any], model: Dict[str, Any]) -> List[Tupl
             pairs.append((match, tensor, model[match]))
             used.add(match)
         else:
-            unmatched.append((name, tensor))
+            unmatched.append(tensor)
     # Lists without names (diffusers EMAModel.shadow_params) follow the model's parameter order.
     remaining = [(k, v) for k, v in model.items() if k not in used]
     j = 0
-    for name, tensor in unmatched:
+    for tensor in unmatched:
         while j < len(remaining) and remaining[j][1].shape != tensor.shape:
             j += 1
         if j == len(remaining):

@@ -21,7 +21,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from optimizer_tool.project import UsageError
 from optimizer_tool.smoke import report as reporting
 from optimizer_tool.smoke.runner import Interrupted, RunSpec
-from optimizer_tool.smoke.session import Session, SmokeOptions, SmokeReport, partial_rows
+from optimizer_tool.smoke.session import Session, SmokeOptions, SmokeReport, partial_rows, validate
 
 MARKER = ".t2s-smoke"
 EXIT_INTERRUPTED = 130
@@ -131,12 +131,19 @@ def smoke_test(
             sample_cmd=sample_cmd, warmup_steps=warmup_steps, max_grad_norm=max_grad_norm,
             min_loss_drop=min_loss_drop, resume_rtol=resume_rtol, prompts=tuple(prompt or ("HELLO",)),
         )
+        validate(options)
+        if compare is not None:
+            validate(SmokeOptions(**{**options.__dict__, "path": compare}))
         out_dir = prepare_out(out)
     except UsageError as exc:
         typer.echo(f"t2s-opt: error: {exc}", err=True)
         raise typer.Exit(2)
 
-    err.print(f"smoke-test output folder: {out_dir}", highlight=False)
+    def say(text: str) -> None:
+        # markup off: paths and [sections] are text; soft wrap: paths stay greppable in CI logs
+        err.print(text, markup=False, highlight=False, soft_wrap=True)
+
+    say(f"smoke-test output folder: {out_dir}")
     deadline = time.monotonic() + timeout if timeout else None
     display = _Display(err)
     targets = [(compare, "baseline"), (path, "patched")] if compare is not None else [(path, "")]
@@ -148,10 +155,9 @@ def smoke_test(
                 display.prefix = f"{label} " if label else ""
                 session = Session(
                     SmokeOptions(**{**options.__dict__, "path": target}),
-                    out_dir / label if label else out_dir, deadline, err.print,
+                    out_dir / label if label else out_dir, deadline, say,
                     on_events=display.events, on_start=display.start, label=label,
                 )
-                current: Optional[SmokeReport] = None
                 try:
                     current = session.run()
                 except (Interrupted, KeyboardInterrupt):
@@ -172,12 +178,12 @@ def smoke_test(
     try:
         png_written = reporting.plot(reports, png_path)
     except Exception as exc:  # a plot must never hide the verdict
-        err.print(f"plot not written: {type(exc).__name__}: {exc}")
+        say(f"plot not written: {type(exc).__name__}: {exc}")
         png_written = None
     reporting.render_table(reports, out_console)
     if png_written:
-        out_console.print(f"plot: {png_written}", highlight=False)
+        out_console.print(f"plot: {png_written}", markup=False, highlight=False)
     if json_path is not None:
         reporting.write_json(json_path, reporting.to_json(reports, exit_code, png_written))
-        out_console.print(f"json: {json_path}", highlight=False)
+        out_console.print(f"json: {json_path}", markup=False, highlight=False)
     raise typer.Exit(exit_code)

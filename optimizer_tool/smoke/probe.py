@@ -70,10 +70,13 @@ def _total_norm(grads: List[Any]) -> Optional[float]:
         return None
     by_device: Dict[Any, List[Any]] = {}
     for g in grads:
-        by_device.setdefault(g.device, []).append(g.detach())
+        g = g.detach()
+        if g.layout != torch.strided:  # sparse embedding gradients: the norm of the stored values
+            g = g.coalesce().values()
+        by_device.setdefault(g.device, []).append(g)
     norms = []
     for tensors in by_device.values():
-        if hasattr(torch, "_foreach_norm") and all(t.layout == torch.strided for t in tensors):
+        if hasattr(torch, "_foreach_norm"):
             per_tensor = torch._foreach_norm([t.float() for t in tensors], 2.0)
         else:
             per_tensor = [torch.linalg.vector_norm(t.float()) for t in tensors]
@@ -275,6 +278,8 @@ class Probe:
         import torch
 
         path = os.path.abspath(os.fspath(f)) if isinstance(f, (str, os.PathLike)) else getattr(f, "name", None)
+        if not isinstance(path, str):
+            return  # serialization into memory (BytesIO): not a checkpoint, and may run often
         fields: Dict[str, Any] = {"path": path, "type": type(obj).__name__, "step": self._main_step()}
         if isinstance(obj, torch.Tensor):
             fields["tensor"] = _tensor_summary(obj)
@@ -288,10 +293,9 @@ class Probe:
             fields.update(n_tensors=len(tensors), n_nonfinite=nonfinite)
             if isinstance(obj, dict):
                 fields["keys"] = [str(k) for k in list(obj)[:_MAX_KEYS]]
-        if isinstance(path, str):
-            self.saved_paths.add(path)
-            if self.snapshots and isinstance(obj, dict) and os.path.isfile(path):
-                fields["snapshot"] = self._snapshot(path, fields["step"])
+        self.saved_paths.add(path)
+        if self.snapshots and isinstance(obj, dict) and os.path.isfile(path):
+            fields["snapshot"] = self._snapshot(path, fields["step"])
         self.emit("save", **fields)
 
     def _snapshot(self, path: str, step: int) -> str:

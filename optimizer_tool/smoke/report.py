@@ -29,7 +29,7 @@ def render_table(reports: List[SmokeReport], console: Console) -> None:
     main = reports[-1]
     compare = len(reports) > 1
     title = f"t2s-opt smoke-test: {main.target}"
-    table = Table(title=title, show_lines=False, expand=False)
+    table = Table(title=Text(title), show_lines=False, expand=False)
     table.add_column("check", no_wrap=True)
     if compare:
         for report in reports:
@@ -118,20 +118,23 @@ def plot(reports: List[SmokeReport], path: Path) -> Optional[Path]:
     if not any(r.series.get("train") for r in reports):
         return None
     fig, (ax_loss, ax_lr, ax_grad) = plt.subplots(3, 1, figsize=(8, 9), sharex=True)
-    styles = ["--", "-"] if len(reports) > 1 else ["-"]
-    for report, style in zip(reports, styles):
+    # One colour per trainer; baseline dashed, so identical curves stay visible under the patched ones.
+    styles = [("--", "C0"), ("-", "C1")] if len(reports) > 1 else [("-", "C0")]
+    for report, (style, color) in zip(reports, styles):
         name = report.label or "train"
         train = report.series.get("train", [])
         steps = [r["step"] for r in train]
-        ax_loss.plot(steps, [_num(r["loss"]) for r in train], style, label=f"{name} loss")
+        ax_loss.plot(steps, [_num(r["loss"]) for r in train], style, color=color, label=f"{name} loss")
         resume = report.series.get("resume", [])
         if resume:
-            ax_loss.plot([r["step"] for r in resume], [_num(r["loss"]) for r in resume], "x", markersize=5,
-                         label=f"{name} resumed")
-        ax_lr.plot(steps, [_num(r["lr"]) for r in train], style, label=f"{name} lr")
-        ax_grad.plot(steps, [_num(r["grad_norm"]) for r in train], style, label=f"{name} grad norm at step")
+            ax_loss.plot([r["step"] for r in resume], [_num(r["loss"]) for r in resume], "x", color=color,
+                         markersize=5, label=f"{name} resumed from a checkpoint")
+        ax_lr.plot(steps, [_num(r["lr"]) for r in train], style, color=color, label=f"{name} lr")
+        ax_grad.plot(steps, [_num(r["grad_norm"]) for r in train], style, color=color,
+                     label=f"{name} grad norm at optimizer.step")
         if any(r["clip_pre"] is not None for r in train):
-            ax_grad.plot(steps, [_num(r["clip_pre"]) for r in train], ":", label=f"{name} before clipping")
+            ax_grad.plot(steps, [_num(r["clip_pre"]) for r in train], ":", color=color,
+                         label=f"{name} before clipping")
             max_norm = next(r["max_norm"] for r in train if r["max_norm"] is not None)
             ax_grad.axhline(max_norm, color="grey", linewidth=0.8)
         loss_row = next((r for r in report.rows if r.key == "loss_falls" and r.data.get("median_first") is not None), None)

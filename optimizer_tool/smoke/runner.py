@@ -143,6 +143,15 @@ class _Live:
     def __init__(self, spec: RunSpec, proc: subprocess.Popen, result: RunResult, files: list, start: float):
         self.spec, self.proc, self.result, self.files, self.start = spec, proc, result, files, start
         self.offset = 0
+        self.end: Optional[float] = None
+
+    def ended(self) -> bool:
+        """Whether the process has exited; notes when, for its wall time."""
+        if self.proc.poll() is None:
+            return False
+        if self.end is None:
+            self.end = time.monotonic()
+        return True
 
     def new_events(self) -> List[dict]:
         """Events appended to the probe file since the last call (whole lines only)."""
@@ -213,7 +222,7 @@ def run_all(
     if in_main_thread:
         signal.signal(signal.SIGTERM, on_sigterm)
     try:
-        while any(item.proc.poll() is None for item in live):
+        while not all([item.ended() for item in live]):  # a list: every exit time gets noted
             time.sleep(POLL_S)
             _report(live, on_events)
             if deadline is not None and time.monotonic() > deadline:
@@ -242,8 +251,9 @@ def run_all(
                     os.killpg(item.result.pgid, signal.SIGKILL)
                 except (ProcessLookupError, PermissionError):
                     pass
+            item.ended()
             item.result.returncode = item.proc.returncode
-            item.result.wall_s = time.monotonic() - item.start
+            item.result.wall_s = item.end - item.start
             for f in item.files:
                 f.close()
     return results

@@ -96,6 +96,12 @@ class SmokeReport:
 EventSink = Callable[[RunSpec, List[dict]], None]
 
 
+class PresetUnreadable(Exception):
+    def __init__(self, message: str, detail: str):
+        super().__init__(message)
+        self.detail = detail
+
+
 class Session:
     """One target (the trainer at ``options.path``) run into ``out_dir``."""
 
@@ -117,14 +123,9 @@ class Session:
     # ------------------------------------------------------------------ entry
 
     def run(self) -> SmokeReport:
+        validate(self.o)
         if self.o.cmd is None:
-            root = reference_root(self.o.path)
-            if root is None:
-                raise UsageError(
-                    f"{self.o.path}: not a reference_trainer layout (a '{PACKAGE}' package with "
-                    f"{', '.join(PACKAGE_FILES)}); for any other trainer pass --cmd \"python train.py ...\""
-                )
-            return self._run_reference(root)
+            return self._run_reference(reference_root(self.o.path))
         return self._run_cmd()
 
     def _runs(self, specs: List[RunSpec], report: SmokeReport) -> List[RunResult]:
@@ -151,7 +152,14 @@ class Session:
         report = self.partial = SmokeReport(target=str(root / PACKAGE), mode="reference", out_dir=str(self.out),
                                             label=self.label)
         env = {"PYTHONPATH": str(root)}
-        config = self._query_config(root, env)
+        try:
+            config = self._query_config(root, env)
+        except PresetUnreadable as exc:
+            # The trainer's own code does not import: a failed smoke test, not a usage error.
+            report.rows = [Row("exit", checks.TITLES["exit"], checks.FAIL, str(exc), exc.detail)] + [
+                Row(key, title, checks.NA, "not run: the smoke preset could not be read")
+                for key, title in checks.TITLES.items() if key != "exit"]
+            return report
         default, smoke = config["default"], config["smoke"]
         run_dir = self.out / "run"
         report.overrides = reference_overrides(default, smoke, o.epochs, run_dir, o.device)
@@ -234,10 +242,12 @@ class Session:
             proc = subprocess.run([python(), "-c", CONFIG_QUERY], cwd=root, env=full_env, capture_output=True,
                                   text=True, timeout=timeout, start_new_session=True)
         except subprocess.TimeoutExpired as exc:
-            raise UsageError(f"reading {root / PACKAGE / 'config.py'} timed out") from exc
+            raise PresetUnreadable(f"reading {root / PACKAGE / 'config.py'} timed out", "") from exc
         if proc.returncode != 0:
-            tail = "\n".join(proc.stderr.strip().splitlines()[-5:])
-            raise UsageError(f"cannot read the smoke preset of {root / PACKAGE / 'config.py'}:\n{tail}")
+            lines = proc.stderr.strip().splitlines()
+            raise PresetUnreadable(f"cannot read the smoke preset of {root / PACKAGE / 'config.py'}: "
+                                   f"{lines[-1] if lines else f'exit status {proc.returncode}'}",
+                                   "\n".join(lines[-6:]))
         config = json.loads(proc.stdout.strip().splitlines()[-1])
         origin = Path(config["origin"]).resolve().parent
         if origin != (root / PACKAGE).resolve():
@@ -249,8 +259,11 @@ class Session:
                  "it overrides:"]
         for ov in overrides:
             lines.append(f"  {ov.category:<8} {ov.key:<34} {_short(ov.before)} -> {_short(ov.after)}  ({ov.source})")
-        lines.append("then, side by side: train --resume from the epoch "
-                     f"{self.o.epochs - 1} checkpoint, and generate from the last one")
+        if self.o.epochs >= 2:
+            lines.append(f"then, side by side: train --resume from the epoch {self.o.epochs - 1} checkpoint, "
+                         "and generate from the last one")
+        else:
+            lines.append("then generate from the last checkpoint (one epoch: nothing to resume from)")
         return "\n".join(lines)
 
     # ------------------------------------------------------------------ any trainer
@@ -258,17 +271,9 @@ class Session:
     def _run_cmd(self) -> SmokeReport:
         o = self.o
         cwd = o.path.resolve()
-        if not cwd.is_dir():
-            raise UsageError(f"{o.path}: with --cmd, PATH is the folder the command runs in; not a folder")
         report = self.partial = SmokeReport(target=str(cwd), mode="cmd", out_dir=str(self.out), label=self.label)
         run_dir = self.out / "run"
         argv = expand(o.cmd, out=run_dir, epochs=o.epochs)
-        if not argv:
-            raise UsageError("--cmd is empty")
-        if o.resume_arg and "{out}" not in o.cmd:
-            raise UsageError("--resume-arg needs {out} in --cmd, so the resumed run writes to its own folder")
-        if o.resume_arg and "{ckpt}" not in o.resume_arg:
-            raise UsageError("--resume-arg must contain {ckpt}, e.g. --resume-arg \"--resume {ckpt}\"")
         for placeholder, value in (("{out}", run_dir), ("{epochs}", o.epochs)):
             if placeholder in o.cmd:
                 report.overrides.append(Override("command", placeholder, None, value, "t2s-opt"))
@@ -356,6 +361,35 @@ class Session:
             checks.check_grad_clipping(record, expect),
             checks.check_ema_checkpoint(record, expect),
         ]
+
+
+def validate(options: SmokeOptions) -> None:
+    """Usage errors, found before any folder is made or process started."""
+    o = options
+    if o.cmd is None:
+        if reference_root(o.path) is None:
+            raise UsageError(
+                f"{o.path}: not a reference_trainer layout (a '{PACKAGE}' package with "
+                f"{', '.join(PACKAGE_FILES)}); for any other trainer pass --cmd \"python train.py ...\""
+            )
+        for flag, value in (("--resume-arg", o.resume_arg), ("--sample-cmd", o.sample_cmd)):
+            if value:
+                raise UsageError(f"{flag} is for --cmd trainers; the reference trainer resumes and samples itself")
+        return
+    if not o.path.is_dir():
+        raise UsageError(f"{o.path}: with --cmd, PATH is the folder the command runs in; not a folder")
+    try:
+        if not shlex.split(o.cmd):
+            raise UsageError("--cmd is empty")
+        for extra in (o.resume_arg, o.sample_cmd):
+            if extra:
+                shlex.split(extra)
+    except ValueError as exc:  # unbalanced quotes
+        raise UsageError(f"cannot split the command line: {exc}") from exc
+    if o.resume_arg and "{out}" not in o.cmd:
+        raise UsageError("--resume-arg needs {out} in --cmd, so the resumed run writes to its own folder")
+    if o.resume_arg and "{ckpt}" not in o.resume_arg:
+        raise UsageError("--resume-arg must contain {ckpt}, e.g. --resume-arg \"--resume {ckpt}\"")
 
 
 def partial_rows(report: SmokeReport, options: SmokeOptions) -> List[Row]:

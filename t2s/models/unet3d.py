@@ -44,7 +44,7 @@ class UNet3DConfig:
     # and any H, W divisible by 2 ** (len(channel_mult) - 1).
     num_frames: int = 16
     image_size: int = 64
-    norm_groups: int = 32
+    norm_groups: int = 32  # at most; a width it does not divide uses gcd(width, norm_groups) groups
     dropout: float = 0.0
     gradient_checkpointing: bool = False
 
@@ -66,12 +66,6 @@ class UNet3DConfig:
                 f"UNet3DConfig.image_size={self.image_size} must be divisible by {factor} "
                 f"({levels} levels of 2x downsampling)"
             )
-        for mult in self.channel_mult:
-            ch = self.model_channels * mult
-            if ch % self.norm_groups:
-                raise ValueError(
-                    f"channels {ch} (model_channels * {mult}) not divisible by norm_groups={self.norm_groups}"
-                )
         for lvl in set(self.transformer_levels) | {levels - 1}:  # the middle block has attention too
             self.heads_at(self.model_channels * self.channel_mult[lvl])
 
@@ -80,9 +74,12 @@ class UNet3DConfig:
             if channels % self.num_heads:
                 raise ValueError(f"channels {channels} not divisible by num_heads={self.num_heads}")
             return self.num_heads
-        if channels % self.head_dim:
-            raise ValueError(f"channels {channels} not divisible by head_dim={self.head_dim}")
-        return channels // self.head_dim
+        # Widths like the plan's model_channels=80 are not multiples of 64: take the head count
+        # closest to channels / head_dim that divides the width.
+        heads = max(1, round(channels / self.head_dim))
+        while channels % heads:
+            heads -= 1
+        return heads
 
     @classmethod
     def preset(cls, name: str, **overrides) -> "UNet3DConfig":
@@ -168,10 +165,10 @@ class ResBlock(nn.Module):
 
     def __init__(self, in_ch: int, out_ch: int, emb_dim: int, groups: int, dropout: float):
         super().__init__()
-        self.norm1 = nn.GroupNorm(groups, in_ch)
+        self.norm1 = nn.GroupNorm(math.gcd(groups, in_ch), in_ch)
         self.conv1 = FactorizedConv(in_ch, out_ch)
         self.emb_proj = nn.Sequential(nn.SiLU(), nn.Linear(emb_dim, 2 * out_ch))
-        self.norm2 = nn.GroupNorm(groups, out_ch)
+        self.norm2 = nn.GroupNorm(math.gcd(groups, out_ch), out_ch)
         self.dropout = nn.Dropout(dropout)
         self.conv2 = FactorizedConv(out_ch, out_ch)
         self.skip = nn.Conv3d(in_ch, out_ch, kernel_size=1) if in_ch != out_ch else nn.Identity()
@@ -363,7 +360,7 @@ class UNet3D(nn.Module):
         # Zero only the last op: the output starts at 0 (as in DiT/ADM) while the spatial conv
         # still gets gradients; zeroing both convs would block each other's gradient forever.
         zero_(out_conv.temporal)
-        self.out = nn.Sequential(nn.GroupNorm(groups, cur), nn.SiLU(), out_conv)
+        self.out = nn.Sequential(nn.GroupNorm(math.gcd(groups, cur), cur), nn.SiLU(), out_conv)
 
     def _layer(self, layer: nn.Module, h, emb, context, context_mask) -> torch.Tensor:
         if isinstance(layer, TransformerBlock):

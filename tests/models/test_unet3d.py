@@ -210,3 +210,12 @@ def test_fresh_model_learns_from_init_without_tricks():
         opt.step()
         losses.append(loss.item())
     assert losses[-1] < 0.9 * losses[0]
+
+
+def test_plan_option_b_builds_96px_with_80_channels():
+    """The plan's resolution option B (96x96, model_channels=80) must build: 80 is not a
+    multiple of the default head_dim or norm_groups, and a smaller budget than the default."""
+    with torch.device("meta"):
+        model = UNet3D(UNet3DConfig.preset("default", model_channels=80, image_size=96))
+        default = UNet3D(UNet3DConfig.preset("default"))
+    assert count_parameters(model) < count_parameters(default)

@@ -1,0 +1,3 @@
+from .ddim import DDIMScheduler
+
+__all__ = ["DDIMScheduler"]

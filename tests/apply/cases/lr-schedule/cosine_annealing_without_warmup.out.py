@@ -1,0 +1,47 @@
+"""Pixel-space DDPM with a cosine-annealed learning rate that neither warms up nor keeps a floor."""
+import argparse
+
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--epochs", type=int, default=50)
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--lr", type=float, default=2e-4)
+    parser.add_argument("--min-lr-ratio", type=float, default=0.01, help="the learning rate decays to this fraction of its base value, not to 0")
+    parser.add_argument("--lr-warmup-steps", type=int, default=2000, help="linear learning-rate warm-up, capped at 10%% of the optimizer steps")
+    args = parser.parse_args()
+
+    model = torch.nn.Conv2d(3, 3, 3, padding=1)
+    loader = DataLoader(torch.randn(512, 3, 32, 32), batch_size=args.batch_size, shuffle=True)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr)
+    total_steps = args.epochs * len(loader)
+    # one cosine over the whole run, per optimizer step
+    warmup_steps = min(args.lr_warmup_steps, total_steps // 10)  # at most 10% of the run
+    scheduler = torch.optim.lr_scheduler.SequentialLR(
+        optimizer,
+        [
+            torch.optim.lr_scheduler.LinearLR(optimizer, start_factor=1.0 / max(1, warmup_steps), total_iters=max(1, warmup_steps)),
+            torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, total_steps - warmup_steps), eta_min=args.min_lr_ratio * args.lr),
+        ],
+        milestones=[max(1, warmup_steps)],
+    )
+    alphas_cumprod = torch.cumprod(1 - torch.linspace(1e-4, 0.02, 1000), dim=0)
+
+    for epoch in range(args.epochs):
+        for x0 in loader:
+            t = torch.randint(0, 1000, (x0.shape[0],))
+            noise = torch.randn_like(x0)
+            a = alphas_cumprod[t].view(-1, 1, 1, 1)
+            loss = F.mse_loss(model(a.sqrt() * x0 + (1 - a).sqrt() * noise), noise)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+
+
+if __name__ == "__main__":
+    main()

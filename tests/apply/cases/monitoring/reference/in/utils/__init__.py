@@ -1,0 +1,3 @@
+from .ema import EMA
+
+__all__ = ["EMA"]

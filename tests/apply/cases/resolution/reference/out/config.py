@@ -1,0 +1,30 @@
+"""Configuration of a reference-style trainer: dataclass defaults, one section per concern."""
+
+from dataclasses import dataclass, field
+
+
+@dataclass
+class ModelConfig:
+    model_channels: int = 80
+
+
+@dataclass
+class DataConfig:
+    image_size: int = 96
+    num_frames: int = 16
+
+
+@dataclass
+class TrainConfig:
+    learning_rate: float = 5e-5
+    num_epochs: int = 150
+    beta_schedule: str = "linear"
+    prediction_type: str = "epsilon"
+    num_train_timesteps: int = 100
+
+
+@dataclass
+class Config:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)

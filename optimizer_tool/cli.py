@@ -48,6 +48,7 @@ def check(
     skip: Optional[List[str]] = typer.Option(None, help="Skip these optimizations (keys)."),
     fail_on: Optional[Severity] = typer.Option(None, "--fail-on", help="Lowest severity that fails: bug, missing (default), info."),
     no_config: bool = typer.Option(False, "--no-config", help="Ignore [tool.t2s-opt] in pyproject.toml."),
+    jobs: int = typer.Option(1, "--jobs", "-j", min=0, help="Worker processes for parsing and checking (0: one per CPU)."),
 ) -> None:
     """Report, per optimization, what is missing and what is implemented wrongly."""
     from optimizer_tool import reporters
@@ -69,7 +70,7 @@ def check(
             skip=_check_keys(_split(skip), "--skip"),
             fail_on=fail_on,
         )
-        result, _ = run_check(list(paths), settings)
+        result, _ = run_check(list(paths), settings, jobs=jobs)
     except UsageError as exc:
         raise fail(str(exc))
     text = reporters.render(result, output_format, color=output is None and sys.stdout.isatty())

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import os
 import re
 from collections import deque
+from concurrent.futures import Executor, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
 
 from optimizer_tool.findings import Finding, Location, Severity
 from optimizer_tool.index import UnitIndex
-from optimizer_tool.project import LoadResult, SourceFile, Unit, load, load_configs
+from optimizer_tool.project import ConfigFile, LoadResult, SourceFile, Unit, load, load_configs, parse_source
 from optimizer_tool.rules import Optimization, optimizations
 from optimizer_tool.settings import Settings
 
@@ -107,31 +109,77 @@ def _is_comment(line: str, index: int) -> bool:
     return quotes % 2 == 0
 
 
-def check_units(units: list[Unit], settings: Settings, root: Path, selected: tuple[Optimization, ...] | None = None) -> CheckResult:
+def check_units(
+    units: list[Unit], settings: Settings, root: Path, selected: tuple[Optimization, ...] | None = None, pool: Executor | None = None
+) -> CheckResult:
+    """Index each unit and run the rules on it, in this process or, given ``pool``, in its workers
+    (each unit is sent as paths and texts: libcst trees are costly to pickle)."""
     selected = selected or optimizations()
-    findings: list[Finding] = []
-    statuses: list[RuleStatus] = []
-    for unit in units:
-        index = UnitIndex.build(unit)
-        for opt in selected:
-            for rule_cls in opt.rules:
-                rule = rule_cls()
-                try:
-                    applies = rule.applies(index)
-                    hits = list(rule.check(index)) if applies else []
-                except Exception as exc:  # noqa: BLE001 - one rule's crash must not hide the others' findings
-                    findings.append(internal_error(rule.code, unit.entry.path, exc))
-                    continue
-                if not applies:
-                    statuses.append(RuleStatus(rule.code, opt.key, rule.title, unit.entry.path, "n/a"))
-                    continue
-                statuses.append(RuleStatus(rule.code, opt.key, rule.title, unit.entry.path, "fail" if hits else "pass"))
-                for hit in hits:
-                    findings.append(
-                        Finding(rule.code, opt.key, rule.severity, hit.message or rule.message, Location(hit.path, hit.line, hit.col), rule.fixable)
-                    )
+    if pool is None:
+        per_unit = [_check_unit(unit, selected) for unit in units]
+    else:
+        keys = tuple(opt.key for opt in selected)
+        specs = [(u.entry.path, [(s.path, s.text) for s in u.files], u.configs, keys) for u in units]
+        biggest_first = sorted(range(len(specs)), key=lambda i: -sum(len(text) for _, text in specs[i][1]))
+        done = dict(zip(biggest_first, pool.map(_check_unit_in_worker, [specs[i] for i in biggest_first])))
+        per_unit = [done[i] for i in range(len(specs))]
+    findings = [f for unit_findings, _ in per_unit for f in unit_findings]
+    statuses = [s for _, unit_statuses in per_unit for s in unit_statuses]
     unique = sorted(set(findings), key=Finding.sort_key)
     return CheckResult(unique, statuses, [u.entry.path for u in units], root)
+
+
+def _check_unit(unit: Unit, selected: tuple[Optimization, ...]) -> tuple[list[Finding], list[RuleStatus]]:
+    findings: list[Finding] = []
+    statuses: list[RuleStatus] = []
+    index = UnitIndex.build(unit)
+    for opt in selected:
+        for rule_cls in opt.rules:
+            rule = rule_cls()
+            try:
+                applies = rule.applies(index)
+                hits = list(rule.check(index)) if applies else []
+            except Exception as exc:  # noqa: BLE001 - one rule's crash must not hide the others' findings
+                findings.append(internal_error(rule.code, unit.entry.path, exc))
+                continue
+            if not applies:
+                statuses.append(RuleStatus(rule.code, opt.key, rule.title, unit.entry.path, "n/a"))
+                continue
+            statuses.append(RuleStatus(rule.code, opt.key, rule.title, unit.entry.path, "fail" if hits else "pass"))
+            for hit in hits:
+                findings.append(
+                    Finding(rule.code, opt.key, rule.severity, hit.message or rule.message, Location(hit.path, hit.line, hit.col), rule.fixable)
+                )
+    return findings, statuses
+
+
+# --- worker processes (check --jobs): top-level functions, so any start method can run them ---
+_WORKER_SOURCES: dict[Path, SourceFile] = {}  # per worker: parsed files, reused across its units
+
+
+def _parse_in_worker(path: Path, text: str | None) -> SourceFile | Finding:
+    """Parse one file; the parent gets the text (or the error) back, not the libcst tree."""
+    parsed = parse_source(path, text)
+    if isinstance(parsed, Finding):
+        return parsed
+    _WORKER_SOURCES[path] = parsed
+    return SourceFile(parsed.path, parsed.text, None)  # type: ignore[arg-type]
+
+
+def _worker_source(path: Path, text: str) -> SourceFile:
+    cached = _WORKER_SOURCES.get(path)
+    if cached is None or cached.text != text:
+        parsed = parse_source(path, text)
+        assert isinstance(parsed, SourceFile), f"{path} parsed in the parent but not in a worker"
+        cached = _WORKER_SOURCES[path] = parsed
+    return cached
+
+
+def _check_unit_in_worker(spec: tuple[Path, list[tuple[Path, str]], list[ConfigFile], tuple[str, ...]]) -> tuple[list[Finding], list[RuleStatus]]:
+    entry, files, configs, keys = spec
+    sources = [_worker_source(path, text) for path, text in files]
+    by_key = {opt.key: opt for opt in optimizations()}
+    return _check_unit(Unit(next(s for s in sources if s.path == entry), sources, configs), tuple(by_key[k] for k in keys))
 
 
 def internal_error(code: str, path: Path, exc: Exception) -> Finding:
@@ -174,16 +222,31 @@ def apply_suppressions(result: CheckResult, files: dict[Path, SourceFile], setti
     result.findings = sorted(kept, key=Finding.sort_key)
 
 
-def run_check(paths: list[Path], settings: Settings, overrides: dict[Path, str] | None = None) -> tuple[CheckResult, LoadResult]:
-    loaded = load(paths, overrides)
-    return check_loaded(loaded, paths, settings), loaded
+def run_check(
+    paths: list[Path], settings: Settings, overrides: dict[Path, str] | None = None, jobs: int = 1
+) -> tuple[CheckResult, LoadResult]:
+    """``jobs`` > 1 (0: one per CPU) parses the files and checks the units in that many worker
+    processes. The result is the same; the returned files then hold no libcst tree
+    (``module`` is None) except the imported ones parsed here, so callers that transform
+    code (apply) use the default ``jobs=1``."""
+    workers = jobs if jobs > 0 else os.cpu_count() or 1
+    if workers == 1:
+        loaded = load(paths, overrides)
+        return check_loaded(loaded, paths, settings), loaded
+    with ProcessPoolExecutor(max_workers=workers) as pool:
+
+        def parse_many(targets: list[Path], texts: list[str | None]) -> list[SourceFile | Finding]:
+            return list(pool.map(_parse_in_worker, targets, texts, chunksize=max(1, len(targets) // (4 * workers))))
+
+        loaded = load(paths, overrides, parse_many)
+        return check_loaded(loaded, paths, settings, pool), loaded
 
 
-def check_loaded(loaded: LoadResult, paths: list[Path], settings: Settings) -> CheckResult:
+def check_loaded(loaded: LoadResult, paths: list[Path], settings: Settings, pool: Executor | None = None) -> CheckResult:
     """Check files already parsed (apply re-checks its changed modules without re-reading the rest)."""
     units = build_units(loaded, [Path(p).resolve() for p in paths])
     selected = optimizations()
-    result = check_units(units, settings, loaded.root, selected)
+    result = check_units(units, settings, loaded.root, selected, pool)
     apply_suppressions(result, loaded.files, settings)
     result.findings = [settings.adjust(f) for f in result.findings if settings.wants(f, loaded.root)]
     result.statuses = [s for s in result.statuses if (not settings.only or s.key in settings.only) and s.key not in settings.skip]

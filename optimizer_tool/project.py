@@ -52,11 +52,25 @@ class SourceFile:
         for node in ast.walk(self.tree) if self.tree else ():
             if isinstance(node, ast.Call) and isinstance(node.func, (ast.Attribute, ast.Name)):
                 name = node.func.attr if isinstance(node.func, ast.Attribute) else node.func.id
-                if name == "backward" or name.endswith("_backward"):
+                if (name == "backward" or name.endswith("_backward")) and not _autograd_kernel(node.func, name):
                     return True
             elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.name in TRAINING_FUNCTIONS:
                 return True
         return False
+
+
+def _autograd_kernel(func: ast.expr, name: str) -> bool:
+    """``ctx.save_for_backward(...)``, ``torch.ops.aten.*_backward(...)`` and private kernel
+    wrappers (``_wrapped_flash_attn_backward``) belong to custom autograd functions, not to
+    training: a library module holding one is no trainer, and treating diffusers'
+    attention_dispatch.py as one pulled the whole package into every unit that imports it."""
+    if name == "save_for_backward" or name.startswith("_"):
+        return True
+    chain = []
+    while isinstance(func, ast.Attribute):
+        chain.append(func.attr)
+        func = func.value
+    return isinstance(func, ast.Name) and func.id == "torch" and chain[-1:] == ["ops"]
 
 
 @dataclass
@@ -134,11 +148,13 @@ def parse_source(path: Path, text: str | None = None) -> SourceFile | Finding:
     return SourceFile(path, text, module)
 
 
-def load(paths: list[Path], overrides: dict[Path, str] | None = None) -> LoadResult:
+def load(paths: list[Path], overrides: dict[Path, str] | None = None, parse_many=None) -> LoadResult:
     """Parse the given files, then the local modules that trainers import (transitively).
 
     Imports are followed from training files only: library code in a folder under audit
-    has nothing for the rules, and following its imports would pull in a whole package."""
+    has nothing for the rules, and following its imports would pull in a whole package.
+    ``parse_many(paths, texts)`` parses the given files instead of ``parse_source`` one by one
+    (``check --jobs`` does it in worker processes)."""
     targets, errors = discover(paths)
     overrides = overrides or {}
     root = project_root(targets)
@@ -152,8 +168,15 @@ def load(paths: list[Path], overrides: dict[Path, str] | None = None) -> LoadRes
         files[path] = parsed
         return parsed
 
-    for path in targets:
-        parse(path)
+    if parse_many is None:
+        for path in targets:
+            parse(path)
+    else:
+        for path, parsed in zip(targets, parse_many(targets, [overrides.get(p) for p in targets])):
+            if isinstance(parsed, Finding):
+                errors.append(parsed)
+            else:
+                files[path] = parsed
     queue = [source for source in files.values() if source.trains]
     seen = {source.path for source in queue}
     while queue:

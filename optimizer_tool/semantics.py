@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass
 from typing import Iterable, Iterator
 
-from optimizer_tool.index import CallSite, Setting, UnitIndex, literal, norm
+from optimizer_tool.index import CallSite, Setting, UnitIndex, code_of, literal, norm
 
 ROLE_CONSTRUCTORS: dict[str, tuple[str, ...]] = {
     "optimizer": (
@@ -123,14 +123,8 @@ def mentions(index: UnitIndex, functions: list, name: str) -> bool:
     """Whether code in ``functions`` refers to ``name`` (``self.ema`` in ``self.ema.state_dict()``)."""
     pattern = re.compile(rf"(?<![\w.]){re.escape(name)}(?!\w)")
     return any(pattern.search(c.text) for c in index.calls if c.function in functions) or any(
-        a.function in functions and (pattern.search(a.target) or pattern.search(_code(a.value))) for a in index.assigns
+        a.function in functions and (pattern.search(a.target) or pattern.search(code_of(a.value))) for a in index.assigns
     )
-
-
-def _code(node) -> str:
-    from optimizer_tool.index import code_of
-
-    return code_of(node)
 
 
 def run_length(index: UnitIndex):

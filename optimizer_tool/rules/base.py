@@ -55,14 +55,6 @@ class Rule:
         raise NotImplementedError
 
 
-def first_in_scope(sites: list[CallSite]) -> CallSite | None:
-    return min(sites, key=lambda s: (str(s.path), s.line, s.col), default=None)
-
-
-def is_call(node: cst.BaseExpression | None) -> bool:
-    return isinstance(node, cst.Call)
-
-
 class CannotFix(Exception):
     """A fix found no anchor it can prove (no ``optimizer.step()``, no checkpoint dict...).
     ``patch`` is the manual change to suggest instead of guessing."""

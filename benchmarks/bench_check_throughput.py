@@ -87,15 +87,36 @@ def torchfix_exe() -> Path:
 
 
 def versions(tf_python: Path) -> str:
-    ours = subprocess.run([sys.executable, "-c", "import importlib.metadata as m; print(m.version('libcst'))"], capture_output=True, text=True).stdout.strip()
+    ours = subprocess.run(
+        [sys.executable, "-c", "import importlib.metadata as m; print(m.version('libcst'))"],
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
     theirs = subprocess.run(
-        [str(tf_python), "-c", "import importlib.metadata as m; print(m.version('torchfix'), m.version('libcst'))"], capture_output=True, text=True
+        [str(tf_python), "-c", "import importlib.metadata as m; print(m.version('torchfix'), m.version('libcst'))"],
+        capture_output=True,
+        text=True,
     ).stdout.split()
-    return f"t2s-opt on libcst {ours}; TorchFix {theirs[0]} on libcst {theirs[1]}" if len(theirs) == 2 else f"libcst {ours}"
+    return (
+        f"t2s-opt on libcst {ours}; TorchFix {theirs[0]} on libcst {theirs[1]}"
+        if len(theirs) == 2
+        else f"libcst {ours}"
+    )
 
 
 def ours_cmd(jobs: int, files: list[Path]) -> list[str]:
-    return [sys.executable, "-m", "optimizer_tool.cli", "check", "--jobs", str(jobs), "--no-config", "--output-format", "concise", *map(str, files)]
+    return [
+        sys.executable,
+        "-m",
+        "optimizer_tool.cli",
+        "check",
+        "--jobs",
+        str(jobs),
+        "--no-config",
+        "--output-format",
+        "concise",
+        *map(str, files),
+    ]
 
 
 def torchfix_cmd(exe: Path, jobs: int, files: list[Path]) -> list[str]:
@@ -152,11 +173,17 @@ def main() -> int:
     load_after = os.getloadavg()
 
     print()
-    print(f"corpus:   {len(files)} files, {lines:,} lines ({len(torch_files)} files / {torch_lines:,} lines contain 'torch', "
-          f"the ones TorchFix parses)")
+    print(
+        f"corpus:   {len(files)} files, {lines:,} lines "
+        f"({len(torch_files)} files / {torch_lines:,} lines contain 'torch', "
+        f"the ones TorchFix parses)"
+    )
     print(f"tools:    {versions(TORCHFIX_VENV / 'bin' / 'python')}")
-    print(f"machine:  {os.cpu_count()} CPUs, load average (1/5/15 min) {'/'.join(f'{x:.2f}' for x in load_before)} before, "
-          f"{'/'.join(f'{x:.2f}' for x in load_after)} after")
+    print(
+        f"machine:  {os.cpu_count()} CPUs, "
+        f"load average (1/5/15 min) {'/'.join(f'{x:.2f}' for x in load_before)} before, "
+        f"{'/'.join(f'{x:.2f}' for x in load_after)} after"
+    )
     print(f"timing:   median of {args.runs} runs, each tool as a subprocess (interpreter start and imports included)\n")
     print(f"{'configuration':<42} {'median s':>9} {'files/s':>8} {'lines/s':>9} {'output lines':>13}  runs (s)")
     median = {label: statistics.median(values) for label, values in times.items()}
@@ -172,11 +199,16 @@ def main() -> int:
     print("ratios (throughput ours / TorchFix on the same files; > 1 means t2s-opt is faster):")
     print(f"  serial:        jobs=1 vs -j 1: {ratio('t2s-opt check  jobs=1', 'TorchFix       -j 1')}")
     print(f"  parallel:      jobs={j} vs -j {j}: {ratio(f't2s-opt check  jobs={j}', f'TorchFix       -j {j}')}")
-    print(f"  like-for-like: ours on the {len(torch_files)} torch files vs TorchFix on the full list (which parses just those): "
-          f"serial {ratio('t2s-opt check  jobs=1, torch files only', 'TorchFix       -j 1')}, "
-          f"parallel {ratio(f't2s-opt check  jobs={j}, torch files only', f'TorchFix       -j {j}')}")
-    print(f"  our speed-up from {j} workers: {median['t2s-opt check  jobs=1'] / median[f't2s-opt check  jobs={j}']:.2f}x "
-          f"(TorchFix: {median['TorchFix       -j 1'] / median[f'TorchFix       -j {j}']:.2f}x)")
+    print(
+        f"  like-for-like: ours on the {len(torch_files)} torch files "
+        "vs TorchFix on the full list (which parses just those): "
+        f"serial {ratio('t2s-opt check  jobs=1, torch files only', 'TorchFix       -j 1')}, "
+        f"parallel {ratio(f't2s-opt check  jobs={j}, torch files only', f'TorchFix       -j {j}')}"
+    )
+    print(
+        f"  our speed-up from {j} workers: {median['t2s-opt check  jobs=1'] / median[f't2s-opt check  jobs={j}']:.2f}x "
+        f"(TorchFix: {median['TorchFix       -j 1'] / median[f'TorchFix       -j {j}']:.2f}x)"
+    )
     return 0
 
 

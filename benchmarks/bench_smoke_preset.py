@@ -24,8 +24,18 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def run(out: Path, device: str) -> int:
-    cmd = [sys.executable, "-m", "reference_trainer.main", "train", "--preset", "smoke", "--out", str(out),
-           "--device", device]
+    cmd = [
+        sys.executable,
+        "-m",
+        "reference_trainer.main",
+        "train",
+        "--preset",
+        "smoke",
+        "--out",
+        str(out),
+        "--device",
+        device,
+    ]
     load_before = os.getloadavg()[0]
     start = time.perf_counter()
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
@@ -44,11 +54,15 @@ def run(out: Path, device: str) -> int:
     print(f"command:  {' '.join(cmd[1:])}")
     print(f"machine:  {os.cpu_count()} CPUs, load average {load_before:.2f} before / {os.getloadavg()[0]:.2f} after")
     print(f"run:      {len(rows)} optimizer steps over {epochs} epochs on {device}")
-    print(f"wall:     {wall:.1f} s of the {BUDGET_S:.0f} s budget = {wall / BUDGET_S:.2f}x "
-          f"({'within' if wall <= BUDGET_S else 'OVER'} budget); CPU user+sys {usage.ru_utime + usage.ru_stime:.1f} s")
+    print(
+        f"wall:     {wall:.1f} s of the {BUDGET_S:.0f} s budget = {wall / BUDGET_S:.2f}x "
+        f"({'within' if wall <= BUDGET_S else 'OVER'} budget); CPU user+sys {usage.ru_utime + usage.ru_stime:.1f} s"
+    )
     falling = last < 0.9 * first  # the criterion of tests/trainer/test_cli.py
-    print(f"loss:     mean of first {window} steps {first:.4f} -> last {window} steps {last:.4f} "
-          f"({(last - first) / first:+.1%}; {'falling' if falling else 'NOT falling by 10%'})")
+    print(
+        f"loss:     mean of first {window} steps {first:.4f} -> last {window} steps {last:.4f} "
+        f"({(last - first) / first:+.1%}; {'falling' if falling else 'NOT falling by 10%'})"
+    )
     return 0 if wall <= BUDGET_S and falling else 1
 
 

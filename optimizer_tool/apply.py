@@ -7,10 +7,11 @@ files beside their targets, moved into place with ``os.replace``, restored on fa
 Which fixes run (``select``):
 - ``--only KEYS`` runs exactly those, safe or not (naming an unsafe fix is asking for it);
 - ``--all`` runs every fix, including those that change the training objective (vpred, lpips,
-  the schedules), except the ones marked ``FIX_ON_REQUEST_ONLY`` (resolution: about 2x the
-  memory and +50% training time, so only ``--only resolution`` applies it);
-- otherwise the safe fixes (ema, lr-schedule, clipping, monitoring), plus the unsafe ones with
-  ``--unsafe``; ``--skip KEYS`` removes fixes from any of these.
+  the schedules), except the ``ON_REQUEST`` ones (resolution: about 2x the memory and +50%
+  training time, so only ``--only resolution`` applies it);
+- otherwise the fixes declared ``SAFE`` (ema, lr-schedule, clipping, monitoring), plus the
+  ``UNSAFE`` ones with ``--unsafe``; ``--skip KEYS`` removes fixes from any of these.
+Each fix declares its own applicability (``optimizer_tool.contract.Applicability``), as ruff's.
 
 How one fix leads to another (``plan``):
 - A fix runs on fresh findings of its own rules for the unit as the previous fixes left it, and
@@ -42,15 +43,17 @@ import subprocess
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterable, Iterator, Mapping
 
 import libcst as cst
 
+from optimizer_tool.contract import Applicability, CannotFix, FixContext
 from optimizer_tool.engine import apply_suppressions, build_units, check_loaded, check_units, run_check
+from optimizer_tool.errors import UsageError
 from optimizer_tool.findings import Finding, Severity
 from optimizer_tool.index import UnitIndex
-from optimizer_tool.project import SKIP_DIRS, LoadResult, SourceFile, Unit, UsageError, local_imports, parse_source
-from optimizer_tool.rules import Optimization, optimizations
-from optimizer_tool.rules.base import CannotFix, FixContext
+from optimizer_tool.project import SKIP_DIRS, LoadResult, SourceFile, Unit, local_imports, parse_source
+from optimizer_tool.registry import Optimization, optimizations
 from optimizer_tool.settings import Settings
 
 # A fix that keeps finding new work after this many passes is looping, not converging.
@@ -76,22 +79,32 @@ class FixPlan:
         return not self.refused and not self.input_errors and not self.unfixed and not self.blocking
 
 
-def select(keys: list[str] | None, skip: list[str] | None, unsafe: bool, everything: bool = False) -> list[Optimization]:
+def select(
+    keys: list[str] | None, skip: list[str] | None, unsafe: bool, everything: bool = False
+) -> list[Optimization]:
     """``--only`` names optimizations explicitly (safe or not); ``--all`` takes every fix but the
     on-request-only ones; otherwise only safe fixes run, plus the unsafe ones with ``--unsafe``,
     as ruff does."""
     chosen = []
     for opt in optimizations():
-        if opt.fix is None or (skip and opt.key in skip):
+        if not opt.fixes or (skip and opt.key in skip):
             continue
         if keys:
-            if opt.key in keys:
-                chosen.append(opt)
-        elif opt.fix_on_request_only:
-            continue
-        elif everything or opt.safe_fix or unsafe:
-            chosen.append(opt)
+            named = opt.key in keys
+            fixes = tuple(f for f in opt.fixes if named and f.applicability is not Applicability.DISPLAY_ONLY)
+        else:
+            fixes = tuple(f for f in opt.fixes if _runs_unasked(f.applicability, unsafe, everything))
+        if fixes:
+            chosen.append(opt.restricted(fixes))
     return chosen
+
+
+def _runs_unasked(applicability: Applicability, unsafe: bool, everything: bool) -> bool:
+    """Whether a fix runs when its key is not named: safe ones always, unsafe ones with
+    ``--unsafe``/``--all``, on-request and display-only ones never."""
+    if applicability is Applicability.SAFE:
+        return True
+    return applicability is Applicability.UNSAFE and (unsafe or everything)
 
 
 def _identity(finding: Finding) -> tuple[str, Path]:
@@ -128,6 +141,53 @@ class _Workspace:
         return {p: s.text for p, s in self.sources.items() if s.text != originals[p]}
 
 
+class _ProjectFiles(Mapping[Path, str]):
+    """``FixContext.project_files`` of one unit: the Python files in the folders of its files and
+    their direct subfolders (none under SKIP_DIRS), as the workspace has them, else as on disk.
+    Listed and read only when a fix asks (the EMA fix looking for the project's own helper); a
+    file that cannot be read as UTF-8 has no text (``get`` gives None)."""
+
+    def __init__(self, work: _Workspace, unit_paths: Iterable[Path]) -> None:
+        self._work = work
+        self._folders = sorted({p.parent for p in unit_paths})
+        self._paths: dict[Path, None] | None = None
+        self._texts: dict[Path, str | None] = {}
+
+    def _listed(self) -> dict[Path, None]:
+        if self._paths is None:
+            found = [
+                path
+                for folder in self._folders
+                for path in (*folder.glob("*.py"), *folder.glob("*/*.py"))
+                if path.parent == folder or path.parent.name not in SKIP_DIRS
+            ]
+            self._paths = dict.fromkeys(sorted(p for p in set(found) if p.is_file()))
+        return self._paths
+
+    def __iter__(self) -> Iterator[Path]:
+        return iter(self._listed())
+
+    def __len__(self) -> int:
+        return len(self._listed())
+
+    def __getitem__(self, path: Path) -> str:
+        if path not in self._texts:
+            self._texts[path] = self._read(path) if path in self._listed() else None
+        text = self._texts[path]
+        if text is None:
+            raise KeyError(path)
+        return text
+
+    def _read(self, path: Path) -> str | None:
+        source = self._work.sources.get(path)
+        if source is not None:
+            return source.text
+        try:
+            return path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError):
+            return None
+
+
 def _fresh_findings(unit: Unit, opt: Optimization, settings: Settings, root: Path) -> list[Finding]:
     """What ``opt``'s rules report on the unit now, with the user's suppressions and settings:
     positions match the code the fix is about to change."""
@@ -144,7 +204,7 @@ def plan(paths: list[Path], chosen: list[Optimization], settings: Settings, skip
         return result
     work = _Workspace(loaded, [Path(p).resolve() for p in paths])
     seen_before = {_identity(f) for f in before.findings}
-    fixer_of = {code: opt for opt in optimizations() if opt.fix is not None for code in opt.fix.codes}
+    fixer_of = {code: opt for opt in optimizations() for code in opt.fixable_codes}
     active = list(chosen)
     attempted: set[tuple[str, Path]] = set()
     targets: list[Finding] = []
@@ -154,8 +214,11 @@ def plan(paths: list[Path], chosen: list[Optimization], settings: Settings, skip
         # own rules on the unit as the fixes before it left it.
         pending = {(f.code, f.location.path) for f in after.findings} - attempted
         ran = [
-            opt.key for unit in work.units() for opt in list(active)
-            if _has_work(opt, unit, pending) and _run_fix(opt, unit.entry.path, work, settings, attempted, targets, result)
+            opt.key
+            for unit in work.units()
+            for opt in list(active)
+            if _has_work(opt, unit, pending)
+            and _run_fix(opt, unit.entry.path, work, settings, attempted, targets, result)
         ]
         changed = work.changed(result.originals)
         if changed != checked:
@@ -166,9 +229,13 @@ def plan(paths: list[Path], chosen: list[Optimization], settings: Settings, skip
             break
         # A fix must not leave a new bug: when another fix resolves it, that one runs too.
         needed = [
-            fixer_of[f.code] for f in after.findings
-            if f.severity is Severity.BUG and _identity(f) not in seen_before and f.code in fixer_of
-            and fixer_of[f.code] not in active and not (skip and fixer_of[f.code].key in skip)
+            fixer_of[f.code]
+            for f in after.findings
+            if f.severity is Severity.BUG
+            and _identity(f) not in seen_before
+            and f.code in fixer_of
+            and fixer_of[f.code].key not in {opt.key for opt in active}
+            and not (skip and fixer_of[f.code].key in skip)
         ]
         for opt in dict.fromkeys(needed):
             active.append(opt)
@@ -202,17 +269,30 @@ def _verify(paths: list[Path], settings: Settings, loaded: LoadResult, changed: 
             files.pop(path, None)
         else:
             files[path] = parsed
-    if any(imported not in files for path in changed if path in files for imported in local_imports(files[path], loaded.root)):
+    if any(
+        imported not in files
+        for path in changed
+        if path in files
+        for imported in local_imports(files[path], loaded.root)
+    ):
         return run_check(paths, settings, overrides=changed)[0]
     return check_loaded(LoadResult(files, errors, loaded.root), paths, settings)
 
 
 def _has_work(opt: Optimization, unit: Unit, pending: set[tuple[str, Path]]) -> bool:
     paths = {f.path for f in unit.files} | {c.path for c in unit.configs}
-    return any(code in opt.fix.codes and path in paths for code, path in pending)
+    return any(code in opt.fixable_codes and path in paths for code, path in pending)
 
 
-def _run_fix(opt: Optimization, entry: Path, work: _Workspace, settings: Settings, attempted: set, targets: list[Finding], result: FixPlan) -> bool:
+def _run_fix(
+    opt: Optimization,
+    entry: Path,
+    work: _Workspace,
+    settings: Settings,
+    attempted: set,
+    targets: list[Finding],
+    result: FixPlan,
+) -> bool:
     """Run ``opt``'s fix on the unit of ``entry`` while its rules report findings it has not tried yet."""
     ran = False
     for _ in range(MAX_PASSES):
@@ -223,15 +303,23 @@ def _run_fix(opt: Optimization, entry: Path, work: _Workspace, settings: Setting
         # a finding may point into the unit's YAML/TOML config: the fix then says what to edit there
         located = unit_paths | {c.path for c in current.configs}
         findings = [
-            f for f in _fresh_findings(current, opt, settings, work.root)
-            if f.code in opt.fix.codes and f.location.path in located and _identity(f) not in attempted
+            f
+            for f in _fresh_findings(current, opt, settings, work.root)
+            if f.code in opt.fixable_codes and f.location.path in located and _identity(f) not in attempted
         ]
         if not findings:
             break
         attempted.update(_identity(f) for f in findings)
-        ctx = FixContext(UnitIndex.build(current), {p: work.sources[p].module for p in unit_paths})
+        ctx = FixContext(
+            UnitIndex.build(current),
+            {p: work.sources[p].module for p in unit_paths},
+            _ProjectFiles(work, unit_paths),
+        )
         try:
-            opt.fix().apply(ctx, findings)
+            for fix in opt.fixes:
+                mine = [f for f in findings if f.code in fix.codes]
+                if mine:
+                    fix().apply(ctx, mine)
         except CannotFix as exc:
             exc.key = opt.key
             result.refused.append(exc)
@@ -255,7 +343,9 @@ def write_all(changes: dict[Path, str], originals: dict[Path, str]) -> None:
     already replaced get their original text back the same way."""
     for path in changes:
         if path.read_bytes().decode("utf-8") != originals[path]:
-            raise ApplyError(f"{path} changed on disk while the fixes were computed; nothing was written, run apply again")
+            raise ApplyError(
+                f"{path} changed on disk while the fixes were computed; nothing was written, run apply again"
+            )
     temps: dict[Path, Path] = {}
     replaced: list[Path] = []
     try:
@@ -267,7 +357,9 @@ def write_all(changes: dict[Path, str], originals: dict[Path, str]) -> None:
     except OSError as exc:
         for path in replaced:
             os.replace(_temp_copy(path, originals[path]), path)
-        raise ApplyError(f"cannot write {exc.filename or 'a file'}: {exc.strerror or exc}; no file was changed") from exc
+        raise ApplyError(
+            f"cannot write {exc.filename or 'a file'}: {exc.strerror or exc}; no file was changed"
+        ) from exc
     finally:
         for temp in temps.values():
             temp.unlink(missing_ok=True)
@@ -300,7 +392,10 @@ def check_inside(changes: dict[Path, str], targets: list[Path]) -> None:
     folders = project_folders(targets)
     outside = [p for p in changes if not any(f == p.parent or f in p.parents for f in folders)]
     if outside:
-        raise UsageError(f"the fixes would change {outside[0]}, outside {', '.join(map(str, folders))}; pass the folder that contains every file to change")
+        raise UsageError(
+            f"the fixes would change {outside[0]}, outside {', '.join(map(str, folders))}; "
+            "pass the folder that contains every file to change"
+        )
 
 
 def copy_project(source: Path, destination: Path, changes: dict[Path, str]) -> dict[Path, Path]:

@@ -9,11 +9,10 @@ from concurrent.futures import Executor, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-
 from optimizer_tool.findings import Finding, Location, Severity
 from optimizer_tool.index import UnitIndex
 from optimizer_tool.project import ConfigFile, LoadResult, SourceFile, Unit, load, load_configs, parse_source
-from optimizer_tool.rules import Optimization, optimizations
+from optimizer_tool.registry import Optimization, optimizations
 from optimizer_tool.settings import Settings
 
 SUPPRESSION = re.compile(r"#\s*t2s-opt:\s*(ignore|fixme)(?:\[([A-Za-z0-9_,\s]+)\])?")
@@ -110,7 +109,11 @@ def _is_comment(line: str, index: int) -> bool:
 
 
 def check_units(
-    units: list[Unit], settings: Settings, root: Path, selected: tuple[Optimization, ...] | None = None, pool: Executor | None = None
+    units: list[Unit],
+    settings: Settings,
+    root: Path,
+    selected: tuple[Optimization, ...] | None = None,
+    pool: Executor | None = None,
 ) -> CheckResult:
     """Index each unit and run the rules on it, in this process or, given ``pool``, in its workers
     (each unit is sent as paths and texts: libcst trees are costly to pickle)."""
@@ -148,7 +151,14 @@ def _check_unit(unit: Unit, selected: tuple[Optimization, ...]) -> tuple[list[Fi
             statuses.append(RuleStatus(rule.code, opt.key, rule.title, unit.entry.path, "fail" if hits else "pass"))
             for hit in hits:
                 findings.append(
-                    Finding(rule.code, opt.key, rule.severity, hit.message or rule.message, Location(hit.path, hit.line, hit.col), rule.fixable)
+                    Finding(
+                        rule.code,
+                        opt.key,
+                        rule.severity,
+                        hit.message or rule.message,
+                        Location(hit.path, hit.line, hit.col),
+                        opt.fixable(rule.code),
+                    )
                 )
     return findings, statuses
 
@@ -175,11 +185,15 @@ def _worker_source(path: Path, text: str) -> SourceFile:
     return cached
 
 
-def _check_unit_in_worker(spec: tuple[Path, list[tuple[Path, str]], list[ConfigFile], tuple[str, ...]]) -> tuple[list[Finding], list[RuleStatus]]:
+def _check_unit_in_worker(
+    spec: tuple[Path, list[tuple[Path, str]], list[ConfigFile], tuple[str, ...]],
+) -> tuple[list[Finding], list[RuleStatus]]:
     entry, files, configs, keys = spec
     sources = [_worker_source(path, text) for path, text in files]
     by_key = {opt.key: opt for opt in optimizations()}
-    return _check_unit(Unit(next(s for s in sources if s.path == entry), sources, configs), tuple(by_key[k] for k in keys))
+    return _check_unit(
+        Unit(next(s for s in sources if s.path == entry), sources, configs), tuple(by_key[k] for k in keys)
+    )
 
 
 def internal_error(code: str, path: Path, exc: Exception) -> Finding:
@@ -187,7 +201,8 @@ def internal_error(code: str, path: Path, exc: Exception) -> Finding:
         "T2S900",
         "meta",
         Severity.BUG,
-        f"internal error in rule {code} ({type(exc).__name__}: {exc}); the other rules ran. Please report it with this file",
+        f"internal error in rule {code} ({type(exc).__name__}: {exc}); the other rules ran. "
+        "Please report it with this file",
         Location(path, 1, 1),
         is_error=True,
     )
@@ -208,7 +223,12 @@ def apply_suppressions(result: CheckResult, files: dict[Path, SourceFile], setti
     for path, marks in table.items():
         for line, (codes, _) in marks.items():
             if (path, line) not in used:
-                where = line - 1 if line - 1 in range(1, len(files[path].lines) + 1) and files[path].lines[line - 2].strip().startswith("#") else line
+                where = (
+                    line - 1
+                    if line - 1 in range(1, len(files[path].lines) + 1)
+                    and files[path].lines[line - 2].strip().startswith("#")
+                    else line
+                )
                 what = ", ".join(sorted(codes)) if codes else "all codes"
                 kept.append(
                     Finding(
@@ -242,14 +262,18 @@ def run_check(
         return check_loaded(loaded, paths, settings, pool), loaded
 
 
-def check_loaded(loaded: LoadResult, paths: list[Path], settings: Settings, pool: Executor | None = None) -> CheckResult:
+def check_loaded(
+    loaded: LoadResult, paths: list[Path], settings: Settings, pool: Executor | None = None
+) -> CheckResult:
     """Check files already parsed (apply re-checks its changed modules without re-reading the rest)."""
     units = build_units(loaded, [Path(p).resolve() for p in paths])
     selected = optimizations()
     result = check_units(units, settings, loaded.root, selected, pool)
     apply_suppressions(result, loaded.files, settings)
     result.findings = [settings.adjust(f) for f in result.findings if settings.wants(f, loaded.root)]
-    result.statuses = [s for s in result.statuses if (not settings.only or s.key in settings.only) and s.key not in settings.skip]
+    result.statuses = [
+        s for s in result.statuses if (not settings.only or s.key in settings.only) and s.key not in settings.skip
+    ]
     result.errors = loaded.errors
     result.findings = sorted([*loaded.errors, *result.findings], key=Finding.sort_key)
     return result

@@ -219,13 +219,15 @@ def _match(name: str, pattern: str) -> bool:
     return name == pattern
 
 
-class _Indexer(cst.CSTVisitor):
+class _Context(cst.CSTVisitor):
+    """Where the visit is: the enclosing class and function, if conditions and branches, loops,
+    with-items and finally blocks; and the file's import aliases, to qualify dotted names."""
+
     METADATA_DEPENDENCIES = (PositionProvider,)
 
-    def __init__(self, source: SourceFile, index: "FileFacts") -> None:
+    def __init__(self, source: SourceFile) -> None:
         super().__init__()
         self.source = source
-        self.index = index
         self.aliases = import_aliases(source.tree)
         self.functions: list[FunctionInfo] = []
         self.classes: list[str] = []
@@ -252,10 +254,25 @@ class _Indexer(cst.CSTVisitor):
     def function(self) -> FunctionInfo | None:
         return self.functions[-1] if self.functions else None
 
-    def setting(self, name: str, value_node: cst.BaseExpression | None, kind: str, at: cst.CSTNode, owner: str = "", value: object = None) -> None:
-        line, col = self.pos(at)
-        self.index.settings.append(
-            Setting(norm(name), literal(value_node) if value is None else value, kind, self.source.path, line, col, owner)
+    def call_site(self, node: cst.Call) -> CallSite:
+        """A call with everything around it."""
+        line, col = self.pos(node)
+        func = self.function
+        return CallSite(
+            path=self.source.path,
+            node=node,
+            line=line,
+            col=col,
+            func_text=dotted(node.func),
+            qualnames=self.qnames(node.func),
+            function=func,
+            guards=tuple(self.guards),
+            no_grad=any(flag for _, flag in self.withs) or bool(func and func.no_grad),
+            loop_depth=self.loop_depth,
+            loops=tuple(self.loops),
+            branches=tuple(self.branches),
+            with_items=tuple(text for text, _ in self.withs),
+            in_finally=self.finally_depth > 0,
         )
 
     # --- scopes --------------------------------------------------------
@@ -272,14 +289,11 @@ class _Indexer(cst.CSTVisitor):
             (self.qnames(d.decorator.func if isinstance(d.decorator, cst.Call) else d.decorator) & NO_GRAD_CONTEXTS)
             for d in node.decorators
         )
-        params = tuple(p.name.value for p in [*node.params.posonly_params, *node.params.params, *node.params.kwonly_params])
+        params = tuple(
+            p.name.value for p in [*node.params.posonly_params, *node.params.params, *node.params.kwonly_params]
+        )
         cls = self.classes[-1] if self.classes and not self.functions else None
-        info = FunctionInfo(node.name.value, cls, self.source.path, line, end, no_grad, params)
-        self.functions.append(info)
-        self.index.functions.append(info)
-        for param in [*node.params.params, *node.params.kwonly_params]:
-            if param.default is not None and param.name.value not in ("self", "cls"):
-                self.setting(param.name.value, param.default, "param-default", param, owner=info.qualname)
+        self.functions.append(FunctionInfo(node.name.value, cls, self.source.path, line, end, no_grad, params))
 
     def leave_FunctionDef(self, node: cst.FunctionDef) -> None:
         self.functions.pop()
@@ -336,30 +350,53 @@ class _Indexer(cst.CSTVisitor):
             self.withs.append((code_of(expr), is_no_grad))
 
     def leave_With(self, node: cst.With) -> None:
-        del self.withs[len(self.withs) - len(node.items):]
+        del self.withs[len(self.withs) - len(node.items) :]
 
-    # --- facts ---------------------------------------------------------
-    def visit_Call(self, node: cst.Call) -> None:
-        line, col = self.pos(node)
-        func = self.function
-        site = CallSite(
-            path=self.source.path,
-            node=node,
-            line=line,
-            col=col,
-            func_text=dotted(node.func),
-            qualnames=self.qnames(node.func),
-            function=func,
-            guards=tuple(self.guards),
-            no_grad=any(flag for _, flag in self.withs) or bool(func and func.no_grad),
-            loop_depth=self.loop_depth,
-            loops=tuple(self.loops),
-            branches=tuple(self.branches),
-            with_items=tuple(text for text, _ in self.withs),
-            in_finally=self.finally_depth > 0,
+
+class _Indexer(_Context):
+    """Records the file's functions, calls, assignments and settings into its :class:`FileFacts`."""
+
+    def __init__(self, source: SourceFile, index: "FileFacts") -> None:
+        super().__init__(source)
+        self.index = index
+
+    def setting(
+        self,
+        name: str,
+        value_node: cst.BaseExpression | None,
+        kind: str,
+        at: cst.CSTNode,
+        owner: str = "",
+        value: object = None,
+    ) -> None:
+        line, col = self.pos(at)
+        self.index.settings.append(
+            Setting(
+                norm(name), literal(value_node) if value is None else value, kind, self.source.path, line, col, owner
+            )
         )
+
+    def visit_FunctionDef(self, node: cst.FunctionDef) -> None:
+        super().visit_FunctionDef(node)
+        info = self.functions[-1]
+        self.index.functions.append(info)
+        for param in [*node.params.params, *node.params.kwonly_params]:
+            if param.default is not None and param.name.value not in ("self", "cls"):
+                self.setting(param.name.value, param.default, "param-default", param, owner=info.qualname)
+
+    def visit_Call(self, node: cst.Call) -> None:
+        site = self.call_site(node)
         self.index.calls.append(site)
         self.index.call_by_node[node] = site
+        self._call_defaults(site, node)
+        owner = next(iter(sorted(site.qualnames)), site.func_text)
+        for arg in node.args:
+            if arg.keyword is not None:
+                self.setting(arg.keyword.value, arg.value, "kwarg", arg, owner=owner)
+
+    def _call_defaults(self, site: CallSite, node: cst.Call) -> None:
+        """Defaults a call declares: argparse's add_argument / set_defaults, getattr(obj, key, default)
+        and mapping.get(key, default)."""
         if site.method == "add_argument" and node.args:
             flags = [literal(a.value) for a in node.args if a.keyword is None]
             longest = max((f for f in flags if isinstance(f, str)), key=len, default=None)
@@ -382,10 +419,6 @@ class _Indexer(cst.CSTVisitor):
             key = literal(node.args[0].value)
             if isinstance(key, str):
                 self.setting(key, node.args[1].value, "getattr-default", node)
-        owner = next(iter(sorted(site.qualnames)), site.func_text)
-        for arg in node.args:
-            if arg.keyword is not None:
-                self.setting(arg.keyword.value, arg.value, "kwarg", arg, owner=owner)
 
     def visit_Dict(self, node: cst.Dict) -> None:
         for element in node.elements:
@@ -398,7 +431,9 @@ class _Indexer(cst.CSTVisitor):
         name = dotted(node.target)
         if name and node.value is not None:
             kind = "class-default" if self.classes and not self.functions else "assign"
-            self.setting(name.rsplit(".", 1)[-1], node.value, kind, node, owner=self.classes[-1] if self.classes else "")
+            self.setting(
+                name.rsplit(".", 1)[-1], node.value, kind, node, owner=self.classes[-1] if self.classes else ""
+            )
             self._record_assign(node, name, node.value)
 
     def visit_Return(self, node: cst.Return) -> None:
@@ -413,7 +448,9 @@ class _Indexer(cst.CSTVisitor):
             if isinstance(expr, cst.Subscript) and len(expr.slice) == 1 and isinstance(expr.slice[0].slice, cst.Index):
                 line, col = self.pos(node)
                 key = literal(expr.slice[0].slice.value)
-                self.index.item_assigns.append(ItemAssign(self.source.path, line, col, dotted(expr.value), key, node.value, self.function))
+                self.index.item_assigns.append(
+                    ItemAssign(self.source.path, line, col, dotted(expr.value), key, node.value, self.function)
+                )
                 continue
             if isinstance(expr, (cst.Tuple, cst.List)):
                 sources = node.value.args if isinstance(node.value, cst.Call) else []
@@ -428,13 +465,13 @@ class _Indexer(cst.CSTVisitor):
                 continue
             self._record_assign(node, name, node.value)
             kind = "class-default" if self.classes and not self.functions else "assign"
-            self.setting(name.rsplit(".", 1)[-1], node.value, kind, node, owner=self.classes[-1] if self.classes else "")
+            self.setting(
+                name.rsplit(".", 1)[-1], node.value, kind, node, owner=self.classes[-1] if self.classes else ""
+            )
 
     def _record_assign(self, node: cst.CSTNode, name: str, value: cst.BaseExpression, source: str = "") -> None:
         line, col = self.pos(node)
-        self.index.assigns.append(
-            Assign(self.source.path, line, col, name, value, self.function, None, source)
-        )
+        self.index.assigns.append(Assign(self.source.path, line, col, name, value, self.function, None, source))
         self.index._pending.append((self.index.assigns[-1], value))
 
 
@@ -544,7 +581,11 @@ class UnitIndex:
         found: set[str] = set()
         candidates = list(self._assigns_by_target.get(name, []))
         if name.startswith("self."):
-            candidates += [a for a in self._assigns_by_target.get("self.<leaf>." + name.rsplit(".", 1)[-1], []) if a not in candidates]
+            candidates += [
+                a
+                for a in self._assigns_by_target.get("self.<leaf>." + name.rsplit(".", 1)[-1], [])
+                if a not in candidates
+            ]
         for assign in candidates:
             if assign.source:
                 found |= self.origins(assign.source, _depth + 1)

@@ -12,17 +12,31 @@ from __future__ import annotations
 
 import ast
 import json
-import tomllib
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 
 import libcst as cst
+import tomllib
 
+from optimizer_tool.errors import UsageError
 from optimizer_tool.findings import Finding, Location, Severity
 
-SKIP_DIRS = {".git", ".venv", "venv", "env", "__pycache__", "node_modules", "site-packages", ".tox", ".mypy_cache", "build", "dist"}
+SKIP_DIRS = {
+    ".git",
+    ".venv",
+    "venv",
+    "env",
+    "__pycache__",
+    "node_modules",
+    "site-packages",
+    ".tox",
+    ".mypy_cache",
+    "build",
+    "dist",
+}
 CONFIG_SUFFIXES = {".yaml", ".yml", ".toml", ".json"}
+MANIFESTS = ("requirements*.txt", "requirements/*.txt", "pyproject.toml", "setup.cfg", "setup.py", "environment.y*ml")
 INPUT_ERROR_KEY = "input"
 TRAINING_FUNCTIONS = {"training_step", "train_step", "run_step", "forward_backward"}
 
@@ -88,16 +102,18 @@ class Unit:
     files: list[SourceFile]
     configs: list[ConfigFile]
 
+    @cached_property
+    def manifests(self) -> dict[Path, str]:
+        """The dependency manifests of the trainer's project (what a fix may read about the library
+        versions it pins), read on first use: only fixes ask."""
+        return dependency_manifests(self.entry.path)
+
 
 @dataclass
 class LoadResult:
     files: dict[Path, SourceFile]
     errors: list[Finding]
     root: Path
-
-
-class UsageError(Exception):
-    """Bad command-line input: exit code 2 with this message."""
 
 
 def input_error(path: Path, line: int, col: int, message: str, code: str = "E902") -> Finding:
@@ -143,8 +159,16 @@ def parse_source(path: Path, text: str | None = None) -> SourceFile | Finding:
         try:
             ast.parse(text)
         except SyntaxError as py:
-            return input_error(path, py.lineno or 1, py.offset or 1, f"syntax error: {py.msg}; fix it so the file can be checked", code="E999")
-        return input_error(path, exc.raw_line, exc.raw_column + 1, f"libcst cannot parse this file: {exc.message}", code="E999")
+            return input_error(
+                path,
+                py.lineno or 1,
+                py.offset or 1,
+                f"syntax error: {py.msg}; fix it so the file can be checked",
+                code="E999",
+            )
+        return input_error(
+            path, exc.raw_line, exc.raw_column + 1, f"libcst cannot parse this file: {exc.message}", code="E999"
+        )
     return SourceFile(path, text, module)
 
 
@@ -229,7 +253,7 @@ def local_imports(source: SourceFile, root: Path) -> list[Path]:
         else:
             search = bases
         for base in search:
-            for stem in ([f"{dotted}.{n}" if dotted else n for n in names] + ([dotted] if dotted else [])):
+            for stem in [f"{dotted}.{n}" if dotted else n for n in names] + ([dotted] if dotted else []):
                 for cand in _module_candidates(stem, base):
                     if cand.exists() and boundary in cand.resolve().parents:
                         out.append(cand.resolve())
@@ -242,6 +266,24 @@ def local_imports(source: SourceFile, root: Path) -> list[Path]:
         elif isinstance(node, ast.ImportFrom):
             resolve(node.module or "", node.level, [a.name for a in node.names if a.name != "*"])
     return [p for p in dict.fromkeys(out) if p != source.path]
+
+
+def dependency_manifests(entry: Path) -> dict[Path, str]:
+    """``requirements*.txt``, ``pyproject.toml``, ``setup.cfg``, ``setup.py`` and ``environment.yml``
+    in the trainer's folder and the folders above it up to its project root, nearest first;
+    unreadable ones are skipped."""
+    root = project_root([entry])
+    found: dict[Path, str] = {}
+    for folder in [entry.parent, *entry.parent.parents]:
+        for pattern in MANIFESTS:
+            for path in sorted(folder.glob(pattern)):
+                try:
+                    found[path] = path.read_text(encoding="utf-8")
+                except (OSError, UnicodeDecodeError):
+                    continue
+        if folder == root or root not in folder.parents:
+            break
+    return found
 
 
 def _package_boundary(path: Path, root: Path) -> Path:
@@ -300,7 +342,7 @@ def _key_lines(text: str, flat: dict[str, object]) -> dict[str, int]:
         leaf = key.rsplit(".", 1)[-1]
         for number, line in enumerate(lines, 1):
             stripped = line.lstrip().lstrip('"')
-            if stripped.startswith(leaf) and stripped[len(leaf):].lstrip('"').lstrip()[:1] in {":", "="}:
+            if stripped.startswith(leaf) and stripped[len(leaf) :].lstrip('"').lstrip()[:1] in {":", "="}:
                 result[key] = number
                 break
     return result

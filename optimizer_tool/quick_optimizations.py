@@ -22,7 +22,9 @@ def default_path() -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="quick_optimizations", description="Check or apply the plan's training optimizations.")
+    parser = argparse.ArgumentParser(
+        prog="quick_optimizations", description="Check or apply the plan's training optimizations."
+    )
     mode = parser.add_mutually_exclusive_group(required=True)
     mode.add_argument("--check", action="store_true", help="report what is missing or wrong (t2s-opt check)")
     mode.add_argument("--apply", action="store_true", help="apply the safe fixes in place (t2s-opt apply)")
@@ -37,6 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as exc:  # the command's exit code: 0 clean/applied, 1 findings, 2 refused/usage
         return exc.code if isinstance(exc.code, int) else int(exc.code is not None)
     return 0
+
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -13,7 +13,7 @@ from rich.table import Table
 from optimizer_tool import __version__
 from optimizer_tool.engine import CheckResult
 from optimizer_tool.findings import Finding
-from optimizer_tool.rules import all_rules, optimizations
+from optimizer_tool.registry import optimizations
 
 FORMATS = ("full", "concise", "json", "sarif", "github")
 MARK = {"pass": "[green]✓[/]", "fail": "[red]✗[/]", "n/a": "[dim]–[/]"}
@@ -33,7 +33,11 @@ def render(result: CheckResult, fmt: str, color: bool = False) -> str:
 
 
 def render_concise(result: CheckResult) -> str:
-    lines = [f"{_rel(f.location.path, result.root)}:{f.location.line}:{f.location.col} {f.code} [{f.severity.value}] {f.message}" for f in result.findings]
+    lines = [
+        f"{_rel(f.location.path, result.root)}:{f.location.line}:{f.location.col} "
+        f"{f.code} [{f.severity.value}] {f.message}"
+        for f in result.findings
+    ]
     lines.append(_summary(result))
     return "\n".join(lines) + "\n"
 
@@ -67,12 +71,21 @@ def render_full(result: CheckResult, color: bool = False) -> str:
             state = status.state
             if state == "fail" and status.code not in failed_codes:
                 state = "pass"  # every finding of it was suppressed or ignored
-            table.add_row(titles.get(status.key, status.key) if status.key != last_key else "", MARK[state], status.title, status.code)
+            table.add_row(
+                titles.get(status.key, status.key) if status.key != last_key else "",
+                MARK[state],
+                status.title,
+                status.code,
+            )
             last_key = status.key
         console.print(table)
     for finding in result.findings:
         where = f"{_rel(finding.location.path, result.root)}:{finding.location.line}:{finding.location.col}"
-        console.print(f"{escape(where)} [bold]{finding.code}[/] {escape(f'[{finding.severity.value}] {finding.message}')}", highlight=False, soft_wrap=True)
+        console.print(
+            f"{escape(where)} [bold]{finding.code}[/] {escape(f'[{finding.severity.value}] {finding.message}')}",
+            highlight=False,
+            soft_wrap=True,
+        )
     console.print(_summary(result))
     return buffer.getvalue()
 
@@ -113,9 +126,10 @@ def render_sarif(result: CheckResult) -> str:
             "name": r.title,
             "shortDescription": {"text": r.message},
             "fullDescription": {"text": r.explain.strip()},
-            "properties": {"optimization": r.key, "severity": r.severity.value},
+            "properties": {"optimization": opt.key, "severity": r.severity.value},
         }
-        for r in all_rules()
+        for opt in optimizations()
+        for r in opt.rules
     ]
     results = [
         {
@@ -136,6 +150,18 @@ def render_sarif(result: CheckResult) -> str:
     sarif = {
         "$schema": "https://json.schemastore.org/sarif-2.1.0.json",
         "version": "2.1.0",
-        "runs": [{"tool": {"driver": {"name": "t2s-opt", "version": __version__, "informationUri": "https://github.com/t2s-opt/t2s-opt", "rules": rules}}, "results": results}],
+        "runs": [
+            {
+                "tool": {
+                    "driver": {
+                        "name": "t2s-opt",
+                        "version": __version__,
+                        "informationUri": "https://github.com/t2s-opt/t2s-opt",
+                        "rules": rules,
+                    }
+                },
+                "results": results,
+            }
+        ],
     }
     return json.dumps(sarif, indent=2) + "\n"

@@ -16,12 +16,13 @@ ignore = ["EMA"]
 from __future__ import annotations
 
 import fnmatch
-import tomllib
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+import tomllib
+
+from optimizer_tool.errors import UsageError
 from optimizer_tool.findings import Finding, Severity
-from optimizer_tool.project import UsageError
 
 
 @dataclass(frozen=True)
@@ -98,12 +99,17 @@ def load_settings(root: Path, known_keys: list[str]) -> Settings:
     allowed = {"require", "ignore", "select", "fail-on", "per-path"}
     unknown = set(table) - allowed
     if unknown:
-        raise UsageError(f"{path}: unknown key(s) in [tool.t2s-opt]: {', '.join(sorted(unknown))} (allowed: {', '.join(sorted(allowed))})")
+        raise UsageError(
+            f"{path}: unknown key(s) in [tool.t2s-opt]: {', '.join(sorted(unknown))} "
+            f"(allowed: {', '.join(sorted(allowed))})"
+        )
     require = _strings(table, "require", path) if "require" in table else None
     if require is not None:
         bad = [k for k in require if k not in known_keys]
         if bad:
-            raise UsageError(f"{path}: [tool.t2s-opt] require names unknown optimization(s) {bad}; known: {', '.join(known_keys)}")
+            raise UsageError(
+                f"{path}: [tool.t2s-opt] require names unknown optimization(s) {bad}; known: {', '.join(known_keys)}"
+            )
     per_path = []
     for entry in table.get("per-path", []):
         if not isinstance(entry, dict) or "path" not in entry:

@@ -5,11 +5,11 @@ from __future__ import annotations
 import textwrap
 from pathlib import Path
 
+from optimizer_tool.contract import Example
 from optimizer_tool.engine import build_units, check_units
 from optimizer_tool.findings import Finding
 from optimizer_tool.project import load
-from optimizer_tool.rules import optimizations
-from optimizer_tool.rules.base import Example
+from optimizer_tool.registry import optimizations
 from optimizer_tool.settings import Settings
 
 

@@ -92,8 +92,13 @@ def dump(out: Path, jobs: int = os.cpu_count() or 1) -> None:
 
 
 def compare(a: Path, b: Path) -> int:
-    names = sorted({p.relative_to(a) for p in a.rglob("*") if p.is_file()} | {p.relative_to(b) for p in b.rglob("*") if p.is_file()})
-    differ = [n for n in names if not (a / n).exists() or not (b / n).exists() or (a / n).read_bytes() != (b / n).read_bytes()]
+    names = sorted(
+        {p.relative_to(a) for p in a.rglob("*") if p.is_file()}
+        | {p.relative_to(b) for p in b.rglob("*") if p.is_file()}
+    )
+    differ = [
+        n for n in names if not (a / n).exists() or not (b / n).exists() or (a / n).read_bytes() != (b / n).read_bytes()
+    ]
     for name in differ:
         print(f"differs: {name}")
     print(f"{len(names)} outputs, {len(differ)} differ")

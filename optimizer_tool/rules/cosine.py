@@ -20,15 +20,15 @@ from __future__ import annotations
 
 from typing import Iterable
 
+from optimizer_tool.contract import Applicability, CannotFix, Fix, FixContext, Hit, Rule
 from optimizer_tool.cstedit import manual_setting_patch, set_settings, spelling
 from optimizer_tool.findings import Severity
 from optimizer_tool.index import UnitIndex
-from optimizer_tool.rules.base import CannotFix, Fix, FixContext, Hit, Rule
 from optimizer_tool.semantics import COSINE_SCHEDULES, beta_schedule, pretrained_denoiser, pretrained_scheduler_loads
 
 KEY = "cosine"
 TITLE = "Cosine noise schedule"
-SAFE_FIX = False  # changes the training objective
+ORDER = 20  # place in the checklist: the plan's order
 
 _TRAINER = """\
 import torch
@@ -46,7 +46,14 @@ for x in loader:
 def _config(schedule: str) -> dict:
     return {
         "train.py": _TRAINER,
-        "config.py": f"from dataclasses import dataclass\n\n@dataclass\nclass TrainConfig:\n    learning_rate: float = 1e-4\n    beta_schedule: str = {schedule!r}\n",
+        "config.py": (
+            "from dataclasses import dataclass\n"
+            "\n"
+            "@dataclass\n"
+            "class TrainConfig:\n"
+            "    learning_rate: float = 1e-4\n"
+            f"    beta_schedule: str = {schedule!r}\n"
+        ),
     }
 
 
@@ -61,9 +68,15 @@ def _schedule_known(index: UnitIndex) -> bool:
 
 def _describe(setting) -> str:
     if setting.kind == "library-default":
-        return f"{setting.owner.rsplit('.', 1)[-1]}(...) without beta_schedule uses the library default {setting.value!r}"
+        return (
+            f"{setting.owner.rsplit('.', 1)[-1]}(...) without beta_schedule uses the library default {setting.value!r}"
+        )
     if setting.kind == "code":
-        return "the betas are a torch/numpy linspace, a linear schedule" if setting.value == "linear" else f"the betas come from a {setting.value} schedule"
+        return (
+            "the betas are a torch/numpy linspace, a linear schedule"
+            if setting.value == "linear"
+            else f"the betas come from a {setting.value} schedule"
+        )
     if setting.kind == "param-default":
         return f"{setting.owner}() is called without {setting.name}, so its default {setting.value!r} applies"
     if setting.kind == "config-file":
@@ -75,7 +88,10 @@ class LinearSchedule(Rule):
     code = "COS001"
     severity = Severity.MISSING
     title = "cosine (or other non-linear) noise schedule"
-    message = "the noise schedule is linear: its last timesteps are nearly pure noise and teach little, while a cosine schedule (Nichol & Dhariwal 2021) spreads the signal-to-noise ratio evenly at no cost"
+    message = (
+        "the noise schedule is linear: its last timesteps are nearly pure noise and teach little, while a"
+        " cosine schedule (Nichol & Dhariwal 2021) spreads the signal-to-noise ratio evenly at no cost"
+    )
     explain = """
     DDPM's linear betas (and Stable Diffusion's scaled_linear) push alphas_cumprod to almost zero
     long before the last timestep: a large share of the training steps see nearly pure noise,
@@ -91,29 +107,93 @@ class LinearSchedule(Rule):
     """
     VALID = [
         _config("cosine"),
-        "import argparse\nparser = argparse.ArgumentParser()\nparser.add_argument('--beta_schedule', type=str, default='cosine', help='linear or cosine')\n",
-        "from diffusers import DDPMScheduler\nnoise_scheduler = DDPMScheduler(num_train_timesteps=1000, beta_schedule='squaredcos_cap_v2')\n",
+        (
+            "import argparse\n"
+            "parser = argparse.ArgumentParser()\n"
+            "parser.add_argument('--beta_schedule', type=str, default='cosine', help='linear or cosine')\n"
+        ),
+        (
+            "from diffusers import DDPMScheduler\n"
+            "noise_scheduler = DDPMScheduler(num_train_timesteps=1000, beta_schedule='squaredcos_cap_v2')\n"
+        ),
         # the schedule comes from a pretrained config: unknown, never claimed linear
-        "from diffusers import DDPMScheduler\nnoise_scheduler = DDPMScheduler.from_pretrained(args.pretrained_model_name_or_path, subfolder='scheduler')\n",
+        (
+            "from diffusers import DDPMScheduler\n"
+            "noise_scheduler = DDPMScheduler.from_pretrained(args.pretrained_model_name_or_path,"
+            " subfolder='scheduler')\n"
+        ),
         # fine-tuning a pretrained UNet keeps its schedule
-        "from diffusers import DDPMScheduler, UNet2DConditionModel\nunet = UNet2DConditionModel.from_pretrained(path, subfolder='unet')\nnoise_scheduler = DDPMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule='scaled_linear')\n",
-        "from denoising_diffusion_pytorch import GaussianDiffusion, Unet\nmodel = Unet(dim=64)\ndiffusion = GaussianDiffusion(model, image_size=128, timesteps=1000, beta_schedule='sigmoid')\n",
+        (
+            "from diffusers import DDPMScheduler, UNet2DConditionModel\n"
+            "unet = UNet2DConditionModel.from_pretrained(path, subfolder='unet')\n"
+            "noise_scheduler = DDPMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule='scaled_linear')\n"
+        ),
+        (
+            "from denoising_diffusion_pytorch import GaussianDiffusion, Unet\n"
+            "model = Unet(dim=64)\n"
+            "diffusion = GaussianDiffusion(model, image_size=128, timesteps=1000, beta_schedule='sigmoid')\n"
+        ),
         "from improved_diffusion import gaussian_diffusion as gd\nbetas = gd.get_named_beta_schedule('cosine', 1000)\n",
         # comments and help strings are not a schedule; the dispatch on 'linear' is not a choice
-        "import torch\n# beta_schedule = 'linear'\ndef make_betas(schedule, n):\n    if schedule == 'linear':\n        betas = torch.linspace(1e-4, 0.02, n)\n    else:\n        betas = cosine_beta_schedule(n)\n    return betas\nbeta_schedule = 'cosine'\n",
+        (
+            "import torch\n"
+            "# beta_schedule = 'linear'\n"
+            "def make_betas(schedule, n):\n"
+            "    if schedule == 'linear':\n"
+            "        betas = torch.linspace(1e-4, 0.02, n)\n"
+            "    else:\n"
+            "        betas = cosine_beta_schedule(n)\n"
+            "    return betas\n"
+            "beta_schedule = 'cosine'\n"
+        ),
     ]
     INVALID = [
         _config("linear"),
-        "import argparse\nparser = argparse.ArgumentParser()\nparser.add_argument('--ddpm_beta_schedule', type=str, default='linear')\n",
+        (
+            "import argparse\n"
+            "parser = argparse.ArgumentParser()\n"
+            "parser.add_argument('--ddpm_beta_schedule', type=str, default='linear')\n"
+        ),
         "from diffusers import DDPMScheduler\nnoise_scheduler = DDPMScheduler(num_train_timesteps=1000)\n",
-        "from diffusers import DDPMScheduler\nnoise_scheduler = DDPMScheduler(num_train_timesteps=1000, beta_schedule='scaled_linear')\n",
-        "import torch\nfrom torch import nn\nclass DDPM(nn.Module):\n    def __init__(self, model, T=1000):\n        super().__init__()\n        self.model = model\n        self.register_buffer('betas', torch.linspace(1e-4, 0.02, T).double())\n",
-        "import torch\nclass Diffusion:\n    def __init__(self, T=1000):\n        self.betas = torch.linspace(1e-4, 0.02, T)\n        self.alphas_cumprod = torch.cumprod(1 - self.betas, 0)\n",
+        (
+            "from diffusers import DDPMScheduler\n"
+            "noise_scheduler = DDPMScheduler(num_train_timesteps=1000, beta_schedule='scaled_linear')\n"
+        ),
+        (
+            "import torch\n"
+            "from torch import nn\n"
+            "class DDPM(nn.Module):\n"
+            "    def __init__(self, model, T=1000):\n"
+            "        super().__init__()\n"
+            "        self.model = model\n"
+            "        self.register_buffer('betas', torch.linspace(1e-4, 0.02, T).double())\n"
+        ),
+        (
+            "import torch\n"
+            "class Diffusion:\n"
+            "    def __init__(self, T=1000):\n"
+            "        self.betas = torch.linspace(1e-4, 0.02, T)\n"
+            "        self.alphas_cumprod = torch.cumprod(1 - self.betas, 0)\n"
+        ),
         "from improved_diffusion import gaussian_diffusion as gd\nbetas = gd.get_named_beta_schedule('linear', 1000)\n",
         # DiT: create_diffusion() relies on its noise_schedule="linear" default
         {
-            "train.py": "from diffusion import create_diffusion\ndiffusion = create_diffusion(timestep_respacing='')\nfor x, y in loader:\n    loss = diffusion.training_losses(model, x, t)['loss'].mean()\n    loss.backward()\n    opt.step()\n",
-            "diffusion/__init__.py": "from . import gaussian_diffusion as gd\n\ndef create_diffusion(timestep_respacing, noise_schedule='linear', predict_xstart=False, diffusion_steps=1000):\n    betas = gd.get_named_beta_schedule(noise_schedule, diffusion_steps)\n    return betas\n",
+            "train.py": (
+                "from diffusion import create_diffusion\n"
+                "diffusion = create_diffusion(timestep_respacing='')\n"
+                "for x, y in loader:\n"
+                "    loss = diffusion.training_losses(model, x, t)['loss'].mean()\n"
+                "    loss.backward()\n"
+                "    opt.step()\n"
+            ),
+            "diffusion/__init__.py": (
+                "from . import gaussian_diffusion as gd\n"
+                "\n"
+                "def create_diffusion(timestep_respacing, noise_schedule='linear',"
+                " predict_xstart=False, diffusion_steps=1000):\n"
+                "    betas = gd.get_named_beta_schedule(noise_schedule, diffusion_steps)\n"
+                "    return betas\n"
+            ),
             "diffusion/gaussian_diffusion.py": "def get_named_beta_schedule(name, n):\n    return name\n",
         },
     ]
@@ -126,7 +206,12 @@ class LinearSchedule(Rule):
         if schedule.value != "linear":
             return
         setting = schedule.where("linear")
-        yield Hit.at(setting, f"the noise schedule is linear ({_describe(setting)}): its last timesteps are nearly pure noise and teach little; a cosine schedule (\"cosine\", diffusers \"squaredcos_cap_v2\") spreads the signal-to-noise ratio evenly at no cost")
+        yield Hit.at(
+            setting,
+            f"the noise schedule is linear ({_describe(setting)}): its last timesteps are nearly pure noise and teach"
+            ' little; a cosine schedule ("cosine", diffusers "squaredcos_cap_v2") spreads the signal-to-noise ratio'
+            " evenly at no cost",
+        )
 
 
 # --- fix -----------------------------------------------------------------------------------
@@ -156,6 +241,8 @@ class CosineScheduleFix(Fix):
     apply adds the offset too (see ``optimizer_tool.apply``).
     """
 
+    applicability = Applicability.UNSAFE  # changes the training objective
+
     codes = ("COS001",)
 
     def apply(self, ctx: FixContext, findings: list) -> None:
@@ -163,11 +250,28 @@ class CosineScheduleFix(Fix):
         changes = []
         for setting in beta_schedule(index).by_value.get("linear", []):
             if setting.kind == "code":
-                raise CannotFix(setting.path, setting.line, "the betas are computed with a linspace, not chosen by a setting: there is no cosine option to switch to", COSINE_FUNCTION_PATCH)
+                raise CannotFix(
+                    setting.path,
+                    setting.line,
+                    "the betas are computed with a linspace, not chosen by a setting: there is no cosine option to"
+                    " switch to",
+                    COSINE_FUNCTION_PATCH,
+                )
             value = spelling(index, setting, COSINE_SPELLINGS, "squaredcos_cap_v2")
             if setting.kind == "config-file" or value is None:
-                why = f"{setting.owner} in {setting.path.name} is a data file this fix does not edit" if setting.kind == "config-file" else "the project's code has no cosine option for it"
-                raise CannotFix(setting.path, setting.line, f"cannot switch {setting.name} to cosine: {why}", manual_setting_patch(setting, value or "cosine") if value or setting.kind == "config-file" else COSINE_FUNCTION_PATCH)
+                why = (
+                    f"{setting.owner} in {setting.path.name} is a data file this fix does not edit"
+                    if setting.kind == "config-file"
+                    else "the project's code has no cosine option for it"
+                )
+                raise CannotFix(
+                    setting.path,
+                    setting.line,
+                    f"cannot switch {setting.name} to cosine: {why}",
+                    manual_setting_patch(setting, value or "cosine")
+                    if value or setting.kind == "config-file"
+                    else COSINE_FUNCTION_PATCH,
+                )
             changes.append((setting, value))
         for line in set_settings(ctx, changes):
             ctx.note(f"{line} (retrain from scratch: the schedule changes what the model learns)")

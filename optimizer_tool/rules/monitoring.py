@@ -23,12 +23,13 @@ import libcst as cst
 import libcst.matchers as m
 
 from optimizer_tool.codemod import Edits, is_call_statement, module_name
+from optimizer_tool.contract import Applicability, CannotFix, Fix, FixContext, Hit, Rule
 from optimizer_tool.cstedit import insert_dict_element, string_literal, template_expression, template_statements
+from optimizer_tool.edit.ema import ema_target
 from optimizer_tool.findings import Severity
 from optimizer_tool.index import UNKNOWN, CallSite, FunctionInfo, UnitIndex, dotted, literal
-from optimizer_tool.rules.base import CannotFix, Fix, FixContext, Hit, Rule
-from optimizer_tool.rules.ema import EMA_NAME, ema_facts, ema_target
-from optimizer_tool.rules.lr_schedule import schedule_facts
+from optimizer_tool.knowledge.ema import EMA_NAME, ema_facts
+from optimizer_tool.knowledge.lr_schedule import schedule_facts
 from optimizer_tool.semantics import (
     assignments_of,
     clip_calls,
@@ -47,19 +48,38 @@ from optimizer_tool.semantics import (
 
 KEY = "monitoring"
 TITLE = "Gradient-norm, learning-rate and EMA monitoring"
-SAFE_FIX = True
+ORDER = 100  # place in the checklist: the plan's order
 
 SINK_METHODS = {
-    "add_scalar", "add_scalars", "log", "log_dict", "log_metrics", "log_metric", "logkv", "logkv_mean",
-    "record", "record_metric", "record_metrics", "log_scalar", "log_scalars", "track", "log_stats",
+    "add_scalar",
+    "add_scalars",
+    "log",
+    "log_dict",
+    "log_metrics",
+    "log_metric",
+    "logkv",
+    "logkv_mean",
+    "record",
+    "record_metric",
+    "record_metrics",
+    "log_scalar",
+    "log_scalars",
+    "track",
+    "log_stats",
 }
 NOT_SINKS = re.compile(r"^(torch|numpy|np|math|jax|scipy)\.|\.log_softmax$|\.log1p$|\.log2$|\.log10$")
 GRAD_NORM = re.compile(r"grad(ient)?s?_?norm|total_norm|gnorm|norm_?grad|grad_l2|grad_?stats", re.I)
-GRAD_NORM_CALLS = re.compile(r"(^|\.)(get_total_norm|grad_norm|_compute_norms|compute_grad_norm|get_grad_norm|global_norm)$")
+GRAD_NORM_CALLS = re.compile(
+    r"(^|\.)(get_total_norm|grad_norm|_compute_norms|compute_grad_norm|get_grad_norm|global_norm)$"
+)
 LR_NAME = re.compile(r"(^|[._])(lr|lrs|learning_rate|current_lr|cur_lr|lr_now|last_lr)$", re.I)
 LR_KEY = re.compile(r"(^|[/_\s.:-])(lr|learning[_ ]?rate)($|[/_\s.:\-\d])", re.I)
-EMA_DIFF_KEY = re.compile(r"ema.*(diff|drift|dist|delta|gap|deviation|norm)|(diff|drift|dist|delta|gap|deviation).*ema", re.I)
-DISTANCE_CALLS = re.compile(r"(^|\.)(norm|dist|sub|sub_|mse_loss|l1_loss|pairwise_distance|cosine_similarity|vector_norm|abs)$")
+EMA_DIFF_KEY = re.compile(
+    r"ema.*(diff|drift|dist|delta|gap|deviation|norm)|(diff|drift|dist|delta|gap|deviation).*ema", re.I
+)
+DISTANCE_CALLS = re.compile(
+    r"(^|\.)(norm|dist|sub|sub_|mse_loss|l1_loss|pairwise_distance|cosine_similarity|vector_norm|abs)$"
+)
 
 
 @dataclass
@@ -103,9 +123,16 @@ def _logged_values(index: UnitIndex) -> list[Logged]:
 def _items_of_call(index: UnitIndex, call: CallSite) -> Iterator[Logged]:
     args = [a for a in call.node.args if not a.star]
     positional = [a.value for a in args if a.keyword is None]
-    if call.method in ("add_scalar", "log_metric", "logkv", "logkv_mean", "log_scalar", "record_metric", "record", "track") or (
-        call.method == "log" and positional and isinstance(literal(positional[0]), str) and len(positional) > 1
-    ):
+    if call.method in (
+        "add_scalar",
+        "log_metric",
+        "logkv",
+        "logkv_mean",
+        "log_scalar",
+        "record_metric",
+        "record",
+        "track",
+    ) or (call.method == "log" and positional and isinstance(literal(positional[0]), str) and len(positional) > 1):
         key = literal(positional[0]) if positional else None
         value = call.arg(1, "scalar_value") if call.method == "add_scalar" else call.arg(1, "value")
         if value is None and len(positional) > 1:
@@ -116,11 +143,31 @@ def _items_of_call(index: UnitIndex, call: CallSite) -> Iterator[Logged]:
     for arg in call.node.args:
         if arg.star == "**":
             yield from _items(index, arg.value, None, call)
-        elif arg.keyword is None or arg.keyword.value in ("metrics", "values", "tag_scalar_dict", "data", "row", "stats", "dictionary"):
+        elif arg.keyword is None or arg.keyword.value in (
+            "metrics",
+            "values",
+            "tag_scalar_dict",
+            "data",
+            "row",
+            "stats",
+            "dictionary",
+        ):
             if isinstance(arg.value, (cst.SimpleString, cst.ConcatenatedString)):
                 continue
             yield from _items(index, arg.value, None, call)
-        elif arg.keyword is not None and arg.keyword.value not in ("step", "global_step", "commit", "prog_bar", "on_step", "on_epoch", "sync_dist", "logger", "batch_size", "walltime", "rank_zero_only"):
+        elif arg.keyword is not None and arg.keyword.value not in (
+            "step",
+            "global_step",
+            "commit",
+            "prog_bar",
+            "on_step",
+            "on_epoch",
+            "sync_dist",
+            "logger",
+            "batch_size",
+            "walltime",
+            "rank_zero_only",
+        ):
             yield Logged(arg.keyword.value, arg.value, call.function, call.line, call)
 
 
@@ -148,8 +195,16 @@ def _items(index: UnitIndex, node, key: str | None, call: CallSite, depth: int =
     name = dotted(node)
     if name:
         assigned = assignments_of(index, name, function, None)
-        filled = [i for i in index.item_assigns if i.container == name and (i.function == function or name.startswith("self."))]
-        updates = [c for c in index.calls if c.method == "update" and c.receiver == name and (c.function == function or name.startswith("self."))]
+        filled = [
+            i
+            for i in index.item_assigns
+            if i.container == name and (i.function == function or name.startswith("self."))
+        ]
+        updates = [
+            c
+            for c in index.calls
+            if c.method == "update" and c.receiver == name and (c.function == function or name.startswith("self."))
+        ]
         for assign in assigned:
             yield from _items(index, assign.value, None, _at(call, assign.function), depth + 1)
         for item in filled:
@@ -172,7 +227,19 @@ def _at(call: CallSite, function) -> CallSite:
     """The sink, seen from the function where a logged dict was built (for local name resolution)."""
     if function == call.function:
         return call
-    clone = CallSite(call.path, call.node, call.line, call.col, call.func_text, call.qualnames, function, call.guards, call.no_grad, call.loop_depth, call.with_items)
+    clone = CallSite(
+        call.path,
+        call.node,
+        call.line,
+        call.col,
+        call.func_text,
+        call.qualnames,
+        function,
+        call.guards,
+        call.no_grad,
+        call.loop_depth,
+        call.with_items,
+    )
     return clone
 
 
@@ -194,8 +261,12 @@ def _facts(index: UnitIndex, item: Logged) -> tuple[set[str], bool]:
     names = expanded_names(index, item.node, item.function, None)
     nodes = [item.node] + [a.value for n in names for a in assignments_of(index, n, item.function, None)[-3:]]
     has_difference = any(
-        isinstance(n, cst.BinaryOperation) and isinstance(n.operator, cst.Subtract) or isinstance(n, cst.Call) and DISTANCE_CALLS.search(dotted(n.func) or "")
-        for node in nodes for n in expression_nodes(node)
+        isinstance(n, cst.BinaryOperation)
+        and isinstance(n.operator, cst.Subtract)
+        or isinstance(n, cst.Call)
+        and DISTANCE_CALLS.search(dotted(n.func) or "")
+        for node in nodes
+        for n in expression_nodes(node)
     )
     return names, has_difference
 
@@ -215,7 +286,9 @@ def grad_norm_logged(index: UnitIndex) -> bool:
         return True
     for item in logged_values(index):
         names, _ = _facts(index, item)
-        if names & returned or any(GRAD_NORM.search(n) or GRAD_NORM_CALLS.search(n) or n.endswith(".grad") for n in names):
+        if names & returned or any(
+            GRAD_NORM.search(n) or GRAD_NORM_CALLS.search(n) or n.endswith(".grad") for n in names
+        ):
             return True
         if item.key and GRAD_NORM.search(item.key) and not _constant(item):
             return True
@@ -227,7 +300,10 @@ def lr_logged(index: UnitIndex) -> bool:
         return True
     for item in logged_values(index):
         names, _ = _facts(index, item)
-        if any(n.rsplit(".", 1)[-1] in ("get_last_lr", "get_lr", "param_groups") or n == '["lr"]' or LR_NAME.search(n) for n in names):
+        if any(
+            n.rsplit(".", 1)[-1] in ("get_last_lr", "get_lr", "param_groups") or n == '["lr"]' or LR_NAME.search(n)
+            for n in names
+        ):
             return True
         if item.key and LR_KEY.search(item.key) and not _constant(item):
             return True
@@ -239,7 +315,13 @@ def ema_drift_logged(index: UnitIndex) -> bool:
     ema_leaves = {n.rsplit(".", 1)[-1] for n in ema_names}
     for item in logged_values(index):
         names, has_difference = _facts(index, item)
-        refers = any(n in ema_names or n.rsplit(".", 1)[-1] in ema_leaves or EMA_NAME.search(n.rsplit(".", 1)[-1]) or n.endswith("shadow") for n in names)
+        refers = any(
+            n in ema_names
+            or n.rsplit(".", 1)[-1] in ema_leaves
+            or EMA_NAME.search(n.rsplit(".", 1)[-1])
+            or n.endswith("shadow")
+            for n in names
+        )
         if refers and has_difference:
             return True
         if item.key and EMA_DIFF_KEY.search(item.key) and not _constant(item):
@@ -284,7 +366,10 @@ class GradNormNotLogged(_Monitoring):
         discarded = [c for c in clip_calls(index) if (c.path, c.line) not in returned_lines]
         if discarded:
             c = discarded[0]
-            yield Hit.at(c, f"the gradient norm is never logged: `{c.func_text}()` returns it, but the value is discarded; log it to see instabilities and whether clipping is active")
+            yield Hit.at(
+                c,
+                f"the gradient norm is never logged: `{c.func_text}()` returns it, but the value is discarded; log it to see instabilities and whether clipping is active",
+            )
             return
         anchor = (optimizer_steps(index) or [None])[0]
         if anchor is not None:
@@ -408,6 +493,8 @@ class Sink:
 class LogTrainingSignals(Fix):
     """Logs the gradient norm, the learning rate and the EMA drift next to the loss."""
 
+    applicability = Applicability.SAFE  # only adds code
+
     codes = ("MON001", "MON002", "MON003")
 
     def apply(self, ctx: FixContext, findings: list) -> None:
@@ -415,12 +502,27 @@ class LogTrainingSignals(Fix):
         trained = trained_model(index)
         where = findings[0].location
         if trained is None and is_lightning(index):
-            raise CannotFix(where.path, where.line, "a LightningModule: Lightning steps the optimizer itself, so the curves are logged from its hooks", LIGHTNING_PATCH)
+            raise CannotFix(
+                where.path,
+                where.line,
+                "a LightningModule: Lightning steps the optimizer itself, so the curves are logged from its hooks",
+                LIGHTNING_PATCH,
+            )
         if trained is None:
-            raise CannotFix(where.path, where.line, "no optimizer step whose network can be traced; log the gradient norm, the learning rate and the EMA drift by hand", MONITORING_PATCH)
+            raise CannotFix(
+                where.path,
+                where.line,
+                "no optimizer step whose network can be traced; log the gradient norm, the learning rate and the EMA drift by hand",
+                MONITORING_PATCH,
+            )
         sink = loss_sink(index, trained.step)
         if sink is None:
-            raise CannotFix(where.path, where.line, f"no metrics sink (SummaryWriter.add_scalar, accelerator.log, wandb.log, a JSON-lines file) logs the loss in `{trained.step.function.name if trained.step.function else 'the training loop'}`; add one, then run the fix again", MONITORING_PATCH)
+            raise CannotFix(
+                where.path,
+                where.line,
+                f"no metrics sink (SummaryWriter.add_scalar, accelerator.log, wandb.log, a JSON-lines file) logs the loss in `{trained.step.function.name if trained.step.function else 'the training loop'}`; add one, then run the fix again",
+                MONITORING_PATCH,
+            )
         edits = Edits(ctx)
         codes = {f.code for f in findings}
         curves: list[Curve] = []
@@ -439,24 +541,57 @@ class LogTrainingSignals(Fix):
         """``grad_norm``: what the clipping call returns (captured where it is discarded), or the
         norm computed right before the optimizer step."""
         step = trained.step
-        clips = [c for c in clip_calls(index) if c.function == step.function and c.path == step.path and c.line <= step.line]
+        clips = [
+            c for c in clip_calls(index) if c.function == step.function and c.path == step.path and c.line <= step.line
+        ]
         if sink.call.path != step.path or sink.call.function != step.function:
-            raise CannotFix(sink.call.path, sink.call.line, "the loss is logged outside the function that steps the optimizer; log the gradient norm there by hand", MONITORING_PATCH)
+            raise CannotFix(
+                sink.call.path,
+                sink.call.line,
+                "the loss is logged outside the function that steps the optimizer; log the gradient norm there by hand",
+                MONITORING_PATCH,
+            )
         for clip in clips:
-            captured = next((a.target for a in index.assigns if a.path == clip.path and a.line == clip.line and a.call is not None and a.call.node is clip.node), None)
+            captured = next(
+                (
+                    a.target
+                    for a in index.assigns
+                    if a.path == clip.path and a.line == clip.line and a.call is not None and a.call.node is clip.node
+                ),
+                None,
+            )
             if captured:
                 return cst.parse_expression(captured)
             statement = edits.statement_of(clip)
             if is_call_statement(statement, clip.node):
-                edits.replace(clip.path, statement, lambda node: node.with_changes(body=[cst.Assign(targets=[cst.AssignTarget(cst.Name("grad_norm"))], value=node.body[0].value)]))
+                edits.replace(
+                    clip.path,
+                    statement,
+                    lambda node: node.with_changes(
+                        body=[cst.Assign(targets=[cst.AssignTarget(cst.Name("grad_norm"))], value=node.body[0].value)]
+                    ),
+                )
                 return cst.Name("grad_norm")
         if index.method_calls("unscale_") or any(has_role(index, c.receiver, "scaler") for c in optimizer_steps(index)):
             unscale = next((c for c in index.method_calls("unscale_") if c.function == step.function), None)
             if unscale is None:
-                raise CannotFix(step.path, step.line, "gradients are scaled by a GradScaler and never unscaled before the step, so their norm is meaningless; call scaler.unscale_(optimizer) first", MONITORING_PATCH)
-            edits.insert_after(step.path, edits.statement_of(unscale), _with_torch(edits, index, step.path, GRAD_NORM_TEMPLATE, model=trained.name))
+                raise CannotFix(
+                    step.path,
+                    step.line,
+                    "gradients are scaled by a GradScaler and never unscaled before the step, so their norm is meaningless; call scaler.unscale_(optimizer) first",
+                    MONITORING_PATCH,
+                )
+            edits.insert_after(
+                step.path,
+                edits.statement_of(unscale),
+                _with_torch(edits, index, step.path, GRAD_NORM_TEMPLATE, model=trained.name),
+            )
         else:
-            edits.insert_before(step.path, edits.statement_of(step), _with_torch(edits, index, step.path, GRAD_NORM_TEMPLATE, model=trained.name))
+            edits.insert_before(
+                step.path,
+                edits.statement_of(step),
+                _with_torch(edits, index, step.path, GRAD_NORM_TEMPLATE, model=trained.name),
+            )
         return cst.Name("grad_norm")
 
     def ema_drift(self, index: UnitIndex, trained, sink: Sink, edits: Edits) -> Curve:
@@ -465,18 +600,37 @@ class LogTrainingSignals(Fix):
         target = ema_target(index, trained.name)
         obj = ema_facts(index).objects[0]
         if target is None or target.api.drift is None:
-            raise CannotFix(obj.path, obj.line, f"cannot tell how to read the averaged weights of `{obj.target}`; log the mean absolute difference to the live weights by hand", MONITORING_PATCH)
+            raise CannotFix(
+                obj.path,
+                obj.line,
+                f"cannot tell how to read the averaged weights of `{obj.target}`; log the mean absolute difference to the live weights by hand",
+                MONITORING_PATCH,
+            )
         function = sink.call.function
-        if target.name.startswith("self.") != trained.name.startswith("self.") or (not target.name.startswith("self.") and target.function not in (function, None)):
-            raise CannotFix(sink.call.path, sink.call.line, f"the loss is logged where `{target.name}` is not in reach; log the EMA drift by hand", MONITORING_PATCH)
-        setup = _with_torch(edits, index, sink.call.path, f"ema_drift = {target.api.drift}", ema=target.name, model=trained.name)
+        if target.name.startswith("self.") != trained.name.startswith("self.") or (
+            not target.name.startswith("self.") and target.function not in (function, None)
+        ):
+            raise CannotFix(
+                sink.call.path,
+                sink.call.line,
+                f"the loss is logged where `{target.name}` is not in reach; log the EMA drift by hand",
+                MONITORING_PATCH,
+            )
+        setup = _with_torch(
+            edits, index, sink.call.path, f"ema_drift = {target.api.drift}", ema=target.name, model=trained.name
+        )
         name, prefix = ("param_difference", "ema/") if sink.prefix else ("ema_drift", None)
         curve = Curve(name, cst.Name("ema_drift"), setup, prefix)
         if target.missing_conditions(sink.call):
             # The EMA may not exist here (``if args.use_ema:``): its curve gets a sink call of its own.
             inline = sink.entries is None or any(a.value is sink.entries for a in sink.call.node.args)
             if not inline or sink.call.matches(("json.dumps", "json.dump")):
-                raise CannotFix(sink.call.path, sink.call.line, f"`{target.name}` only exists when `{target.conditions[0]}`, and the metrics are logged as one dict", MONITORING_PATCH)
+                raise CannotFix(
+                    sink.call.path,
+                    sink.call.line,
+                    f"`{target.name}` only exists when `{target.conditions[0]}`, and the metrics are logged as one dict",
+                    MONITORING_PATCH,
+                )
             curve.conditional = target
         return curve
 
@@ -506,9 +660,13 @@ self.log("ema/param_difference", torch.stack([(e - p).abs().mean() for e, p in z
 def loss_sink(index: UnitIndex, step: CallSite) -> Sink | None:
     """The sink that logs the loss in the function that steps the optimizer: ``add_scalar`` first,
     then a logged dict literal (``accelerator.log({...})``, ``wandb.log({...})``, ``json.dumps({...})``)."""
-    here = [item for item in logged_values(index) if item.site.function == step.function and item.site.path == step.path]
+    here = [
+        item for item in logged_values(index) if item.site.function == step.function and item.site.path == step.path
+    ]
     losses = [item for item in here if item.key and "loss" in item.key.lower()] or here
-    ranked = sorted(losses, key=lambda item: (item.site.method not in SCALAR_SINKS, item.site.line < step.line, -item.site.line))
+    ranked = sorted(
+        losses, key=lambda item: (item.site.method not in SCALAR_SINKS, item.site.line < step.line, -item.site.line)
+    )
     for item in ranked:
         if item.site.method in SCALAR_SINKS:
             return Sink(item.site, item.key)
@@ -526,7 +684,9 @@ def _logged_dict(index: UnitIndex, call: CallSite) -> cst.Dict | None:
         if isinstance(arg.value, cst.Dict):
             return arg.value
         name = dotted(arg.value)
-        built = [a for a in assignments_of(index, name, call.function, call.line) if a.path == call.path] if name else []
+        built = (
+            [a for a in assignments_of(index, name, call.function, call.line) if a.path == call.path] if name else []
+        )
         if built and isinstance(built[-1].value, cst.Dict):
             return built[-1].value
     return None
@@ -556,12 +716,30 @@ def emit(edits: Edits, sink: Sink, curves: list[Curve]) -> None:
     statement = edits.statement_of(sink.call)
     plain = [c for c in curves if c.conditional is None]
     if sink.entries is None:
-        siblings = [s for s in edits.tree(path).following(statement) if m.matches(s, m.SimpleStatementLine(body=[m.Expr(value=m.Call(func=m.Attribute(attr=m.Name("add_scalar"))))]))]
+        siblings = [
+            s
+            for s in edits.tree(path).following(statement)
+            if m.matches(
+                s, m.SimpleStatementLine(body=[m.Expr(value=m.Call(func=m.Attribute(attr=m.Name("add_scalar"))))])
+            )
+        ]
         step = sink.call.arg(2, "global_step")
         new: list[cst.BaseStatement] = []
         for curve in curves:
-            lines = [*curve.setup, *template_statements(module, f"{sink.call.receiver}.add_scalar({curve.tag(sink, sink.call.arg(0, 'tag'))}, {{value}}{', {step}' if step is not None else ''})", value=curve.value, step=step)]
-            new += curve.conditional.when_present(module, lines, sink.call, "the loss is logged") if curve.conditional is not None else lines
+            lines = [
+                *curve.setup,
+                *template_statements(
+                    module,
+                    f"{sink.call.receiver}.add_scalar({curve.tag(sink, sink.call.arg(0, 'tag'))}, {{value}}{', {step}' if step is not None else ''})",
+                    value=curve.value,
+                    step=step,
+                ),
+            ]
+            new += (
+                curve.conditional.when_present(module, lines, sink.call, "the loss is logged")
+                if curve.conditional is not None
+                else lines
+            )
         edits.insert_after(path, siblings[-1] if siblings else statement, new)
         return
     sample = next((e.key for e in sink.entries.elements if isinstance(e, cst.DictElement)), None)
@@ -569,7 +747,12 @@ def emit(edits: Edits, sink: Sink, curves: list[Curve]) -> None:
 
     def extend(node: cst.Dict, curves: list[Curve]) -> cst.Dict:
         for curve in curves:
-            node = insert_dict_element(node, len(node.elements) - 1, cst.SimpleString(curve.tag(sink, sample)), cst.Call(cst.Name("float"), [cst.Arg(curve.value)]))
+            node = insert_dict_element(
+                node,
+                len(node.elements) - 1,
+                cst.SimpleString(curve.tag(sink, sample)),
+                cst.Call(cst.Name("float"), [cst.Arg(curve.value)]),
+            )
         return node
 
     if plain:
@@ -577,6 +760,13 @@ def emit(edits: Edits, sink: Sink, curves: list[Curve]) -> None:
     for curve in curves:
         if curve.conditional is None:
             continue
-        own = sink.call.node.with_changes(args=[a.with_changes(value=extend(cst.Dict([]), [curve])) if a.value is sink.entries else a for a in sink.call.node.args])
+        own = sink.call.node.with_changes(
+            args=[
+                a.with_changes(value=extend(cst.Dict([]), [curve])) if a.value is sink.entries else a
+                for a in sink.call.node.args
+            ]
+        )
         lines = [*curve.setup, cst.SimpleStatementLine(body=[cst.Expr(own)])]
-        edits.insert_after(path, statement, curve.conditional.when_present(module, lines, sink.call, "the loss is logged"))
+        edits.insert_after(
+            path, statement, curve.conditional.when_present(module, lines, sink.call, "the loss is logged")
+        )

@@ -19,21 +19,21 @@ from __future__ import annotations
 
 import math
 import re
-from pathlib import Path
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Iterable
 
 import libcst as cst
 
+from optimizer_tool.contract import Applicability, CannotFix, Fix, FixContext, Hit, Rule
 from optimizer_tool.cstedit import enclosing, expression, replace, with_comment, with_param
 from optimizer_tool.findings import Severity
 from optimizer_tool.index import CallSite, UnitIndex, code_of, dotted, literal
-from optimizer_tool.rules.base import CannotFix, Fix, FixContext, Hit, Rule
 from optimizer_tool.semantics import beta_schedule, expression_nodes
 
 KEY = "offset"
 TITLE = "Cosine-schedule offset s"
-SAFE_FIX = False  # changes the training objective
+ORDER = 30  # place in the checklist: the plan's order
 
 COS_CALLS = ("torch.cos", "math.cos", "numpy.cos", "np.cos", "jax.numpy.cos", "jnp.cos")
 # Learning-rate schedules use cosines too; they are never noise schedules.
@@ -71,7 +71,9 @@ def cosine_schedules(index: UnitIndex) -> list[CosineSchedule]:
         fn = call.function
         if fn is not None and LR_CONTEXT.search(fn.name):
             continue
-        if not (fn is not None and (NOISE_FUNCTION.search(fn.name) or (fn.class_name and NOISE_CLASS.search(fn.class_name)))):
+        if not (
+            fn is not None and (NOISE_FUNCTION.search(fn.name) or (fn.class_name and NOISE_CLASS.search(fn.class_name)))
+        ):
             continue
         if not call.args:
             continue
@@ -100,14 +102,18 @@ def _argument_closure(index: UnitIndex, call: CallSite, depth: int = 3) -> list[
                 nodes.append(node)
                 if isinstance(node, cst.Name) and node.value not in MODULE_NAMES:
                     names.add(node.value)
-        frontier = [a.value for a in index.assigns if a.function == call.function and a.path == call.path and a.target in names]
+        frontier = [
+            a.value for a in index.assigns if a.function == call.function and a.path == call.path and a.target in names
+        ]
     return nodes
 
 
 def _has_half_pi(nodes: list[cst.CSTNode]) -> bool:
     pi = half = False
     for node in nodes:
-        if (isinstance(node, cst.Name) and node.value == "pi") or (isinstance(node, cst.Attribute) and node.attr.value == "pi"):
+        if (isinstance(node, cst.Name) and node.value == "pi") or (
+            isinstance(node, cst.Attribute) and node.attr.value == "pi"
+        ):
             pi = True
         value = literal(node) if isinstance(node, (cst.Integer, cst.Float)) else None
         if isinstance(value, (int, float)):
@@ -129,7 +135,9 @@ def _squared(index: UnitIndex, call: CallSite) -> bool | None:
                 return isinstance(node.operator, cst.Power) and literal(node.right) in (2, 2.0)
             if isinstance(node, cst.Call) and isinstance(node.func, cst.Attribute) and node.func.value is call.node:
                 method = node.func.attr.value
-                return method == "square" or (method == "pow" and bool(node.args) and literal(node.args[0].value) in (2, 2.0))
+                return method == "square" or (
+                    method == "pow" and bool(node.args) and literal(node.args[0].value) in (2, 2.0)
+                )
             seen = seen or node is call.node
     return False if seen else None
 
@@ -146,7 +154,11 @@ def _value_of(index: UnitIndex, call: CallSite, node: cst.BaseExpression) -> obj
     fn = call.function
     values = [literal(a.value) for a in index.assigns if a.function == fn and a.path == call.path and a.target == name]
     if fn is not None:
-        values += [s.value for s in index.settings if s.kind == "param-default" and s.path == call.path and s.owner == fn.qualname and s.name == leaf.lower()]
+        values += [
+            s.value
+            for s in index.settings
+            if s.kind == "param-default" and s.path == call.path and s.owner == fn.qualname and s.name == leaf.lower()
+        ]
     numbers = [v for v in values if isinstance(v, (int, float)) and not isinstance(v, bool)]
     return numbers[0] if len(numbers) == 1 and len(values) == 1 else None
 
@@ -156,7 +168,11 @@ def _read_offset(index: UnitIndex, call: CallSite, nodes: list[cst.CSTNode]) -> 
     for node in nodes:
         if isinstance(node, cst.BinaryOperation) and isinstance(node.operator, cst.Divide):
             right = node.right
-            if isinstance(right, cst.BinaryOperation) and isinstance(right.operator, cst.Add) and (_is_one(right.left) or _is_one(right.right)):
+            if (
+                isinstance(right, cst.BinaryOperation)
+                and isinstance(right.operator, cst.Add)
+                and (_is_one(right.left) or _is_one(right.right))
+            ):
                 found.divides = True
             value = literal(right)
             if isinstance(value, float) and 1 < value <= 1.1:
@@ -224,8 +240,12 @@ for x in loader:
 def _selected(argument: str, schedule: str = "cosine") -> dict:
     return {
         "train.py": _SELECTED,
-        "config.py": f"from dataclasses import dataclass\n\n@dataclass\nclass Config:\n    beta_schedule: str = {schedule!r}\n",
-        "scheduler.py": _scheduler(argument).replace("def __init__(self, T=1000):", "def __init__(self, beta_schedule, T=1000):"),
+        "config.py": (
+            f"from dataclasses import dataclass\n\n@dataclass\nclass Config:\n    beta_schedule: str = {schedule!r}\n"
+        ),
+        "scheduler.py": _scheduler(argument).replace(
+            "def __init__(self, T=1000):", "def __init__(self, beta_schedule, T=1000):"
+        ),
     }
 
 
@@ -233,7 +253,11 @@ class NoCosineOffset(Rule):
     code = "OFF001"
     severity = Severity.MISSING
     title = "cosine schedule has the offset s = 0.008"
-    message = "the cosine schedule has no offset s: alpha_bar(t) = cos(t/T * pi/2)^2 makes the first betas vanishingly small, so the earliest timesteps are practically noise-free and the noise there cannot be predicted (Nichol & Dhariwal use s = 0.008)"
+    message = (
+        "the cosine schedule has no offset s: alpha_bar(t) = cos(t/T * pi/2)^2 makes the first betas"
+        " vanishingly small, so the earliest timesteps are practically noise-free and the noise there"
+        " cannot be predicted (Nichol & Dhariwal use s = 0.008)"
+    )
     explain = """
     Nichol & Dhariwal (2021) define the cosine schedule as alpha_bar(t) = f(t) / f(0),
     f(t) = cos((t/T + s) / (1 + s) * pi/2)^2 with s = 0.008, "to prevent beta_t from being too small
@@ -244,26 +268,60 @@ class NoCosineOffset(Rule):
 
     Fix: `torch.cos(((x / timesteps) + s) / (1 + s) * math.pi * 0.5) ** 2` with `s=0.008`. Library
     schedules (diffusers "squaredcos_cap_v2", improved-diffusion "cosine") already have it.
-    """
+    """  # noqa: E501
     VALID = [
         _scheduler("((x / timesteps) + s) / (1 + s) * math.pi * 0.5"),
         # the plan's version: the offset in a local variable
-        _scheduler("((x / timesteps + offset) / (1 + offset)) * math.pi * 0.5").replace("        alphas_cumprod = torch.cos", "        offset = 0.008\n        alphas_cumprod = torch.cos"),
+        _scheduler("((x / timesteps + offset) / (1 + offset)) * math.pi * 0.5").replace(
+            "        alphas_cumprod = torch.cos", "        offset = 0.008\n        alphas_cumprod = torch.cos"
+        ),
         # improved-diffusion / DiT: the cosine lives in a lambda with the offset written out
-        "import math\ndef get_named_beta_schedule(schedule_name, n):\n    if schedule_name == 'cosine':\n        return betas_for_alpha_bar(n, lambda t: math.cos((t + 0.008) / 1.008 * math.pi / 2) ** 2)\n",
+        (
+            "import math\n"
+            "def get_named_beta_schedule(schedule_name, n):\n"
+            "    if schedule_name == 'cosine':\n"
+            "        return betas_for_alpha_bar(n, lambda t: math.cos((t + 0.008) / 1.008 * math.pi / 2) ** 2)\n"
+        ),
         # CompVis LDM: the offset is computed before the cos
-        "import numpy as np\nimport torch\ndef make_beta_schedule(schedule, n_timestep, cosine_s=8e-3):\n    timesteps = torch.arange(n_timestep + 1, dtype=torch.float64) / n_timestep + cosine_s\n    alphas = timesteps / (1 + cosine_s) * np.pi / 2\n    alphas = torch.cos(alphas).pow(2)\n    alphas = alphas / alphas[0]\n    return 1 - alphas[1:] / alphas[:-1]\n",
+        (
+            "import numpy as np\n"
+            "import torch\n"
+            "def make_beta_schedule(schedule, n_timestep, cosine_s=8e-3):\n"
+            "    timesteps = torch.arange(n_timestep + 1, dtype=torch.float64) / n_timestep + cosine_s\n"
+            "    alphas = timesteps / (1 + cosine_s) * np.pi / 2\n"
+            "    alphas = torch.cos(alphas).pow(2)\n"
+            "    alphas = alphas / alphas[0]\n"
+            "    return 1 - alphas[1:] / alphas[:-1]\n"
+        ),
         # a cosine learning-rate schedule is not a noise schedule
         "import math\ndef lr_lambda(step):\n    return 0.5 * (1.0 + math.cos(math.pi * 2.0 * step / 1000))\n",
         # v-diffusion's alpha = cos(t pi/2) (not squared) is another parameterization
-        "import math, torch\ndef t_to_alpha_sigma(t):\n    alpha = torch.cos(t * math.pi / 2)\n    sigma = torch.sin(t * math.pi / 2)\n    return alpha, sigma\n",
+        (
+            "import math, torch\n"
+            "def t_to_alpha_sigma(t):\n"
+            "    alpha = torch.cos(t * math.pi / 2)\n"
+            "    sigma = torch.sin(t * math.pi / 2)\n"
+            "    return alpha, sigma\n"
+        ),
     ]
     INVALID = [
         # the reference trainer: linear selected, the cosine option lacks s
         _selected("(x / timesteps) * math.pi * 0.5", "linear"),
-        "import math, torch\ndef cosine_beta_schedule(timesteps):\n    t = torch.linspace(0, 1, timesteps + 1)\n    alphas_cumprod = torch.cos(t * math.pi / 2) ** 2\n    return torch.clip(1 - alphas_cumprod[1:] / alphas_cumprod[:-1], 0, 0.999)\n",
+        (
+            "import math, torch\n"
+            "def cosine_beta_schedule(timesteps):\n"
+            "    t = torch.linspace(0, 1, timesteps + 1)\n"
+            "    alphas_cumprod = torch.cos(t * math.pi / 2) ** 2\n"
+            "    return torch.clip(1 - alphas_cumprod[1:] / alphas_cumprod[:-1], 0, 0.999)\n"
+        ),
         # an offset parameter that is 0
-        "import numpy as np\ndef cosine_beta_schedule(timesteps, s=0.0):\n    x = np.linspace(0, timesteps, timesteps + 1)\n    alphas_cumprod = np.cos(((x / timesteps) + s) / (1 + s) * np.pi * 0.5) ** 2\n    return np.clip(1 - alphas_cumprod[1:] / alphas_cumprod[:-1], 0, 0.999)\n",
+        (
+            "import numpy as np\n"
+            "def cosine_beta_schedule(timesteps, s=0.0):\n"
+            "    x = np.linspace(0, timesteps, timesteps + 1)\n"
+            "    alphas_cumprod = np.cos(((x / timesteps) + s) / (1 + s) * np.pi * 0.5) ** 2\n"
+            "    return np.clip(1 - alphas_cumprod[1:] / alphas_cumprod[:-1], 0, 0.999)\n"
+        ),
     ]
 
     in_use = False  # OFF003 judges the schedule the trainer selects
@@ -279,7 +337,12 @@ class NoCosineOffset(Rule):
                 continue  # (t/T) / (1 + s): odd, but not a missing offset
             why = "its offset s is 0" if schedule.zero else "it computes cos(t/T * pi/2)^2 with no offset s"
             used = "the selected cosine schedule" if self.in_use else "the cosine schedule"
-            yield Hit.at(schedule.call, f"{used} in {schedule.where} lacks the cosine-schedule offset s ({why}): the first betas are vanishingly small and the earliest timesteps practically noise-free; use cos((t/T + s) / (1 + s) * pi/2)^2 with s = 0.008 (Nichol & Dhariwal 2021)")
+            yield Hit.at(
+                schedule.call,
+                f"{used} in {schedule.where} lacks the cosine-schedule offset s ({why}): the first betas are"
+                " vanishingly small and the earliest timesteps practically noise-free; use cos((t/T + s) / (1 + s) *"
+                " pi/2)^2 with s = 0.008 (Nichol & Dhariwal 2021)",
+            )
 
 
 def _cosine_selected(index: UnitIndex) -> bool:
@@ -292,18 +355,44 @@ class SelectedCosineWithoutOffset(NoCosineOffset):
     code = "OFF003"
     severity = Severity.BUG
     title = "the cosine schedule in use has the offset s"
-    message = "the trainer trains with a cosine schedule that lacks the offset s: the first betas are vanishingly small, so the earliest timesteps are practically noise-free and their noise cannot be predicted (Nichol & Dhariwal use s = 0.008)"
-    explain = NoCosineOffset.explain + """
+    message = (
+        "the trainer trains with a cosine schedule that lacks the offset s: the first betas are vanishingly"
+        " small, so the earliest timesteps are practically noise-free and their noise cannot be predicted"
+        " (Nichol & Dhariwal use s = 0.008)"
+    )
+    explain = (
+        NoCosineOffset.explain
+        + """
     OFF001 reports a cosine schedule without s that the trainer does not select (the optimization is
     missing); OFF003 reports it when the configured schedule is cosine, so training runs on it now.
     """
+    )
     in_use = True
-    VALID = [_selected("((x / timesteps) + s) / (1 + s) * math.pi * 0.5"), _selected("(x / timesteps) * math.pi * 0.5", "linear")]
+    VALID = [
+        _selected("((x / timesteps) + s) / (1 + s) * math.pi * 0.5"),
+        _selected("(x / timesteps) * math.pi * 0.5", "linear"),
+    ]
     INVALID = [
         _selected("(x / timesteps) * math.pi * 0.5"),
         # LDM / Lightning style: the Python default says linear, the YAML the run loads says cosine
         {
-            "train.py": "import math\nimport torch\n\ndef cosine_beta_schedule(timesteps, max_beta=0.999):\n    t = torch.linspace(0, 1, timesteps + 1, dtype=torch.float64)\n    alphas_cumprod = torch.cos(t * math.pi / 2) ** 2\n    return (1 - alphas_cumprod[1:] / alphas_cumprod[:-1]).clamp(max=max_beta)\n\nclass LitDiffusion:\n    def __init__(self, timesteps=1000, beta_schedule='linear'):\n        if beta_schedule == 'cosine':\n            betas = cosine_beta_schedule(timesteps)\n\n    def training_step(self, batch, batch_idx):\n        return self.loss(batch)\n",
+            "train.py": (
+                "import math\n"
+                "import torch\n"
+                "\n"
+                "def cosine_beta_schedule(timesteps, max_beta=0.999):\n"
+                "    t = torch.linspace(0, 1, timesteps + 1, dtype=torch.float64)\n"
+                "    alphas_cumprod = torch.cos(t * math.pi / 2) ** 2\n"
+                "    return (1 - alphas_cumprod[1:] / alphas_cumprod[:-1]).clamp(max=max_beta)\n"
+                "\n"
+                "class LitDiffusion:\n"
+                "    def __init__(self, timesteps=1000, beta_schedule='linear'):\n"
+                "        if beta_schedule == 'cosine':\n"
+                "            betas = cosine_beta_schedule(timesteps)\n"
+                "\n"
+                "    def training_step(self, batch, batch_idx):\n"
+                "        return self.loss(batch)\n"
+            ),
             "configs/run.yaml": "model:\n  timesteps: 1000\n  beta_schedule: cosine\n",
         },
     ]
@@ -313,7 +402,11 @@ class OffsetNotRenormalised(Rule):
     code = "OFF002"
     severity = Severity.BUG
     title = "cosine offset divided by (1 + s)"
-    message = "the cosine schedule adds s to t/T but does not divide by (1 + s): its argument passes pi/2 before the last timestep, so alpha_bar reaches 0 early and rises again and the last betas are clipped nonsense"
+    message = (
+        "the cosine schedule adds s to t/T but does not divide by (1 + s): its argument passes pi/2 before"
+        " the last timestep, so alpha_bar reaches 0 early and rises again and the last betas are clipped"
+        " nonsense"
+    )
     explain = """
     The offset enters as (t/T + s) / (1 + s): the division keeps the argument of the cosine in
     [s/(1+s), 1] * pi/2, so alpha_bar falls monotonically to 0 exactly at t = T. Without it,
@@ -325,7 +418,13 @@ class OffsetNotRenormalised(Rule):
     VALID = NoCosineOffset.VALID[:2]
     INVALID = [
         _scheduler("((x / timesteps) + s) * math.pi * 0.5"),
-        "import math, torch\ndef cosine_beta_schedule(timesteps):\n    t = torch.linspace(0, 1, timesteps + 1)\n    alphas_cumprod = torch.cos((t + 0.008) * math.pi / 2) ** 2\n    return torch.clip(1 - alphas_cumprod[1:] / alphas_cumprod[:-1], 0, 0.999)\n",
+        (
+            "import math, torch\n"
+            "def cosine_beta_schedule(timesteps):\n"
+            "    t = torch.linspace(0, 1, timesteps + 1)\n"
+            "    alphas_cumprod = torch.cos((t + 0.008) * math.pi / 2) ** 2\n"
+            "    return torch.clip(1 - alphas_cumprod[1:] / alphas_cumprod[:-1], 0, 0.999)\n"
+        ),
     ]
 
     def applies(self, index: UnitIndex) -> bool:
@@ -334,7 +433,12 @@ class OffsetNotRenormalised(Rule):
     def check(self, index: UnitIndex) -> Iterable[Hit]:
         for schedule in cosine_schedules(index):
             if schedule.has_offset and not schedule.divides:
-                yield Hit.at(schedule.call, f"the cosine schedule in {schedule.where} adds the offset s but does not divide by (1 + s): the cosine passes pi/2 before t = T, so alpha_bar reaches 0 early and rises again; use cos((t/T + s) / (1 + s) * pi/2)^2")
+                yield Hit.at(
+                    schedule.call,
+                    f"the cosine schedule in {schedule.where} adds the offset s but does not divide by (1 + s): the"
+                    " cosine passes pi/2 before t = T, so alpha_bar reaches 0 early and rises again; use cos((t/T +"
+                    " s) / (1 + s) * pi/2)^2",
+                )
 
 
 # --- fix -----------------------------------------------------------------------------------
@@ -358,6 +462,8 @@ class CosineOffsetFix(Fix):
     it. A cosine whose argument is not a product of t/T and pi/2 is refused with the formula.
     """
 
+    applicability = Applicability.UNSAFE  # changes the training objective
+
     codes = ("OFF001", "OFF002", "OFF003")
 
     def apply(self, ctx: FixContext, findings: list) -> None:
@@ -368,7 +474,12 @@ class CosineOffsetFix(Fix):
             where = (finding.location.path, finding.location.line, finding.location.col)
             schedule = schedules.get(where)
             if schedule is None:
-                raise CannotFix(finding.location.path, finding.location.line, "cannot find the cosine schedule this finding is about", OFFSET_PATCH)
+                raise CannotFix(
+                    finding.location.path,
+                    finding.location.line,
+                    "cannot find the cosine schedule this finding is about",
+                    OFFSET_PATCH,
+                )
             edits.setdefault(schedule.call.path, {}).update(self._edits(ctx, index, schedule))
         for path, changes in edits.items():
             ctx.update(path, replace(ctx.module(path), changes))
@@ -381,20 +492,33 @@ class CosineOffsetFix(Fix):
         argument = _cos_argument(index, call)
         fraction, rebuild = _split_fraction(argument)
         if fn is None or _mentions_pi(index, call, fraction):
-            raise CannotFix(call.path, call.line, f"the cosine in {schedule.where} is not written as (t/T) * pi/2, so the offset has no clear place", OFFSET_PATCH)
+            raise CannotFix(
+                call.path,
+                call.line,
+                f"the cosine in {schedule.where} is not written as (t/T) * pi/2, so the offset has no clear place",
+                OFFSET_PATCH,
+            )
         inner = code_of(fraction.with_changes(lpar=[], rpar=[]))
         if schedule.has_offset:  # OFF002: the offset is there, the division by (1 + s) is not
             name = _offset_term(fraction)
             new = expression(f"(({inner}) / (1 + {name}))", module)
-            ctx.note(f"{schedule.where}: the offset is now divided by (1 + {name}), so alpha_bar reaches 0 exactly at t = T")
+            ctx.note(
+                f"{schedule.where}: the offset is now divided by (1 + {name}), so alpha_bar reaches 0 exactly at t = T"
+            )
             return {argument: lambda _: rebuild(new)}
         used = set(fn.params) | {a.target for a in index.assigns if a.function == fn}
         name = next(n for n in ("s", "cosine_s", "schedule_offset") if n not in used)
         new = expression(f"(({inner} + {name}) / (1 + {name}))", module)
         function = enclosing(module, call.node, cst.FunctionDef)
         statement = enclosing(module, call.node, cst.SimpleStatementLine)
-        ctx.note(f"{schedule.where}: cos(((t/T + {name}) / (1 + {name})) * pi/2)^2 with a new parameter {name}={OFFSET} (Nichol & Dhariwal's cosine-schedule offset; not diffusers' --noise_offset)")
-        edits = {argument: lambda _: rebuild(new), function: lambda node: with_param(node, name, cst.Float(str(OFFSET)), "float")}
+        ctx.note(
+            f"{schedule.where}: cos(((t/T + {name}) / (1 + {name})) * pi/2)^2 with a new parameter {name}={OFFSET}"
+            " (Nichol & Dhariwal's cosine-schedule offset; not diffusers' --noise_offset)"
+        )
+        edits = {
+            argument: lambda _: rebuild(new),
+            function: lambda node: with_param(node, name, cst.Float(str(OFFSET)), "float"),
+        }
         if statement is not None:
             edits[statement] = lambda node: with_comment(node, OFFSET_COMMENT)
         return edits
@@ -402,10 +526,23 @@ class CosineOffsetFix(Fix):
     def _zero_to_offset(self, index: UnitIndex, schedule: CosineSchedule, module: cst.Module) -> dict:
         """The offset exists and is 0: make it 0.008 where it is set (parameter default or local)."""
         fn = schedule.call.function
-        values = [a.value for a in index.assigns if a.function == fn and a.path == schedule.call.path and a.target in OFFSET_NAMES and literal(a.value) == 0]
-        params = [p for p in (enclosing(module, schedule.call.node, cst.FunctionDef).params.params if fn else ()) if p.name.value in OFFSET_NAMES and p.default is not None and literal(p.default) == 0]
+        values = [
+            a.value
+            for a in index.assigns
+            if a.function == fn and a.path == schedule.call.path and a.target in OFFSET_NAMES and literal(a.value) == 0
+        ]
+        params = [
+            p
+            for p in (enclosing(module, schedule.call.node, cst.FunctionDef).params.params if fn else ())
+            if p.name.value in OFFSET_NAMES and p.default is not None and literal(p.default) == 0
+        ]
         if not values and not params:
-            raise CannotFix(schedule.call.path, schedule.call.line, f"the offset of the cosine in {schedule.where} is 0 but set somewhere this fix cannot see", OFFSET_PATCH)
+            raise CannotFix(
+                schedule.call.path,
+                schedule.call.line,
+                f"the offset of the cosine in {schedule.where} is 0 but set somewhere this fix cannot see",
+                OFFSET_PATCH,
+            )
         edits = {value: (lambda node: cst.Float(str(OFFSET))) for value in values}
         edits.update({p: (lambda node: node.with_changes(default=cst.Float(str(OFFSET)))) for p in params})
         return edits
@@ -415,20 +552,27 @@ def _cos_argument(index: UnitIndex, call: CallSite) -> cst.BaseExpression:
     """The cosine's argument, or the value of the one local variable it names (``cos(arg)``)."""
     node = call.args[0].value
     if isinstance(node, cst.Name):
-        assigns = [a for a in index.assigns if a.function == call.function and a.path == call.path and a.target == node.value]
+        assigns = [
+            a for a in index.assigns if a.function == call.function and a.path == call.path and a.target == node.value
+        ]
         if len(assigns) == 1:
             return assigns[0].value
     return node
 
 
 def _is_pi(node: cst.CSTNode) -> bool:
-    return (isinstance(node, cst.Name) and node.value == "pi") or (isinstance(node, cst.Attribute) and node.attr.value == "pi")
+    return (isinstance(node, cst.Name) and node.value == "pi") or (
+        isinstance(node, cst.Attribute) and node.attr.value == "pi"
+    )
 
 
 def _mentions_pi(index: UnitIndex, call: CallSite, fraction: cst.BaseExpression) -> bool:
     """The supposed t/T part still holds pi, itself or through a local (``half_pi = math.pi / 2``)."""
     names = {n.value for n in expression_nodes(fraction) if isinstance(n, cst.Name)}
-    values = [fraction, *(a.value for a in index.assigns if a.function == call.function and a.path == call.path and a.target in names)]
+    values = [
+        fraction,
+        *(a.value for a in index.assigns if a.function == call.function and a.path == call.path and a.target in names),
+    ]
     return any(_is_pi(n) for value in values for n in expression_nodes(value))
 
 

@@ -20,38 +20,99 @@ from __future__ import annotations
 import re
 from typing import Iterable
 
+from optimizer_tool.contract import Applicability, Fix, FixContext, Hit, Rule
 from optimizer_tool.cstedit import set_settings
 from optimizer_tool.findings import Severity
 from optimizer_tool.index import Setting, UnitIndex
-from optimizer_tool.rules.base import Fix, FixContext, Hit, Rule
 from optimizer_tool.semantics import Configured, configured, pretrained_denoiser
 
 KEY = "resolution"
 TITLE = "Training resolution"
-SAFE_FIX = False  # changes the model and its memory
-FIX_ON_REQUEST_ONLY = True  # ~2x memory and +50% time: only `apply --only resolution`, never --all
+ORDER = 90  # place in the checklist: the plan's order
 
-RESOLUTION_SETTINGS = ("image_size", "resolution", "img_size", "sample_size", "image_resolution", "train_resolution", "frame_size", "video_size", "spatial_size", "image_res", "img_res", "train_image_size")
-CHANNEL_SETTINGS = ("model_channels", "base_channels", "num_channels", "unet_channels", "base_dim", "model_dim", "ch", "dim", "block_out_channels", "channels")
-FRAME_SETTINGS = ("num_frames", "frames", "n_frames", "video_length", "sample_frames", "num_frames_per_clip", "frames_per_clip", "clip_length", "clip_len", "nframes")
+RESOLUTION_SETTINGS = (
+    "image_size",
+    "resolution",
+    "img_size",
+    "sample_size",
+    "image_resolution",
+    "train_resolution",
+    "frame_size",
+    "video_size",
+    "spatial_size",
+    "image_res",
+    "img_res",
+    "train_image_size",
+)
+CHANNEL_SETTINGS = (
+    "model_channels",
+    "base_channels",
+    "num_channels",
+    "unet_channels",
+    "base_dim",
+    "model_dim",
+    "ch",
+    "dim",
+    "block_out_channels",
+    "channels",
+)
+FRAME_SETTINGS = (
+    "num_frames",
+    "frames",
+    "n_frames",
+    "video_length",
+    "sample_frames",
+    "num_frames_per_clip",
+    "frames_per_clip",
+    "clip_length",
+    "clip_len",
+    "nframes",
+)
 BATCH_SETTINGS = ("batch_size", "train_batch_size", "micro_batch_size", "per_device_train_batch_size", "microbatch")
-CHECKPOINTING_SETTINGS = ("gradient_checkpointing", "use_checkpoint", "grad_checkpointing", "use_gradient_checkpointing", "activation_checkpointing", "checkpoint_activations")
+CHECKPOINTING_SETTINGS = (
+    "gradient_checkpointing",
+    "use_checkpoint",
+    "grad_checkpointing",
+    "use_gradient_checkpointing",
+    "activation_checkpointing",
+    "checkpoint_activations",
+)
 # Generic names are widths only on a UNet constructor: ``Unet(dim=64)``, not ``torch.cat(..., dim=1)``.
 GENERIC_WIDTH = {"dim", "ch", "channels"}
 UNET_OWNER = re.compile(r"unet|u_net|denoiser", re.I)
 LATENT = (
-    "*.AutoencoderKL", "*.AutoencoderKL.from_pretrained", "*.AutoencoderKLTemporalDecoder", "*.AutoencoderKLTemporalDecoder.from_pretrained",
-    "*.VQModel", "*.VQModel.from_pretrained", "*.AutoencoderKLCogVideoX.from_pretrained", "*.encode_first_stage", "*.get_first_stage_encoding",
+    "*.AutoencoderKL",
+    "*.AutoencoderKL.from_pretrained",
+    "*.AutoencoderKLTemporalDecoder",
+    "*.AutoencoderKLTemporalDecoder.from_pretrained",
+    "*.VQModel",
+    "*.VQModel.from_pretrained",
+    "*.AutoencoderKLCogVideoX.from_pretrained",
+    "*.encode_first_stage",
+    "*.get_first_stage_encoding",
     "*.AutoencoderTiny.from_pretrained",
 )
-FIXED_SIZE_DATASETS = ("torchvision.datasets.CIFAR10", "torchvision.datasets.CIFAR100", "torchvision.datasets.MNIST", "torchvision.datasets.FashionMNIST", "torchvision.datasets.KMNIST", "torchvision.datasets.EMNIST", "torchvision.datasets.QMNIST", "torchvision.datasets.SVHN")
+FIXED_SIZE_DATASETS = (
+    "torchvision.datasets.CIFAR10",
+    "torchvision.datasets.CIFAR100",
+    "torchvision.datasets.MNIST",
+    "torchvision.datasets.FashionMNIST",
+    "torchvision.datasets.KMNIST",
+    "torchvision.datasets.EMNIST",
+    "torchvision.datasets.QMNIST",
+    "torchvision.datasets.SVHN",
+)
 
 
 def _size(value: object) -> int | None:
     """The spatial size of a setting: 64, (64, 64), [16, 64, 64] (frames first), "64"."""
     if isinstance(value, str) and value.strip().isdigit():
         value = int(value.strip())
-    if isinstance(value, (list, tuple)) and value and all(isinstance(v, int) and not isinstance(v, bool) for v in value):
+    if (
+        isinstance(value, (list, tuple))
+        and value
+        and all(isinstance(v, int) and not isinstance(v, bool) for v in value)
+    ):
         value = max(value[-2:])
     if isinstance(value, int) and not isinstance(value, bool) and 8 <= value <= 8192:
         return value
@@ -82,7 +143,9 @@ def resolutions(index: UnitIndex) -> Configured:
 
 def _number(index: UnitIndex, names: tuple[str, ...], read=None) -> tuple[int, Setting] | None:
     """The unit's primary value for a numeric setting (the best-placed known one)."""
-    found = configured(index, names, lambda s: str(v) if (v := (read(s) if read else _plain_int(s.value))) is not None else None)
+    found = configured(
+        index, names, lambda s: str(v) if (v := (read(s) if read else _plain_int(s.value))) is not None else None
+    )
     if not found.by_value:
         return None
     value = next(iter(found.by_value))
@@ -123,14 +186,20 @@ for x in loader:
 
 def _config(**fields) -> dict:
     body = "".join(f"    {k}: {type(v).__name__} = {v!r}\n" for k, v in fields.items())
-    return {"train.py": _TRAINER, "config.py": f"from dataclasses import dataclass\n\n@dataclass\nclass Config:\n{body}"}
+    return {
+        "train.py": _TRAINER,
+        "config.py": f"from dataclasses import dataclass\n\n@dataclass\nclass Config:\n{body}",
+    }
 
 
 class LowResolution(Rule):
     code = "RES001"
     severity = Severity.MISSING
     title = "training resolution above 64x64"
-    message = "the model trains at 64x64 or less: hand shapes and finger positions, which carry most of a sign's meaning, are a few pixels wide and cannot be resolved"
+    message = (
+        "the model trains at 64x64 or less: hand shapes and finger positions, which carry most of a sign's"
+        " meaning, are a few pixels wide and cannot be resolved"
+    )
     explain = """
     64x64 is very low for sign language: hands, fingers and facial expressions are a few pixels across,
     so no amount of training recovers them. The plan recommends 96x96 with model_channels 80 (about 2x
@@ -143,20 +212,55 @@ class LowResolution(Rule):
     """
     VALID = [
         _config(image_size=96, num_frames=16, model_channels=80),
-        "import argparse\nparser = argparse.ArgumentParser()\nparser.add_argument('--resolution', type=int, default=512)\n",
+        (
+            "import argparse\n"
+            "parser = argparse.ArgumentParser()\n"
+            "parser.add_argument('--resolution', type=int, default=512)\n"
+        ),
         # latent diffusion: 32 is the latent size
-        "from diffusers import AutoencoderKL, UNet2DModel\nvae = AutoencoderKL.from_pretrained(path, subfolder='vae')\nunet = UNet2DModel(sample_size=32, in_channels=4, out_channels=4)\n",
+        (
+            "from diffusers import AutoencoderKL, UNet2DModel\n"
+            "vae = AutoencoderKL.from_pretrained(path, subfolder='vae')\n"
+            "unet = UNet2DModel(sample_size=32, in_channels=4, out_channels=4)\n"
+        ),
         # CIFAR-10 is 32x32 whatever the trainer says
         "import torchvision\ndataset = torchvision.datasets.CIFAR10('data', download=True)\nimage_size = 32\n",
         # a small smoke-test preset next to a real default is not the training resolution
-        {"train.py": _TRAINER, "config.py": "from dataclasses import dataclass\n\n@dataclass\nclass Config:\n    image_size: int = 128\n\nSMOKE = Config(image_size=16)\n"},
+        {
+            "train.py": _TRAINER,
+            "config.py": (
+                "from dataclasses import dataclass\n"
+                "\n"
+                "@dataclass\n"
+                "class Config:\n"
+                "    image_size: int = 128\n"
+                "\n"
+                "SMOKE = Config(image_size=16)\n"
+            ),
+        },
     ]
     INVALID = [
         _config(image_size=64, num_frames=16, model_channels=96),
-        "import argparse\nparser = argparse.ArgumentParser()\nparser.add_argument('--resolution', type=int, default=64)\n",
-        "from denoising_diffusion_pytorch import GaussianDiffusion, Unet\nmodel = Unet(dim=64)\ndiffusion = GaussianDiffusion(model, image_size=32, timesteps=1000)\n",
-        "from diffusers import UNet2DModel\nmodel = UNet2DModel(sample_size=64, in_channels=3, out_channels=3, block_out_channels=(128, 128, 256, 256, 512, 512))\n",
-        "from video_diffusion_pytorch import GaussianDiffusion, Unet3D\nmodel = Unet3D(dim=64)\ndiffusion = GaussianDiffusion(model, image_size=(64, 64), num_frames=10)\n",
+        (
+            "import argparse\n"
+            "parser = argparse.ArgumentParser()\n"
+            "parser.add_argument('--resolution', type=int, default=64)\n"
+        ),
+        (
+            "from denoising_diffusion_pytorch import GaussianDiffusion, Unet\n"
+            "model = Unet(dim=64)\n"
+            "diffusion = GaussianDiffusion(model, image_size=32, timesteps=1000)\n"
+        ),
+        (
+            "from diffusers import UNet2DModel\n"
+            "model = UNet2DModel(sample_size=64, in_channels=3, out_channels=3, block_out_channels=(128, 128, 256,"
+            " 256, 512, 512))\n"
+        ),
+        (
+            "from video_diffusion_pytorch import GaussianDiffusion, Unet3D\n"
+            "model = Unet3D(dim=64)\n"
+            "diffusion = GaussianDiffusion(model, image_size=(64, 64), num_frames=10)\n"
+        ),
     ]
 
     def applies(self, index: UnitIndex) -> bool:
@@ -170,14 +274,22 @@ class LowResolution(Rule):
         setting = found.where(str(sizes[-1]))
         frames = _number(index, FRAME_SETTINGS)
         shape = f"{sizes[-1]}x{sizes[-1]}" + (f"x{frames[0]}" if frames and frames[0] > 1 else "")
-        yield Hit.at(setting, f"the model trains at {shape} ({setting.name} = {setting.value!r}): hands and fingers, which carry most of a sign's meaning, are a few pixels wide; train at 96x96 with model_channels 80 (~2x memory) or 128x128 with 64")
+        yield Hit.at(
+            setting,
+            f"the model trains at {shape} ({setting.name} = {setting.value!r}): hands and fingers, which carry most"
+            " of a sign's meaning, are a few pixels wide; train at 96x96 with model_channels 80 (~2x memory) or"
+            " 128x128 with 64",
+        )
 
 
 class BudgetNotAdjusted(Rule):
     code = "RES002"
     severity = Severity.BUG
     title = "channel/memory budget adjusted to the resolution"
-    message = "the resolution was raised but the channel width and batch size were not reduced and nothing saves memory, so activation memory grows with the pixel count and the run likely goes out of memory"
+    message = (
+        "the resolution was raised but the channel width and batch size were not reduced and nothing saves"
+        " memory, so activation memory grows with the pixel count and the run likely goes out of memory"
+    )
     explain = """
     Activation memory of a video UNet grows with channels x height x width x frames. The plan's 64x64x16
     model with model_channels 96 fits; 96x96 with the same 96 channels needs 2.25x the memory, 128x128
@@ -213,11 +325,19 @@ class BudgetNotAdjusted(Rule):
         batch = _number(index, BATCH_SETTINGS)
         if batch is not None and batch[0] <= 1:
             return
-        if any(s.known and s.value is True for s in index.setting(*CHECKPOINTING_SETTINGS)) or index.method_calls("enable_gradient_checkpointing", "gradient_checkpointing_enable"):
+        if any(s.known and s.value is True for s in index.setting(*CHECKPOINTING_SETTINGS)) or index.method_calls(
+            "enable_gradient_checkpointing", "gradient_checkpointing_enable"
+        ):
             return
         factor = (size / 64) ** 2 * width[0] / 96
         budget = channel_budget(size)
-        yield Hit.at(where, f"the resolution is {size}x{size} but {width[1].name} is still {width[0]}" + (f" and the batch size {batch[0]}" if batch else "") + f": about {factor:.1f}x the activation memory of the 64x64/96-channel model; use {width[1].name}={budget}, batch size 1 or gradient checkpointing")
+        yield Hit.at(
+            where,
+            f"the resolution is {size}x{size} but {width[1].name} is still {width[0]}"
+            + (f" and the batch size {batch[0]}" if batch else "")
+            + f": about {factor:.1f}x the activation memory of the 64x64/96-channel model; use"
+            f" {width[1].name}={budget}, batch size 1 or gradient checkpointing",
+        )
 
 
 # --- fix -----------------------------------------------------------------------------------
@@ -234,6 +354,8 @@ class ResolutionFix(Fix):
     suit the model: GroupNorm groups and attention head sizes have to divide every channel width
     (the fix notes it; the smoke test proves it).
     """
+
+    applicability = Applicability.ON_REQUEST  # ~2x memory and +50% time: only `apply --only resolution`, never --all
 
     codes = ("RES001", "RES002")
 
@@ -253,7 +375,10 @@ class ResolutionFix(Fix):
                 changes += [(s, budget) for s in widths.by_value[width] if isinstance(s.value, int)]
         for line in set_settings(ctx, changes):
             ctx.note(line)
-        ctx.note(f"{budget} channels must suit the model: its GroupNorm groups and attention head size have to divide every channel width; run the smoke test")
+        ctx.note(
+            f"{budget} channels must suit the model: its GroupNorm groups and attention head size have to divide"
+            " every channel width; run the smoke test"
+        )
 
 
 def _resized(value: object, old: int, new: int) -> object:

@@ -20,10 +20,10 @@ from typing import Iterable
 
 import libcst as cst
 
+from optimizer_tool.contract import Applicability, CannotFix, Fix, FixContext, Hit, Rule
 from optimizer_tool.cstedit import UnitEdits, enclosing, node_at, statements, with_comment, with_keyword, with_param
 from optimizer_tool.findings import Severity
 from optimizer_tool.index import CallSite, UnitIndex, dotted, import_aliases, literal
-from optimizer_tool.rules.base import CannotFix, Fix, FixContext, Hit, Rule
 from optimizer_tool.semantics import (
     BETAS_TARGET,
     SCHEDULE_HELPER,
@@ -36,9 +36,18 @@ from optimizer_tool.semantics import (
 
 KEY = "zero-snr"
 TITLE = "Zero terminal SNR with v-prediction"
-SAFE_FIX = False  # changes the training objective
+ORDER = 40  # place in the checklist: the plan's order
 
-RESCALE_SETTINGS = ("rescale_betas_zero_snr", "rescale_zero_terminal_snr", "zero_terminal_snr", "zero_snr", "enforce_zero_terminal_snr", "use_zero_snr", "use_zero_terminal_snr", "zsnr")
+RESCALE_SETTINGS = (
+    "rescale_betas_zero_snr",
+    "rescale_zero_terminal_snr",
+    "zero_terminal_snr",
+    "zero_snr",
+    "enforce_zero_terminal_snr",
+    "use_zero_snr",
+    "use_zero_terminal_snr",
+    "zsnr",
+)
 RESCALE_FUNCTION = re.compile(r"(rescale|enforce|make|to)_?(betas_)?zero_?(terminal_)?snr|zero_?terminal_?snr", re.I)
 
 
@@ -49,7 +58,9 @@ def _rescale_calls(index: UnitIndex) -> list[CallSite]:
 
 def rescaling(index: UnitIndex) -> bool | None:
     """True: terminal SNR is rescaled to 0; False: it is not (by default); None: cannot tell."""
-    flags = configured(index, RESCALE_SETTINGS, lambda s: "on" if s.value is True else "off" if s.value is False else None)
+    flags = configured(
+        index, RESCALE_SETTINGS, lambda s: "on" if s.value is True else "off" if s.value is False else None
+    )
     if "on" in flags.by_value:
         return True
     calls = _rescale_calls(index)
@@ -78,10 +89,27 @@ def terminal_alpha_bar(index: UnitIndex, setting) -> float | None:
         return None
 
     def one(names, kind):
-        values = {s.value for s in index.setting(*names) if s.known and isinstance(s.value, kind) and not isinstance(s.value, bool)}
+        values = {
+            s.value
+            for s in index.setting(*names)
+            if s.known and isinstance(s.value, kind) and not isinstance(s.value, bool)
+        }
         return values.pop() if len(values) == 1 else None
 
-    steps = one(("num_train_timesteps", "diffusion_steps", "num_timesteps", "ddpm_num_steps", "n_timestep", "num_diffusion_timesteps"), int) or 1000
+    steps = (
+        one(
+            (
+                "num_train_timesteps",
+                "diffusion_steps",
+                "num_timesteps",
+                "ddpm_num_steps",
+                "n_timestep",
+                "num_diffusion_timesteps",
+            ),
+            int,
+        )
+        or 1000
+    )
     start, end = LINEAR_DEFAULTS["scaled" if scaled else "linear"]
     start = one(("beta_start", "linear_start", "beta_1"), float) or start
     end = one(("beta_end", "linear_end", "beta_t"), float) or end
@@ -92,7 +120,11 @@ def terminal_alpha_bar(index: UnitIndex, setting) -> float | None:
     alpha_bar = 1.0
     for i in range(steps):
         fraction = i / (steps - 1)
-        beta = (math.sqrt(start) + (math.sqrt(end) - math.sqrt(start)) * fraction) ** 2 if scaled else start + (end - start) * fraction
+        beta = (
+            (math.sqrt(start) + (math.sqrt(end) - math.sqrt(start)) * fraction) ** 2
+            if scaled
+            else start + (end - start) * fraction
+        )
         alpha_bar *= 1 - min(beta, 0.999)
     return alpha_bar
 
@@ -101,7 +133,9 @@ def _unrescaled_schedule(index: UnitIndex):
     """(setting, family) of a v-prediction schedule that is not rescaled to zero terminal SNR, else None."""
     if rescaling(index) is not False:
         return None
-    if any(c.kwarg("beta_schedule") is None and c.kwarg("trained_betas") is None for c in pretrained_scheduler_loads(index)):
+    if any(
+        c.kwarg("beta_schedule") is None and c.kwarg("trained_betas") is None for c in pretrained_scheduler_loads(index)
+    ):
         return None  # the schedule comes from a stored config
     schedule = beta_schedule(index)
     family = schedule.value
@@ -119,7 +153,11 @@ class TerminalSnrNotZero(_VPrediction):
     code = "ZSNR001"
     severity = Severity.MISSING
     title = "v-prediction schedule rescaled to zero terminal SNR"
-    message = "v-prediction is configured but the schedule is not rescaled to zero terminal SNR: alphas_cumprod[-1] stays slightly above 0, so training never shows the model pure noise while sampling starts from it (Lin et al. 2023)"
+    message = (
+        "v-prediction is configured but the schedule is not rescaled to zero terminal SNR:"
+        " alphas_cumprod[-1] stays slightly above 0, so training never shows the model pure noise while"
+        " sampling starts from it (Lin et al. 2023)"
+    )
     explain = """
     Every common schedule ends with a little signal left: linear DDPM (alphas_cumprod[-1] ~ 4e-5),
     Stable Diffusion's scaled_linear (~0.0047), and the cosine schedule whose betas are clipped to
@@ -135,25 +173,97 @@ class TerminalSnrNotZero(_VPrediction):
     A schedule loaded from a pretrained config is not judged (it may already be rescaled).
     """
     VALID = [
-        "from diffusers import DDPMScheduler\nnoise_scheduler = DDPMScheduler(beta_schedule='scaled_linear', prediction_type='v_prediction', rescale_betas_zero_snr=True, timestep_spacing='trailing')\n",
+        (
+            "from diffusers import DDPMScheduler\n"
+            "noise_scheduler = DDPMScheduler(beta_schedule='scaled_linear', prediction_type='v_prediction',"
+            " rescale_betas_zero_snr=True, timestep_spacing='trailing')\n"
+        ),
         # the paper's function, applied in the project's scheduler
-        "import torch\nfrom dataclasses import dataclass\n\n@dataclass\nclass Config:\n    prediction_type: str = 'v_prediction'\n    beta_schedule: str = 'linear'\n\ndef rescale_zero_terminal_snr(betas):\n    return betas\n\nclass Scheduler:\n    def __init__(self, T=1000):\n        betas = torch.linspace(1e-4, 0.02, T)\n        self.betas = rescale_zero_terminal_snr(betas)\n",
+        (
+            "import torch\n"
+            "from dataclasses import dataclass\n"
+            "\n"
+            "@dataclass\n"
+            "class Config:\n"
+            "    prediction_type: str = 'v_prediction'\n"
+            "    beta_schedule: str = 'linear'\n"
+            "\n"
+            "def rescale_zero_terminal_snr(betas):\n"
+            "    return betas\n"
+            "\n"
+            "class Scheduler:\n"
+            "    def __init__(self, T=1000):\n"
+            "        betas = torch.linspace(1e-4, 0.02, T)\n"
+            "        self.betas = rescale_zero_terminal_snr(betas)\n"
+        ),
         # epsilon trainer: nothing to judge
-        "from diffusers import DDPMScheduler\nnoise_scheduler = DDPMScheduler(beta_schedule='linear', prediction_type='epsilon')\n",
+        (
+            "from diffusers import DDPMScheduler\n"
+            "noise_scheduler = DDPMScheduler(beta_schedule='linear', prediction_type='epsilon')\n"
+        ),
         # a pretrained schedule may already be rescaled
-        "from diffusers import DDPMScheduler\nnoise_scheduler = DDPMScheduler.from_pretrained(path, subfolder='scheduler', prediction_type='v_prediction')\n",
+        (
+            "from diffusers import DDPMScheduler\n"
+            "noise_scheduler = DDPMScheduler.from_pretrained(path, subfolder='scheduler',"
+            " prediction_type='v_prediction')\n"
+        ),
     ]
     INVALID = [
-        "from diffusers import DDPMScheduler\nnoise_scheduler = DDPMScheduler(num_train_timesteps=1000, beta_schedule='squaredcos_cap_v2', prediction_type='v_prediction')\n",
+        (
+            "from diffusers import DDPMScheduler\n"
+            "noise_scheduler = DDPMScheduler(num_train_timesteps=1000, beta_schedule='squaredcos_cap_v2',"
+            " prediction_type='v_prediction')\n"
+        ),
         # DDPM's linear schedule: alphas_cumprod[-1] ~ 4e-5
-        "from diffusers import DDPMScheduler\nnoise_scheduler = DDPMScheduler(num_train_timesteps=1000, prediction_type='v_prediction')\n",
+        (
+            "from diffusers import DDPMScheduler\n"
+            "noise_scheduler = DDPMScheduler(num_train_timesteps=1000, prediction_type='v_prediction')\n"
+        ),
         {
-            "train.py": "import torch\nfrom config import Config\nfrom scheduler import Scheduler\ncfg = Config()\nsched = Scheduler(cfg.beta_schedule, cfg.prediction_type)\nfor x in data:\n    loss = (model(x) - sched.get_velocity(x, torch.randn_like(x), t)).pow(2).mean()\n    loss.backward()\n    opt.step()\n",
-            "config.py": "from dataclasses import dataclass\n\n@dataclass\nclass Config:\n    beta_schedule: str = 'cosine'\n    prediction_type: str = 'v_prediction'\n",
-            "scheduler.py": "import math, torch\n\nclass Scheduler:\n    def __init__(self, beta_schedule='linear', prediction_type='epsilon'):\n        self.prediction_type = prediction_type\n        self.betas = self._cosine_beta_schedule(1000)\n\n    def _cosine_beta_schedule(self, timesteps, s=0.008):\n        x = torch.linspace(0, timesteps, timesteps + 1)\n        a = torch.cos(((x / timesteps) + s) / (1 + s) * math.pi * 0.5) ** 2\n        return torch.clip(1 - a[1:] / a[:-1], 0.0001, 0.9999)\n",
+            "train.py": (
+                "import torch\n"
+                "from config import Config\n"
+                "from scheduler import Scheduler\n"
+                "cfg = Config()\n"
+                "sched = Scheduler(cfg.beta_schedule, cfg.prediction_type)\n"
+                "for x in data:\n"
+                "    loss = (model(x) - sched.get_velocity(x, torch.randn_like(x), t)).pow(2).mean()\n"
+                "    loss.backward()\n"
+                "    opt.step()\n"
+            ),
+            "config.py": (
+                "from dataclasses import dataclass\n"
+                "\n"
+                "@dataclass\n"
+                "class Config:\n"
+                "    beta_schedule: str = 'cosine'\n"
+                "    prediction_type: str = 'v_prediction'\n"
+            ),
+            "scheduler.py": (
+                "import math, torch\n"
+                "\n"
+                "class Scheduler:\n"
+                "    def __init__(self, beta_schedule='linear', prediction_type='epsilon'):\n"
+                "        self.prediction_type = prediction_type\n"
+                "        self.betas = self._cosine_beta_schedule(1000)\n"
+                "\n"
+                "    def _cosine_beta_schedule(self, timesteps, s=0.008):\n"
+                "        x = torch.linspace(0, timesteps, timesteps + 1)\n"
+                "        a = torch.cos(((x / timesteps) + s) / (1 + s) * math.pi * 0.5) ** 2\n"
+                "        return torch.clip(1 - a[1:] / a[:-1], 0.0001, 0.9999)\n"
+            ),
         },
         # the rescaling exists but is off by default
-        "import argparse\nfrom diffusers import DDPMScheduler\nparser = argparse.ArgumentParser()\nparser.add_argument('--prediction_type', default='v_prediction')\nparser.add_argument('--rescale_betas_zero_snr', action='store_true')\nargs = parser.parse_args()\nnoise_scheduler = DDPMScheduler(beta_schedule='linear', prediction_type=args.prediction_type, rescale_betas_zero_snr=args.rescale_betas_zero_snr)\n",
+        (
+            "import argparse\n"
+            "from diffusers import DDPMScheduler\n"
+            "parser = argparse.ArgumentParser()\n"
+            "parser.add_argument('--prediction_type', default='v_prediction')\n"
+            "parser.add_argument('--rescale_betas_zero_snr', action='store_true')\n"
+            "args = parser.parse_args()\n"
+            "noise_scheduler = DDPMScheduler(beta_schedule='linear', prediction_type=args.prediction_type,"
+            " rescale_betas_zero_snr=args.rescale_betas_zero_snr)\n"
+        ),
     ]
 
     def check(self, index: UnitIndex) -> Iterable[Hit]:
@@ -164,16 +274,31 @@ class TerminalSnrNotZero(_VPrediction):
         alpha_bar = terminal_alpha_bar(index, setting)
         if alpha_bar is not None and alpha_bar >= MATERIAL_ALPHA_BAR:
             return  # ZSNR003 reports it as a bug
-        kind = {"cosine": "clipped cosine", "linear": "linear"}.get(family, repr(setting.value) if isinstance(setting.value, str) else family)
-        measured = f"alphas_cumprod[-1] ~ {alpha_bar:.1e}" if alpha_bar is not None else "its last beta is clipped below 1, so alphas_cumprod[-1] > 0"
-        yield Hit.at(setting, f"v-prediction is configured but the {kind} schedule is not rescaled to zero terminal SNR ({measured}): training never sees pure noise, sampling starts from it; rescale the betas (diffusers rescale_betas_zero_snr=True, Lin et al. 2023)")
+        kind = {"cosine": "clipped cosine", "linear": "linear"}.get(
+            family, repr(setting.value) if isinstance(setting.value, str) else family
+        )
+        measured = (
+            f"alphas_cumprod[-1] ~ {alpha_bar:.1e}"
+            if alpha_bar is not None
+            else "its last beta is clipped below 1, so alphas_cumprod[-1] > 0"
+        )
+        yield Hit.at(
+            setting,
+            f"v-prediction is configured but the {kind} schedule is not rescaled to zero terminal SNR ({measured}):"
+            " training never sees pure noise, sampling starts from it; rescale the betas (diffusers"
+            " rescale_betas_zero_snr=True, Lin et al. 2023)",
+        )
 
 
 class MaterialTerminalSnr(_VPrediction):
     code = "ZSNR003"
     severity = Severity.BUG
     title = "v-prediction schedule reaches (near) pure noise"
-    message = "v-prediction is configured with a schedule that keeps visible signal at the last timestep (alphas_cumprod[-1] >= 1e-3, like Stable Diffusion's scaled_linear): samples are stuck at medium brightness; rescale the betas to zero terminal SNR (Lin et al. 2023)"
+    message = (
+        "v-prediction is configured with a schedule that keeps visible signal at the last timestep"
+        " (alphas_cumprod[-1] >= 1e-3, like Stable Diffusion's scaled_linear): samples are stuck at medium"
+        " brightness; rescale the betas to zero terminal SNR (Lin et al. 2023)"
+    )
     explain = """
     Stable Diffusion's scaled_linear schedule (0.00085 .. 0.012 over 1000 steps) ends at
     alphas_cumprod[-1] ~ 0.0047: at t = T the input still carries ~7% of the image. The model learns
@@ -185,8 +310,17 @@ class MaterialTerminalSnr(_VPrediction):
     """
     VALID = [TerminalSnrNotZero.VALID[0], TerminalSnrNotZero.INVALID[0]]
     INVALID = [
-        "from diffusers import DDPMScheduler\nnoise_scheduler = DDPMScheduler(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule='scaled_linear', prediction_type='v_prediction')\n",
-        "import argparse\nparser = argparse.ArgumentParser()\nparser.add_argument('--beta_schedule', default='scaled_linear')\nparser.add_argument('--prediction_type', default='v_prediction')\n",
+        (
+            "from diffusers import DDPMScheduler\n"
+            "noise_scheduler = DDPMScheduler(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012,"
+            " beta_schedule='scaled_linear', prediction_type='v_prediction')\n"
+        ),
+        (
+            "import argparse\n"
+            "parser = argparse.ArgumentParser()\n"
+            "parser.add_argument('--beta_schedule', default='scaled_linear')\n"
+            "parser.add_argument('--prediction_type', default='v_prediction')\n"
+        ),
     ]
 
     def check(self, index: UnitIndex) -> Iterable[Hit]:
@@ -197,14 +331,22 @@ class MaterialTerminalSnr(_VPrediction):
         alpha_bar = terminal_alpha_bar(index, setting)
         if alpha_bar is None or alpha_bar < MATERIAL_ALPHA_BAR:
             return
-        yield Hit.at(setting, f"v-prediction is configured but the {setting.value!r} schedule ends at alphas_cumprod[-1] ~ {alpha_bar:.4f}: the last timestep still shows the image, so samples are stuck at medium brightness; rescale the betas to zero terminal SNR (rescale_betas_zero_snr=True, Lin et al. 2023)")
+        yield Hit.at(
+            setting,
+            f"v-prediction is configured but the {setting.value!r} schedule ends at alphas_cumprod[-1] ~"
+            f" {alpha_bar:.4f}: the last timestep still shows the image, so samples are stuck at medium brightness;"
+            " rescale the betas to zero terminal SNR (rescale_betas_zero_snr=True, Lin et al. 2023)",
+        )
 
 
 class LeadingTimestepSpacing(_VPrediction):
     code = "ZSNR002"
     severity = Severity.INFO
     title = "zero-SNR schedule sampled from the last timestep"
-    message = "the schedule is rescaled to zero terminal SNR but sampling uses the default 'leading' timestep spacing, which never starts at t = T, the only pure-noise step; use timestep_spacing='trailing'"
+    message = (
+        "the schedule is rescaled to zero terminal SNR but sampling uses the default 'leading' timestep"
+        " spacing, which never starts at t = T, the only pure-noise step; use timestep_spacing='trailing'"
+    )
     explain = """
     Lin et al. (2023) pair zero terminal SNR with "trailing" timestep spacing: diffusers' default
     "leading" spacing with 50 of 1000 steps starts sampling at t = 981, not at t = 999, so the first
@@ -213,17 +355,34 @@ class LeadingTimestepSpacing(_VPrediction):
     """
     VALID = [
         TerminalSnrNotZero.VALID[0],
-        "from diffusers import DDIMScheduler\nnoise_scheduler = DDIMScheduler.from_pretrained(path, subfolder='scheduler', prediction_type='v_prediction', rescale_betas_zero_snr=True, timestep_spacing='trailing')\n",
+        (
+            "from diffusers import DDIMScheduler\n"
+            "noise_scheduler = DDIMScheduler.from_pretrained(path, subfolder='scheduler',"
+            " prediction_type='v_prediction', rescale_betas_zero_snr=True, timestep_spacing='trailing')\n"
+        ),
     ]
     INVALID = [
-        "from diffusers import DDIMScheduler\nnoise_scheduler = DDIMScheduler(beta_schedule='scaled_linear', prediction_type='v_prediction', rescale_betas_zero_snr=True)\n",
-        "from diffusers import DDIMScheduler\nnoise_scheduler = DDIMScheduler.from_pretrained(path, subfolder='scheduler', prediction_type='v_prediction', rescale_betas_zero_snr=True, timestep_spacing='leading')\n",
+        (
+            "from diffusers import DDIMScheduler\n"
+            "noise_scheduler = DDIMScheduler(beta_schedule='scaled_linear', prediction_type='v_prediction',"
+            " rescale_betas_zero_snr=True)\n"
+        ),
+        (
+            "from diffusers import DDIMScheduler\n"
+            "noise_scheduler = DDIMScheduler.from_pretrained(path, subfolder='scheduler',"
+            " prediction_type='v_prediction', rescale_betas_zero_snr=True, timestep_spacing='leading')\n"
+        ),
     ]
 
     def _rescaled(self, index: UnitIndex) -> list[CallSite]:
         return [
-            c for c in index.calls
-            if (diffusers_scheduler_class(c) or c.method in ("from_pretrained", "from_config") and c.receiver.endswith("Scheduler"))
+            c
+            for c in index.calls
+            if (
+                diffusers_scheduler_class(c)
+                or c.method in ("from_pretrained", "from_config")
+                and c.receiver.endswith("Scheduler")
+            )
             and literal(c.kwarg("rescale_betas_zero_snr")) is True
         ]
 
@@ -241,8 +400,16 @@ class LeadingTimestepSpacing(_VPrediction):
 FLAG = "rescale_betas_zero_snr"  # diffusers' name for it
 # diffusers schedulers that take rescale_betas_zero_snr and timestep_spacing
 RESCALABLE = {
-    "DDPMScheduler", "DDIMScheduler", "DDPMParallelScheduler", "DDIMParallelScheduler", "EulerDiscreteScheduler",
-    "EulerAncestralDiscreteScheduler", "DPMSolverMultistepScheduler", "UniPCMultistepScheduler", "LCMScheduler", "TCDScheduler",
+    "DDPMScheduler",
+    "DDIMScheduler",
+    "DDPMParallelScheduler",
+    "DDIMParallelScheduler",
+    "EulerDiscreteScheduler",
+    "EulerAncestralDiscreteScheduler",
+    "DPMSolverMultistepScheduler",
+    "UniPCMultistepScheduler",
+    "LCMScheduler",
+    "TCDScheduler",
 }
 WHY = "zero terminal SNR (Lin et al. 2023): the schedule ends in pure noise, as sampling starts; needs v-prediction"
 RESCALE_FUNCTION_TEXT = {
@@ -267,7 +434,10 @@ def rescale_zero_terminal_snr(betas):
     return 1 - {numpy}.concatenate([alphas_bar[:1], alphas_bar[1:] / alphas_bar[:-1]])
 """,
 }
-MANUAL_PATCH = RESCALE_FUNCTION_TEXT["torch"].format(torch="torch") + "\n# after the betas are computed, with v-prediction:\nbetas = rescale_zero_terminal_snr(betas)\n"
+MANUAL_PATCH = (
+    RESCALE_FUNCTION_TEXT["torch"].format(torch="torch")
+    + "\n# after the betas are computed, with v-prediction:\nbetas = rescale_zero_terminal_snr(betas)\n"
+)
 
 
 class ZeroTerminalSnrFix(Fix):
@@ -284,12 +454,18 @@ class ZeroTerminalSnrFix(Fix):
     refused with the function and the one line to add.
     """
 
+    applicability = Applicability.UNSAFE  # changes the training objective
+
     codes = ("ZSNR001", "ZSNR002", "ZSNR003")
 
     def apply(self, ctx: FixContext, findings: list) -> None:
         index, edits = ctx.index, UnitEdits(ctx)
         # A flag that exists but is off decides for every scheduler that reads it.
-        flags = [(s, True) for s in index.setting(*RESCALE_SETTINGS) if s.known and s.value is False and s.kind != "param-default"]
+        flags = [
+            (s, True)
+            for s in index.setting(*RESCALE_SETTINGS)
+            if s.known and s.value is False and s.kind != "param-default"
+        ]
         for line in edits.settings(flags):
             ctx.note(f"{line}: {WHY}")
         diffusers = [c for c in index.calls if diffusers_scheduler_class(c)]
@@ -303,25 +479,42 @@ class ZeroTerminalSnrFix(Fix):
         for call in calls:
             cls = diffusers_scheduler_class(call)
             if cls not in RESCALABLE:
-                raise CannotFix(call.path, call.line, f"{cls} has no rescale_betas_zero_snr option; sample and train with DDPMScheduler/DDIMScheduler", f"noise_scheduler = DDPMScheduler(..., {FLAG}=True, timestep_spacing=\"trailing\")\n")
+                raise CannotFix(
+                    call.path,
+                    call.line,
+                    f"{cls} has no rescale_betas_zero_snr option; sample and train with DDPMScheduler/DDIMScheduler",
+                    f'noise_scheduler = DDPMScheduler(..., {FLAG}=True, timestep_spacing="trailing")\n',
+                )
 
             def edit(node: cst.Call, passed=call.kwarg(FLAG) is not None) -> cst.Call:
                 if rescale and not passed:
                     node = with_keyword(node, FLAG, cst.Name("True"))
-                spacing = next((a.value for a in node.args if a.keyword is not None and a.keyword.value == "timestep_spacing"), None)
+                spacing = next(
+                    (a.value for a in node.args if a.keyword is not None and a.keyword.value == "timestep_spacing"),
+                    None,
+                )
                 if spacing is None or literal(spacing) in ("leading", "linspace"):
                     node = with_keyword(node, "timestep_spacing", cst.SimpleString('"trailing"'))
                 return node
 
             edits.add(call.path, call.node, edit)
-            ctx.note(f"{cls}(...) at {call.path.name}:{call.line}: {FLAG}=True, timestep_spacing=\"trailing\" ({WHY})")
+            ctx.note(f'{cls}(...) at {call.path.name}:{call.line}: {FLAG}=True, timestep_spacing="trailing" ({WHY})')
 
     def _own_scheduler(self, ctx: FixContext, edits: UnitEdits, index: UnitIndex) -> None:
-        assigns = [a for a in index.assigns if BETAS_TARGET.search(a.target) and a.function is not None and not SCHEDULE_HELPER.search(a.function.name)]
+        assigns = [
+            a
+            for a in index.assigns
+            if BETAS_TARGET.search(a.target) and a.function is not None and not SCHEDULE_HELPER.search(a.function.name)
+        ]
         functions = list(dict.fromkeys(a.function for a in assigns))
         if len(functions) != 1:
             where = assigns[0] if assigns else None
-            raise CannotFix(where.path if where else index.entry.path, where.line if where else 1, "cannot find the one place where the betas are set", MANUAL_PATCH)
+            raise CannotFix(
+                where.path if where else index.entry.path,
+                where.line if where else 1,
+                "cannot find the one place where the betas are set",
+                MANUAL_PATCH,
+            )
         fn, last = functions[0], assigns[-1]
         module = ctx.module(last.path)
         function_node = enclosing(module, last.value, cst.FunctionDef)
@@ -329,7 +522,9 @@ class ZeroTerminalSnrFix(Fix):
         anchor = next((s for s in body if _contains(s, last.value)), None)
         kind = _array_library(ctx.module(last.path), index, last.path)
         if anchor is None or kind is None:
-            raise CannotFix(last.path, last.line, f"cannot place the rescaling after the betas of `{fn.qualname}`", MANUAL_PATCH)
+            raise CannotFix(
+                last.path, last.line, f"cannot place the rescaling after the betas of `{fn.qualname}`", MANUAL_PATCH
+            )
         betas = last.target
         guard = statements(f"if {FLAG}:\n    {betas} = rescale_zero_terminal_snr({betas})\n", module)[0]
         guard = with_comment(guard, WHY)
@@ -339,21 +534,33 @@ class ZeroTerminalSnrFix(Fix):
         if not any(RESCALE_FUNCTION.search(f.name) for f in index.functions if f.path == last.path):
             first = next((s for s in module.body if isinstance(s, (cst.ClassDef, cst.FunctionDef))), None)
             if first is None:
-                raise CannotFix(last.path, last.line, "no place for the rescaling function in the scheduler module", MANUAL_PATCH)
+                raise CannotFix(
+                    last.path, last.line, "no place for the rescaling function in the scheduler module", MANUAL_PATCH
+                )
             library, alias = kind
             helper = statements(RESCALE_FUNCTION_TEXT[library].format(**{library: alias}), module)[0]
             helper = helper.with_changes(leading_lines=first.leading_lines)
             edits.add(last.path, first, lambda node: cst.FlattenSentinel([helper, node]))
-        ctx.note(f"`{fn.qualname}`: {betas} = rescale_zero_terminal_snr({betas}) when {FLAG} (Lin et al. 2023); sampling keeps the scheduler's timestep spacing: with \"leading\" spacing it never starts at the pure-noise step")
+        ctx.note(
+            f"`{fn.qualname}`: {betas} = rescale_zero_terminal_snr({betas}) when {FLAG} (Lin et al. 2023); sampling"
+            ' keeps the scheduler\'s timestep spacing: with "leading" spacing it never starts at the pure-noise step'
+        )
         self._pass_flag(ctx, edits, index, fn)
 
     def _pass_flag(self, ctx: FixContext, edits: UnitEdits, index: UnitIndex, fn) -> None:
         """Have the trainer turn the new scheduler parameter on: through a config field when the
         scheduler takes its prediction type from a config dataclass, else with True."""
         callee = fn.class_name if fn.name == "__init__" and fn.class_name else fn.name
-        sites = [c for c in index.calls if c.func_text and c.func_text.rsplit(".", 1)[-1] == callee and c.function != fn]
+        sites = [
+            c for c in index.calls if c.func_text and c.func_text.rsplit(".", 1)[-1] == callee and c.function != fn
+        ]
         if not sites:
-            raise CannotFix(fn.path, fn.line, f"`{callee}` is not built in this trainer, so nothing can turn {FLAG} on", f"{callee}(..., {FLAG}=True)\n")
+            raise CannotFix(
+                fn.path,
+                fn.line,
+                f"`{callee}` is not built in this trainer, so nothing can turn {FLAG} on",
+                f"{callee}(..., {FLAG}=True)\n",
+            )
         config = next((s for s in prediction_type(index).by_value.get("v", []) if s.kind == "class-default"), None)
         field_added = False
         for site in sites:
@@ -366,7 +573,9 @@ class ZeroTerminalSnrFix(Fix):
             edits.add(site.path, site.node, lambda node, value=value: with_keyword(node, FLAG, value))
         if field_added:
             module = ctx.module(config.path)
-            statement = enclosing(module, node_at(module, config.line, config.col, cst.AnnAssign), cst.SimpleStatementLine)
+            statement = enclosing(
+                module, node_at(module, config.line, config.col, cst.AnnAssign), cst.SimpleStatementLine
+            )
             field = with_comment(statements(f"{FLAG}: bool = True\n", module)[0], WHY)
             edits.add(config.path, statement, lambda node: cst.FlattenSentinel([node, field]))
             ctx.note(f"{config.path.name}: new field {config.owner}.{FLAG} = True, passed to {callee}(...)")

@@ -7,12 +7,19 @@ in the checkpoint, no resume command), never to hide a failure: the row says wha
 from __future__ import annotations
 
 import math
-import re
 import statistics
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
+from optimizer_tool.smoke.checkpoint import (
+    CheckpointUnreadable,
+    describe_keys,
+    find_ema_state,
+    find_model_state,
+    load_checkpoint,
+    pair_ema_with_model,
+)
 from optimizer_tool.smoke.probe import sample_values
 from optimizer_tool.smoke.records import ProbeRecord, existing_checkpoint
 from optimizer_tool.smoke.runner import RunResult
@@ -100,10 +107,17 @@ def check_exit(run: RunResult, record: ProbeRecord) -> Row:
     if problems and not run.timed_out and not run.interrupted:
         detail = run.stderr_tail(6)
     if not record.started and run.ok:
-        problems.append("the probe did not load in the training process (python -I / -E ignore PYTHONPATH; "
-                        "start it as `python -m optimizer_tool.smoke.probe SCRIPT ...`)")
-    data = {"returncode": run.returncode, "timed_out": run.timed_out, "interrupted": run.interrupted,
-            "exceptions": [e.get("type") for e in record.exceptions], "wall_s": round(run.wall_s, 2)}
+        problems.append(
+            "the probe did not load in the training process (python -I / -E ignore PYTHONPATH; "
+            "start it as `python -m optimizer_tool.smoke.probe SCRIPT ...`)"
+        )
+    data = {
+        "returncode": run.returncode,
+        "timed_out": run.timed_out,
+        "interrupted": run.interrupted,
+        "exceptions": [e.get("type") for e in record.exceptions],
+        "wall_s": round(run.wall_s, 2),
+    }
     if problems:
         return Row("exit", title, FAIL, "; ".join(problems), detail, data)
     return Row("exit", title, PASS, f"exit 0 after {run.wall_s:.1f} s, {len(record.steps)} optimizer steps", "", data)
@@ -116,7 +130,9 @@ def check_finite(record: ProbeRecord) -> Row:
     title = TITLES["finite"]
     steps = record.steps
     if not steps:
-        return Row("finite", title, FAIL, "no optimizer step recorded", "nothing was trained, or the probe did not load")
+        return Row(
+            "finite", title, FAIL, "no optimizer step recorded", "nothing was trained, or the probe did not load"
+        )
     problems, data = [], {}
     first_loss = next((s["n"] for s in steps if s.get("loss") is not None and not _finite(s["loss"])), None)
     first_grad = next((s["n"] for s in steps if s.get("grad_norm") is not None and not _finite(s["grad_norm"])), None)
@@ -130,8 +146,10 @@ def check_finite(record: ProbeRecord) -> Row:
     broken_saves = [s for s in record.checkpoints if s.get("n_nonfinite")]
     if broken_saves:
         last = broken_saves[-1]
-        problems.append(f"{last['n_nonfinite']} of {last['n_tensors']} tensors non-finite in checkpoint "
-                        f"{Path(str(last.get('final_path'))).name} (step {last.get('step')})")
+        problems.append(
+            f"{last['n_nonfinite']} of {last['n_tensors']} tensors non-finite in checkpoint "
+            f"{Path(str(last.get('final_path'))).name} (step {last.get('step')})"
+        )
     data.update(first_nonfinite_loss_step=first_loss, first_nonfinite_grad_step=first_grad)
     if problems:
         return Row("finite", title, FAIL, "; ".join(problems), "", data)
@@ -139,9 +157,15 @@ def check_finite(record: ProbeRecord) -> Row:
     norms = [s["grad_norm"] for s in steps if s.get("grad_norm") is not None]
     if not losses:
         return Row("finite", title, FAIL, "no loss recorded: backward() was never called on a scalar", "", data)
-    return Row("finite", title, PASS,
-               f"{len(steps)} steps finite: loss {fmt(min(losses))}..{fmt(max(losses))}, "
-               f"grad norm {fmt(min(norms)) if norms else '-'}..{fmt(max(norms)) if norms else '-'}", "", data)
+    return Row(
+        "finite",
+        title,
+        PASS,
+        f"{len(steps)} steps finite: loss {fmt(min(losses))}..{fmt(max(losses))}, "
+        f"grad norm {fmt(min(norms)) if norms else '-'}..{fmt(max(norms)) if norms else '-'}",
+        "",
+        data,
+    )
 
 
 # ---------------------------------------------------------------------------- loss
@@ -157,21 +181,24 @@ def check_loss_falls(record: ProbeRecord, min_drop: float) -> Row:
     title = TITLES["loss_falls"]
     losses = [(s["n"], s["loss"]) for s in record.steps if s.get("loss") is not None]
     if len(losses) < 4:
-        return Row("loss_falls", title, NA if not losses else FAIL,
-                   f"{len(losses)} steps with a loss: too few to compare", "run at least 4 optimizer steps")
+        return Row(
+            "loss_falls",
+            title,
+            NA if not losses else FAIL,
+            f"{len(losses)} steps with a loss: too few to compare",
+            "run at least 4 optimizer steps",
+        )
     w = max(2, len(losses) // 4)
     first, last = losses[:w], losses[-w:]
     first_v, last_v = [v for _, v in first], [v for _, v in last]
     span = f"steps {first[0][0]}-{first[-1][0]} vs {last[0][0]}-{last[-1][0]}"
     if not all(map(_finite, first_v + last_v)):
-        return Row("loss_falls", title, FAIL, f"non-finite loss in the compared windows ({span})", "",
-                   {"window": w})
+        return Row("loss_falls", title, FAIL, f"non-finite loss in the compared windows ({span})", "", {"window": w})
     m_first, m_last = statistics.median(first_v), statistics.median(last_v)
     drop = (m_first - m_last) / abs(m_first) if m_first else 0.0
     p_lower = rank_prob_lower(last_v, first_v)
     data = {"window": w, "median_first": m_first, "median_last": m_last, "drop": drop, "p_last_lower": p_lower}
-    value = (f"median {fmt(m_first)} -> {fmt(m_last)} ({-drop:+.1%}), P(last < first) = {p_lower:.2f}; "
-             f"{span}")
+    value = f"median {fmt(m_first)} -> {fmt(m_last)} ({-drop:+.1%}), P(last < first) = {p_lower:.2f}; {span}"
     # Both: the typical value fell enough, and the fall is consistent rather than one lucky batch.
     ok = drop >= min_drop and p_lower >= 0.75
     detail = "" if ok else f"needs a median drop of at least {min_drop:.0%} and P(last < first) >= 0.75"
@@ -191,56 +218,105 @@ def check_lr_schedule(record: ProbeRecord, expect: Expectations) -> Row:
     if not all(map(_finite, lrs)):
         bad = next(s["n"] for s, v in zip(steps, lrs) if not _finite(v))
         return Row("lr_schedule", title, FAIL, f"lr non-finite at step {bad}", "")
-    base = expect.base_lr if expect.base_lr is not None else (steps[0]["base_lr"][0] if steps[0].get("scheduled") else None)
+    base = (
+        expect.base_lr
+        if expect.base_lr is not None
+        else (steps[0]["base_lr"][0] if steps[0].get("scheduled") else None)
+    )
     warmup = expect.warmup_steps
     peak = max(lrs)
     peak_i = next(i for i, v in enumerate(lrs) if v >= peak * (1 - _REL))
-    data = {"base_lr": base, "warmup_steps": warmup, "peak_lr": peak, "peak_step": steps[peak_i]["n"],
-            "first_lr": lrs[0], "last_lr": lrs[-1]}
-    curve = f"{fmt(lrs[0], 3)} -> peak {fmt(peak, 3)} at step {steps[peak_i]['n']} -> {fmt(lrs[-1], 3)} at step {steps[-1]['n']}"
+    data, curve = _lr_summary(steps, lrs, base, warmup, peak_i)
 
     if not steps[0].get("scheduled") and max(lrs) - min(lrs) <= _REL * peak and expect.warmup_steps is None:
         return Row("lr_schedule", title, NA, f"constant lr {fmt(peak, 3)}: no schedule configured", "", data)
 
-    problems = []
-    if base is not None and peak > base * (1 + _REL):
-        over = next(i for i, v in enumerate(lrs) if v > base * (1 + _REL))
-        problems.append(f"lr exceeds the configured {fmt(base, 3)} from step {steps[over]['n']} and reaches "
-                        f"{fmt(peak, 3)} ({peak / base:.3g}x): the warm-up never stops rising")
-    rises_to_peak = all(b >= a * (1 - _REL) for a, b in zip(lrs[:peak_i], lrs[1:peak_i + 1]))
-    decay = lrs[peak_i:]
-    rebound = next((peak_i + i + 1 for i, (a, b) in enumerate(zip(decay, decay[1:])) if b > a * (1 + _REL)), None)
-    if not rises_to_peak:
-        problems.append("lr falls before its peak")
-    if rebound is not None:
-        problems.append(f"lr rises again at step {steps[rebound]['n']} after the peak "
-                        f"({fmt(lrs[rebound - 1], 3)} -> {fmt(lrs[rebound], 3)})")
-
+    problems = _lr_shape_problems(steps, lrs, base, peak, peak_i)
     if warmup:
         if n <= warmup:
             if problems:
                 return Row("lr_schedule", title, FAIL, "; ".join(problems), curve, data)
-            return Row("lr_schedule", title, NA,
-                       f"run of {n} steps ends inside the {warmup}-step warm-up ({curve})", "", data)
-        peak_step = steps[peak_i]["n"]
-        # Stepping the scheduler before the optimizer shifts the curve by one step.
-        if abs(peak_step - warmup) > 1:
-            problems.append(f"peaks at step {peak_step}, configured warm-up ends at step {warmup}")
-        if warmup > 1 and not lrs[min(warmup, n) - 1] > lrs[0] * (1 + _REL):
-            problems.append(f"no rise during the {warmup}-step warm-up")
-        if not lrs[-1] < peak * (1 - _REL):
-            problems.append("no decay after the warm-up")
+            return Row(
+                "lr_schedule", title, NA, f"run of {n} steps ends inside the {warmup}-step warm-up ({curve})", "", data
+            )
+        problems += _lr_warmup_problems(steps, lrs, peak, peak_i, warmup)
     else:
         if peak_i == n - 1 and lrs[-1] > lrs[0] * (1 + _REL) and not problems:
-            return Row("lr_schedule", title, NA,
-                       f"still rising at the last step ({curve}): the warm-up is longer than this run, "
-                       "or give --warmup-steps", "", data)
+            return Row(
+                "lr_schedule",
+                title,
+                NA,
+                f"still rising at the last step ({curve}): the warm-up is longer than this run, or give --warmup-steps",
+                "",
+                data,
+            )
         if not lrs[-1] < peak * (1 - _REL) and not problems:
             problems.append("no decay after the peak")
     if problems:
         return Row("lr_schedule", title, FAIL, "; ".join(problems), curve, data)
     warm = f"{warmup}-step warm-up, " if warmup else ("no warm-up, " if peak_i == 0 else "")
     return Row("lr_schedule", title, PASS, f"{warm}{curve}", "", data)
+
+
+def _lr_summary(
+    steps: List[Dict[str, Any]], lrs: List[float], base: Optional[float], warmup: Optional[int], peak_i: int
+) -> Tuple[Dict[str, Any], str]:
+    """The measured schedule for --json, and as the row shows it: first lr -> peak -> last lr."""
+    peak = max(lrs)
+    data = {
+        "base_lr": base,
+        "warmup_steps": warmup,
+        "peak_lr": peak,
+        "peak_step": steps[peak_i]["n"],
+        "first_lr": lrs[0],
+        "last_lr": lrs[-1],
+    }
+    curve = (
+        f"{fmt(lrs[0], 3)} -> peak {fmt(peak, 3)} at step {steps[peak_i]['n']} "
+        f"-> {fmt(lrs[-1], 3)} at step {steps[-1]['n']}"
+    )
+    return data, curve
+
+
+def _lr_shape_problems(
+    steps: List[Dict[str, Any]], lrs: List[float], base: Optional[float], peak: float, peak_i: int
+) -> List[str]:
+    """What no schedule does: rise above the configured lr, fall before the peak, rise again after it."""
+    problems = []
+    if base is not None and peak > base * (1 + _REL):
+        over = next(i for i, v in enumerate(lrs) if v > base * (1 + _REL))
+        problems.append(
+            f"lr exceeds the configured {fmt(base, 3)} from step {steps[over]['n']} and reaches "
+            f"{fmt(peak, 3)} ({peak / base:.3g}x): the warm-up never stops rising"
+        )
+    rises_to_peak = all(b >= a * (1 - _REL) for a, b in zip(lrs[:peak_i], lrs[1 : peak_i + 1]))
+    decay = lrs[peak_i:]
+    rebound = next((peak_i + i + 1 for i, (a, b) in enumerate(zip(decay, decay[1:])) if b > a * (1 + _REL)), None)
+    if not rises_to_peak:
+        problems.append("lr falls before its peak")
+    if rebound is not None:
+        problems.append(
+            f"lr rises again at step {steps[rebound]['n']} after the peak "
+            f"({fmt(lrs[rebound - 1], 3)} -> {fmt(lrs[rebound], 3)})"
+        )
+    return problems
+
+
+def _lr_warmup_problems(
+    steps: List[Dict[str, Any]], lrs: List[float], peak: float, peak_i: int, warmup: int
+) -> List[str]:
+    """For a run longer than the configured warm-up: a rise during it, the peak where it ends, a decay after."""
+    n = len(lrs)
+    problems = []
+    peak_step = steps[peak_i]["n"]
+    # Stepping the scheduler before the optimizer shifts the curve by one step.
+    if abs(peak_step - warmup) > 1:
+        problems.append(f"peaks at step {peak_step}, configured warm-up ends at step {warmup}")
+    if warmup > 1 and not lrs[min(warmup, n) - 1] > lrs[0] * (1 + _REL):
+        problems.append(f"no rise during the {warmup}-step warm-up")
+    if not lrs[-1] < peak * (1 - _REL):
+        problems.append("no decay after the warm-up")
+    return problems
 
 
 # ---------------------------------------------------------------------------- clipping
@@ -252,8 +328,13 @@ def check_grad_clipping(record: ProbeRecord, expect: Expectations) -> Row:
     clipped = [(s["n"], c) for s in record.steps for c in s.get("clips") or []]
     if not clipped:
         if configured is not None and configured > 0:
-            return Row("grad_clipping", title, FAIL,
-                       f"max_grad_norm {fmt(configured)} configured, but clip_grad_norm_ was never called", "")
+            return Row(
+                "grad_clipping",
+                title,
+                FAIL,
+                f"max_grad_norm {fmt(configured)} configured, but clip_grad_norm_ was never called",
+                "",
+            )
         return Row("grad_clipping", title, NA, "no clip_grad_norm_ call: clipping is off", "")
     problems = []
     norms = {c["max_norm"] for _, c in clipped}
@@ -281,11 +362,19 @@ def check_grad_clipping(record: ProbeRecord, expect: Expectations) -> Row:
             break
     pres = [c["pre"] for _, c in clipped if _finite(c.get("pre"))]
     posts = [c["post"] for _, c in clipped if _finite(c.get("post"))]
-    value = (f"max_norm {', '.join(fmt(m) for m in sorted(norms))}; pre-clip norm median {fmt(statistics.median(pres)) if pres else '-'}"
-             f" (max {fmt(max(pres)) if pres else '-'}), after clipping max {fmt(max(posts)) if posts else '-'}; "
-             f"clipping active on {active} of {len(clipped)} calls")
-    data = {"max_norm": sorted(norms), "calls": len(clipped), "active": active,
-            "max_pre": max(pres) if pres else None, "max_post": max(posts) if posts else None}
+    value = (
+        f"max_norm {', '.join(fmt(m) for m in sorted(norms))}; "
+        f"pre-clip norm median {fmt(statistics.median(pres)) if pres else '-'}"
+        f" (max {fmt(max(pres)) if pres else '-'}), after clipping max {fmt(max(posts)) if posts else '-'}; "
+        f"clipping active on {active} of {len(clipped)} calls"
+    )
+    data = {
+        "max_norm": sorted(norms),
+        "calls": len(clipped),
+        "active": active,
+        "max_pre": max(pres) if pres else None,
+        "max_post": max(posts) if posts else None,
+    }
     if problems:
         return Row("grad_clipping", title, FAIL, "; ".join(problems), value, data)
     return Row("grad_clipping", title, PASS, value, "", data)
@@ -294,131 +383,20 @@ def check_grad_clipping(record: ProbeRecord, expect: Expectations) -> Row:
 # ---------------------------------------------------------------------------- EMA
 
 
-class CheckpointUnreadable(Exception):
-    pass
+@dataclass
+class _EmaVsLive:
+    """The EMA tensors of a checkpoint against the live tensors they pair with."""
 
-
-def load_checkpoint(path: str) -> Tuple[Any, str]:
-    """torch.load with weights_only=True first; user checkpoints that pickle objects need False."""
-    import torch
-
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True), "loads with weights_only=True"
-    except Exception as safe_exc:
-        try:
-            obj = torch.load(path, map_location="cpu", weights_only=False)
-        except Exception as exc:
-            raise CheckpointUnreadable(f"{path}: torch.load failed: {type(exc).__name__}: {exc}") from exc
-        return obj, f"loads only with weights_only=False ({_weights_only_reason(safe_exc)})"
-
-
-def _weights_only_reason(exc: Exception) -> str:
-    """The line of torch's long weights_only message that names the refused global."""
-    text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc))
-    for line in text.splitlines():
-        if "Unsupported global" in line:
-            return line.strip().split(". Please")[0].replace("WeightsUnpickler error: ", "")
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
-    return lines[-1][:160] if lines else type(exc).__name__
-
-
-def _flatten(obj: Any, prefix: str = "", depth: int = 0) -> Dict[str, Any]:
-    import torch
-
-    out: Dict[str, Any] = {}
-    if isinstance(obj, torch.Tensor):
-        out[prefix] = obj
-    elif depth < 8 and isinstance(obj, dict):
-        for k, v in obj.items():
-            out.update(_flatten(v, f"{prefix}.{k}" if prefix else str(k), depth + 1))
-    elif depth < 8 and isinstance(obj, (list, tuple)):
-        for i, v in enumerate(obj):
-            out.update(_flatten(v, f"{prefix}.{i}" if prefix else str(i), depth + 1))
-    return out
-
-
-def _float_tensors(flat: Dict[str, Any]) -> Dict[str, Any]:
-    return {k: v for k, v in flat.items() if v.is_floating_point()}
-
-
-def find_ema_state(ckpt: Any) -> Tuple[Optional[str], Dict[str, Any]]:
-    """The checkpoint entry holding EMA weights (a key containing "ema", top level or one below)."""
-    if not isinstance(ckpt, dict):
-        return None, {}
-    candidates = []
-    for key, value in ckpt.items():
-        if "ema" in str(key).lower():
-            candidates.append((str(key), value))
-        elif isinstance(value, dict):
-            candidates += [(f"{key}.{k}", v) for k, v in value.items() if "ema" in str(k).lower()]
-    best: Tuple[Optional[str], Dict[str, Any]] = (None, {})
-    for key, value in candidates:
-        # ema_pytorch keeps the live model inside its state ("online_model.*"); that is not the average.
-        tensors = {k: v for k, v in _float_tensors(_flatten(value)).items() if "online" not in k.lower()}
-        if len(tensors) > len(best[1]):
-            best = (key, tensors)
-    return best
-
-
-def find_model_state(ckpt: Dict[str, Any], ema_key: str, ema: Dict[str, Any]) -> Tuple[Optional[str], Dict[str, Any]]:
-    """The live weights: the non-EMA, non-optimizer entry that shares the most tensor names with the EMA."""
-    best: Tuple[Optional[str], Dict[str, Any], int] = (None, {}, -1)
-    for key, value in ckpt.items():
-        if "ema" in str(key).lower() or not isinstance(value, dict):
-            continue
-        if "param_groups" in value:
-            continue  # optimizer state
-        tensors = _float_tensors(_flatten(value))
-        if not tensors:
-            continue
-        score = sum(1 for name in ema if _suffix_match(name, tensors) is not None)
-        if score > best[2] or (score == best[2] and len(tensors) > len(best[1])):
-            best = (str(key), tensors, score)
-    return best[0], best[1]
-
-
-def _suffix_match(name: str, model: Dict[str, Any]) -> Optional[str]:
-    """Longest model key that ``name`` ends with ("module.conv.weight" -> "conv.weight")."""
-    parts = name.split(".")
-    for i in range(len(parts)):
-        candidate = ".".join(parts[i:])
-        if candidate in model:
-            return candidate
-    return None
-
-
-def pair_ema_with_model(ema: Dict[str, Any], model: Dict[str, Any]) -> List[Tuple[str, Any, Any]]:
-    pairs, used, unmatched = [], set(), []
-    for name, tensor in ema.items():
-        match = _suffix_match(name, model)
-        if match is not None and match not in used and model[match].shape == tensor.shape:
-            pairs.append((match, tensor, model[match]))
-            used.add(match)
-        else:
-            unmatched.append(tensor)
-    # Lists without names (diffusers EMAModel.shadow_params) follow the model's parameter order.
-    remaining = [(k, v) for k, v in model.items() if k not in used]
-    j = 0
-    for tensor in unmatched:
-        while j < len(remaining) and remaining[j][1].shape != tensor.shape:
-            j += 1
-        if j == len(remaining):
-            break
-        pairs.append((remaining[j][0], tensor, remaining[j][1]))
-        j += 1
-    return pairs
-
-
-def _keys(ckpt: Any, limit: int = 6) -> str:
-    if not isinstance(ckpt, dict):
-        return type(ckpt).__name__
-    names = [str(k) for k in ckpt]
-    return ", ".join(names[:limit]) + (f", ... ({len(names)} keys)" if len(names) > limit else "")
+    tensors: int
+    values: int
+    mean_abs_diff: float
+    max_abs_diff: float
+    nonfinite: int  # EMA tensors with a NaN or inf
+    trained: int  # tensors the run changed (0 when the probe saw no initial weights)
+    stale: int  # of those, EMA tensors that still hold their initial values
 
 
 def check_ema_checkpoint(record: ProbeRecord, expect: Expectations) -> Row:
-    import torch
-
     title = TITLES["ema_checkpoint"]
     save = existing_checkpoint(record)
     if save is None:
@@ -433,16 +411,43 @@ def check_ema_checkpoint(record: ProbeRecord, expect: Expectations) -> Row:
     name = Path(path).name
     ema_key, ema = find_ema_state(ckpt)
     if ema_key is None:
-        keys = _keys(ckpt)
+        keys = describe_keys(ckpt)
         if expect.ema_on:
-            return Row("ema_checkpoint", title, FAIL, f"EMA is configured but {name} has no EMA state (keys: {keys})", "")
+            return Row(
+                "ema_checkpoint", title, FAIL, f"EMA is configured but {name} has no EMA state (keys: {keys})", ""
+            )
         return Row("ema_checkpoint", title, NA, f"EMA off: no EMA state in {name} (keys: {keys})", "")
     model_key, model = find_model_state(ckpt, ema_key, ema)
     pairs = pair_ema_with_model(ema, model)
     if not pairs:
-        return Row("ema_checkpoint", title, FAIL,
-                   f"{name}[{ema_key!r}] shares no tensor name or shape with the model weights"
-                   f"{f' in {model_key!r}' if model_key else ''}: it cannot be loaded into the model", "")
+        return Row(
+            "ema_checkpoint",
+            title,
+            FAIL,
+            f"{name}[{ema_key!r}] shares no tensor name or shape with the model weights"
+            f"{f' in {model_key!r}' if model_key else ''}: it cannot be loaded into the model",
+            "",
+        )
+    compared = _compare_ema(record, pairs)
+    data = {
+        "checkpoint": path,
+        "ema_key": ema_key,
+        "model_key": model_key,
+        "tensors": compared.tensors,
+        "values": compared.values,
+        "mean_abs_diff": compared.mean_abs_diff,
+        "max_abs_diff": compared.max_abs_diff,
+        "trained_tensors": compared.trained,
+        "ema_tensors_at_init": compared.stale,
+        "load": load_note,
+    }
+    return _ema_row(compared, f"{name}[{ema_key!r}] vs [{model_key!r}]", load_note, data)
+
+
+def _compare_ema(record: ProbeRecord, pairs: List[Tuple[str, Any, Any]]) -> _EmaVsLive:
+    """Distances between paired tensors; which ones the run trained, judged by the probe's init fingerprints."""
+    import torch
+
     nonfinite = [n for n, e, _ in pairs if not torch.isfinite(e).all()]
     abs_sum, count, max_diff = 0.0, 0, 0.0
     for _, e, m in pairs:
@@ -461,30 +466,60 @@ def check_ema_checkpoint(record: ProbeRecord, expect: Expectations) -> Row:
 
     trained = [(n, e, m) for n, e, m in pairs if init and not is_initial(m)]
     stale = [n for n, e, _ in trained if is_initial(e)]
-    data = {"checkpoint": path, "ema_key": ema_key, "model_key": model_key, "tensors": len(pairs), "values": count,
-            "mean_abs_diff": mean_diff, "max_abs_diff": max_diff, "trained_tensors": len(trained),
-            "ema_tensors_at_init": len(stale), "load": load_note}
-    where = f"{name}[{ema_key!r}] vs [{model_key!r}]"
-    if nonfinite:
-        return Row("ema_checkpoint", title, FAIL, f"{len(nonfinite)} EMA tensors non-finite in {where}", "", data)
-    if trained and len(stale) == len(trained):
-        return Row("ema_checkpoint", title, FAIL,
-                   f"EMA never updated: all {len(trained)} trained tensors in {where} still hold their initial "
-                   f"values; mean |EMA - live| = {fmt(mean_diff, 3)}", load_note, data)
-    if mean_diff == 0.0:
-        return Row("ema_checkpoint", title, FAIL,
-                   f"EMA identical to the live weights in {where}: a copy, not an average", load_note, data)
-    note = f"; {len(stale)} of {len(trained)} trained tensors unchanged (updates below float resolution)" if stale else ""
-    return Row("ema_checkpoint", title, PASS,
-               f"mean |EMA - live| = {fmt(mean_diff, 3)} (max {fmt(max_diff, 3)}) over {len(pairs)} tensors "
-               f"in {where}{note}", load_note, data)
+    return _EmaVsLive(len(pairs), count, mean_diff, max_diff, len(nonfinite), len(trained), len(stale))
+
+
+def _ema_row(ema: _EmaVsLive, where: str, load_note: str, data: Dict[str, Any]) -> Row:
+    """An average must be finite, must have moved from the initial weights, and must differ from the live ones."""
+    title = TITLES["ema_checkpoint"]
+    if ema.nonfinite:
+        return Row("ema_checkpoint", title, FAIL, f"{ema.nonfinite} EMA tensors non-finite in {where}", "", data)
+    if ema.trained and ema.stale == ema.trained:
+        return Row(
+            "ema_checkpoint",
+            title,
+            FAIL,
+            f"EMA never updated: all {ema.trained} trained tensors in {where} still hold their initial "
+            f"values; mean |EMA - live| = {fmt(ema.mean_abs_diff, 3)}",
+            load_note,
+            data,
+        )
+    if ema.mean_abs_diff == 0.0:
+        return Row(
+            "ema_checkpoint",
+            title,
+            FAIL,
+            f"EMA identical to the live weights in {where}: a copy, not an average",
+            load_note,
+            data,
+        )
+    note = (
+        f"; {ema.stale} of {ema.trained} trained tensors unchanged (updates below float resolution)"
+        if ema.stale
+        else ""
+    )
+    return Row(
+        "ema_checkpoint",
+        title,
+        PASS,
+        f"mean |EMA - live| = {fmt(ema.mean_abs_diff, 3)} (max {fmt(ema.max_abs_diff, 3)}) "
+        f"over {ema.tensors} tensors in {where}{note}",
+        load_note,
+        data,
+    )
 
 
 # ---------------------------------------------------------------------------- resume
 
 
-def check_resume(straight: ProbeRecord, resumed_run: Optional[RunResult], resumed: Optional[ProbeRecord],
-                 start_step: Optional[int], rtol: float, why_not: str = "") -> Row:
+def check_resume(
+    straight: ProbeRecord,
+    resumed_run: Optional[RunResult],
+    resumed: Optional[ProbeRecord],
+    start_step: Optional[int],
+    rtol: float,
+    why_not: str = "",
+) -> Row:
     title = TITLES["resume"]
     if resumed_run is None:
         return Row("resume", title, NA, why_not or "no resume run", "")
@@ -508,11 +543,21 @@ def check_resume(straight: ProbeRecord, resumed_run: Optional[RunResult], resume
             diffs.append(abs(s["loss"] - ref["loss"]) / max(abs(ref["loss"]), 1e-12))
     lr_a, lr_b = (by_step[target].get("lr") or [None])[0], (first.get("lr") or [None])[0]
     lr_ok = lr_a is None or lr_b is None or abs(lr_a - lr_b) <= 1e-6 * max(abs(lr_a), 1e-12)
-    data = {"checkpoint_step": start_step, "compared_step": target, "loss_uninterrupted": a, "loss_resumed": b,
-            "rel_diff": rel, "max_rel_diff_all_steps": max(diffs) if diffs else None, "steps_compared": len(diffs),
-            "lr_uninterrupted": lr_a, "lr_resumed": lr_b}
-    value = (f"step {target}: loss {fmt(a, 6)} uninterrupted vs {fmt(b, 6)} resumed (rel diff {rel:.1e}, "
-             f"tolerance {rtol:.0e}); max rel diff over {len(diffs)} resumed steps {max(diffs):.1e}")
+    data = {
+        "checkpoint_step": start_step,
+        "compared_step": target,
+        "loss_uninterrupted": a,
+        "loss_resumed": b,
+        "rel_diff": rel,
+        "max_rel_diff_all_steps": max(diffs) if diffs else None,
+        "steps_compared": len(diffs),
+        "lr_uninterrupted": lr_a,
+        "lr_resumed": lr_b,
+    }
+    value = (
+        f"step {target}: loss {fmt(a, 6)} uninterrupted vs {fmt(b, 6)} resumed (rel diff {rel:.1e}, "
+        f"tolerance {rtol:.0e}); max rel diff over {len(diffs)} resumed steps {max(diffs):.1e}"
+    )
     problems = []
     if rel > rtol:
         problems.append("first resumed step differs: weights, optimizer, RNG or data order not restored")
@@ -526,8 +571,13 @@ def check_resume(straight: ProbeRecord, resumed_run: Optional[RunResult], resume
 # ---------------------------------------------------------------------------- sample
 
 
-def check_sample(run: Optional[RunResult], saves: Iterable[Dict[str, Any]], expected_shape: Optional[Sequence[int]],
-                 why_not: str = "", ema_sampling: Optional[Dict[str, Any]] = None) -> Row:
+def check_sample(
+    run: Optional[RunResult],
+    saves: Iterable[Dict[str, Any]],
+    expected_shape: Optional[Sequence[int]],
+    why_not: str = "",
+    ema_sampling: Optional[Dict[str, Any]] = None,
+) -> Row:
     """``ema_sampling`` (reference trainer): did zeroing the live weights leave the sample unchanged?"""
     title = TITLES["sample"]
     if run is not None and not run.ok:
@@ -546,15 +596,19 @@ def check_sample(run: Optional[RunResult], saves: Iterable[Dict[str, Any]], expe
         problems.append(f"shape {list(shape)} is not a batch of images or videos")
     if summary.get("n_nonfinite"):
         problems.append(f"{summary['n_nonfinite']} non-finite values")
-    value = (f"{Path(str(save.get('final_path'))).name}: shape {list(shape)}, "
-             f"values {fmt(summary.get('min'), 3)}..{fmt(summary.get('max'), 3)} (std {fmt(summary.get('std'), 3)})")
+    value = (
+        f"{Path(str(save.get('final_path'))).name}: shape {list(shape)}, "
+        f"values {fmt(summary.get('min'), 3)}..{fmt(summary.get('max'), 3)} (std {fmt(summary.get('std'), 3)})"
+    )
     if ema_sampling and "same_with_live_weights_zeroed" in ema_sampling:
         data["ema_sampling"] = ema_sampling
         if ema_sampling["same_with_live_weights_zeroed"]:
             value += "; sampled with the EMA weights (same output with the live weights zeroed)"
         else:
-            problems.append("not sampled with the EMA weights: zeroing the live weights changes the sample "
-                            f"(max diff {fmt(ema_sampling.get('max_abs_diff'), 3)})")
+            problems.append(
+                "not sampled with the EMA weights: zeroing the live weights changes the sample "
+                f"(max diff {fmt(ema_sampling.get('max_abs_diff'), 3)})"
+            )
     elif ema_sampling is not None:
         value += "; no EMA in the checkpoint: sampled with the live weights"
     if problems:
@@ -575,12 +629,19 @@ def check_resources(record: ProbeRecord, max_memory: Optional[int]) -> Row:
     title = TITLES["resources"]
     times = step_times(record)
     mem = record.peak_memory()
-    kind, peak = ("CUDA max allocated", mem["cuda_peak"]) if mem["cuda_peak"] is not None else ("peak RSS", mem["rss_peak"])
-    data = {"median_step_s": statistics.median(times) if times else None,
-            "p90_step_s": sorted(times)[int(0.9 * (len(times) - 1))] if times else None,
-            "rss_peak": mem["rss_peak"], "cuda_peak": mem["cuda_peak"], "max_memory": max_memory}
-    value = (f"median step {fmt(data['median_step_s'], 3)} s (p90 {fmt(data['p90_step_s'], 3)} s); "
-             f"{kind} {fmt_bytes(peak)}")
+    kind, peak = (
+        ("CUDA max allocated", mem["cuda_peak"]) if mem["cuda_peak"] is not None else ("peak RSS", mem["rss_peak"])
+    )
+    data = {
+        "median_step_s": statistics.median(times) if times else None,
+        "p90_step_s": sorted(times)[int(0.9 * (len(times) - 1))] if times else None,
+        "rss_peak": mem["rss_peak"],
+        "cuda_peak": mem["cuda_peak"],
+        "max_memory": max_memory,
+    }
+    value = (
+        f"median step {fmt(data['median_step_s'], 3)} s (p90 {fmt(data['p90_step_s'], 3)} s); {kind} {fmt_bytes(peak)}"
+    )
     if peak is None:
         return Row("resources", title, NA if max_memory is None else FAIL, value, "memory not measured", data)
     if max_memory is None:

@@ -42,7 +42,6 @@ SAMPLES_PER_TENSOR = 16
 _MAX_KEYS = 64
 
 
-
 def sample_indices(numel: int) -> List[int]:
     """Evenly spaced flat indices; the smoke checks compute the same ones on checkpoint tensors."""
     k = min(SAMPLES_PER_TENSOR, numel)
@@ -93,26 +92,15 @@ def _peak_rss_bytes() -> Optional[int]:
     return peak if sys.platform == "darwin" else peak * 1024  # Linux reports KiB
 
 
-class Probe:
-    def __init__(self, log_path: str, snapshots: int = 0):
+class _EventLog:
+    """The JSON-lines file every event goes to; the probe's own errors become ``probe_error`` lines."""
+
+    def __init__(self, log_path: str):
         self.log_path = os.path.abspath(log_path)
-        self.snapshots = snapshots
-        self.snapshot_dir = os.path.join(os.path.dirname(self.log_path), "snapshots")
         self.lock = threading.RLock()
         self.t0 = time.perf_counter()
         self.pid = os.getpid()
         self.file = None
-        self.optimizer_index: Dict[int, int] = {}
-        self.step_counts: Dict[int, int] = {}
-        self.pending_losses: List[Any] = []
-        self.pending_clips: List[Dict[str, Any]] = []
-        self.scaled_outputs: Dict[int, Any] = {}  # id(scaled loss) -> unscaled loss
-        self.fingerprinted = False
-        self.saved_paths: set = set()
-        self.snapshot_paths: List[str] = []
-        self.installed = False
-
-    # ------------------------------------------------------------------ output
 
     def emit(self, event: str, **fields: Any) -> None:
         with self.lock:
@@ -136,75 +124,6 @@ class Probe:
             out["cuda_peak"] = torch.cuda.max_memory_allocated()
         return out
 
-    # ------------------------------------------------------------------ hooks
-
-    def install(self, torch: Any) -> None:
-        """Patch torch; called once torch is imported."""
-        if self.installed:
-            return
-        self.installed = True
-        from torch.optim.optimizer import register_optimizer_step_post_hook, register_optimizer_step_pre_hook
-
-        register_optimizer_step_pre_hook(self._guard("optimizer_pre_hook", self._before_step))
-        register_optimizer_step_post_hook(self._guard("optimizer_post_hook", self._after_step))
-
-        # Tensor.backward calls torch.autograd.backward, so one patch sees both spellings.
-        original_backward = torch.autograd.backward
-
-        def backward(tensors, *args, **kwargs):
-            self._guard("backward", self._on_backward)(tensors)
-            return original_backward(tensors, *args, **kwargs)
-
-        torch.autograd.backward = backward
-
-        import torch.nn.utils.clip_grad as clip_grad
-
-        original_clip = clip_grad.clip_grad_norm_
-
-        def clip_grad_norm_(parameters, max_norm, norm_type=2.0, *args, **kwargs):
-            # A generator would be exhausted by the clip and then by our post-clip norm.
-            params = [parameters] if isinstance(parameters, torch.Tensor) else list(parameters)
-            total = original_clip(params, max_norm, norm_type, *args, **kwargs)
-            self._guard("clip_grad_norm_", self._on_clip)(params, max_norm, norm_type, total)
-            return total
-
-        clip_grad_norm_.__wrapped__ = original_clip
-        clip_grad.clip_grad_norm_ = clip_grad_norm_
-        torch.nn.utils.clip_grad_norm_ = clip_grad_norm_
-
-        from torch.amp.grad_scaler import GradScaler
-
-        original_scale = GradScaler.scale
-
-        def scale(scaler, outputs):
-            scaled = original_scale(scaler, outputs)
-            if isinstance(outputs, torch.Tensor) and scaled is not outputs:
-                self.scaled_outputs[id(scaled)] = outputs.detach()
-            return scaled
-
-        GradScaler.scale = scale
-
-        original_save = torch.save
-
-        def save(obj, f, *args, **kwargs):
-            result = original_save(obj, f, *args, **kwargs)
-            self._guard("torch.save", self._on_save)(obj, f)
-            return result
-
-        torch.save = save
-
-        for name in ("replace", "rename"):
-            original = getattr(os, name)
-
-            def moved(src, dst, *args, _original=original, **kwargs):
-                result = _original(src, dst, *args, **kwargs)
-                if self.saved_paths:
-                    self._guard("os.replace", self._on_move)(src, dst)
-                return result
-
-            setattr(os, name, moved)
-        self.emit("torch", version=torch.__version__, cuda=torch.cuda.is_available())
-
     def _guard(self, where: str, fn):
         def call(*args, **kwargs):
             try:
@@ -215,6 +134,19 @@ class Probe:
 
         return call
 
+
+class _StepRecorder(_EventLog):
+    """``init`` and ``step`` events: the losses and clips seen since the previous optimizer step."""
+
+    def __init__(self, log_path: str):
+        super().__init__(log_path)
+        self.optimizer_index: Dict[int, int] = {}
+        self.step_counts: Dict[int, int] = {}
+        self.pending_losses: List[Any] = []
+        self.pending_clips: List[Dict[str, Any]] = []
+        self.scaled_outputs: Dict[int, Any] = {}  # id(scaled loss) -> unscaled loss
+        self.fingerprinted = False
+
     def _on_backward(self, tensors: Any) -> None:
         import torch
 
@@ -224,14 +156,16 @@ class Probe:
 
     def _on_clip(self, params: List[Any], max_norm: Any, norm_type: Any, total: Any) -> None:
         post = _total_norm([p.grad for p in params]) if float(norm_type) == 2.0 else None
-        self.pending_clips.append({
-            "max_norm": float(max_norm),
-            "norm_type": float(norm_type),
-            "pre": float(total),
-            "post": post,
-            "n_params": len(params),
-            "_params": params,
-        })
+        self.pending_clips.append(
+            {
+                "max_norm": float(max_norm),
+                "norm_type": float(norm_type),
+                "pre": float(total),
+                "post": post,
+                "n_params": len(params),
+                "_params": params,
+            }
+        )
 
     def _before_step(self, optimizer: Any, args: Any, kwargs: Any) -> None:
         if self.fingerprinted:
@@ -274,6 +208,43 @@ class Probe:
             **self.memory(),
         )
 
+    def _main_step(self) -> int:
+        counts = list(self.step_counts.values())
+        return counts[0] if counts else 0
+
+
+class Probe(_StepRecorder):
+    """The probe of one process: patches torch once it is imported; adds ``save`` / ``move`` events
+    (with snapshots) and the process events ``exception`` and ``exit``."""
+
+    def __init__(self, log_path: str, snapshots: int = 0):
+        super().__init__(log_path)
+        self.snapshots = snapshots
+        self.snapshot_dir = os.path.join(os.path.dirname(self.log_path), "snapshots")
+        self.saved_paths: set = set()
+        self.snapshot_paths: List[str] = []
+        self.installed = False
+
+    # ------------------------------------------------------------------ hooks
+
+    def install(self, torch: Any) -> None:
+        """Patch torch; called once torch is imported."""
+        if self.installed:
+            return
+        self.installed = True
+        from torch.optim.optimizer import register_optimizer_step_post_hook, register_optimizer_step_pre_hook
+
+        register_optimizer_step_pre_hook(self._guard("optimizer_pre_hook", self._before_step))
+        register_optimizer_step_post_hook(self._guard("optimizer_post_hook", self._after_step))
+        _patch_backward(self, torch)
+        _patch_clip_grad_norm(self, torch)
+        _patch_grad_scaler(self, torch)
+        _patch_save(self, torch)
+        _patch_moves(self)
+        self.emit("torch", version=torch.__version__, cuda=torch.cuda.is_available())
+
+    # ------------------------------------------------------------------ checkpoints
+
     def _on_save(self, obj: Any, f: Any) -> None:
         import torch
 
@@ -301,7 +272,9 @@ class Probe:
     def _snapshot(self, path: str, step: int) -> str:
         """Keep a copy: trainers overwrite one checkpoint.pt, and the resume check needs an older one."""
         os.makedirs(self.snapshot_dir, exist_ok=True)
-        copy = os.path.join(self.snapshot_dir, f"step{step:07d}_{len(self.snapshot_paths):03d}_{os.path.basename(path)}")
+        copy = os.path.join(
+            self.snapshot_dir, f"step{step:07d}_{len(self.snapshot_paths):03d}_{os.path.basename(path)}"
+        )
         shutil.copyfile(path, copy)
         self.snapshot_paths.append(copy)
         while len(self.snapshot_paths) > self.snapshots:
@@ -318,21 +291,92 @@ class Probe:
             self.saved_paths.add(dst_path)
             self.emit("move", src=src_path, dst=dst_path)
 
-    def _main_step(self) -> int:
-        counts = list(self.step_counts.values())
-        return counts[0] if counts else 0
-
     # ------------------------------------------------------------------ process events
 
     def on_exception(self, exc_type: Any, exc: Any, tb: Any, thread: str) -> None:
         if exc_type is None or issubclass(exc_type, SystemExit):
             return
         lines = traceback.format_exception(exc_type, exc, tb)
-        self.emit("exception", type=exc_type.__name__, message=str(exc)[:2000], thread=thread,
-                  traceback="".join(lines)[-4000:])
+        self.emit(
+            "exception",
+            type=exc_type.__name__,
+            message=str(exc)[:2000],
+            thread=thread,
+            traceback="".join(lines)[-4000:],
+        )
 
     def on_exit(self) -> None:
         self.emit("exit", steps=self._main_step(), **self.memory())
+
+
+# ---------------------------------------------------------------------------- patches
+# Each wraps one torch (or os) entry point: the original runs first, then the probe's guarded hook.
+
+
+def _patch_backward(probe: Probe, torch: Any) -> None:
+    # Tensor.backward calls torch.autograd.backward, so one patch sees both spellings.
+    original_backward = torch.autograd.backward
+
+    def backward(tensors, *args, **kwargs):
+        probe._guard("backward", probe._on_backward)(tensors)
+        return original_backward(tensors, *args, **kwargs)
+
+    torch.autograd.backward = backward
+
+
+def _patch_clip_grad_norm(probe: Probe, torch: Any) -> None:
+    import torch.nn.utils.clip_grad as clip_grad
+
+    original_clip = clip_grad.clip_grad_norm_
+
+    def clip_grad_norm_(parameters, max_norm, norm_type=2.0, *args, **kwargs):
+        # A generator would be exhausted by the clip and then by our post-clip norm.
+        params = [parameters] if isinstance(parameters, torch.Tensor) else list(parameters)
+        total = original_clip(params, max_norm, norm_type, *args, **kwargs)
+        probe._guard("clip_grad_norm_", probe._on_clip)(params, max_norm, norm_type, total)
+        return total
+
+    clip_grad_norm_.__wrapped__ = original_clip
+    clip_grad.clip_grad_norm_ = clip_grad_norm_
+    torch.nn.utils.clip_grad_norm_ = clip_grad_norm_
+
+
+def _patch_grad_scaler(probe: Probe, torch: Any) -> None:
+    from torch.amp.grad_scaler import GradScaler
+
+    original_scale = GradScaler.scale
+
+    def scale(scaler, outputs):
+        scaled = original_scale(scaler, outputs)
+        if isinstance(outputs, torch.Tensor) and scaled is not outputs:
+            probe.scaled_outputs[id(scaled)] = outputs.detach()
+        return scaled
+
+    GradScaler.scale = scale
+
+
+def _patch_save(probe: Probe, torch: Any) -> None:
+    original_save = torch.save
+
+    def save(obj, f, *args, **kwargs):
+        result = original_save(obj, f, *args, **kwargs)
+        probe._guard("torch.save", probe._on_save)(obj, f)
+        return result
+
+    torch.save = save
+
+
+def _patch_moves(probe: Probe) -> None:
+    for name in ("replace", "rename"):
+        original = getattr(os, name)
+
+        def moved(src, dst, *args, _original=original, **kwargs):
+            result = _original(src, dst, *args, **kwargs)
+            if probe.saved_paths:
+                probe._guard("os.replace", probe._on_move)(src, dst)
+            return result
+
+        setattr(os, name, moved)
 
 
 def _tensor_summary(t: Any) -> Dict[str, Any]:
@@ -345,8 +389,12 @@ def _tensor_summary(t: Any) -> Dict[str, Any]:
         summary["n_nonfinite"] = int((~finite).sum())
         values = x[finite]
         if values.numel():
-            summary.update(min=float(values.min()), max=float(values.max()), mean=float(values.mean()),
-                           std=float(values.std()) if values.numel() > 1 else 0.0)
+            summary.update(
+                min=float(values.min()),
+                max=float(values.max()),
+                mean=float(values.mean()),
+                std=float(values.std()) if values.numel() > 1 else 0.0,
+            )
     return summary
 
 
@@ -417,7 +465,9 @@ def activate(log_path: str, snapshots: int = 0) -> Probe:
 
     def thread_excepthook(args):
         name = args.thread.name if args.thread is not None else "?"
-        probe._guard("threading.excepthook", probe.on_exception)(args.exc_type, args.exc_value, args.exc_traceback, name)
+        probe._guard("threading.excepthook", probe.on_exception)(
+            args.exc_type, args.exc_value, args.exc_traceback, name
+        )
         previous_thread_hook(args)
 
     threading.excepthook = thread_excepthook

@@ -94,9 +94,14 @@ def report_dict(report: SmokeReport) -> Dict[str, Any]:
 
 def to_json(reports: List[SmokeReport], exit_code: int, png: Optional[Path]) -> Dict[str, Any]:
     """The patched (or only) trainer at top level; with --compare the baseline under "baseline"."""
-    data = {"tool": "t2s-opt smoke-test", "version": JSON_VERSION, "exit_code": exit_code,
-            **report_dict(reports[-1]), "plot": str(png) if png else None,
-            "baseline": report_dict(reports[0]) if len(reports) > 1 else None}
+    data = {
+        "tool": "t2s-opt smoke-test",
+        "version": JSON_VERSION,
+        "exit_code": exit_code,
+        **report_dict(reports[-1]),
+        "plot": str(png) if png else None,
+        "baseline": report_dict(reports[0]) if len(reports) > 1 else None,
+    }
     return _clean(data)
 
 
@@ -117,36 +122,68 @@ def plot(reports: List[SmokeReport], path: Path) -> Optional[Path]:
 
     if not any(r.series.get("train") for r in reports):
         return None
-    fig, (ax_loss, ax_lr, ax_grad) = plt.subplots(3, 1, figsize=(8, 9), sharex=True)
+    fig, axes = plt.subplots(3, 1, figsize=(8, 9), sharex=True)
     # One colour per trainer; baseline dashed, so identical curves stay visible under the patched ones.
     styles = [("--", "C0"), ("-", "C1")] if len(reports) > 1 else [("-", "C0")]
     for report, (style, color) in zip(reports, styles):
-        name = report.label or "train"
-        train = report.series.get("train", [])
-        steps = [r["step"] for r in train]
-        ax_loss.plot(steps, [_num(r["loss"]) for r in train], style, color=color, label=f"{name} loss")
-        resume = report.series.get("resume", [])
-        if resume:
-            ax_loss.plot([r["step"] for r in resume], [_num(r["loss"]) for r in resume], "x", color=color,
-                         markersize=5, label=f"{name} resumed from a checkpoint")
-        ax_lr.plot(steps, [_num(r["lr"]) for r in train], style, color=color, label=f"{name} lr")
-        ax_grad.plot(steps, [_num(r["grad_norm"]) for r in train], style, color=color,
-                     label=f"{name} grad norm at optimizer.step")
-        if any(r["clip_pre"] is not None for r in train):
-            ax_grad.plot(steps, [_num(r["clip_pre"]) for r in train], ":", color=color,
-                         label=f"{name} before clipping")
-            max_norm = next(r["max_norm"] for r in train if r["max_norm"] is not None)
-            ax_grad.axhline(max_norm, color="grey", linewidth=0.8)
-        loss_row = next((r for r in report.rows if r.key == "loss_falls" and r.data.get("median_first") is not None), None)
-        if loss_row is not None and steps:
-            w = loss_row.data["window"]
-            ax_loss.hlines([loss_row.data["median_first"]], steps[0], steps[min(w, len(steps)) - 1], colors="k")
-            ax_loss.hlines([loss_row.data["median_last"]], steps[-w], steps[-1], colors="k")
+        _plot_report(axes, report, style, color)
+    _label_axes(axes, reports)
+    fig.suptitle(f"t2s-opt smoke-test: {Path(reports[-1].target).name}", fontsize=10)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def _plot_report(axes: Any, report: SmokeReport, style: str, color: str) -> None:
+    """One trainer's curves: loss (resumed steps as crosses, the compared medians as bars), lr, grad norm."""
+    ax_loss, ax_lr, ax_grad = axes
+    name = report.label or "train"
+    train = report.series.get("train", [])
+    steps = [r["step"] for r in train]
+    ax_loss.plot(steps, [_num(r["loss"]) for r in train], style, color=color, label=f"{name} loss")
+    resume = report.series.get("resume", [])
+    if resume:
+        ax_loss.plot(
+            [r["step"] for r in resume],
+            [_num(r["loss"]) for r in resume],
+            "x",
+            color=color,
+            markersize=5,
+            label=f"{name} resumed from a checkpoint",
+        )
+    ax_lr.plot(steps, [_num(r["lr"]) for r in train], style, color=color, label=f"{name} lr")
+    ax_grad.plot(
+        steps,
+        [_num(r["grad_norm"]) for r in train],
+        style,
+        color=color,
+        label=f"{name} grad norm at optimizer.step",
+    )
+    if any(r["clip_pre"] is not None for r in train):
+        ax_grad.plot(steps, [_num(r["clip_pre"]) for r in train], ":", color=color, label=f"{name} before clipping")
+        max_norm = next(r["max_norm"] for r in train if r["max_norm"] is not None)
+        ax_grad.axhline(max_norm, color="grey", linewidth=0.8)
+    loss_row = next((r for r in report.rows if r.key == "loss_falls" and r.data.get("median_first") is not None), None)
+    if loss_row is not None and steps:
+        w = loss_row.data["window"]
+        ax_loss.hlines([loss_row.data["median_first"]], steps[0], steps[min(w, len(steps)) - 1], colors="k")
+        ax_loss.hlines([loss_row.data["median_last"]], steps[-w], steps[-1], colors="k")
+
+
+def _label_axes(axes: Any, reports: List[SmokeReport]) -> None:
+    """Labels, scales (lr on a log scale when it spans more than three decades), grids and legends."""
+    ax_loss, ax_lr, ax_grad = axes
     ax_loss.set_ylabel("loss")
     ax_loss.set_yscale("log")
     ax_lr.set_ylabel("learning rate")
-    lrs = [r["lr"] for report in reports for r in report.series.get("train", [])
-           if isinstance(r["lr"], (int, float)) and math.isfinite(r["lr"]) and r["lr"] > 0]
+    lrs = [
+        r["lr"]
+        for report in reports
+        for r in report.series.get("train", [])
+        if isinstance(r["lr"], (int, float)) and math.isfinite(r["lr"]) and r["lr"] > 0
+    ]
     if lrs and max(lrs) / min(lrs) > 1e3:  # a runaway warm-up spans many decades
         ax_lr.set_yscale("log")
     ax_grad.set_ylabel("gradient norm")
@@ -155,12 +192,6 @@ def plot(reports: List[SmokeReport], path: Path) -> Optional[Path]:
     for ax in (ax_loss, ax_lr, ax_grad):
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
-    fig.suptitle(f"t2s-opt smoke-test: {Path(reports[-1].target).name}", fontsize=10)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
 
 
 def _num(value: Any) -> float:

@@ -16,14 +16,14 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 from optimizer_tool.smoke import probe as probe_module
 
 GRACE_S = 5.0
 POLL_S = 0.2
 
-SITECUSTOMIZE = '''\
+SITECUSTOMIZE = """\
 # Written by t2s-opt smoke-test: loads the step probe into every Python process of the run.
 import importlib.util as _util
 import sys as _sys
@@ -41,7 +41,7 @@ _next = __import__("importlib.machinery").machinery.PathFinder.find_spec(
 )
 if _next is not None and _next.loader is not None:
     _next.loader.exec_module(_util.module_from_spec(_next))
-'''
+"""
 
 
 class Interrupted(Exception):
@@ -190,73 +190,102 @@ def run_all(
     live: List[_Live] = []
     results: List[RunResult] = []
     for spec in specs:
-        spec.dir.mkdir(parents=True, exist_ok=True)
-        if spec.probe_path.exists():
-            spec.probe_path.unlink()
-        result = RunResult(name=spec.name, argv=list(spec.argv), cwd=str(spec.cwd),
-                           stdout=str(spec.dir / "stdout.log"), stderr=str(spec.dir / "stderr.log"),
-                           probe=str(spec.probe_path))
+        result, item = _start(spec, site_dir)
         results.append(result)
-        out = open(result.stdout, "wb")
-        err = open(result.stderr, "wb")
-        start = time.monotonic()
-        try:
-            proc = subprocess.Popen(
-                spec.argv, cwd=spec.cwd, env=probe_env(site_dir, spec.probe_path, spec.env),
-                stdin=subprocess.DEVNULL, stdout=out, stderr=err, start_new_session=True,
-            )
-        except OSError as exc:
-            result.start_error = f"{spec.argv[0]}: {exc.strerror or exc}"
-            out.close()
-            err.close()
-            continue
-        result.pgid = proc.pid  # session leader: its pid is the group id
-        live.append(_Live(spec, proc, result, [out, err], start))
+        if item is not None:
+            live.append(item)
 
-    previous = signal.getsignal(signal.SIGTERM)
-
-    def on_sigterm(signum, frame):
-        raise KeyboardInterrupt
-
-    in_main_thread = _in_main_thread()
-    if in_main_thread:
-        signal.signal(signal.SIGTERM, on_sigterm)
+    restore_sigterm = _sigterm_interrupts()
     try:
         while not all([item.ended() for item in live]):  # a list: every exit time gets noted
             time.sleep(POLL_S)
             _report(live, on_events)
             if deadline is not None and time.monotonic() > deadline:
-                for item in live:
-                    if item.proc.poll() is None:
-                        item.result.timed_out = True
-                        _stop_group(item.proc, item.result.pgid)
+                _stop_running(live, "timed_out")
         _report(live, on_events)
     except KeyboardInterrupt:
-        for item in live:
-            if item.proc.poll() is None:
-                item.result.interrupted = True
-                _stop_group(item.proc, item.result.pgid)
+        _stop_running(live, "interrupted")
         exc = Interrupted("interrupted")
         exc.results = results
         raise exc
     finally:
-        if in_main_thread:
-            signal.signal(signal.SIGTERM, previous)
+        restore_sigterm()
         for item in live:
-            if item.proc.poll() is None:
-                _stop_group(item.proc, item.result.pgid)
-            else:
-                # The trainer is done; stray children left in its group (e.g. DataLoader workers) are not.
-                try:
-                    os.killpg(item.result.pgid, signal.SIGKILL)
-                except (ProcessLookupError, PermissionError):
-                    pass
-            item.ended()
-            item.result.returncode = item.proc.returncode
-            item.result.wall_s = item.end - item.start
-            for f in item.files:
-                f.close()
+            _finish(item)
     return results
+
+
+def _start(spec: RunSpec, site_dir: Path) -> Tuple[RunResult, Optional[_Live]]:
+    """Start one run in a session of its own, its output into log files; no live run when it cannot start."""
+    spec.dir.mkdir(parents=True, exist_ok=True)
+    if spec.probe_path.exists():
+        spec.probe_path.unlink()
+    result = RunResult(
+        name=spec.name,
+        argv=list(spec.argv),
+        cwd=str(spec.cwd),
+        stdout=str(spec.dir / "stdout.log"),
+        stderr=str(spec.dir / "stderr.log"),
+        probe=str(spec.probe_path),
+    )
+    out = open(result.stdout, "wb")
+    err = open(result.stderr, "wb")
+    start = time.monotonic()
+    try:
+        proc = subprocess.Popen(
+            spec.argv,
+            cwd=spec.cwd,
+            env=probe_env(site_dir, spec.probe_path, spec.env),
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=err,
+            start_new_session=True,
+        )
+    except OSError as exc:
+        result.start_error = f"{spec.argv[0]}: {exc.strerror or exc}"
+        out.close()
+        err.close()
+        return result, None
+    result.pgid = proc.pid  # session leader: its pid is the group id
+    return result, _Live(spec, proc, result, [out, err], start)
+
+
+def _sigterm_interrupts() -> Callable[[], None]:
+    """SIGTERM raises KeyboardInterrupt, as Ctrl-C does (main thread only); returns what restores it."""
+    if not _in_main_thread():
+        return lambda: None
+    previous = signal.getsignal(signal.SIGTERM)
+
+    def on_sigterm(signum, frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, on_sigterm)
+    return lambda: signal.signal(signal.SIGTERM, previous)
+
+
+def _stop_running(live: List[_Live], reason: str) -> None:
+    """Stop the groups still running, each marked with ``reason`` ("timed_out" or "interrupted")."""
+    for item in live:
+        if item.proc.poll() is None:
+            setattr(item.result, reason, True)
+            _stop_group(item.proc, item.result.pgid)
+
+
+def _finish(item: _Live) -> None:
+    """Nothing of the run is left running; its exit status and wall time are in its result."""
+    if item.proc.poll() is None:
+        _stop_group(item.proc, item.result.pgid)
+    else:
+        # The trainer is done; stray children left in its group (e.g. DataLoader workers) are not.
+        try:
+            os.killpg(item.result.pgid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+    item.ended()
+    item.result.returncode = item.proc.returncode
+    item.result.wall_s = item.end - item.start
+    for f in item.files:
+        f.close()
 
 
 def _report(live: List[_Live], on_events: Optional[ProgressCallback]) -> None:

@@ -14,9 +14,9 @@ import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
-from optimizer_tool.project import UsageError
+from optimizer_tool.errors import UsageError
 from optimizer_tool.smoke import checks
 from optimizer_tool.smoke.checks import Expectations, Row
 from optimizer_tool.smoke.records import ProbeRecord, existing_checkpoint, load_probe
@@ -102,12 +102,19 @@ class PresetUnreadable(Exception):
         self.detail = detail
 
 
-class Session:
-    """One target (the trainer at ``options.path``) run into ``out_dir``."""
+class _SessionBase:
+    """What every kind of target shares: the runs under the probe, the deadline, the first checks."""
 
-    def __init__(self, options: SmokeOptions, out_dir: Path, deadline: Optional[float],
-                 say: Callable[[str], None], on_events: Optional[EventSink] = None,
-                 on_start: Optional[Callable[[RunSpec], None]] = None, label: str = ""):
+    def __init__(
+        self,
+        options: SmokeOptions,
+        out_dir: Path,
+        deadline: Optional[float],
+        say: Callable[[str], None],
+        on_events: Optional[EventSink] = None,
+        on_start: Optional[Callable[[RunSpec], None]] = None,
+        label: str = "",
+    ):
         self.o = options
         self.out = out_dir
         self.deadline = deadline
@@ -117,16 +124,9 @@ class Session:
         self.label = label
         self.site_dir = write_sitecustomize(out_dir / ".probe_site")
         # The report being built; after Ctrl-C the CLI turns what it holds into the partial report.
-        self.partial = SmokeReport(target=str(options.path), mode="cmd" if options.cmd else "reference",
-                                   out_dir=str(out_dir), label=label)
-
-    # ------------------------------------------------------------------ entry
-
-    def run(self) -> SmokeReport:
-        validate(self.o)
-        if self.o.cmd is None:
-            return self._run_reference(reference_root(self.o.path))
-        return self._run_cmd()
+        self.partial = SmokeReport(
+            target=str(options.path), mode="cmd" if options.cmd else "reference", out_dir=str(out_dir), label=label
+        )
 
     def _runs(self, specs: List[RunSpec], report: SmokeReport) -> List[RunResult]:
         for spec in specs:
@@ -144,204 +144,6 @@ class Session:
 
     def _time_left(self) -> bool:
         return self.deadline is None or time.monotonic() < self.deadline
-
-    # ------------------------------------------------------------------ reference trainer
-
-    def _run_reference(self, root: Path) -> SmokeReport:
-        o = self.o
-        report = self.partial = SmokeReport(target=str(root / PACKAGE), mode="reference", out_dir=str(self.out),
-                                            label=self.label)
-        env = {"PYTHONPATH": str(root)}
-        try:
-            config = self._query_config(root, env)
-        except PresetUnreadable as exc:
-            # The trainer's own code does not import: a failed smoke test, not a usage error.
-            report.rows = [Row("exit", checks.TITLES["exit"], checks.FAIL, str(exc), exc.detail)] + [
-                Row(key, title, checks.NA, "not run: the smoke preset could not be read")
-                for key, title in checks.TITLES.items() if key != "exit"]
-            return report
-        default, smoke = config["default"], config["smoke"]
-        run_dir = self.out / "run"
-        report.overrides = reference_overrides(default, smoke, o.epochs, run_dir, o.device)
-        t = smoke["train"]
-        batches = smoke["data"]["synthetic_samples"] // t["batch_size"]
-        steps_per_epoch = batches // t["gradient_accumulation_steps"]
-        self.say(self._describe_reference(root, report.overrides))
-
-        device = ["--device", o.device] if o.device else []
-        base = [python(), "-m", f"{PACKAGE}.main", "train", "--preset", "smoke", "--epochs", str(o.epochs)]
-        train = RunSpec("train", base + ["--out", str(run_dir)] + device, root, self.out / "train", env,
-                        expected_steps=steps_per_epoch * o.epochs)
-        report.series["train"] = []
-        record = self._train(train, report)
-
-        expect = Expectations(
-            base_lr=t["learning_rate"], warmup_steps=t["warmup_steps"], max_grad_norm=t["max_grad_norm"],
-            # A patched config names its EMA (use_ema, or ema_decay as `apply` adds it): then it must be saved.
-            ema_on=bool(t["use_ema"]) if "use_ema" in t else (True if "ema_decay" in t else None),
-            sample_shape=(len(o.prompts), 3, smoke["data"]["num_frames"], smoke["data"]["image_size"],
-                          smoke["data"]["image_size"]),
-            max_memory=o.max_memory, min_loss_drop=o.min_loss_drop, resume_rtol=o.resume_rtol,
-        )
-
-        ckpt_dir = run_dir / "checkpoints"
-        resume_from = ckpt_dir / f"epoch_{o.epochs - 1}.pt"
-        last = ckpt_dir / f"epoch_{o.epochs}.pt"
-        specs, why_no_resume, why_no_sample = [], "", ""
-        train_ok = report.runs[-1].ok
-        if not train_ok:
-            why_no_resume = why_no_sample = "not run: the training run failed"
-        elif not self._time_left():
-            why_no_resume = why_no_sample = "not run: --timeout reached"
-        if o.epochs < 2:
-            why_no_resume = "needs --epochs 2 or more (resumes from the epoch N-1 checkpoint)"
-        elif not why_no_resume and not resume_from.is_file():
-            why_no_resume = f"no checkpoint {resume_from.name} to resume from"
-        if not why_no_resume:
-            specs.append(RunSpec(
-                "resume", base + ["--data", str(run_dir / "data"), "--out", str(self.out / "resume_run"),
-                                  "--resume", str(resume_from)] + device,
-                root, self.out / "resume", env, expected_steps=steps_per_epoch,
-            ))
-        if not why_no_sample and not last.is_file():
-            why_no_sample = f"no checkpoint {last.name} to sample from"
-        if not why_no_sample:
-            specs.append(RunSpec(
-                "sample", [python(), "-m", "optimizer_tool.smoke.reference_sample", "--checkpoint", str(last),
-                           "--out", str(self.out / "samples")] + device + ["--", *o.prompts],
-                root, self.out / "sample", env,
-            ))
-        results = {r.name: r for r in self._runs(specs, report)} if specs else {}
-
-        start_step = _checkpoint_step(record, resume_from)
-        resumed = load_probe(self.out / "resume" / "probe.jsonl") if "resume" in results else None
-        sampled = load_probe(self.out / "sample" / "probe.jsonl") if "sample" in results else None
-        # The sample itself, not the second one generate made from the copy with zeroed live weights.
-        sample_saves = [s for s in sampled.tensor_saves
-                        if s.get("final_path") == str((self.out / "samples" / SAMPLE_FILE).resolve())] if sampled else []
-        verdict = self.out / "samples" / EMA_VERDICT_FILE
-        ema_sampling = json.loads(verdict.read_text()) if verdict.is_file() else None
-        if resumed is not None:
-            report.series["resume"] = series(resumed, offset=start_step or 0)
-        report.rows = self._common_rows(report.runs[0], record, expect) + [
-            checks.check_resume(record, results.get("resume"), resumed, start_step, o.resume_rtol, why_no_resume),
-            checks.check_sample(results.get("sample"), sample_saves, expect.sample_shape, why_no_sample,
-                                ema_sampling),
-            checks.check_resources(record, o.max_memory),
-        ]
-        return report
-
-    def _query_config(self, root: Path, env: Dict[str, str]) -> Dict[str, Any]:
-        """The copy's default and smoke configs, read by its own code (a patched copy may change both)."""
-        import os
-
-        full_env = dict(os.environ)
-        full_env["PYTHONPATH"] = os.pathsep.join(p for p in (env["PYTHONPATH"], full_env.get("PYTHONPATH")) if p)
-        timeout = None if self.deadline is None else max(1.0, self.deadline - time.monotonic())
-        try:
-            proc = subprocess.run([python(), "-c", CONFIG_QUERY], cwd=root, env=full_env, capture_output=True,
-                                  text=True, timeout=timeout, start_new_session=True)
-        except subprocess.TimeoutExpired as exc:
-            raise PresetUnreadable(f"reading {root / PACKAGE / 'config.py'} timed out", "") from exc
-        if proc.returncode != 0:
-            lines = proc.stderr.strip().splitlines()
-            raise PresetUnreadable(f"cannot read the smoke preset of {root / PACKAGE / 'config.py'}: "
-                                   f"{lines[-1] if lines else f'exit status {proc.returncode}'}",
-                                   "\n".join(lines[-6:]))
-        config = json.loads(proc.stdout.strip().splitlines()[-1])
-        origin = Path(config["origin"]).resolve().parent
-        if origin != (root / PACKAGE).resolve():
-            raise UsageError(f"running in {root} imports {PACKAGE} from {origin}, not from {root / PACKAGE}")
-        return config
-
-    def _describe_reference(self, root: Path, overrides: List[Override]) -> str:
-        lines = [f"smoke-test {root / PACKAGE}: python -m {PACKAGE}.main train --preset smoke (cwd {root}); "
-                 "it overrides:"]
-        for ov in overrides:
-            lines.append(f"  {ov.category:<8} {ov.key:<34} {_short(ov.before)} -> {_short(ov.after)}  ({ov.source})")
-        if self.o.epochs >= 2:
-            lines.append(f"then, side by side: train --resume from the epoch {self.o.epochs - 1} checkpoint, "
-                         "and generate from the last one")
-        else:
-            lines.append("then generate from the last checkpoint (one epoch: nothing to resume from)")
-        return "\n".join(lines)
-
-    # ------------------------------------------------------------------ any trainer
-
-    def _run_cmd(self) -> SmokeReport:
-        o = self.o
-        cwd = o.path.resolve()
-        report = self.partial = SmokeReport(target=str(cwd), mode="cmd", out_dir=str(self.out), label=self.label)
-        run_dir = self.out / "run"
-        argv = expand(o.cmd, out=run_dir, epochs=o.epochs)
-        for placeholder, value in (("{out}", run_dir), ("{epochs}", o.epochs)):
-            if placeholder in o.cmd:
-                report.overrides.append(Override("command", placeholder, None, value, "t2s-opt"))
-            else:
-                report.notes.append(f"--cmd has no {placeholder}: "
-                                    + ("the trainer writes where it is configured to" if placeholder == "{out}"
-                                       else "--epochs is not applied"))
-        self.say(f"smoke-test: {shlex.join(argv)} (cwd {cwd})\n"
-                 "  your code runs unchanged; the probe is loaded through a sitecustomize on PYTHONPATH"
-                 + "".join(f"\n  {ov.key} -> {ov.after}" for ov in report.overrides)
-                 + "".join(f"\n  note: {n}" for n in report.notes))
-        env = {"T2S_SMOKE_SNAPSHOTS": "2"} if o.resume_arg else {}
-        train = RunSpec("train", argv, cwd, self.out / "train", env)
-        report.series["train"] = []
-        record = self._train(train, report)
-        expect = Expectations(warmup_steps=o.warmup_steps, max_grad_norm=o.max_grad_norm, max_memory=o.max_memory,
-                              min_loss_drop=o.min_loss_drop, resume_rtol=o.resume_rtol)
-
-        specs, why_no_resume, why_no_sample = [], "", ""
-        blocked = "" if report.runs[-1].ok else "not run: the training run failed"
-        if not blocked and not self._time_left():
-            blocked = "not run: --timeout reached"
-        start_step = None
-        if not o.resume_arg:
-            why_no_resume = 'give --resume-arg (e.g. "--resume {ckpt}") to check resuming'
-        elif blocked:
-            why_no_resume = blocked
-        else:
-            final = record.steps[-1]["n"] if record.steps else 0
-            snapshots = [s for s in record.checkpoints if s.get("snapshot") and s["step"] < final]
-            if not snapshots:
-                why_no_resume = "no checkpoint saved before the last step"
-            else:
-                snap = snapshots[-1]
-                start_step = snap["step"]
-                resume_argv = expand(o.cmd, out=self.out / "resume_run", epochs=o.epochs) + [
-                    t.replace("{ckpt}", snap["snapshot"]) for t in shlex.split(o.resume_arg)]
-                specs.append(RunSpec("resume", resume_argv, cwd, self.out / "resume"))
-        sample_saves: List[Dict[str, Any]] = []
-        if o.sample_cmd:
-            ckpt = existing_checkpoint(record)
-            if blocked:
-                why_no_sample = blocked
-            elif ckpt is None:
-                why_no_sample = "no checkpoint to sample from"
-            else:
-                sample_argv = [t.replace("{ckpt}", ckpt["final_path"]).replace("{out}", str(self.out / "samples"))
-                               for t in shlex.split(o.sample_cmd)]
-                specs.append(RunSpec("sample", sample_argv, cwd, self.out / "sample"))
-        else:
-            # Trainers that sample at the end of training (samples.pt) show it in the same run.
-            sample_saves = [s for s in record.tensor_saves if "sample" in Path(str(s.get("final_path"))).name.lower()]
-            why_no_sample = "no --sample-cmd, and the run saved no tensor named *sample*"
-        results = {r.name: r for r in self._runs(specs, report)} if specs else {}
-        resumed = load_probe(self.out / "resume" / "probe.jsonl") if "resume" in results else None
-        if "sample" in results:
-            sample_saves = load_probe(self.out / "sample" / "probe.jsonl").tensor_saves
-            why_no_sample = "the sample command saved no tensor through torch.save"
-        if resumed is not None:
-            report.series["resume"] = series(resumed, offset=start_step or 0)
-        report.rows = self._common_rows(report.runs[0], record, expect) + [
-            checks.check_resume(record, results.get("resume"), resumed, start_step, o.resume_rtol, why_no_resume),
-            checks.check_sample(results.get("sample"), sample_saves, None, why_no_sample),
-            checks.check_resources(record, o.max_memory),
-        ]
-        return report
-
-    # ------------------------------------------------------------------ shared
 
     def _train(self, spec: RunSpec, report: SmokeReport) -> ProbeRecord:
         try:
@@ -363,6 +165,327 @@ class Session:
         ]
 
 
+@dataclass
+class _ReferenceLaunch:
+    """How the reference trainer's processes start: in ``root``, importing the copy found there."""
+
+    root: Path
+    out: Path  # the session's output folder
+    epochs: int
+    device: List[str]  # ["--device", DEVICE] or nothing
+
+    @property
+    def env(self) -> Dict[str, str]:
+        return {"PYTHONPATH": str(self.root)}
+
+    @property
+    def run_dir(self) -> Path:
+        return self.out / "run"
+
+    def checkpoint(self, epoch: int) -> Path:
+        return self.run_dir / "checkpoints" / f"epoch_{epoch}.pt"
+
+    def _train_argv(self) -> List[str]:
+        return [python(), "-m", f"{PACKAGE}.main", "train", "--preset", "smoke", "--epochs", str(self.epochs)]
+
+    def train(self, expected_steps: int) -> RunSpec:
+        argv = self._train_argv() + ["--out", str(self.run_dir)] + self.device
+        return RunSpec("train", argv, self.root, self.out / "train", self.env, expected_steps=expected_steps)
+
+    def resume(self, checkpoint: Path, expected_steps: int) -> RunSpec:
+        """Training again from ``checkpoint``, on the data the first run wrote, into a folder of its own."""
+        data, out = str(self.run_dir / "data"), str(self.out / "resume_run")
+        argv = self._train_argv() + ["--data", data, "--out", out, "--resume", str(checkpoint)] + self.device
+        return RunSpec("resume", argv, self.root, self.out / "resume", self.env, expected_steps=expected_steps)
+
+    def sample(self, checkpoint: Path, prompts: Sequence[str]) -> RunSpec:
+        module = "optimizer_tool.smoke.reference_sample"
+        argv = [python(), "-m", module, "--checkpoint", str(checkpoint), "--out", str(self.out / "samples")]
+        return RunSpec("sample", argv + self.device + ["--", *prompts], self.root, self.out / "sample", self.env)
+
+
+class _ReferenceRuns(_SessionBase):
+    """The reference trainer: ``train --preset smoke``, then ``train --resume`` and ``generate`` side by side."""
+
+    def _run_reference(self, root: Path) -> SmokeReport:
+        o = self.o
+        report = self.partial = SmokeReport(
+            target=str(root / PACKAGE), mode="reference", out_dir=str(self.out), label=self.label
+        )
+        launch = _ReferenceLaunch(root, self.out, o.epochs, ["--device", o.device] if o.device else [])
+        try:
+            config = query_config(root, launch.env, self.deadline)
+        except PresetUnreadable as exc:
+            # The trainer's own code does not import: a failed smoke test, not a usage error.
+            report.rows = _unreadable_preset_rows(exc)
+            return report
+        default, smoke = config["default"], config["smoke"]
+        report.overrides = reference_overrides(default, smoke, o.epochs, launch.run_dir, o.device)
+        t = smoke["train"]
+        batches = smoke["data"]["synthetic_samples"] // t["batch_size"]
+        steps_per_epoch = batches // t["gradient_accumulation_steps"]
+        self.say(describe_reference(root, report.overrides, o.epochs))
+
+        report.series["train"] = []
+        record = self._train(launch.train(steps_per_epoch * o.epochs), report)
+        expect = _reference_expectations(smoke, o)
+
+        resume_from, last = launch.checkpoint(o.epochs - 1), launch.checkpoint(o.epochs)
+        why_no_resume, why_no_sample = self._reference_blockers(report.runs[-1].ok, resume_from, last)
+        specs: List[RunSpec] = []
+        if not why_no_resume:
+            specs.append(launch.resume(resume_from, steps_per_epoch))
+        if not why_no_sample:
+            specs.append(launch.sample(last, o.prompts))
+        results = {r.name: r for r in self._runs(specs, report)} if specs else {}
+        self._judge_reference(report, record, expect, results, resume_from, (why_no_resume, why_no_sample))
+        return report
+
+    def _reference_blockers(self, train_ok: bool, resume_from: Path, last: Path) -> Tuple[str, str]:
+        """Why the resume run and the sample run cannot start ('' for one that can)."""
+        why_no_resume = why_no_sample = ""
+        if not train_ok:
+            why_no_resume = why_no_sample = "not run: the training run failed"
+        elif not self._time_left():
+            why_no_resume = why_no_sample = "not run: --timeout reached"
+        if self.o.epochs < 2:
+            why_no_resume = "needs --epochs 2 or more (resumes from the epoch N-1 checkpoint)"
+        elif not why_no_resume and not resume_from.is_file():
+            why_no_resume = f"no checkpoint {resume_from.name} to resume from"
+        if not why_no_sample and not last.is_file():
+            why_no_sample = f"no checkpoint {last.name} to sample from"
+        return why_no_resume, why_no_sample
+
+    def _judge_reference(
+        self,
+        report: SmokeReport,
+        record: ProbeRecord,
+        expect: Expectations,
+        results: Dict[str, RunResult],
+        resume_from: Path,
+        why_not: Tuple[str, str],
+    ) -> None:
+        """The resumed curve into the report's series, and every row."""
+        o = self.o
+        why_no_resume, why_no_sample = why_not
+        start_step = _checkpoint_step(record, resume_from)
+        resumed = load_probe(self.out / "resume" / "probe.jsonl") if "resume" in results else None
+        sampled = load_probe(self.out / "sample" / "probe.jsonl") if "sample" in results else None
+        sample_saves, ema_sampling = self._reference_sample(sampled)
+        if resumed is not None:
+            report.series["resume"] = series(resumed, offset=start_step or 0)
+        report.rows = self._common_rows(report.runs[0], record, expect) + [
+            checks.check_resume(record, results.get("resume"), resumed, start_step, o.resume_rtol, why_no_resume),
+            checks.check_sample(results.get("sample"), sample_saves, expect.sample_shape, why_no_sample, ema_sampling),
+            checks.check_resources(record, o.max_memory),
+        ]
+
+    def _reference_sample(
+        self, sampled: Optional[ProbeRecord]
+    ) -> Tuple[List[Dict[str, Any]], Optional[Dict[str, Any]]]:
+        """The saves of the sample, and the verdict on sampling with the EMA weights (None: not written)."""
+        # The sample itself, not the second one generate made from the copy with zeroed live weights.
+        sample_saves = (
+            [
+                s
+                for s in sampled.tensor_saves
+                if s.get("final_path") == str((self.out / "samples" / SAMPLE_FILE).resolve())
+            ]
+            if sampled
+            else []
+        )
+        verdict = self.out / "samples" / EMA_VERDICT_FILE
+        ema_sampling = json.loads(verdict.read_text()) if verdict.is_file() else None
+        return sample_saves, ema_sampling
+
+
+class _CommandRuns(_SessionBase):
+    """Any trainer: the user's ``--cmd``, then ``--resume-arg`` and ``--sample-cmd`` side by side."""
+
+    def _run_cmd(self) -> SmokeReport:
+        o = self.o
+        cwd = o.path.resolve()
+        report = self.partial = SmokeReport(target=str(cwd), mode="cmd", out_dir=str(self.out), label=self.label)
+        run_dir = self.out / "run"
+        argv = expand(o.cmd, out=run_dir, epochs=o.epochs)
+        self._note_placeholders(report, run_dir)
+        self.say(
+            f"smoke-test: {shlex.join(argv)} (cwd {cwd})\n"
+            "  your code runs unchanged; the probe is loaded through a sitecustomize on PYTHONPATH"
+            + "".join(f"\n  {ov.key} -> {ov.after}" for ov in report.overrides)
+            + "".join(f"\n  note: {n}" for n in report.notes)
+        )
+        env = {"T2S_SMOKE_SNAPSHOTS": "2"} if o.resume_arg else {}
+        train = RunSpec("train", argv, cwd, self.out / "train", env)
+        report.series["train"] = []
+        record = self._train(train, report)
+        expect = Expectations(
+            warmup_steps=o.warmup_steps,
+            max_grad_norm=o.max_grad_norm,
+            max_memory=o.max_memory,
+            min_loss_drop=o.min_loss_drop,
+            resume_rtol=o.resume_rtol,
+        )
+
+        blocked = "" if report.runs[-1].ok else "not run: the training run failed"
+        if not blocked and not self._time_left():
+            blocked = "not run: --timeout reached"
+        resume, start_step, why_no_resume = self._cmd_resume(record, blocked, cwd)
+        sample, sample_saves, why_no_sample = self._cmd_sample(record, blocked, cwd)
+        specs = [spec for spec in (resume, sample) if spec is not None]
+        results = {r.name: r for r in self._runs(specs, report)} if specs else {}
+        resumed = load_probe(self.out / "resume" / "probe.jsonl") if "resume" in results else None
+        if "sample" in results:
+            sample_saves = load_probe(self.out / "sample" / "probe.jsonl").tensor_saves
+            why_no_sample = "the sample command saved no tensor through torch.save"
+        if resumed is not None:
+            report.series["resume"] = series(resumed, offset=start_step or 0)
+        report.rows = self._common_rows(report.runs[0], record, expect) + [
+            checks.check_resume(record, results.get("resume"), resumed, start_step, o.resume_rtol, why_no_resume),
+            checks.check_sample(results.get("sample"), sample_saves, None, why_no_sample),
+            checks.check_resources(record, o.max_memory),
+        ]
+        return report
+
+    def _note_placeholders(self, report: SmokeReport, run_dir: Path) -> None:
+        """What ``{out}`` and ``{epochs}`` in --cmd became, or what their absence means."""
+        for placeholder, value in (("{out}", run_dir), ("{epochs}", self.o.epochs)):
+            if placeholder in self.o.cmd:
+                report.overrides.append(Override("command", placeholder, None, value, "t2s-opt"))
+            else:
+                report.notes.append(
+                    f"--cmd has no {placeholder}: "
+                    + (
+                        "the trainer writes where it is configured to"
+                        if placeholder == "{out}"
+                        else "--epochs is not applied"
+                    )
+                )
+
+    def _cmd_resume(self, record: ProbeRecord, blocked: str, cwd: Path) -> Tuple[Optional[RunSpec], Optional[int], str]:
+        """The run resumed from the last snapshot saved before the final step, and that step; or why there is none."""
+        o = self.o
+        if not o.resume_arg:
+            return None, None, 'give --resume-arg (e.g. "--resume {ckpt}") to check resuming'
+        if blocked:
+            return None, None, blocked
+        final = record.steps[-1]["n"] if record.steps else 0
+        snapshots = [s for s in record.checkpoints if s.get("snapshot") and s["step"] < final]
+        if not snapshots:
+            return None, None, "no checkpoint saved before the last step"
+        snap = snapshots[-1]
+        resume_argv = expand(o.cmd, out=self.out / "resume_run", epochs=o.epochs) + [
+            t.replace("{ckpt}", snap["snapshot"]) for t in shlex.split(o.resume_arg)
+        ]
+        return RunSpec("resume", resume_argv, cwd, self.out / "resume"), snap["step"], ""
+
+    def _cmd_sample(
+        self, record: ProbeRecord, blocked: str, cwd: Path
+    ) -> Tuple[Optional[RunSpec], List[Dict[str, Any]], str]:
+        """The --sample-cmd run, or the sample the training run saved itself; and why there may be none."""
+        o = self.o
+        if not o.sample_cmd:
+            # Trainers that sample at the end of training (samples.pt) show it in the same run.
+            saves = [s for s in record.tensor_saves if "sample" in Path(str(s.get("final_path"))).name.lower()]
+            return None, saves, "no --sample-cmd, and the run saved no tensor named *sample*"
+        ckpt = existing_checkpoint(record)
+        if blocked:
+            return None, [], blocked
+        if ckpt is None:
+            return None, [], "no checkpoint to sample from"
+        sample_argv = [
+            t.replace("{ckpt}", ckpt["final_path"]).replace("{out}", str(self.out / "samples"))
+            for t in shlex.split(o.sample_cmd)
+        ]
+        return RunSpec("sample", sample_argv, cwd, self.out / "sample"), [], ""
+
+
+class Session(_ReferenceRuns, _CommandRuns):
+    """One target (the trainer at ``options.path``) run into ``out_dir``."""
+
+    def run(self) -> SmokeReport:
+        validate(self.o)
+        if self.o.cmd is None:
+            return self._run_reference(reference_root(self.o.path))
+        return self._run_cmd()
+
+
+def query_config(root: Path, env: Dict[str, str], deadline: Optional[float]) -> Dict[str, Any]:
+    """The copy's default and smoke configs, read by its own code (a patched copy may change both)."""
+    import os
+
+    full_env = dict(os.environ)
+    full_env["PYTHONPATH"] = os.pathsep.join(p for p in (env["PYTHONPATH"], full_env.get("PYTHONPATH")) if p)
+    timeout = None if deadline is None else max(1.0, deadline - time.monotonic())
+    try:
+        proc = subprocess.run(
+            [python(), "-c", CONFIG_QUERY],
+            cwd=root,
+            env=full_env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            start_new_session=True,
+        )
+    except subprocess.TimeoutExpired as exc:
+        raise PresetUnreadable(f"reading {root / PACKAGE / 'config.py'} timed out", "") from exc
+    if proc.returncode != 0:
+        lines = proc.stderr.strip().splitlines()
+        raise PresetUnreadable(
+            f"cannot read the smoke preset of {root / PACKAGE / 'config.py'}: "
+            f"{lines[-1] if lines else f'exit status {proc.returncode}'}",
+            "\n".join(lines[-6:]),
+        )
+    config = json.loads(proc.stdout.strip().splitlines()[-1])
+    origin = Path(config["origin"]).resolve().parent
+    if origin != (root / PACKAGE).resolve():
+        raise UsageError(f"running in {root} imports {PACKAGE} from {origin}, not from {root / PACKAGE}")
+    return config
+
+
+def describe_reference(root: Path, overrides: List[Override], epochs: int) -> str:
+    lines = [f"smoke-test {root / PACKAGE}: python -m {PACKAGE}.main train --preset smoke (cwd {root}); it overrides:"]
+    for ov in overrides:
+        lines.append(f"  {ov.category:<8} {ov.key:<34} {_short(ov.before)} -> {_short(ov.after)}  ({ov.source})")
+    if epochs >= 2:
+        lines.append(
+            f"then, side by side: train --resume from the epoch {epochs - 1} checkpoint, and generate from the last one"
+        )
+    else:
+        lines.append("then generate from the last checkpoint (one epoch: nothing to resume from)")
+    return "\n".join(lines)
+
+
+def _unreadable_preset_rows(exc: PresetUnreadable) -> List[Row]:
+    """A failed exit row that says why; every other check not run."""
+    return [Row("exit", checks.TITLES["exit"], checks.FAIL, str(exc), exc.detail)] + [
+        Row(key, title, checks.NA, "not run: the smoke preset could not be read")
+        for key, title in checks.TITLES.items()
+        if key != "exit"
+    ]
+
+
+def _reference_expectations(smoke: Dict[str, Dict[str, Any]], o: SmokeOptions) -> Expectations:
+    t = smoke["train"]
+    return Expectations(
+        base_lr=t["learning_rate"],
+        warmup_steps=t["warmup_steps"],
+        max_grad_norm=t["max_grad_norm"],
+        # A patched config names its EMA (use_ema, or ema_decay as `apply` adds it): then it must be saved.
+        ema_on=bool(t["use_ema"]) if "use_ema" in t else (True if "ema_decay" in t else None),
+        sample_shape=(
+            len(o.prompts),
+            3,
+            smoke["data"]["num_frames"],
+            smoke["data"]["image_size"],
+            smoke["data"]["image_size"],
+        ),
+        max_memory=o.max_memory,
+        min_loss_drop=o.min_loss_drop,
+        resume_rtol=o.resume_rtol,
+    )
+
+
 def validate(options: SmokeOptions) -> None:
     """Usage errors, found before any folder is made or process started."""
     o = options
@@ -370,7 +493,7 @@ def validate(options: SmokeOptions) -> None:
         if reference_root(o.path) is None:
             raise UsageError(
                 f"{o.path}: not a reference_trainer layout (a '{PACKAGE}' package with "
-                f"{', '.join(PACKAGE_FILES)}); for any other trainer pass --cmd \"python train.py ...\""
+                f'{", ".join(PACKAGE_FILES)}); for any other trainer pass --cmd "python train.py ..."'
             )
         for flag, value in (("--resume-arg", o.resume_arg), ("--sample-cmd", o.sample_cmd)):
             if value:
@@ -389,7 +512,7 @@ def validate(options: SmokeOptions) -> None:
     if o.resume_arg and "{out}" not in o.cmd:
         raise UsageError("--resume-arg needs {out} in --cmd, so the resumed run writes to its own folder")
     if o.resume_arg and "{ckpt}" not in o.resume_arg:
-        raise UsageError("--resume-arg must contain {ckpt}, e.g. --resume-arg \"--resume {ckpt}\"")
+        raise UsageError('--resume-arg must contain {ckpt}, e.g. --resume-arg "--resume {ckpt}"')
 
 
 def partial_rows(report: SmokeReport, options: SmokeOptions) -> List[Row]:
@@ -398,8 +521,12 @@ def partial_rows(report: SmokeReport, options: SmokeOptions) -> List[Row]:
         return []
     train = report.runs[0]
     record = load_probe(Path(train.probe))
-    expect = Expectations(warmup_steps=options.warmup_steps, max_grad_norm=options.max_grad_norm,
-                          min_loss_drop=options.min_loss_drop, max_memory=options.max_memory)
+    expect = Expectations(
+        warmup_steps=options.warmup_steps,
+        max_grad_norm=options.max_grad_norm,
+        min_loss_drop=options.min_loss_drop,
+        max_memory=options.max_memory,
+    )
     not_run = f"not judged: the smoke test was {report.stopped or 'stopped'}"
     return [
         checks.check_exit(train, record),
@@ -425,8 +552,9 @@ def reference_root(path: Path) -> Optional[Path]:
     return None
 
 
-def reference_overrides(default: Dict[str, Dict[str, Any]], smoke: Dict[str, Dict[str, Any]], epochs: int,
-                        out: Path, device: Optional[str]) -> List[Override]:
+def reference_overrides(
+    default: Dict[str, Dict[str, Any]], smoke: Dict[str, Dict[str, Any]], epochs: int, out: Path, device: Optional[str]
+) -> List[Override]:
     changed: Dict[str, Override] = {}
     for section, values in smoke.items():
         for key, value in values.items():
@@ -474,9 +602,16 @@ def series(record: ProbeRecord, offset: int = 0) -> List[Dict[str, Any]]:
     rows = []
     for s in record.steps:
         clip = (s.get("clips") or [{}])[0]
-        rows.append({
-            "step": s["n"] + offset, "t": s["t"], "loss": s.get("loss"), "lr": (s.get("lr") or [None])[0],
-            "grad_norm": s.get("grad_norm"), "clip_pre": clip.get("pre"), "clip_post": clip.get("post"),
-            "max_norm": clip.get("max_norm"),
-        })
+        rows.append(
+            {
+                "step": s["n"] + offset,
+                "t": s["t"],
+                "loss": s.get("loss"),
+                "lr": (s.get("lr") or [None])[0],
+                "grad_norm": s.get("grad_norm"),
+                "clip_pre": clip.get("pre"),
+                "clip_post": clip.get("post"),
+                "max_norm": clip.get("max_norm"),
+            }
+        )
     return rows

@@ -93,8 +93,7 @@ def read_table(
                 if len(values) != len(header):
                     hint = f"; quote values that contain {delimiter!r}" if len(values) > len(header) else ""
                     raise DatasetError(
-                        f"{path}, line {line}: the row has {len(values)} fields but the header has "
-                        f"{len(header)}{hint}"
+                        f"{path}, line {line}: the row has {len(values)} fields but the header has {len(header)}{hint}"
                     )
                 yield line, {key: values[index].strip() for key, index in chosen.items()}
             line = reader.line_num + 1  # a quoted field may span lines: count from the reader
@@ -229,8 +228,9 @@ class ManifestDataset(Dataset):
                 f"relative paths start at {self.root}"
             )
         if self.skipped:
-            logger.warning("%s: skipped %d rows without a usable video, e.g. %s",
-                           self.manifest, len(self.skipped), self.skipped[0])
+            logger.warning(
+                "%s: skipped %d rows without a usable video, e.g. %s", self.manifest, len(self.skipped), self.skipped[0]
+            )
         return samples
 
     def __len__(self) -> int:

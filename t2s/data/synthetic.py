@@ -156,6 +156,7 @@ class Signer:
     @classmethod
     def random(cls, rng: np.random.Generator) -> "Signer":
         """A plausible variation: colours from small palettes, a small shift and hand size."""
+
         def pick(palette: list[tuple[int, int, int]]) -> tuple[int, int, int]:
             return palette[rng.integers(len(palette))]
 
@@ -289,8 +290,7 @@ def generate_synthetic_dataset(
         raise ValueError(f"fmt must be one of {', '.join(FORMATS)}, got {fmt!r}")
     if num_samples < 1 or num_frames < 1 or image_size < 8:
         raise ValueError(
-            f"need num_samples >= 1, num_frames >= 1 and image_size >= 8, "
-            f"got {num_samples}, {num_frames}, {image_size}"
+            f"need num_samples >= 1, num_frames >= 1 and image_size >= 8, got {num_samples}, {num_frames}, {image_size}"
         )
     if fmt == "mp4" and image_size % 2:
         raise ValueError(f"mp4 needs an even image_size, got {image_size}; use fmt='gif' or 'frames'")
@@ -333,7 +333,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     start = time.perf_counter()
     try:
         manifest = generate_synthetic_dataset(
-            args.out_dir, args.num_samples, args.frames, args.size, args.seed, args.format, args.fps,
+            args.out_dir,
+            args.num_samples,
+            args.frames,
+            args.size,
+            args.seed,
+            args.format,
+            args.fps,
             vary_signer=not args.same_signer,
         )
     except ValueError as err:

@@ -107,9 +107,7 @@ def _read_frame_folder(folder: Path, num_frames: int, image_size: int) -> np.nda
     except OSError as err:
         raise VideoDecodeError(folder, f"cannot list the folder ({err.strerror})") from err
     if not files:
-        raise VideoDecodeError(
-            folder, f"the folder holds no frame images ({', '.join(sorted(IMAGE_SUFFIXES))})"
-        )
+        raise VideoDecodeError(folder, f"the folder holds no frame images ({', '.join(sorted(IMAGE_SUFFIXES))})")
     indices = sample_indices(len(files), num_frames)
     loaded: dict[int, np.ndarray] = {}  # a short clip repeats indices: load each once
     for i in np.unique(indices):

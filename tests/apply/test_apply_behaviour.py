@@ -8,14 +8,15 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from casefiles import case, write_tree
 from typer.testing import CliRunner
 
 from optimizer_tool import apply as apply_module
 from optimizer_tool.apply import select
 from optimizer_tool.cli import app
-from optimizer_tool.quick_optimizations import default_path, main as quick_optimizations
+from optimizer_tool.quick_optimizations import default_path
+from optimizer_tool.quick_optimizations import main as quick_optimizations
 
-CASES = Path(__file__).resolve().parent / "cases"
 FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "trainers"
 
 
@@ -24,7 +25,11 @@ def run(*args: str):
 
 
 def snapshot(folder: Path) -> dict[str, str]:
-    return {p.relative_to(folder).as_posix(): p.read_text() for p in sorted(folder.rglob("*")) if p.is_file() and ".git" not in p.parts}
+    return {
+        p.relative_to(folder).as_posix(): p.read_text()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file() and ".git" not in p.parts
+    }
 
 
 @pytest.fixture
@@ -32,8 +37,7 @@ def project(tmp_path) -> Path:
     """A reference-style trainer: dataclass config (linear, epsilon, 64x64), scheduler module with an
     s-less cosine option, trainer whose target branches on the prediction type."""
     folder = tmp_path / "project"
-    shutil.copytree(CASES / "cosine" / "reference" / "in", folder)
-    return folder
+    return write_tree(case("cosine/reference").inputs, folder)
 
 
 def test_diff_prints_a_unified_diff_writes_nothing_and_exits_1(project):
@@ -99,12 +103,15 @@ def test_a_failed_write_restores_every_file(project, monkeypatch):
 def refusing_project(tmp_path) -> Path:
     """Cosine is fixable; v-prediction is not (a hand-written q_sample names no scheduler with get_velocity)."""
     folder = tmp_path / "refusing"
-    shutil.copytree(CASES / "vpred" / "hand_written_q_sample" / "in", folder)
+    write_tree(case("vpred/hand_written_q_sample").inputs, folder)
     train = folder / "train.py"
-    train.write_text(train.read_text().replace(
-        'parser.add_argument("--prediction_type"',
-        'parser.add_argument("--beta_schedule", default="linear", choices=["linear", "cosine"])\nparser.add_argument("--prediction_type"',
-    ))
+    train.write_text(
+        train.read_text().replace(
+            'parser.add_argument("--prediction_type"',
+            'parser.add_argument("--beta_schedule", default="linear", choices=["linear", "cosine"])\n'
+            'parser.add_argument("--prediction_type"',
+        )
+    )
     return folder
 
 
@@ -130,7 +137,12 @@ def test_a_syntax_error_is_refused_with_its_location(project):
 
 
 def git(folder: Path, *args: str) -> None:
-    subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@example.com", *args], cwd=folder, check=True, capture_output=True)
+    subprocess.run(
+        ["git", "-c", "user.name=t", "-c", "user.email=t@example.com", *args],
+        cwd=folder,
+        check=True,
+        capture_output=True,
+    )
 
 
 @pytest.mark.skipif(shutil.which("git") is None, reason="needs git")
@@ -216,7 +228,9 @@ def test_new_missing_findings_are_advice(project):
     assert "rescale_betas_zero_snr: bool = True" in (project / "config.py").read_text()
 
 
-@pytest.mark.parametrize("args", [["--only", "cosine", "--all"], ["--only", "nosuchthing"], ["--diff", "--out", "x", "--only", "cosine"]])
+@pytest.mark.parametrize(
+    "args", [["--only", "cosine", "--all"], ["--only", "nosuchthing"], ["--diff", "--out", "x", "--only", "cosine"]]
+)
 def test_usage_errors_exit_2(project, args):
     result = run(*args, str(project))
     assert result.exit_code == 2
@@ -242,11 +256,12 @@ def test_files_outside_the_given_folder_are_never_changed(tmp_path):
     folder, apply refuses to change the config there (as it never edits an imported library)."""
     (tmp_path / "pyproject.toml").write_text("[project]\nname = 'x'\n")
     (tmp_path / "settings").mkdir()
-    (tmp_path / "settings" / "config.py").write_text((CASES / "cosine" / "reference" / "in" / "config.py").read_text())
+    (tmp_path / "settings" / "config.py").write_text(case("cosine/reference").inputs["config.py"])
     app_dir = tmp_path / "app"
     app_dir.mkdir()
     (app_dir / "train.py").write_text(
-        "import torch\nfrom settings.config import TrainConfig\n\nBETA_SCHEDULES = ('linear', 'cosine')\ncfg = TrainConfig()\n"
+        "import torch\nfrom settings.config import TrainConfig\n\n"
+        "BETA_SCHEDULES = ('linear', 'cosine')\ncfg = TrainConfig()\n"
         "for x in loader:\n    loss = model(x).mean()\n    loss.backward()\n    optimizer.step()\n"
     )
     before = snapshot(tmp_path)

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from casefiles import discover
 from typer.testing import CliRunner
 
 from optimizer_tool.cli import app
@@ -33,7 +34,19 @@ def python(workdir: Path, *args: str) -> str:
 
 
 def train(workdir: Path, out: Path, *extra: str) -> None:
-    python(workdir, "-m", "reference_trainer.main", "train", "--preset", "smoke", "--out", str(out), "--device", "cpu", *extra)
+    python(
+        workdir,
+        "-m",
+        "reference_trainer.main",
+        "train",
+        "--preset",
+        "smoke",
+        "--out",
+        str(out),
+        "--device",
+        "cpu",
+        *extra,
+    )
 
 
 def checkpoint(path: Path) -> dict:
@@ -81,50 +94,62 @@ def test_patched_reference_trainer_keeps_saves_restores_and_samples_with_its_ema
     assert drift[0] < drift[-1], "the EMA drift should grow as the live weights move away"
 
     # Sampling swaps the EMA in and the live weights back, so generate works from the checkpoint.
-    printed = python(tmp_path, "-m", "reference_trainer.main", "generate", "--checkpoint", str(straight / "checkpoints" / "latest.pt"),
-                     "--prompt", "HELLO", "--steps", "2", "--out", str(tmp_path / "samples"), "--device", "cpu")
+    printed = python(
+        tmp_path,
+        "-m",
+        "reference_trainer.main",
+        "generate",
+        "--checkpoint",
+        str(straight / "checkpoints" / "latest.pt"),
+        "--prompt",
+        "HELLO",
+        "--steps",
+        "2",
+        "--out",
+        str(tmp_path / "samples"),
+        "--device",
+        "cpu",
+    )
     assert (tmp_path / "samples" / "sample_00_hello.gif").is_file(), printed
-
-
-CASES = Path(__file__).resolve().parent / "cases"
 
 
 def _fixed_projects() -> list[tuple[str, str, dict[str, str]]]:
     """(key, case, files) for every ema/monitoring case with an expected output: its input with
-    the expected files laid over it."""
-    found = []
-    for key in ("ema", "monitoring"):
-        for before in sorted((CASES / key).glob("*.in.py")):
-            found.append((key, before.name[: -len(".in.py")], {"train.py": before.with_name(before.name.replace(".in.py", ".out.py")).read_text()}))
-        for folder in sorted(p for p in (CASES / key).iterdir() if (p / "out").is_dir()):
-            files = {f.relative_to(folder / "in").as_posix(): f.read_text() for f in (folder / "in").rglob("*.py")}
-            files.update({f.relative_to(folder / "out").as_posix(): f.read_text() for f in (folder / "out").rglob("*.py")})
-            found.append((key, folder.name, files))
-    return found
+    the expected files laid over it (its Python files)."""
+    return [
+        (
+            case.key,
+            case.name,
+            {rel: text for rel, text in {**case.inputs, **case.expected}.items() if rel.endswith(".py")},
+        )
+        for case in discover()
+        if case.key in ("ema", "monitoring") and case.expected
+    ]
 
 
 @pytest.mark.parametrize("key,case,files", _fixed_projects(), ids=[f"{k}/{c}" for k, c, _ in _fixed_projects()])
 def test_the_fix_forced_on_its_own_output_changes_nothing(key, case, files, tmp_path):
     """Idempotence of the transformation itself, not only of apply (whose rules no longer fire):
     the fix, handed every code it resolves, finds each change already made."""
+    from optimizer_tool.contract import FixContext
     from optimizer_tool.engine import build_units
     from optimizer_tool.findings import Finding, Location, Severity
     from optimizer_tool.index import UnitIndex
     from optimizer_tool.project import load
-    from optimizer_tool.rules import optimizations
-    from optimizer_tool.rules.base import FixContext
+    from optimizer_tool.registry import optimizations
 
     for rel, text in files.items():
         (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / rel).write_text(text)
     loaded = load([tmp_path])
-    fix = next(o.fix for o in optimizations() if o.key == key)
+    fixes = next(o.fixes for o in optimizations() if o.key == key)
     for unit in build_units(loaded, [tmp_path.resolve()]):
         if not any(f.path.name == ("train.py" if "train.py" in files else "trainer.py") for f in unit.files):
             continue
         modules = {f.path: f.module for f in unit.files}
         ctx = FixContext(UnitIndex.build(unit), dict(modules))
         where = Location(unit.entry.path, 1, 1)
-        fix().apply(ctx, [Finding(code, key, Severity.MISSING, "forced", where) for code in fix.codes])
+        for fix in fixes:
+            fix().apply(ctx, [Finding(code, key, Severity.MISSING, "forced", where) for code in fix.codes])
         changed = [p.name for p, module in ctx.modules.items() if module.code != modules[p].code]
         assert changed == [], f"the {key} fix changed {changed} of its own output"

@@ -26,7 +26,10 @@ REFERENCE = Path(__file__).resolve().parents[2] / "reference_trainer"
 NOT_IN_ALL = {"resolution"}
 
 
-WHERE = "import sys, reference_trainer; from reference_trainer.main import main; print(reference_trainer.__file__, flush=True)"
+WHERE = (
+    "import sys, reference_trainer; from reference_trainer.main import main; "
+    "print(reference_trainer.__file__, flush=True)"
+)
 
 
 def python(workdir: Path, *args: str) -> subprocess.CompletedProcess:
@@ -53,8 +56,12 @@ def test_apply_all_gives_a_clean_trainer_that_trains_and_samples_with_ema(tmp_pa
     patched = tmp_path / "reference_trainer"
     result = CliRunner().invoke(app, ["apply", "--all", "--out", str(patched), str(REFERENCE)])
     assert result.exit_code == 0, result.output
-    applied = {line.split(":")[0].split(" ")[0] for line in result.stdout.splitlines() if line and not line.startswith(" ")}
-    assert {"ema", "cosine", "offset", "zero-snr", "vpred", "lr-schedule", "lpips", "monitoring"} <= applied, result.stdout
+    applied = {
+        line.split(":")[0].split(" ")[0] for line in result.stdout.splitlines() if line and not line.startswith(" ")
+    }
+    assert {"ema", "cosine", "offset", "zero-snr", "vpred", "lr-schedule", "lpips", "monitoring"} <= applied, (
+        result.stdout
+    )
 
     check, _ = run_check([patched], Settings())
     left = [f.concise(patched) for f in check.findings if f.key not in NOT_IN_ALL]
@@ -70,14 +77,25 @@ def test_apply_all_gives_a_clean_trainer_that_trains_and_samples_with_ema(tmp_pa
     live = checkpoint["model_state_dict"]
     ema = {name: t for name, t in tensors(checkpoint["ema_state_dict"]).items() if name in live}
     assert ema and set(ema) >= {name for name, t in live.items() if t.is_floating_point() and name.endswith("weight")}
-    assert any(not torch.equal(ema[name].to(live[name].dtype), live[name]) for name in ema), "EMA weights equal the live weights"
+    assert any(not torch.equal(ema[name].to(live[name].dtype), live[name]) for name in ema), (
+        "EMA weights equal the live weights"
+    )
 
     # generate samples with the EMA weights: with the live weights zeroed, the samples are the same.
-    zeroed = {**checkpoint, "model_state_dict": {k: torch.zeros_like(v) if v.is_floating_point() else v for k, v in live.items()}}
+    zeroed = {
+        **checkpoint,
+        "model_state_dict": {k: torch.zeros_like(v) if v.is_floating_point() else v for k, v in live.items()},
+    }
     zeroed_path = tmp_path / "live_zeroed.pt"
     torch.save(zeroed, zeroed_path)
-    runs = {name: (path, tmp_path / f"samples_{name}") for name, path in (("saved", checkpoint_path), ("zeroed", zeroed_path))}
-    calls = "; ".join(f"main(['generate', '--checkpoint', {str(c)!r}, '--prompt', 'hello', '--out', {str(o)!r}])" for c, o in runs.values())
+    runs = {
+        name: (path, tmp_path / f"samples_{name}")
+        for name, path in (("saved", checkpoint_path), ("zeroed", zeroed_path))
+    }
+    calls = "; ".join(
+        f"main(['generate', '--checkpoint', {str(c)!r}, '--prompt', 'hello', '--out', {str(o)!r}])"
+        for c, o in runs.values()
+    )
     python(tmp_path, "-c", f"{WHERE}; {calls}")
     samples = {name: [p.read_bytes() for p in sorted(out.glob("*.gif"))] for name, (_, out) in runs.items()}
     assert samples["saved"] and samples["saved"] == samples["zeroed"], "generate does not sample with the EMA weights"

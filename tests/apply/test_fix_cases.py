@@ -11,70 +11,51 @@ selects) in one of two shapes:
 A case whose fix must refuse has ``<name>/refused.txt`` (a phrase the CannotFix message contains)
 instead of ``out/``: nothing may change.
 
+Either side may be made instead of stored (``casefiles.py`` loads them), so that a case never
+copies a trainer kept elsewhere:
+
+- the input: ``<name>.in.toml`` instead of ``<name>.in.py``, ``<name>/in.toml`` instead of
+  ``<name>/in/``, saying where it comes from::
+
+      from = "reference_trainer"             # where the files come from
+      files = ["config.py", "trainer.py"]    # only these of them (optional; default: all)
+      patch = "in.patch"                     # a unified diff applied to them (optional)
+
+  ``from`` is a folder of the repository (``"fixtures/trainers/dit_style"``), a file, read as
+  ``train.py`` (``"fixtures/trainers/plain_amp_loop/train.py"``), another case's input
+  (``"case:cosine/reference"``) or that case's fixed project: its input with its expected files
+  laid over it (``"case:ema/reference/out"``). A single-file case must come out as one ``train.py``;
+- the expected output: ``<name>.out.patch`` instead of ``<name>.out.py``, ``<name>/out.patch``
+  instead of ``<name>/out/``: a unified diff from the input to the expected files, which are the
+  files it changes.
+
+Patches have ``a/``/``b/`` paths (text before the first ``---`` line is a comment) and are applied
+strictly: a hunk whose lines are not exactly at the line it names fails the case by name, so a case
+whose source moved on is noticed instead of going stale. To update such a case, rebuild its input
+(``python tests/apply/casefiles.py show KEY/NAME DIR`` writes a case out; after a source change,
+apply the old patch to a copy of the source with ``patch -p1``) and store it with
+``python tests/apply/casefiles.py rediff KEY/NAME DIR/in``, which rewrites the input patch. A file
+under ``cases/`` that no case reads fails ``test_no_stray_case_files``.
+
 Regenerate the expected outputs after an intended change with
-``T2S_UPDATE_EXPECTED=1 pytest tests/apply/test_fix_cases.py`` and review the diff.
+``T2S_UPDATE_EXPECTED=1 pytest tests/apply/test_fix_cases.py`` and review the diff: it rewrites each
+case's ``.out.py``, ``out/`` files or out patch (an out patch that no longer applies is written
+again); a new case without an expected output gets an out patch if its input is made from an
+``in.toml``, else ``.out.py`` or ``out/``.
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from casefiles import CASES_DIR, Case, discover, unread_files, write_expected, write_tree
 
 from optimizer_tool.apply import plan, select
 from optimizer_tool.settings import Settings
 
-CASES_DIR = Path(__file__).resolve().parent / "cases"
-
-
-@dataclass(frozen=True)
-class Case:
-    key: str
-    name: str
-    inputs: dict[str, str]  # relative path -> source
-    expected: dict[str, str] | None  # relative path -> source of the changed files; None: must refuse
-    refusal: str = ""
-    out_dir: Path | None = None
-
-    @property
-    def id(self) -> str:
-        return f"{self.key}/{self.name}"
-
-
-def _read_tree(folder: Path) -> dict[str, str]:
-    return {p.relative_to(folder).as_posix(): p.read_text(encoding="utf-8") for p in sorted(folder.rglob("*")) if p.is_file() and "__pycache__" not in p.parts}
-
-
-def discover() -> list[Case]:
-    cases = []
-    for key_dir in sorted(p for p in CASES_DIR.iterdir() if p.is_dir()) if CASES_DIR.exists() else []:
-        key = key_dir.name
-        for before in sorted(key_dir.glob("*.in.py")):
-            name = before.name[: -len(".in.py")]
-            after = key_dir / f"{name}.out.py"
-            expected = {"train.py": after.read_text(encoding="utf-8")} if after.exists() else {}
-            cases.append(Case(key, name, {"train.py": before.read_text(encoding="utf-8")}, expected, out_dir=key_dir))
-        for folder in sorted(p for p in key_dir.iterdir() if (p / "in").is_dir()):
-            refused = folder / "refused.txt"
-            if refused.exists():
-                cases.append(Case(key, folder.name, _read_tree(folder / "in"), None, refused.read_text(encoding="utf-8").strip()))
-            else:
-                out = folder / "out"
-                cases.append(Case(key, folder.name, _read_tree(folder / "in"), _read_tree(out) if out.is_dir() else {}, out_dir=out))
-    return cases
-
-
-CASES = discover()
-
-
-def _write(files: dict[str, str], folder: Path) -> Path:
-    for rel, text in files.items():
-        path = folder / rel
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text, encoding="utf-8")
-    return folder
+CASES = discover(stale_out_ok=bool(os.environ.get("T2S_UPDATE_EXPECTED")))
 
 
 def _changed(folder: Path, key: str):
@@ -83,20 +64,9 @@ def _changed(folder: Path, key: str):
     return result, {p.relative_to(root).as_posix(): text for p, text in result.changed.items()}
 
 
-def _update_expected(case: Case, changed: dict[str, str]) -> None:
-    """Write what the fix produced as the case's expected output (T2S_UPDATE_EXPECTED=1)."""
-    if case.out_dir is None:
-        return
-    if case.out_dir.name == "out":
-        for rel, text in changed.items():
-            _write({rel: text}, case.out_dir)
-    elif "train.py" in changed:
-        (case.out_dir / f"{case.name}.out.py").write_text(changed["train.py"], encoding="utf-8")
-
-
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
 def test_fix_turns_in_into_out(case: Case, tmp_path):
-    result, changed = _changed(_write(case.inputs, tmp_path / "in"), case.key)
+    result, changed = _changed(write_tree(case.inputs, tmp_path / "in"), case.key)
     if case.expected is None:
         assert result.refused, f"the {case.key} fix should refuse this input, it changed {sorted(changed)}"
         assert any(case.refusal in exc.message for exc in result.refused), [exc.message for exc in result.refused]
@@ -104,7 +74,7 @@ def test_fix_turns_in_into_out(case: Case, tmp_path):
         return
     assert not result.refused, [str(exc) for exc in result.refused]
     if os.environ.get("T2S_UPDATE_EXPECTED"):
-        _update_expected(case, changed)
+        write_expected(case, changed)
         return
     assert changed, f"the {case.key} fix changed nothing"
     assert result.ok, f"re-check failed: unfixed {result.unfixed}, new {result.blocking}"
@@ -118,15 +88,13 @@ def test_fix_turns_in_into_out(case: Case, tmp_path):
 @pytest.mark.parametrize("case", [c for c in CASES if c.expected], ids=[c.id for c in CASES if c.expected])
 def test_fix_applied_twice_changes_nothing(case: Case, tmp_path):
     after = {**case.inputs, **case.expected}
-    result, changed = _changed(_write(after, tmp_path / "out"), case.key)
+    result, changed = _changed(write_tree(after, tmp_path / "out"), case.key)
     assert not result.refused, [str(exc) for exc in result.refused]
     assert changed == {}, f"applying the {case.key} fix to its own output changed {sorted(changed)}"
 
 
 def test_no_stray_case_files():
-    """A ``.out.py`` without its ``.in.py`` (a renamed case) would silently never run."""
-    for out in CASES_DIR.rglob("*.out.py"):
-        assert out.with_name(out.name.replace(".out.py", ".in.py")).exists(), out
-    for folder in CASES_DIR.glob("*/*"):
-        if folder.is_dir() and folder.name not in ("in", "out"):
-            assert (folder / "in").is_dir(), f"{folder}: a case folder needs in/"
+    """A file no case reads (a ``.out.py`` whose ``.in.py`` was renamed, a patch no ``in.toml``
+    names, a folder without ``in/``) would silently never run."""
+    assert unread_files() == []
+    assert CASES_DIR.is_dir()

@@ -27,7 +27,13 @@ KEYS = ["lr-schedule", "clipping", "lpips"]
 def python(workdir: Path, *args: str, home: Path) -> str:
     """A fresh interpreter in ``workdir``; ``TORCH_HOME`` points at an empty folder, so any attempt to
     use downloaded backbone weights would fail instead of silently finding a cache."""
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONDONTWRITEBYTECODE": "1", "TORCH_HOME": str(home), "HF_HUB_OFFLINE": "1"}
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",
+        "PYTHONDONTWRITEBYTECODE": "1",
+        "TORCH_HOME": str(home),
+        "HF_HUB_OFFLINE": "1",
+    }
     env.pop("PYTHONPATH", None)
     done = subprocess.run([sys.executable, *args], cwd=workdir, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, f"{' '.join(args)} failed:\n{done.stdout}\n{done.stderr}"
@@ -56,9 +62,19 @@ def patched(tmp_path_factory) -> Path:
 @pytest.mark.slow
 def test_patched_smoke_run_warms_up_decays_to_the_floor_and_logs_both_loss_terms(patched):
     run = patched / "run"
-    where = "import sys, reference_trainer; from reference_trainer.main import main; print(reference_trainer.__file__, flush=True)"
-    out = python(patched, "-c", f"{where}; sys.exit(main(['train', '--preset', 'smoke', '--out', {str(run)!r}, '--device', 'cpu']))", home=patched / "torch_home")
-    assert Path(out.splitlines()[0]).resolve().parent == (patched / "reference_trainer").resolve(), "the installed package shadows the patched copy"
+    where = (
+        "import sys, reference_trainer; from reference_trainer.main import main; "
+        "print(reference_trainer.__file__, flush=True)"
+    )
+    out = python(
+        patched,
+        "-c",
+        f"{where}; sys.exit(main(['train', '--preset', 'smoke', '--out', {str(run)!r}, '--device', 'cpu']))",
+        home=patched / "torch_home",
+    )
+    assert Path(out.splitlines()[0]).resolve().parent == (patched / "reference_trainer").resolve(), (
+        "the installed package shadows the patched copy"
+    )
 
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     lrs = [row["lr"] for row in rows]
@@ -69,7 +85,9 @@ def test_patched_smoke_run_warms_up_decays_to_the_floor_and_logs_both_loss_terms
     assert max(lrs) == pytest.approx(base)
     after = lrs[peak:]
     assert all(a >= b for a, b in zip(after, after[1:])), "the learning rate does not decay after the warm-up"
-    assert lrs[-1] < 0.05 * base and min(lrs) >= 0.01 * base, f"decay should end near, not under, 1% of the base rate: {lrs[-3:]}"
+    assert lrs[-1] < 0.05 * base and min(lrs) >= 0.01 * base, (
+        f"decay should end near, not under, 1% of the base rate: {lrs[-3:]}"
+    )
 
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -86,7 +104,10 @@ from reference_trainer.config import smoke_config
 from reference_trainer.trainer import Trainer
 
 print(reference_trainer.__file__)
-batch = {"video": torch.rand(2, 3, 4, 16, 16, generator=torch.Generator().manual_seed(1)) * 2 - 1, "text": ["hello", "thank you"]}
+batch = {
+    "video": torch.rand(2, 3, 4, 16, 16, generator=torch.Generator().manual_seed(1)) * 2 - 1,
+    "text": ["hello", "thank you"],
+}
 
 def gradients(lpips_weight):
     config = smoke_config()

@@ -11,7 +11,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
-
 REPO = Path(__file__).resolve().parents[2]
 FIXTURES = REPO / "fixtures" / "trainers"
 PYTHON = sys.executable

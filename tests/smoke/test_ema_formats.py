@@ -34,8 +34,11 @@ def trained(steps: int = 3):
 def judge(tmp_path, checkpoint, init):
     path = tmp_path / "ckpt.pt"
     torch.save(checkpoint, path)
-    record = ProbeRecord(path=tmp_path / "probe.jsonl", init=init,
-                         saves=[{"ev": "save", "type": "dict", "keys": list(checkpoint), "final_path": str(path)}])
+    record = ProbeRecord(
+        path=tmp_path / "probe.jsonl",
+        init=init,
+        saves=[{"ev": "save", "type": "dict", "keys": list(checkpoint), "final_path": str(path)}],
+    )
     return check_ema_checkpoint(record, Expectations())
 
 
@@ -49,8 +52,11 @@ def test_averaged_model_checkpoint_passes(tmp_path):
 def test_diffusers_style_shadow_params_list_passes(tmp_path):
     model, _, ema, init = trained()
     shadow = [p.detach().clone() for p in ema.module.parameters()]
-    row = judge(tmp_path, {"unet": model.state_dict(),
-                           "ema_unet": {"decay": 0.9, "optimization_step": 3, "shadow_params": shadow}}, init)
+    row = judge(
+        tmp_path,
+        {"unet": model.state_dict(), "ema_unet": {"decay": 0.9, "optimization_step": 3, "shadow_params": shadow}},
+        init,
+    )
     assert row.status == "pass" and row.data["tensors"] == 4, row
 
 
@@ -79,7 +85,9 @@ def test_no_ema_is_not_applicable_unless_configured(tmp_path):
     model, _, _, init = trained(1)
     path = tmp_path / "ckpt.pt"
     torch.save({"model": model.state_dict()}, path)
-    record = ProbeRecord(path=tmp_path / "p", init=init, saves=[{"type": "dict", "keys": ["model"], "final_path": str(path)}])
+    record = ProbeRecord(
+        path=tmp_path / "p", init=init, saves=[{"type": "dict", "keys": ["model"], "final_path": str(path)}]
+    )
     assert check_ema_checkpoint(record, Expectations()).status == "n/a"
     configured = check_ema_checkpoint(record, Expectations(ema_on=True))
     assert configured.status == "fail" and "no EMA state" in configured.value

@@ -15,18 +15,24 @@ def test_probe_in_plain_amp_loop_records_steps_clipping_checkpoints_and_resume(t
     assert [s["step"] for s in steps] == list(range(1, 11))
     # scheduler.step() runs before optimizer.step() here, so step 1 already uses the decayed lr.
     assert steps[0]["lr"] == 2e-4 and steps[-1]["lr"] == 0.0
-    assert all(s["max_norm"] == 1.0 and s["clip_pre"] == s["clip_post"] == s["grad_norm"] for s in steps)  # never above 1
+    assert all(
+        s["max_norm"] == 1.0 and s["clip_pre"] == s["clip_post"] == s["grad_norm"] for s in steps
+    )  # never above 1
 
     statuses = result.statuses()
     assert statuses["exit"] == statuses["finite"] == statuses["grad_clipping"] == statuses["ema_checkpoint"] == "pass"
     ema = result.row("ema_checkpoint")["data"]
-    assert ema["ema_key"] == "ema" and ema["model_key"] == "model" and ema["tensors"] == 32  # AveragedModel "module." names
+    assert (
+        ema["ema_key"] == "ema" and ema["model_key"] == "model" and ema["tensors"] == 32
+    )  # AveragedModel "module." names
     assert result.row("sample")["data"]["shape"] == [8, 3, 32, 32]  # samples.pt from the EMA model
 
     # The checkpoint of epoch 1 was overwritten by epoch 2; the probe kept a copy to resume from. The
     # resumed run differs: the fixture saves no RNG state, so data order and noise change.
     resume = result.row("resume")
-    assert resume["status"] == "fail" and resume["data"]["checkpoint_step"] == 5 and resume["data"]["compared_step"] == 6
+    assert (
+        resume["status"] == "fail" and resume["data"]["checkpoint_step"] == 5 and resume["data"]["compared_step"] == 6
+    )
     assert "RNG" in resume["detail"]
     assert "--resume" in result.report["runs"][1]["argv"]
 
@@ -51,7 +57,8 @@ def test_clipping_before_gradscaler_unscale_is_measured(tmp_path):
     trainer is started through the probe launcher, which must not record twice."""
     script = tmp_path / "trainer" / "train.py"
     script.parent.mkdir()
-    script.write_text(textwrap.dedent("""
+    script.write_text(
+        textwrap.dedent("""
         import sys, torch
         torch.manual_seed(0)
         model = torch.nn.Linear(8, 1)
@@ -66,7 +73,8 @@ def test_clipping_before_gradscaler_unscale_is_measured(tmp_path):
             scaler.step(opt)
             scaler.update()
         torch.save({"model": model.state_dict()}, sys.argv[1] + "/ckpt.pt")
-    """))
+    """)
+    )
     cmd = f"{PYTHON} -m optimizer_tool.smoke.probe train.py {{out}}"
     result = run_smoke(tmp_path, [str(script.parent), "--cmd", cmd])
     assert result.report is not None, explain(result)
@@ -79,13 +87,24 @@ def test_clipping_before_gradscaler_unscale_is_measured(tmp_path):
 
 
 def test_compare_shows_baseline_and_patched_side_by_side(tmp_path):
-    result = run_smoke(tmp_path, [str(FIXTURES / "smoke_ema_never_updated"), "--cmd",
-                                  f"{PYTHON} train.py --epochs {{epochs}} --steps-per-epoch 5 --out {{out}}",
-                                  "--compare", str(FIXTURES / "smoke_nan_loss"), "--epochs", "1"])
+    result = run_smoke(
+        tmp_path,
+        [
+            str(FIXTURES / "smoke_ema_never_updated"),
+            "--cmd",
+            f"{PYTHON} train.py --epochs {{epochs}} --steps-per-epoch 5 --out {{out}}",
+            "--compare",
+            str(FIXTURES / "smoke_nan_loss"),
+            "--epochs",
+            "1",
+        ],
+    )
     assert result.returncode == 1, explain(result)
     report = result.report
     assert report["label"] == "patched" and report["baseline"]["label"] == "baseline"
-    assert report["target"].endswith("smoke_ema_never_updated") and report["baseline"]["target"].endswith("smoke_nan_loss")
+    assert report["target"].endswith("smoke_ema_never_updated") and report["baseline"]["target"].endswith(
+        "smoke_nan_loss"
+    )
     assert "finite" in report["baseline"]["failed"] and "finite" not in report["failed"]
     assert len(report["series"]["train"]) == len(report["baseline"]["series"]["train"]) == 5
     assert "baseline" in result.stdout and "patched" in result.stdout

@@ -8,7 +8,6 @@ import shutil
 import subprocess
 
 import pytest
-
 from smoke_helpers import PYTHON, REPO, explain, run_smoke, smoke_env
 
 REFERENCE = REPO / "reference_trainer"
@@ -27,8 +26,14 @@ def test_unpatched_reference_trainer_passes_with_ema_not_applicable(tmp_path):
 
     # It says what it overrides before it starts (size, data, epochs, logging, output dir).
     overrides = {o["key"]: o for o in report["overrides"]}
-    for key in ("model.preset", "data.image_size", "data.synthetic_samples", "train.num_epochs", "train.log_every",
-                "train.output_dir"):
+    for key in (
+        "model.preset",
+        "data.image_size",
+        "data.synthetic_samples",
+        "train.num_epochs",
+        "train.log_every",
+        "train.output_dir",
+    ):
         assert key in overrides and key in result.stderr, key
     assert overrides["train.output_dir"]["after"] == str(result.out / "run")
 
@@ -47,17 +52,24 @@ def test_unpatched_reference_trainer_passes_with_ema_not_applicable(tmp_path):
 
 
 def _ema_fix_available() -> bool:
-    ema_rules = REPO / "optimizer_tool" / "rules" / "ema.py"
-    return (REPO / "optimizer_tool" / "apply.py").is_file() and bool(
-        re.search(r"class .*Fix", ema_rules.read_text(encoding="utf-8")))
+    ema_rules = REPO / "optimizer_tool" / "rules" / "ema"
+    return (REPO / "optimizer_tool" / "apply.py").is_file() and any(
+        re.search(r"class .*Fix", path.read_text(encoding="utf-8")) for path in ema_rules.rglob("*.py")
+    )
 
 
 @pytest.mark.slow
 @pytest.mark.skipif(not _ema_fix_available(), reason="t2s-opt apply has no EMA fix yet")
 def test_reference_trainer_patched_by_apply_all_passes_every_check(tmp_path):
     patched = tmp_path / "patched" / "reference_trainer"
-    done = subprocess.run([PYTHON, "-m", "optimizer_tool.cli", "apply", "--all", "--out", str(patched), str(REFERENCE)],
-                          cwd=REPO, env=smoke_env(), capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [PYTHON, "-m", "optimizer_tool.cli", "apply", "--all", "--out", str(patched), str(REFERENCE)],
+        cwd=REPO,
+        env=smoke_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     shutil.rmtree(patched / "__pycache__", ignore_errors=True)
 
@@ -67,6 +79,10 @@ def test_reference_trainer_patched_by_apply_all_passes_every_check(tmp_path):
     statuses = result.statuses()
     assert {k for k, v in statuses.items() if v == "pass"} == PASSING | {"ema_checkpoint"}, statuses
     ema = result.row("ema_checkpoint")["data"]
-    assert ema["ema_key"] == "ema_state_dict" and ema["mean_abs_diff"] > 0 and ema["ema_tensors_at_init"] < ema["trained_tensors"]
+    assert (
+        ema["ema_key"] == "ema_state_dict"
+        and ema["mean_abs_diff"] > 0
+        and ema["ema_tensors_at_init"] < ema["trained_tensors"]
+    )
     sample = result.row("sample")["data"]
     assert sample["ema_sampling"]["same_with_live_weights_zeroed"] is True

@@ -10,11 +10,10 @@ import subprocess
 import time
 
 import psutil
-
 from smoke_helpers import FIXTURES, PYTHON, REPO, explain, run_smoke, smoke_env
 
 # A long plain_amp_loop run behind a shell that also leaves a sleeping child in the same group.
-LONG_CMD = (f"sh -c 'sleep 600 & exec {PYTHON} train.py --epochs 500 --steps-per-epoch 5 --out \"$0\"' {{out}}")
+LONG_CMD = f"sh -c 'sleep 600 & exec {PYTHON} train.py --epochs 500 --steps-per-epoch 5 --out \"$0\"' {{out}}"
 
 
 def group_members(pgid: int) -> list:
@@ -43,8 +42,19 @@ def test_timeout_stops_the_process_group_and_writes_the_partial_json(tmp_path):
 
 def test_ctrl_c_stops_the_process_group_and_writes_the_partial_json(tmp_path):
     out, report_path = tmp_path / "smoke", tmp_path / "report.json"
-    cmd = [PYTHON, "-m", "optimizer_tool.cli", "smoke-test", str(FIXTURES / "plain_amp_loop"), "--cmd", LONG_CMD,
-           "--out", str(out), "--json", str(report_path)]
+    cmd = [
+        PYTHON,
+        "-m",
+        "optimizer_tool.cli",
+        "smoke-test",
+        str(FIXTURES / "plain_amp_loop"),
+        "--cmd",
+        LONG_CMD,
+        "--out",
+        str(out),
+        "--json",
+        str(report_path),
+    ]
     proc = subprocess.Popen(cmd, cwd=REPO, env=smoke_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     probe = out / "train" / "probe.jsonl"
     deadline = time.monotonic() + 60

@@ -84,7 +84,9 @@ def test_json_sarif_github_formats(tmp_path):
     assert code == 1
     sarif = json.loads(report.read_text())
     results = sarif["runs"][0]["results"]
-    assert any(r["ruleId"] == "EMA001" and r["locations"][0]["physicalLocation"]["region"]["startLine"] == 9 for r in results)
+    assert any(
+        r["ruleId"] == "EMA001" and r["locations"][0]["physicalLocation"]["region"]["startLine"] == 9 for r in results
+    )
     assert {r["id"] for r in sarif["runs"][0]["tool"]["driver"]["rules"]} >= {"EMA001", "LPIPS002"}
 
     _, out = run(path, "--output-format", "github")
@@ -114,7 +116,10 @@ def test_suppression_text_inside_a_string_is_not_a_suppression(tmp_path):
 
 
 def test_pyproject_configuration(tmp_path):
-    write(tmp_path, "pyproject.toml", """
+    write(
+        tmp_path,
+        "pyproject.toml",
+        """
         [tool.t2s-opt]
         require = ["ema"]
         ignore = ["LR"]
@@ -122,7 +127,8 @@ def test_pyproject_configuration(tmp_path):
         [[tool.t2s-opt.per-path]]
         path = "legacy/*.py"
         ignore = ["EMA"]
-    """)
+    """,
+    )
     train = write(tmp_path, "train.py", MISSING_EMA)
     write(tmp_path, "legacy/old.py", MISSING_EMA)
     code, out = run(tmp_path, "--output-format", "concise")
@@ -172,9 +178,24 @@ def test_bad_paths_exit_2_with_a_clear_message(tmp_path, make, expected):
 
 def test_local_imports_are_followed(tmp_path):
     """A value set in config.py and an EMA helper in utils/ema.py count for the trainer."""
-    write(tmp_path, "config.py", "from dataclasses import dataclass\n\n@dataclass\nclass TrainConfig:\n    beta_schedule: str = 'cosine'\n")
-    write(tmp_path, "utils/ema.py", "class EMA:\n    def __init__(self, model, decay=0.999):\n        self.model = model\n    def update(self):\n        pass\n")
-    write(tmp_path, "train.py", """
+    write(
+        tmp_path,
+        "config.py",
+        "from dataclasses import dataclass\n\n@dataclass\nclass TrainConfig:\n    beta_schedule: str = 'cosine'\n",
+    )
+    write(
+        tmp_path,
+        "utils/ema.py",
+        "class EMA:\n"
+        "    def __init__(self, model, decay=0.999):\n"
+        "        self.model = model\n"
+        "    def update(self):\n"
+        "        pass\n",
+    )
+    write(
+        tmp_path,
+        "train.py",
+        """
         import torch
         from config import TrainConfig
         from utils.ema import EMA
@@ -187,7 +208,8 @@ def test_local_imports_are_followed(tmp_path):
                 model(x).backward()
                 optimizer.step()
                 ema.update()
-    """)
+    """,
+    )
     _, out = run(tmp_path / "train.py", "--only", "ema,cosine", "--output-format", "concise")
     assert "EMA001" not in out and "COS001" not in out
 

@@ -19,7 +19,8 @@ CASES = sorted(p for p in FIXTURES.iterdir() if (p / "INTENT.md").exists())
 def findings_of(folder: Path) -> list[str]:
     result, _ = run_check([folder], Settings())
     return [
-        f"{f.location.path.relative_to(folder).as_posix()}:{f.location.line}:{f.location.col} {f.code} {f.severity.value}"
+        f"{f.location.path.relative_to(folder).as_posix()}:{f.location.line}:{f.location.col} "
+        f"{f.code} {f.severity.value}"
         for f in result.findings
     ]
 

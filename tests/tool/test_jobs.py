@@ -25,7 +25,11 @@ def test_parse_errors_and_overrides_reach_the_workers(tmp_path):
     (tmp_path / "broken.py").write_text("def f(:\n    pass\n")
     trainer = tmp_path / "train.py"
     trainer.write_text("import torch\n")
-    override = {trainer.resolve(): "import torch\nfor x in data:\n    loss = model(x).mean()\n    loss.backward()\n    opt.step()\n"}
+    override = {
+        trainer.resolve(): (
+            "import torch\nfor x in data:\n    loss = model(x).mean()\n    loss.backward()\n    opt.step()\n"
+        )
+    }
     serial, _ = run_check([tmp_path], Settings(), overrides=override, jobs=1)
     parallel, _ = run_check([tmp_path], Settings(), overrides=override, jobs=2)
     assert [f.code for f in serial.findings if f.is_error] == ["E999"]

@@ -58,7 +58,6 @@ def test_live_model_sampling_is_still_reported(tmp_path):
     assert "EMA008" in codes(src, tmp_path)
 
 
-
 def test_ema_handed_to_a_trainer_class_is_an_ema(tmp_path):
     """The script builds the EMA copy and passes it in; the class keeps ``self.ema_model = ema_model``,
     updates it once per step after a micro-batch loop, and has a latent-sampling helper that runs no network."""

@@ -2,10 +2,15 @@
 
 import pytest
 
-from optimizer_tool.rules import all_rules
+from optimizer_tool.registry import all_rules
 from optimizer_tool.testing import findings_for
 
-CASES = [(rule, kind, i, ex) for rule in all_rules() for kind in ("VALID", "INVALID") for i, ex in enumerate(getattr(rule, kind))]
+CASES = [
+    (rule, kind, i, ex)
+    for rule in all_rules()
+    for kind in ("VALID", "INVALID")
+    for i, ex in enumerate(getattr(rule, kind))
+]
 
 
 @pytest.mark.parametrize("rule,kind,i,example", CASES, ids=[f"{r.code}-{k}-{i}" for r, k, i, _ in CASES])

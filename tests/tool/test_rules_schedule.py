@@ -43,10 +43,20 @@ for x in loader:
 
 # --- YAML / TOML settings ------------------------------------------------------------------
 def test_yaml_settings_are_read(tmp_path):
-    found = findings({
-        "train.py": LOOP,
-        "configs/base.yaml": "model:\n  beta_schedule: linear\n  prediction_type: epsilon\ndata:\n  image_size: 64\n  num_frames: 16\n",
-    }, tmp_path)
+    found = findings(
+        {
+            "train.py": LOOP,
+            "configs/base.yaml": (
+                "model:\n"
+                "  beta_schedule: linear\n"
+                "  prediction_type: epsilon\n"
+                "data:\n"
+                "  image_size: 64\n"
+                "  num_frames: 16\n"
+            ),
+        },
+        tmp_path,
+    )
     assert {f.code for f in found} == {"COS001", "VPRED001", "RES001"}
     assert all(f.location.path.name == "base.yaml" for f in found)
     cos = next(f for f in found if f.code == "COS001")
@@ -56,19 +66,32 @@ def test_yaml_settings_are_read(tmp_path):
 def test_yaml_overrides_python_default(tmp_path):
     # the Python default says linear / eps, the YAML that the trainer loads says cosine / v
     example = {
-        "train.py": "import torch\nclass Lit:\n    def __init__(self, beta_schedule='linear', parameterization='eps', image_size=128):\n        pass\n" + LOOP,
+        "train.py": (
+            "import torch\n"
+            "class Lit:\n"
+            "    def __init__(self, beta_schedule='linear', parameterization='eps', image_size=128):\n"
+            "        pass\n"
+        )
+        + LOOP,
         "configs/run.yaml": "model:\n  beta_schedule: cosine\n  parameterization: v\n",
     }
     assert codes(example, tmp_path) & {"COS001", "VPRED001"} == set()
 
 
 def test_conflicting_values_are_not_claimed(tmp_path):
-    example = {"train.py": LOOP, "configs/a.yaml": "beta_schedule: linear\n", "configs/b.yaml": "beta_schedule: cosine\n"}
+    example = {
+        "train.py": LOOP,
+        "configs/a.yaml": "beta_schedule: linear\n",
+        "configs/b.yaml": "beta_schedule: cosine\n",
+    }
     assert "COS001" not in codes(example, tmp_path)
 
 
 def test_toml_settings(tmp_path):
-    example = {"train.py": LOOP, "config.toml": "[train]\nprediction_type = \"v_prediction\"\nbeta_schedule = \"scaled_linear\"\n"}
+    example = {
+        "train.py": LOOP,
+        "config.toml": '[train]\nprediction_type = "v_prediction"\nbeta_schedule = "scaled_linear"\n',
+    }
     assert {"COS001", "ZSNR003"} <= codes(example, tmp_path)
 
 
@@ -76,7 +99,7 @@ def test_toml_settings(tmp_path):
 def test_comments_and_strings_never_count(tmp_path):
     example = LOOP + (
         "# beta_schedule = 'cosine'  prediction_type = 'v_prediction'\n"
-        "NOTES = \"use cosine with s=0.008 and rescale_zero_terminal_snr\"\n"
+        'NOTES = "use cosine with s=0.008 and rescale_zero_terminal_snr"\n'
         "import argparse\nparser = argparse.ArgumentParser()\n"
         "parser.add_argument('--beta_schedule', default='linear', help='cosine is better')\n"
     )
@@ -87,7 +110,9 @@ def test_diffusers_noise_offset_is_not_the_cosine_offset(tmp_path):
     example = (
         "import argparse\nimport torch\nparser = argparse.ArgumentParser()\n"
         "parser.add_argument('--noise_offset', type=float, default=0.1)\nargs = parser.parse_args()\n"
-        "for x in loader:\n    noise = torch.randn_like(x)\n    noise += args.noise_offset * torch.randn((x.shape[0], x.shape[1], 1, 1))\n"
+        "for x in loader:\n"
+        "    noise = torch.randn_like(x)\n"
+        "    noise += args.noise_offset * torch.randn((x.shape[0], x.shape[1], 1, 1))\n"
         "    loss = model(x, noise)\n    loss.backward()\n    optimizer.step()\n"
     )
     assert not codes(example, tmp_path) & {"OFF001", "OFF002", "OFF003"}
@@ -124,7 +149,7 @@ def main(args):
             loss = snr_weighted(model_output, clean_images)
         accelerator.backward(loss)
         optimizer.step()
-"""
+"""  # noqa: E501
 
 
 def test_diffusers_train_unconditional(tmp_path):
@@ -135,11 +160,18 @@ def test_diffusers_train_unconditional(tmp_path):
 
 def test_diffusers_train_unconditional_old_version(tmp_path):
     # DDPMScheduler(num_train_timesteps=1000): diffusers' defaults, linear + epsilon; the loss is against the noise
-    example = DIFFUSERS_UNCONDITIONAL.replace(
-        "DDPMScheduler(num_train_timesteps=args.ddpm_num_steps, beta_schedule=args.ddpm_beta_schedule, prediction_type=args.prediction_type)",
-        "DDPMScheduler(num_train_timesteps=1000)",
-    ).replace('    parser.add_argument("--prediction_type", type=str, default="epsilon", choices=["epsilon", "sample"])\n', "").replace(
-        '    parser.add_argument("--ddpm_beta_schedule", type=str, default="linear")\n', ""
+    example = (
+        DIFFUSERS_UNCONDITIONAL.replace(
+            "DDPMScheduler(num_train_timesteps=args.ddpm_num_steps, "
+            "beta_schedule=args.ddpm_beta_schedule, prediction_type=args.prediction_type)",
+            "DDPMScheduler(num_train_timesteps=1000)",
+        )
+        .replace(
+            '    parser.add_argument("--prediction_type", type=str, default="epsilon", '
+            'choices=["epsilon", "sample"])\n',
+            "",
+        )
+        .replace('    parser.add_argument("--ddpm_beta_schedule", type=str, default="linear")\n', "")
     )
     assert {"COS001", "VPRED001", "RES001"} <= codes(example, tmp_path)
 
@@ -182,7 +214,10 @@ def test_stable_diffusion_finetune_is_not_judged(tmp_path):
 
 
 def test_lora_finetune_with_plain_noise_loss(tmp_path):
-    example = SD_FINETUNE.replace("    loss = F.mse_loss(model_pred.float(), target.float(), reduction=\"mean\")", "    loss = F.mse_loss(model_pred.float(), noise.float())")
+    example = SD_FINETUNE.replace(
+        '    loss = F.mse_loss(model_pred.float(), target.float(), reduction="mean")',
+        "    loss = F.mse_loss(model_pred.float(), noise.float())",
+    )
     assert codes(example, tmp_path) == set()
 
 
@@ -218,7 +253,7 @@ from . import gaussian_diffusion as gd
 def create_diffusion(timestep_respacing, noise_schedule="linear", use_kl=False, sigma_small=False, predict_xstart=False, learn_sigma=True, rescale_learned_sigmas=False, diffusion_steps=1000):
     betas = gd.get_named_beta_schedule(noise_schedule, diffusion_steps)
     return gd.GaussianDiffusion(betas=betas, model_mean_type=(gd.ModelMeanType.EPSILON if not predict_xstart else gd.ModelMeanType.START_X))
-""",
+""",  # noqa: E501
     "diffusion/gaussian_diffusion.py": """\
 import math
 import numpy as np
@@ -243,7 +278,7 @@ def betas_for_alpha_bar(num_diffusion_timesteps, alpha_bar, max_beta=0.999):
 class GaussianDiffusion:
     def __init__(self, *, betas, model_mean_type):
         self.betas = betas
-""",
+""",  # noqa: E501
 }
 
 
@@ -270,7 +305,7 @@ def create_argparser():
     parser = argparse.ArgumentParser()
     add_dict_to_argparser(parser, defaults)
     return parser
-""",
+""",  # noqa: E501
     "improved_diffusion/__init__.py": "",
     "improved_diffusion/script_util.py": """\
 from . import gaussian_diffusion as gd
@@ -292,7 +327,7 @@ def add_dict_to_argparser(parser, default_dict):
 
 def args_to_dict(args, keys):
     return {k: getattr(args, k) for k in keys}
-""",
+""",  # noqa: E501
     "improved_diffusion/gaussian_diffusion.py": """\
 import math
 import numpy as np
@@ -307,7 +342,7 @@ def get_named_beta_schedule(schedule_name, num_diffusion_timesteps):
 
 def betas_for_alpha_bar(num_diffusion_timesteps, alpha_bar, max_beta=0.999):
     return np.array([min(1 - alpha_bar((i + 1) / num_diffusion_timesteps) / alpha_bar(i / num_diffusion_timesteps), max_beta) for i in range(num_diffusion_timesteps)])
-""",
+""",  # noqa: E501
     "improved_diffusion/train_util.py": "class TrainLoop:\n    pass\n",
 }
 
@@ -320,7 +355,9 @@ def test_improved_diffusion(tmp_path):
 
 def test_improved_diffusion_cosine_flag(tmp_path):
     example = dict(IMPROVED_DIFFUSION)
-    example["improved_diffusion/script_util.py"] = example["improved_diffusion/script_util.py"].replace('noise_schedule="linear", timestep', 'noise_schedule="cosine", timestep')
+    example["improved_diffusion/script_util.py"] = example["improved_diffusion/script_util.py"].replace(
+        'noise_schedule="linear", timestep', 'noise_schedule="cosine", timestep'
+    )
     assert {f.code for f in folder_findings(example, tmp_path)} == {"VPRED001", "RES001"}  # its cosine has the offset
 
 
@@ -331,14 +368,17 @@ model = Unet(dim=64, dim_mults=(1, 2, 4, 8), flash_attn=True)
 diffusion = GaussianDiffusion(model, image_size=128, timesteps=1000, sampling_timesteps=250)
 trainer = Trainer(diffusion, "path/to/your/images", train_batch_size=32, train_lr=8e-5, train_num_steps=700000, gradient_accumulate_every=2, ema_decay=0.995, amp=True)
 trainer.train()
-"""
+"""  # noqa: E501
 
 
 def test_lucidrains_readme_script(tmp_path):
     # the library's defaults (objective, beta_schedule) are version-dependent: nothing is claimed
     assert codes(LUCIDRAINS_SCRIPT, tmp_path) == set()
     assert codes(LUCIDRAINS_SCRIPT.replace("image_size=128", "image_size=64"), tmp_path / "b") == {"RES001"}
-    assert codes(LUCIDRAINS_SCRIPT.replace("sampling_timesteps=250", "sampling_timesteps=250, objective='pred_noise'"), tmp_path / "c") == {"VPRED001"}
+    assert codes(
+        LUCIDRAINS_SCRIPT.replace("sampling_timesteps=250", "sampling_timesteps=250, objective='pred_noise'"),
+        tmp_path / "c",
+    ) == {"VPRED001"}
 
 
 LUCIDRAINS_VENDORED = """\
@@ -401,7 +441,7 @@ for x in loader:
     loss = diffusion(x)
     loss.backward()
     opt.step()
-"""
+"""  # noqa: E501
 
 
 def test_lucidrains_vendored_v_prediction(tmp_path):
@@ -503,12 +543,19 @@ def test_cosine_lr_schedule_is_not_a_noise_schedule(tmp_path):
 
 # --- zero terminal SNR ----------------------------------------------------------------------------
 def test_zero_snr_only_with_v_prediction(tmp_path):
-    example = "from diffusers import DDPMScheduler\nnoise_scheduler = DDPMScheduler(beta_schedule='scaled_linear', prediction_type='epsilon')\n"
+    example = (
+        "from diffusers import DDPMScheduler\n"
+        "noise_scheduler = DDPMScheduler(beta_schedule='scaled_linear', prediction_type='epsilon')\n"
+    )
     assert not codes(example, tmp_path) & {"ZSNR001", "ZSNR002", "ZSNR003"}
 
 
 def test_zero_snr_severity_follows_the_leftover_signal(tmp_path):
-    sd2 = "from diffusers import DDPMScheduler\nnoise_scheduler = DDPMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule='scaled_linear', prediction_type='v_prediction')\n"
+    sd2 = (
+        "from diffusers import DDPMScheduler\n"
+        "noise_scheduler = DDPMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule='scaled_linear', "
+        "prediction_type='v_prediction')\n"
+    )
     found = findings(sd2, tmp_path)
     assert [f.code for f in found if f.key == "zero-snr"] == ["ZSNR003"]
     assert "0.0047" in next(f.message for f in found if f.code == "ZSNR003")
@@ -525,12 +572,19 @@ def test_zero_snr_rescale_function_in_use(tmp_path):
     )
     assert not codes(scheduler + "betas = rescale_zero_terminal_snr(betas)\n", tmp_path) & {"ZSNR001", "ZSNR003"}
     # defined but never applied
-    defined = scheduler.replace("from diffusers.schedulers.scheduling_ddim import rescale_zero_terminal_snr\n", "def rescale_zero_terminal_snr(betas):\n    return betas\n")
+    defined = scheduler.replace(
+        "from diffusers.schedulers.scheduling_ddim import rescale_zero_terminal_snr\n",
+        "def rescale_zero_terminal_snr(betas):\n    return betas\n",
+    )
     assert {"ZSNR001"} <= codes(defined, tmp_path / "b")
 
 
 def test_trailing_spacing(tmp_path):
-    ok = "from diffusers import DDIMScheduler\ns = DDIMScheduler(beta_schedule='squaredcos_cap_v2', prediction_type='v_prediction', rescale_betas_zero_snr=True, timestep_spacing='trailing')\n"
+    ok = (
+        "from diffusers import DDIMScheduler\n"
+        "s = DDIMScheduler(beta_schedule='squaredcos_cap_v2', prediction_type='v_prediction', "
+        "rescale_betas_zero_snr=True, timestep_spacing='trailing')\n"
+    )
     assert codes(ok, tmp_path) == set()
     leading = ok.replace(", timestep_spacing='trailing'", "")
     assert codes(leading, tmp_path / "b") == {"ZSNR002"}
@@ -539,7 +593,16 @@ def test_trailing_spacing(tmp_path):
 # --- v-prediction consistency -----------------------------------------------------------------
 def test_v_config_with_noise_loss_in_a_yaml_project(tmp_path):
     example = {
-        "train.py": "import torch\nimport torch.nn.functional as F\nfor x in loader:\n    noise = torch.randn_like(x)\n    pred = model(q_sample(x, t, noise), t)\n    loss = F.mse_loss(pred, noise)\n    loss.backward()\n    optimizer.step()\n",
+        "train.py": (
+            "import torch\n"
+            "import torch.nn.functional as F\n"
+            "for x in loader:\n"
+            "    noise = torch.randn_like(x)\n"
+            "    pred = model(q_sample(x, t, noise), t)\n"
+            "    loss = F.mse_loss(pred, noise)\n"
+            "    loss.backward()\n"
+            "    optimizer.step()\n"
+        ),
         "config.yaml": "prediction_type: v_prediction\nbeta_schedule: cosine\n",
     }
     assert "VPRED002" in codes(example, tmp_path)
@@ -548,7 +611,11 @@ def test_v_config_with_noise_loss_in_a_yaml_project(tmp_path):
 def test_loss_module_instance(tmp_path):
     example = (
         "import torch\nfrom torch import nn\nprediction_type = 'v_prediction'\ncriterion = nn.MSELoss()\n"
-        "for x in loader:\n    noise = torch.randn_like(x)\n    loss = criterion(model(x, noise), noise)\n    loss.backward()\n    optimizer.step()\n"
+        "for x in loader:\n"
+        "    noise = torch.randn_like(x)\n"
+        "    loss = criterion(model(x, noise), noise)\n"
+        "    loss.backward()\n"
+        "    optimizer.step()\n"
     )
     assert "VPRED002" in codes(example, tmp_path)
 
@@ -556,7 +623,8 @@ def test_loss_module_instance(tmp_path):
 def test_sampler_scheduler_from_config_follows(tmp_path):
     example = (
         "from diffusers import DDIMScheduler, DDPMScheduler, DDPMPipeline\n"
-        "noise_scheduler = DDPMScheduler(beta_schedule='squaredcos_cap_v2', prediction_type='v_prediction', rescale_betas_zero_snr=True, timestep_spacing='trailing')\n"
+        "noise_scheduler = DDPMScheduler(beta_schedule='squaredcos_cap_v2', prediction_type='v_prediction', "
+        "rescale_betas_zero_snr=True, timestep_spacing='trailing')\n"
         "sampler = DDIMScheduler.from_config(noise_scheduler.config)\n"
         "pipe = DDPMPipeline(unet=unet, scheduler=noise_scheduler)\n"
     )
@@ -570,14 +638,28 @@ def test_resolution_tuple_and_frames_first(tmp_path):
 
 
 def test_resolution_cifar_is_fixed(tmp_path):
-    example = "import torchvision\nfrom torchvision.datasets import CIFAR10\nds = CIFAR10('data', train=True)\nimage_size = 32\n"
+    example = (
+        "import torchvision\n"
+        "from torchvision.datasets import CIFAR10\n"
+        "ds = CIFAR10('data', train=True)\n"
+        "image_size = 32\n"
+    )
     assert codes(example, tmp_path) == set()
 
 
 def test_budget_adjusted_by_batch_one(tmp_path):
     example = {
         "train.py": LOOP + "from config import Config\n",
-        "config.py": "from dataclasses import dataclass\n\n@dataclass\nclass Config:\n    image_size: int = 128\n    num_frames: int = 16\n    model_channels: int = 96\n    batch_size: int = 1\n",
+        "config.py": (
+            "from dataclasses import dataclass\n"
+            "\n"
+            "@dataclass\n"
+            "class Config:\n"
+            "    image_size: int = 128\n"
+            "    num_frames: int = 16\n"
+            "    model_channels: int = 96\n"
+            "    batch_size: int = 1\n"
+        ),
     }
     assert "RES002" not in codes(example, tmp_path)
 
@@ -624,7 +706,8 @@ def test_fixture_ground_truth(name):
 
 def test_prediction_type_registered_later(tmp_path):
     example = (
-        "from diffusers import DDPMScheduler\nnoise_scheduler = DDPMScheduler(beta_schedule='squaredcos_cap_v2', rescale_betas_zero_snr=True)\n"
+        "from diffusers import DDPMScheduler\n"
+        "noise_scheduler = DDPMScheduler(beta_schedule='squaredcos_cap_v2', rescale_betas_zero_snr=True)\n"
         "noise_scheduler.register_to_config(prediction_type='v_prediction')\n"
     )
     assert not codes(example, tmp_path) & {"VPRED001", "VPRED003"}

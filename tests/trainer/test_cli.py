@@ -42,8 +42,14 @@ def test_checkpoints_load_with_weights_only(smoke_run):
     ckpt_dir = smoke_run / "checkpoints"
     assert sorted(p.name for p in ckpt_dir.iterdir()) == ["epoch_1.pt", "epoch_2.pt", "latest.pt"]
     ckpt = torch.load(ckpt_dir / "epoch_2.pt", map_location="cpu", weights_only=True)
-    for key in ("model_state_dict", "text_encoder_state_dict", "text_encoder_config", "optimizer_state_dict",
-                "lr_scheduler_state_dict", "rng_state"):
+    for key in (
+        "model_state_dict",
+        "text_encoder_state_dict",
+        "text_encoder_config",
+        "optimizer_state_dict",
+        "lr_scheduler_state_dict",
+        "rng_state",
+    ):
         assert key in ckpt
     assert ckpt["epoch"] == 2 and ckpt["global_step"] == len(_metrics(smoke_run))
     assert ckpt["config"]["train"]["num_epochs"] == 2
@@ -55,8 +61,19 @@ def test_checkpoints_load_with_weights_only(smoke_run):
 
 def test_resume_continues_the_same_run(smoke_run, tmp_path):
     """Epoch 2 replayed from the epoch-1 checkpoint in a fresh Trainer equals the uninterrupted epoch 2."""
-    args = ["train", "--preset", "smoke", "--data", str(smoke_run / "data"), "--out", str(tmp_path),
-            "--resume", str(smoke_run / "checkpoints" / "epoch_1.pt"), "--device", "cpu"]
+    args = [
+        "train",
+        "--preset",
+        "smoke",
+        "--data",
+        str(smoke_run / "data"),
+        "--out",
+        str(tmp_path),
+        "--resume",
+        str(smoke_run / "checkpoints" / "epoch_1.pt"),
+        "--device",
+        "cpu",
+    ]
     assert main(args) == 0
     straight = {r["step"]: r for r in _metrics(smoke_run)}
     resumed = _metrics(tmp_path)
@@ -74,8 +91,17 @@ def test_resume_continues_the_same_run(smoke_run, tmp_path):
 
 def test_generate_writes_one_gif_per_prompt(smoke_run, tmp_path, capsys):
     prompts = ["HELLO", "THANK YOU", "GOOD MORNING"]
-    args = ["generate", "--checkpoint", str(smoke_run / "checkpoints" / "latest.pt"), "--out", str(tmp_path),
-            "--steps", "5", "--device", "cpu"]
+    args = [
+        "generate",
+        "--checkpoint",
+        str(smoke_run / "checkpoints" / "latest.pt"),
+        "--out",
+        str(tmp_path),
+        "--steps",
+        "5",
+        "--device",
+        "cpu",
+    ]
     for p in prompts:
         args += ["--prompt", p]
     assert main(args) == 0

@@ -45,7 +45,7 @@ def test_yaml_file_and_overrides(tmp_path):
 
 def test_toml_file(tmp_path):
     path = tmp_path / "cfg.toml"
-    path.write_text('[train]\nmax_grad_norm = 0.5\n[model]\nmodel_channels = 64\n')
+    path.write_text("[train]\nmax_grad_norm = 0.5\n[model]\nmodel_channels = 64\n")
     cfg = load_config(path)
     assert cfg.train.max_grad_norm == 0.5 and cfg.model.model_channels == 64
 

@@ -1,0 +1,96 @@
+"""The EMA as the fixes drive it (the ema fix, and the monitoring fix that logs its drift): ``EmaTarget``
+is the EMA a fix works with (its name, how to drive it from ``optimizer_tool.knowledge.ema``, the network
+it averages, the conditions it exists under) with the edit that puts statements under those conditions;
+``ema_target`` finds the trainer's existing one."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Mapping
+
+import libcst as cst
+
+from optimizer_tool.contract import CannotFix
+from optimizer_tool.edit.templates import template_expression
+from optimizer_tool.index import CallSite, UnitIndex
+from optimizer_tool.knowledge.ema import EmaApi, ema_api, ema_facts
+
+
+@dataclass
+class EmaTarget:
+    """The EMA the fix works with: its name, how to drive it, the network it averages."""
+
+    name: str
+    api: EmaApi
+    model: str
+    function: object  # FunctionInfo where it is created (None: module level)
+    path: Path
+    conditions: tuple[str, ...] = ()  # the `if`s it is created under (``args.use_ema``)
+
+    def missing_conditions(self, at: CallSite) -> tuple[str, ...]:
+        """The conditions the EMA exists under that do not already hold at ``at``."""
+        return tuple(c for c in self.conditions if c not in at.guards)
+
+    def reachable(self, condition: str) -> bool:
+        """A ``self.`` EMA's condition can be tested in another method only when it reads ``self``."""
+        roots = set(re.findall(r"(?<![\w.])([A-Za-z_]\w*)", condition)) - {
+            "and",
+            "or",
+            "not",
+            "is",
+            "in",
+            "None",
+            "True",
+            "False",
+        }
+        return not self.name.startswith("self.") or roots <= {"self"}
+
+    def when_present(self, module: cst.Module, statements: list, at: CallSite, what: str) -> list:
+        """``statements`` under the EMA's own conditions, where they do not already hold at ``at``."""
+        conditions = self.missing_conditions(at)
+        if not conditions:
+            return statements
+        unreachable = [c for c in conditions if not self.reachable(c)]
+        if unreachable:
+            raise CannotFix(
+                at.path,
+                at.line,
+                f"`{self.name}` only exists when `{unreachable[0]}`, which cannot be tested where {what} happens",
+                patch_after(at, statements),
+            )
+        test = template_expression(module, " and ".join(f"({c})" if len(conditions) > 1 else c for c in conditions))
+        return [cst.If(test=test, body=cst.IndentedBlock(body=statements))]
+
+
+def ema_target(index: UnitIndex, model: str, project_files: Mapping[Path, str] | None = None) -> EmaTarget | None:
+    """The trainer's existing EMA, when ``optimizer_tool.knowledge.ema`` knows how to drive it.
+    ``project_files`` is ``FixContext.project_files`` (a helper class the unit does not import yet).
+
+    Transitional: a caller that hands in none (the monitoring fix's ``ema_target(index, model)``)
+    still has such a helper read from the disk, as before the ema package was split, so that its
+    output does not change; the read goes once that caller passes ``edits.ctx.project_files``."""
+    obj = ema_facts(index).objects[0]
+    api = ema_api(index, obj, _read_from_disk if project_files is None else project_files.get)
+    if api is None:
+        return None
+    conditions = tuple(g for g in (obj.call.guards if obj.call is not None else ()) if "__name__" not in g)
+    return EmaTarget(obj.target, api, model, obj.function, obj.path, conditions)
+
+
+def patch_after(step: CallSite, statements: list) -> str:
+    """The manual patch that puts ``statements`` right after ``step`` (offered when a fix refuses)."""
+    module = cst.Module(body=[])
+    lines = "".join(module.code_for_node(s) for s in statements)
+    return f"# right after {step.func_text}() (line {step.line}), in the same block:\n{lines}"
+
+
+def _read_from_disk(path: Path) -> str | None:
+    """Transitional (see ``ema_target``): None when there is no such file, no text when it cannot be read."""
+    if not path.is_file():
+        return None
+    try:
+        return path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return ""

@@ -1,0 +1,173 @@
+"""Where a node sits in a module: parent links, the statement and block that hold a node, the
+node at a finding's position. Pure syntax: no index, no analysis."""
+
+from __future__ import annotations
+
+from typing import Iterable, Union
+
+import libcst as cst
+import libcst.matchers as m
+from libcst.metadata import MetadataWrapper, PositionProvider
+
+Body = Union[cst.IndentedBlock, cst.Module]
+
+
+class _ParentRecorder(cst.CSTVisitor):
+    def __init__(self) -> None:
+        self.parent: dict[cst.CSTNode, cst.CSTNode] = {}
+
+    def on_visit(self, node: cst.CSTNode) -> bool:
+        for child in node.children:
+            self.parent[child] = node
+        return True
+
+
+class Tree:
+    """One module with its parent links: which statement holds a node, which block holds a statement."""
+
+    def __init__(self, module: cst.Module) -> None:
+        self.module = module
+        recorder = _ParentRecorder()
+        module.visit(recorder)
+        self.parent = recorder.parent
+
+    def statement(self, node: cst.CSTNode) -> cst.BaseStatement:
+        """The statement (simple line or compound) that directly holds ``node`` in a block."""
+        current = node
+        while current in self.parent:
+            owner = self.parent[current]
+            if isinstance(owner, (cst.IndentedBlock, cst.Module)) and isinstance(current, cst.BaseStatement):
+                return current
+            current = owner
+        raise KeyError(node)
+
+    def block(self, statement: cst.BaseStatement) -> Body:
+        return self.parent[statement]
+
+    def owner_statement(self, statement: cst.BaseStatement) -> cst.BaseStatement | None:
+        """The compound statement (``for``, ``if``, ``with``, ``def``) whose block holds ``statement``."""
+        current = self.block(statement)
+        while current in self.parent:
+            current = self.parent[current]
+            if isinstance(current, cst.BaseCompoundStatement):
+                return current
+        return None
+
+    def enclosing_in(self, node: cst.CSTNode, block: Body) -> cst.BaseStatement | None:
+        """The statement of ``block`` that contains ``node`` (None when ``block`` does not hold it)."""
+        current = node
+        while current in self.parent:
+            if self.parent[current] is block and isinstance(current, cst.BaseStatement):
+                return current
+            current = self.parent[current]
+        return None
+
+    def function(self, node: cst.CSTNode) -> cst.FunctionDef | None:
+        current = node
+        while current in self.parent:
+            current = self.parent[current]
+            if isinstance(current, cst.FunctionDef):
+                return current
+        return None
+
+    def ancestors(self, node: cst.CSTNode) -> Iterable[cst.CSTNode]:
+        current = node
+        while current in self.parent:
+            current = self.parent[current]
+            yield current
+
+    def top_statement(self, node: cst.CSTNode) -> cst.BaseStatement:
+        """The statement holding ``node`` directly in the body of its function (or module): code
+        inserted after it runs whichever branch or block ``node`` sits in."""
+        scope = self.function(node)
+        body = scope.body if scope is not None else self.module
+        found = self.enclosing_in(node, body)
+        if found is None:
+            raise KeyError(node)
+        return found
+
+    def following(self, statement: cst.BaseStatement) -> list[cst.BaseStatement]:
+        """The statements after ``statement`` in its block."""
+        siblings = list(self.block(statement).body)
+        return siblings[siblings.index(statement) + 1 :]
+
+
+def is_call_statement(statement: cst.CSTNode, call: cst.Call) -> bool:
+    """``statement`` is exactly ``<call>`` or ``<name> = <call>`` on a line of its own: safe to move."""
+    return m.matches(
+        statement,
+        m.SimpleStatementLine(
+            body=[
+                m.OneOf(
+                    m.Expr(value=m.MatchIfTrue(lambda n: n is call)),
+                    m.Assign(
+                        targets=[m.AssignTarget(target=m.Name() | m.Attribute())],
+                        value=m.MatchIfTrue(lambda n: n is call),
+                    ),
+                )
+            ]
+        ),
+    )
+
+
+def names_in_node(node: cst.CSTNode) -> set[str]:
+    """Every variable name used under ``node`` (to keep new variables from clashing with existing
+    ones); attribute names (``F.mse_loss``) and keyword names are not variables."""
+    found: set[str] = set()
+    stack = [node]
+    while stack:
+        current = stack.pop()
+        if isinstance(current, cst.Name):
+            found.add(current.value)
+        elif isinstance(current, cst.Attribute):
+            stack.append(current.value)
+        elif isinstance(current, cst.Arg):
+            stack.append(current.value)
+        else:
+            stack.extend(c for c in current.children if isinstance(c, cst.CSTNode))
+    return found
+
+
+class _FindAt(cst.CSTVisitor):
+    METADATA_DEPENDENCIES = (PositionProvider,)
+
+    def __init__(self, line: int, col: int, types: tuple[type, ...]) -> None:
+        super().__init__()
+        self.line, self.col, self.types = line, col, types
+        self.found: cst.CSTNode | None = None
+
+    def on_visit(self, node: cst.CSTNode) -> bool:
+        if self.found is not None:
+            return False
+        start = self.get_metadata(PositionProvider, node).start
+        if (start.line, start.column + 1) == (self.line, self.col) and isinstance(node, self.types):
+            self.found = node  # pre-order: the outermost node of these types at that position
+            return False
+        return start.line <= self.line
+
+
+def node_at(module: cst.Module, line: int, col: int, *types: type) -> cst.CSTNode | None:
+    """The outermost node of ``types`` starting at line:col (1-based column, as findings have)."""
+    finder = _FindAt(line, col, types)
+    MetadataWrapper(module, unsafe_skip_copy=True).visit(finder)
+    return finder.found
+
+
+def ancestors(module: cst.Module, node: cst.CSTNode) -> list[cst.CSTNode]:
+    """The nodes enclosing ``node`` in ``module``, outermost first ([] when it is not there)."""
+    return list(reversed(list(Tree(module).ancestors(node))))
+
+
+def enclosing(module: cst.Module, node: cst.CSTNode, kind: type) -> cst.CSTNode | None:
+    """The innermost node of type ``kind`` around ``node``."""
+    return next((n for n in Tree(module).ancestors(node) if isinstance(n, kind)), None)
+
+
+DOCSTRING = m.SimpleStatementLine(body=[m.Expr(value=m.SimpleString() | m.ConcatenatedString())])
+
+
+def split_docstring(body: Iterable[cst.BaseStatement]) -> tuple[list[cst.BaseStatement], list[cst.BaseStatement]]:
+    body = list(body)
+    if body and m.matches(body[0], DOCSTRING):
+        return body[:1], body[1:]
+    return [], body

@@ -1,0 +1,108 @@
+"""Configured values: what a unit sets for one concept (a schedule, a prediction type, a
+resolution), from explicit settings first and fallbacks (parameter, getattr and library defaults,
+what the code visibly does) only when no explicit setting is known."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterable, Iterator
+
+from optimizer_tool.index import CallSite, Setting, UnitIndex, norm
+
+# --- configured values: what a unit sets for one concept ----------------------
+# Explicit settings (a config default, an argparse default, a keyword, a YAML key, an
+# assignment) decide. Only when none of them is known do the fallbacks count: a parameter
+# default that some call relies on, a getattr default, a library's documented default, or
+# what the code visibly does. Settings whose value is None mean "defer" and are ignored.
+EXPLICIT_KINDS = ("config-file", "argparse", "class-default", "dict", "kwarg", "assign")
+FALLBACK_KINDS = ("getattr-default", "param-default", "library-default", "code")
+_KIND_RANK = {k: i for i, k in enumerate(EXPLICIT_KINDS + FALLBACK_KINDS)}
+
+
+@dataclass
+class Configured:
+    """The classified values a unit configures for one concept, each with its settings,
+    best first (files beside the trainer, then config files, argparse, class defaults...)."""
+
+    by_value: dict[str, list[Setting]]
+    explicit: bool
+
+    @property
+    def value(self) -> str | None:
+        """The single value when every deciding setting agrees, else None."""
+        return next(iter(self.by_value)) if len(self.by_value) == 1 else None
+
+    def where(self, value: str) -> Setting | None:
+        found = self.by_value.get(value)
+        return found[0] if found else None
+
+
+def configured(index: UnitIndex, names: tuple[str, ...], classify, extra: Iterable[Setting] = ()) -> Configured:
+    """Classify the known settings called ``names`` (plus ``extra`` synthetic ones) with
+    ``classify(setting) -> str | None``; None drops a setting as irrelevant."""
+    candidates = [s for s in index.setting(*names) if s.known and s.value is not None] + list(extra)
+    pairs = [(v, s) for s in candidates if (v := classify(s)) is not None]
+    explicit = [(v, s) for v, s in pairs if s.kind in EXPLICIT_KINDS]
+    chosen = explicit or [(v, s) for v, s in pairs if s.kind != "param-default" or param_default_used(index, s)]
+    here = index.entry.path.parent
+    by_value: dict[str, list[Setting]] = {}
+    for v, s in sorted(
+        chosen,
+        key=lambda p: (
+            here not in p[1].path.parents,
+            _KIND_RANK.get(p[1].kind, 99),
+            str(p[1].path),
+            p[1].line,
+            p[1].col,
+        ),
+    ):
+        by_value.setdefault(v, []).append(s)
+    return Configured(by_value, bool(explicit))
+
+
+def param_default_used(index: UnitIndex, setting: Setting) -> bool:
+    """Whether some call of the function owning this parameter default leaves the parameter
+    out (so the default is what runs). Calls with ``*args``/``**kwargs`` may pass it."""
+    fn = next((f for f in index.functions if f.qualname == setting.owner and f.path == setting.path), None)
+    if fn is None:
+        return False
+    params = list(fn.params)
+    real = next((p for p in params if norm(p) == setting.name), None)
+    if real is None:
+        return False
+    bound = 1 if fn.class_name and params and params[0] in ("self", "cls") else 0
+    position = params.index(real) - bound
+    callee = fn.class_name if fn.name == "__init__" and fn.class_name else fn.name
+    for call in index.calls:
+        if not call.func_text or call.func_text.rsplit(".", 1)[-1] != callee:
+            continue
+        if any(a.star for a in call.node.args) or call.kwarg(real) is not None or len(call.args) > position:
+            continue
+        return True
+    return False
+
+
+def synthetic_setting(name: str, value: object, kind: str, at: CallSite, owner: str = "") -> Setting:
+    """A setting the code implies without writing it (a library default, a literal argument)."""
+    return Setting(norm(name), value, kind, at.path, at.line, at.col, owner or at.func_text)
+
+
+def find_call(index: UnitIndex, node) -> CallSite | None:
+    """The indexed call site of a ``cst.Call`` node (identity)."""
+    return next((c for c in index.calls if c.node is node), None)
+
+
+def expression_nodes(node) -> Iterator:
+    """Every node of one expression (a small subtree of an indexed fact, never a module)."""
+    import libcst as cst
+
+    if node is None:
+        return
+    stack = [node]
+    while stack:
+        current = stack.pop()
+        yield current
+        stack.extend(c for c in current.children if isinstance(c, cst.CSTNode))
+
+
+# Library knowledge: diffusers noise schedulers built directly (not from a pretrained config)

@@ -1,0 +1,241 @@
+"""Diffusion knowledge: diffusers noise schedulers and their defaults, pretrained denoisers,
+the noise (beta) schedule and the prediction target a unit trains with."""
+
+from __future__ import annotations
+
+import re
+from typing import Iterable
+
+from optimizer_tool.index import CallSite, Setting, UnitIndex, literal
+from optimizer_tool.knowledge.configured import Configured, configured, find_call, synthetic_setting
+
+# use their documented defaults for whatever keyword the call leaves out.
+DIFFUSERS_SCHEDULER = re.compile(r"^diffusers\.(?:schedulers\.)?(?:[\w.]+\.)?(\w+Scheduler)$")
+DIFFUSERS_SCHEDULE_DEFAULTS = {
+    **{
+        name: ("linear", "epsilon")
+        for name in (
+            "DDPMScheduler",
+            "DDIMScheduler",
+            "DDPMParallelScheduler",
+            "DDIMParallelScheduler",
+            "DDIMInverseScheduler",
+            "DPMSolverMultistepScheduler",
+            "DPMSolverSinglestepScheduler",
+            "EulerDiscreteScheduler",
+            "EulerAncestralDiscreteScheduler",
+            "HeunDiscreteScheduler",
+            "KDPM2DiscreteScheduler",
+            "KDPM2AncestralDiscreteScheduler",
+            "LMSDiscreteScheduler",
+            "PNDMScheduler",
+            "UniPCMultistepScheduler",
+            "DEISMultistepScheduler",
+            "SASolverScheduler",
+        )
+    },
+    **{
+        name: ("scaled_linear", "epsilon")
+        for name in ("LCMScheduler", "TCDScheduler", "CogVideoXDDIMScheduler", "CogVideoXDPMScheduler")
+    },
+    "UnCLIPScheduler": ("squaredcos_cap_v2", "epsilon"),
+}
+
+
+def diffusers_scheduler_class(call: CallSite) -> str | None:
+    """``DDPMScheduler`` for a direct construction of a diffusers noise scheduler."""
+    for name in call.qualnames:
+        match = DIFFUSERS_SCHEDULER.match(name)
+        if match:
+            return match.group(1)
+    return None
+
+
+def pretrained_scheduler_loads(index: UnitIndex) -> list[CallSite]:
+    """``XScheduler.from_pretrained(...)``: the schedule comes from a stored config."""
+    return [
+        c for c in index.calls if c.method == "from_pretrained" and c.receiver.rsplit(".", 1)[-1].endswith("Scheduler")
+    ]
+
+
+PRETRAINED_DENOISER = re.compile(
+    r"(UNet|Unet|Transformer|DiT|UViT|PriorTransformer)\w*\.from_(pretrained|single_file)$"
+)
+
+
+RELOADS_OWN_CHECKPOINT = re.compile(r"load|resume|restore|hook", re.I)
+
+
+def pretrained_denoiser(index: UnitIndex) -> CallSite | None:
+    """The call that loads a pretrained denoiser (``UNet2DConditionModel.from_pretrained``):
+    the trainer fine-tunes it, so its noise schedule and prediction type are not free choices.
+    Reloading the run's own checkpoint (accelerate's ``load_model_hook``, a resume function) is not."""
+    return next(
+        (
+            c
+            for c in index.calls
+            if any(PRETRAINED_DENOISER.search(n) for n in c.names)
+            and not (c.function and RELOADS_OWN_CHECKPOINT.search(c.function.name))
+        ),
+        None,
+    )
+
+
+# --- the noise schedule -----------------------------------------------------------
+BETA_SCHEDULE_SETTINGS = (
+    "beta_schedule",
+    "noise_schedule",
+    "ddpm_beta_schedule",
+    "beta_schedule_type",
+    "noise_schedule_type",
+    "betas_schedule",
+    "diffusion_schedule",
+)
+LINEAR_SCHEDULES = {"linear", "scaled_linear", "sqrt_linear", "quad", "quadratic", "linear_scaled"}
+COSINE_SCHEDULES = {"cosine", "squaredcos_cap_v2", "squaredcos_cap", "cos", "cosine_beta"}
+SCHEDULE_SELECTORS = (
+    "*.get_named_beta_schedule",
+    "*.make_beta_schedule",
+    "*.get_beta_schedule",
+    "get_named_beta_schedule",
+    "make_beta_schedule",
+    "get_beta_schedule",
+)
+BETAS_TARGET = re.compile(r"(^|\.)_?(betas?|train_betas|beta_t|betas_t)$")
+SCHEDULE_HELPER = re.compile(r"linear|schedule|beta", re.I)
+
+
+def schedule_family(value: object) -> str | None:
+    """'linear' (linear, scaled_linear...), 'cosine' (cosine, squaredcos_cap_v2) or 'other'."""
+    if not isinstance(value, str) or not value.strip():
+        return None
+    text = value.strip().lower().replace("-", "_")
+    if text in LINEAR_SCHEDULES:
+        return "linear"
+    if text in COSINE_SCHEDULES or text.startswith("cos") or "squaredcos" in text:
+        return "cosine"
+    return "other"
+
+
+def beta_schedule(index: UnitIndex) -> Configured:
+    """The unit's noise schedule: settings, literal selector calls (``get_named_beta_schedule("linear", n)``),
+    diffusers defaults of schedulers built without ``beta_schedule``, and as a last resort the
+    code (``betas = torch.linspace(...)`` / ``betas = cosine_beta_schedule(T)`` run unconditionally)."""
+    extra: list[Setting] = []
+    for call in index.calls_to(*SCHEDULE_SELECTORS):
+        node = call.kwarg("schedule_name") or call.kwarg("schedule") or (call.args[0].value if call.args else None)
+        value = literal(node)
+        if isinstance(value, str) and not call.guards:
+            extra.append(synthetic_setting("beta_schedule", value, "kwarg", call))
+    for call in index.calls:
+        cls = diffusers_scheduler_class(call)
+        if cls in DIFFUSERS_SCHEDULE_DEFAULTS and not _passes(call, "beta_schedule", "trained_betas"):
+            extra.append(
+                synthetic_setting("beta_schedule", DIFFUSERS_SCHEDULE_DEFAULTS[cls][0], "library-default", call)
+            )
+    extra.extend(_schedule_from_code(index))
+    return configured(index, BETA_SCHEDULE_SETTINGS, lambda s: schedule_family(s.value), extra)
+
+
+def _passes(call: CallSite, *keywords: str) -> bool:
+    return any(a.star == "**" for a in call.node.args) or any(call.kwarg(k) is not None for k in keywords)
+
+
+def _schedule_from_code(index: UnitIndex) -> list[Setting]:
+    found = []
+    sources = [(a.target, a.value, a.function) for a in index.assigns if BETAS_TARGET.search(a.target)]
+    for call in index.method_calls("register_buffer"):
+        if (
+            len(call.args) >= 2
+            and isinstance(literal(call.args[0].value), str)
+            and BETAS_TARGET.search(literal(call.args[0].value))
+        ):
+            sources.append((literal(call.args[0].value), call.args[1].value, call.function))
+    for _, value, function in sources:
+        if function is not None and SCHEDULE_HELPER.search(function.name):
+            continue  # a named schedule option (linear_beta_schedule), chosen elsewhere
+        site = find_call(index, _innermost_call(value))
+        if site is None or site.guards:
+            continue
+        if site.matches(("torch.linspace", "numpy.linspace", "np.linspace", "jax.numpy.linspace")):
+            found.append(synthetic_setting("beta_schedule", "linear", "code", site))
+        elif site.func_text and re.search(r"schedul|beta", leaf := site.func_text.rsplit(".", 1)[-1].lower()):
+            family = (
+                "linear" if "linear" in leaf else "cosine" if "cos" in leaf else "other" if "sigmoid" in leaf else None
+            )
+            if family:
+                found.append(synthetic_setting("beta_schedule", family, "code", site))
+    return found
+
+
+def _innermost_call(node):
+    """``torch.linspace(...)`` in ``torch.linspace(...).double() ** 2``."""
+    import libcst as cst
+
+    while True:
+        if isinstance(node, cst.BinaryOperation) and isinstance(node.operator, cst.Power):
+            node = node.left
+        elif (
+            isinstance(node, cst.Call)
+            and isinstance(node.func, cst.Attribute)
+            and isinstance(node.func.value, cst.Call)
+            and node.func.attr.value in {"double", "float", "to", "cuda", "type", "numpy", "astype"}
+        ):
+            node = node.func.value
+        else:
+            return node if isinstance(node, cst.Call) else None
+
+
+# --- the prediction target --------------------------------------------------------
+# strict names: any value says something; loose names: only the known spellings count.
+PREDICTION_SETTINGS_STRICT = (
+    "prediction_type",
+    "parameterization",
+    "pred_type",
+    "predict_type",
+    "model_prediction_type",
+    "prediction_target",
+)
+PREDICTION_SETTINGS_LOOSE = ("objective", "model_mean_type", "mean_type", "pred_objective", "prediction")
+PREDICTION_FLAGS = {
+    "predict_xstart": "x0",
+    "predict_v": "v",
+    "v_prediction": "v",
+    "use_v_prediction": "v",
+    "v_pred": "v",
+    "vpred": "v",
+    "use_vpred": "v",
+    "use_v_pred": "v",
+}
+EPSILON_SPELLINGS = {"epsilon", "eps", "pred_noise", "noise", "pred_eps", "epsilon_prediction", "predict_noise"}
+V_SPELLINGS = {"v_prediction", "v", "pred_v", "v-prediction", "velocity", "v_pred", "vpred", "predict_v"}
+X0_SPELLINGS = {"sample", "x0", "pred_x0", "x_start", "pred_xstart", "start_x", "x_0", "pred_x_start", "predict_x0"}
+
+
+def prediction_family(name: str, value: object) -> str | None:
+    """'epsilon', 'v', 'x0' or 'other' for one setting; None when it says nothing."""
+    if name in PREDICTION_FLAGS:
+        if value is True:
+            return PREDICTION_FLAGS[name]
+        return "epsilon" if value is False and name == "predict_xstart" else None
+    if not isinstance(value, str) or not value.strip():
+        return None
+    text = value.strip().lower()
+    for family, spellings in (("epsilon", EPSILON_SPELLINGS), ("v", V_SPELLINGS), ("x0", X0_SPELLINGS)):
+        if text in spellings or text.replace("-", "_") in spellings:
+            return family
+    return "other" if name in PREDICTION_SETTINGS_STRICT else None
+
+
+def prediction_type(index: UnitIndex, extra: Iterable[Setting] = ()) -> Configured:
+    """What the model is trained to predict: settings (``prediction_type``, lucidrains ``objective``,
+    LDM ``parameterization``, improved-diffusion ``predict_xstart``) and diffusers defaults."""
+    more = list(extra)
+    for call in index.calls:
+        cls = diffusers_scheduler_class(call)
+        if cls in DIFFUSERS_SCHEDULE_DEFAULTS and not _passes(call, "prediction_type"):
+            more.append(
+                synthetic_setting("prediction_type", DIFFUSERS_SCHEDULE_DEFAULTS[cls][1], "library-default", call)
+            )
+    names = PREDICTION_SETTINGS_STRICT + PREDICTION_SETTINGS_LOOSE + tuple(PREDICTION_FLAGS)
+    return configured(index, names, lambda s: prediction_family(s.name, s.value), more)

@@ -1,0 +1,314 @@
+"""The EMA of the weights, as analysis of the index: which objects of a unit are EMAs and which calls
+update them (``ema_facts``), and how code drives each kind of EMA (``EmaApi``: diffusers ``EMAModel``,
+``AveragedModel``, ``ema_pytorch``, timm, a project's own helper class read from its source:
+``ema_api``). The ema rules, the EMA the fixes drive (``optimizer_tool.edit.ema``) and the monitoring
+rules read it. Nothing here reads the disk: a helper class outside the unit comes from the ``read``
+function a caller hands in (``FixContext.project_files.get``)."""
+
+from __future__ import annotations
+
+import ast
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from optimizer_tool.index import Assign, CallSite, UnitIndex, code_of
+from optimizer_tool.knowledge.training import _is_ema_class, has_role, memo, names_in
+
+Read = Callable[[Path], "str | None"]  # a project file's text, None when the caller has no such file
+
+
+def no_files(path: Path) -> str | None:
+    return None
+
+
+EMA_NAME = re.compile(
+    r"(^|_)(ema|emas|ema_model|model_ema|ema_unet|ema_net|ema_params|ema_helper|averaged_model|swa_model)(_|$)", re.I
+)
+NOT_AN_EMA = re.compile(r"rate|decay|beta|every|steps?$|warmup|power|use_|enable|start|after|flag|path|dir|file", re.I)
+UPDATE_METHODS = {"update", "step", "update_parameters", "update_ema", "update_average"}
+UPDATE_FUNCTION = re.compile(
+    r"(^|_)(update_?ema|ema_?update|ema_?step|step_?ema|update_average|update_moving_average)(_|$)", re.I
+)
+IN_PLACE_AVERAGE = {"lerp_", "mul_", "add_", "_foreach_lerp_", "_foreach_mul_", "_foreach_add_"}
+
+
+# --- the unit's EMA objects and updates ----------------------------------------------------------
+@dataclass
+class EmaFacts:
+    objects: list[Assign]
+    updates: list[CallSite]
+    aliases: list[str] = field(
+        default_factory=list
+    )  # EMA-named wrappers of an EMA: ``model_ema = Denoiser(inner_model_ema)``
+
+    @property
+    def names(self) -> list[str]:
+        return list(dict.fromkeys([*(a.target for a in self.objects), *self.aliases]))
+
+
+def ema_facts(index: UnitIndex) -> EmaFacts:
+    """The unit's EMA objects and updates (computed once per index: every EMA and monitoring rule asks)."""
+    return memo(index, "ema.facts", lambda: _ema_facts(index))
+
+
+def _ema_facts(index: UnitIndex) -> EmaFacts:
+    objects = [a for a in index.assigns if _is_ema_object(index, a)]
+    names = {a.target for a in objects}
+    leaves = {n.rsplit(".", 1)[-1] for n in names}
+    updates = []
+    for call in index.calls:
+        receiver_leaf = call.receiver.rsplit(".", 1)[-1]
+        on_ema = call.receiver in names or (call.receiver and receiver_leaf in leaves)
+        if on_ema and call.method in UPDATE_METHODS:
+            updates.append(call)
+        elif call.func_text in names:  # LitEma-style: ``self.model_ema(self.model)`` updates
+            updates.append(call)
+        elif UPDATE_FUNCTION.search(call.method or call.func_text) and (
+            call.function is None or not UPDATE_FUNCTION.search(call.function.name)
+        ):
+            updates.append(call)
+        elif call.method in IN_PLACE_AVERAGE and (
+            EMA_NAME.search(_first_arg_or_receiver(call))
+            or (call.function and UPDATE_FUNCTION.search(call.function.name))
+        ):
+            updates.append(call)
+    return EmaFacts(objects, updates, _ema_aliases(index, objects, names))
+
+
+def _ema_aliases(index: UnitIndex, objects: list[Assign], names: set[str]) -> list[str]:
+    """EMA-named objects built from an EMA (k-diffusion's
+    ``model_ema = make_denoiser_wrapper(config)(inner_model_ema)``): sampling with, saving or loading
+    them uses the EMA weights."""
+    aliases: list[str] = []
+    for assign in index.assigns:
+        leaf = assign.target.rsplit(".", 1)[-1]
+        if assign in objects or assign.target in names or not EMA_NAME.search(leaf) or NOT_AN_EMA.search(leaf):
+            continue
+        if names_in(assign.value) & names:
+            aliases.append(assign.target)
+    return aliases
+
+
+def _first_arg_or_receiver(call: CallSite) -> str:
+    text = call.receiver.rsplit(".", 1)[-1]
+    if call.args:
+        text += " " + code_of(call.args[0].value)
+    return text
+
+
+def _is_ema_object(index: UnitIndex, assign: Assign) -> bool:
+    leaf = assign.target.rsplit(".", 1)[-1]
+    if NOT_AN_EMA.search(leaf):
+        return False
+    value_code = code_of(assign.value)
+    if _injected_ema(assign, leaf, value_code):
+        return True
+    if "(" not in value_code:  # ``use_ema = False``, ``self.ema = None``: nothing is built
+        return False
+    if (
+        assign.call is not None
+        and has_role(index, assign.target, "ema")
+        and assign.call.names & _ema_constructor_names(index, assign)
+    ):
+        return True
+    return bool(EMA_NAME.search(leaf)) and (
+        "deepcopy" in value_code
+        or "EMA" in value_code
+        or "Ema" in value_code
+        or "Averaged" in value_code
+        or "copy" in value_code
+        or "clone" in value_code
+    )
+
+
+def _injected_ema(assign: Assign, leaf: str, value_code: str) -> bool:
+    """An EMA handed to a trainer class by its caller: ``self.ema_model = ema_model`` where
+    ``ema_model`` is a parameter of the enclosing function (built by the script that calls it)."""
+    name = value_code.strip()
+    return (
+        assign.function is not None
+        and name.isidentifier()
+        and name in assign.function.params
+        and bool(EMA_NAME.search(name))
+        and not NOT_AN_EMA.search(name)
+        and bool(EMA_NAME.search(leaf))
+    )
+
+
+def _ema_constructor_names(index: UnitIndex, assign: Assign) -> frozenset[str]:
+    return assign.call.names if assign.call is not None else frozenset()
+
+
+# --- how code drives each kind of EMA ------------------------------------------------------------
+STATE_SWAP_IN = (
+    "live_weights = copy.deepcopy({model}.state_dict())",
+    "{model}.load_state_dict({weights}.state_dict())",
+)
+STATE_SWAP_OUT = ("{model}.load_state_dict(live_weights)",)
+
+
+@dataclass(frozen=True)
+class EmaApi:
+    """How code drives one kind of EMA. Templates take ``{ema}`` (the EMA object), ``{model}`` (the
+    network it averages), ``{weights}`` (``weights`` filled in) and ``{state}`` (a loaded state dict)."""
+
+    kind: str
+    update: str
+    weights: str | None = None  # an nn.Module holding the averaged weights, when the EMA has one
+    swap_in: tuple[str, ...] = ()  # load the averaged weights into the model ...
+    swap_out: tuple[str, ...] = ()  # ... and the live ones back
+    aligned: str | None = None  # the averaged tensors in ``{model}.parameters()`` order
+    named: str | None = None  # or a mapping from parameter name to averaged tensor
+    export: str | None = None  # copy the averaged weights into the model for good (end of training)
+    save: str = "{ema}.state_dict()"
+    load: str = "{ema}.load_state_dict({state})"
+
+    def swap(self) -> tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]:
+        """Statements that swap the averaged weights in and out, and the modules they import."""
+        if self.swap_in:
+            return self.swap_in, self.swap_out, ()
+        return STATE_SWAP_IN, STATE_SWAP_OUT, ("copy",)
+
+    @property
+    def drift(self) -> str | None:
+        """Mean absolute difference between averaged and live weights, as a 0-d tensor (a template
+        over several lines: libcst indents bracketed continuation lines with the block)."""
+        if self.named:
+            return (
+                "torch.stack([\n"
+                f"    ({self.named}[name].float() - param.detach().float()).abs().mean()\n"
+                "    for name, param in {model}.named_parameters()\n"
+                f"    if name in {self.named}\n"
+                "]).mean()"
+            )
+        aligned = self.aligned or (f"{self.weights}.parameters()" if self.weights else None)
+        if aligned is None:
+            return None
+        return (
+            "torch.stack([\n"
+            "    (averaged.float() - param.detach().float()).abs().mean()\n"
+            f"    for averaged, param in zip({aligned}, {{model}}.parameters())\n"
+            "]).mean()"
+        )
+
+
+AVERAGED_MODEL = EmaApi(
+    "torch.optim.swa_utils.AveragedModel", update="{ema}.update_parameters({model})", weights="{ema}.module"
+)
+TIMM_MODEL_EMA = EmaApi("timm ModelEma", update="{ema}.update({model})", weights="{ema}.module")
+EMA_PYTORCH = EmaApi("ema_pytorch.EMA", update="{ema}.update()", weights="{ema}.ema_model")
+DIFFUSERS_EMA = EmaApi(
+    "diffusers EMAModel",
+    update="{ema}.step({model}.parameters())",
+    swap_in=("{ema}.store({model}.parameters())", "{ema}.copy_to({model}.parameters())"),
+    swap_out=("{ema}.restore({model}.parameters())",),
+    aligned="{ema}.shadow_params",
+    export="{ema}.copy_to({model}.parameters())",
+)
+SWAP_METHODS = {"update", "state_dict", "load_state_dict", "apply_shadow", "restore"}
+
+
+@dataclass(frozen=True)
+class EmaHelper:
+    """A project's own EMA class (the reference trainer's ``utils/ema.py``), read from its source."""
+
+    name: str
+    module: str  # dotted, as the trainer imports it
+    relative: int  # 1: ``from .utils.ema import EMA``; 0: ``from utils.ema import EMA``
+    init_params: tuple[str, ...]
+    update_params: tuple[str, ...]
+    methods: frozenset[str]
+    has_shadow: bool
+
+    @property
+    def usable(self) -> bool:
+        return SWAP_METHODS <= self.methods
+
+    @property
+    def api(self) -> EmaApi:
+        update = "{ema}.update({model})" if self.update_params else "{ema}.update()"
+        swap = ("{ema}.apply_shadow()",), ("{ema}.restore()",)
+        if not {"apply_shadow", "restore"} <= self.methods:
+            swap = (), ()
+        return EmaApi(
+            f"project helper {self.name}",
+            update=update,
+            swap_in=swap[0],
+            swap_out=swap[1],
+            named="{ema}.shadow" if self.has_shadow else None,
+        )
+
+    def constructor(self, decay: str) -> str:
+        args = ["{model}"]
+        if "decay" in self.init_params:
+            args.append(f"decay={decay}")
+        if "update_every" in self.init_params:
+            args.append("update_every=1")  # one update per optimizer step: the caller gates nothing
+        if "warmup" in self.init_params:
+            args.append("warmup=True")
+        return f"{{ema}} = {self.name}({', '.join(args)})"
+
+
+def helper_from_class(node: ast.ClassDef, module: str = "", relative: int = 0) -> EmaHelper:
+    methods = {f.name: f for f in node.body if isinstance(f, ast.FunctionDef)}
+
+    def params(name: str) -> tuple[str, ...]:
+        fn = methods.get(name)
+        return tuple(a.arg for a in fn.args.args[1:] + fn.args.kwonlyargs) if fn else ()
+
+    has_shadow = any(
+        isinstance(t, ast.Attribute) and t.attr == "shadow" and isinstance(t.value, ast.Name) and t.value.id == "self"
+        for n in ast.walk(node)
+        if isinstance(n, (ast.Assign, ast.AnnAssign))
+        for t in (n.targets if isinstance(n, ast.Assign) else [n.target])
+    )
+    return EmaHelper(node.name, module, relative, params("__init__"), params("update"), frozenset(methods), has_shadow)
+
+
+def ema_class_defs(tree: ast.Module | None) -> list[ast.ClassDef]:
+    return [n for n in (tree.body if tree else []) if isinstance(n, ast.ClassDef) and _is_ema_class({n.name})]
+
+
+def ema_api(index: UnitIndex, obj: Assign, read: Read = no_files) -> EmaApi | None:
+    """How to drive an existing EMA object, from what built it (``read``: see ``imported_class``)."""
+    origins = index.origins(obj.target)
+    if any(o.endswith("EMAModel") for o in origins):
+        return DIFFUSERS_EMA
+    if any(o.endswith("AveragedModel") for o in origins):
+        return AVERAGED_MODEL
+    if any(o.startswith("ema_pytorch.") for o in origins):
+        return EMA_PYTORCH
+    if any(re.search(r"(^|\.)ModelEma(V2|V3)?$", o) for o in origins):
+        return TIMM_MODEL_EMA
+    for origin in origins:
+        node = imported_class(index, obj.path, origin, read)
+        if node is not None:
+            return helper_from_class(node).api
+    if "deepcopy" in code_of(obj.value):
+        return EmaApi("deepcopy of the model", update="", weights="{ema}")
+    return None
+
+
+def imported_class(index: UnitIndex, importer: Path, origin: str, read: Read = no_files) -> ast.ClassDef | None:
+    """The EMA class an import names (``.utils.ema.EMA``), from the unit or, for an import a fix
+    just added, from the project file it resolves to beside ``importer`` (its text from ``read``)."""
+    module, _, name = origin.rpartition(".")
+    for source in index.files:
+        found = next((n for n in ema_class_defs(source.tree) if n.name == name), None)
+        if found is not None:
+            return found
+    dotted_path = module.lstrip(".")
+    level = len(module) - len(dotted_path)
+    bases = [importer.parents[level - 1]] if level else [importer.parent, *importer.parent.parents][:3]
+    for base in bases:
+        path = base.joinpath(*dotted_path.split(".")).with_suffix(".py") if dotted_path else None
+        text = read(path) if path is not None else None
+        if text is not None:
+            try:
+                tree = ast.parse(text)
+            except SyntaxError:
+                return None
+            return next((n for n in ema_class_defs(tree) if n.name == name), None)
+    return None

@@ -1,0 +1,284 @@
+"""The learning-rate schedules of a unit: ``schedule_facts(index)`` finds every schedule the trainer
+builds or writes by hand (library constructors, ``param_group["lr"] = ...``, helpers it cannot see
+into, optimizers that schedule themselves, Lightning's ``configure_optimizers``) and says what each
+does; ``schedules_of`` follows a scheduler variable back to the schedules it holds."""
+
+from __future__ import annotations
+
+import re
+
+import libcst as cst
+
+from optimizer_tool.index import FunctionInfo, UnitIndex, dotted, literal
+from optimizer_tool.knowledge.lr_schedule.constructors import defines_local_schedule, from_constructor, is_noise_helper
+from optimizer_tool.knowledge.lr_schedule.lengths import length_unit
+from optimizer_tool.knowledge.lr_schedule.schedule import Schedule, ScheduleFacts
+from optimizer_tool.knowledge.lr_schedule.vocabulary import (
+    DECAY_CALLS,
+    DECAY_WORD,
+    LENGTH_WORD,
+    OFF_KINDS_FIRST,
+    SCHEDULE_HELPER,
+    WARMUP_WORD,
+)
+from optimizer_tool.semantics import (
+    ROLE_CONSTRUCTORS,
+    assignments_of,
+    expanded_names,
+    lr_scheduler_steps,
+    memo,
+    names_in,
+)
+
+# Calls on a scheduler or an optimizer that build no schedule.
+NOT_A_SCHEDULE = (
+    "step",
+    "get_last_lr",
+    "get_lr",
+    "state_dict",
+    "load_state_dict",
+    "prepare",
+    "register_for_checkpointing",
+    "save_state",
+    "load_state",
+    "watch",
+    "unwrap_model",
+)
+
+
+def schedule_facts(index: UnitIndex) -> ScheduleFacts:
+    return memo(index, "lr_schedule.facts", lambda: _schedule_facts(index))
+
+
+def _schedule_facts(index: UnitIndex) -> ScheduleFacts:
+    schedules: list[Schedule] = []
+    by_node: dict[int, Schedule] = {}
+    for call in index.calls:
+        sched = from_constructor(index, call)
+        if sched is not None:
+            schedules.append(sched)
+            by_node[id(call.node)] = sched
+    _attach_parts(index, schedules, by_node)
+    schedules.extend(_manual_schedules(index))
+    schedules.extend(_helper_calls(index, schedules))
+    # A scheduler handed in from elsewhere (a parameter, a factory in another package) but stepped here.
+    for step in lr_scheduler_steps(index):
+        if not schedules_of(index, ScheduleFacts(schedules), step.receiver):
+            schedules.append(Schedule(None, step.path, step.line, step.col, "helper", function=step.function))
+    # Optimizers that schedule themselves: schedule-free AdamW/SGD, Adafactor's relative step.
+    for call in index.calls:
+        leaf = call.method or call.func_text
+        if leaf and (
+            "ScheduleFree" in leaf or (leaf == "Adafactor" and literal(call.kwarg("relative_step")) is not False)
+        ):
+            schedules.append(Schedule(call, call.path, call.line, call.col, "helper", function=call.function))
+    _lightning_schedules(index, schedules)
+    return ScheduleFacts(schedules)
+
+
+def _attach_parts(index: UnitIndex, schedules: list[Schedule], by_node: dict[int, Schedule]) -> None:
+    """SequentialLR / ChainedScheduler: attach their components."""
+    for sched in schedules:
+        if sched.kind in ("SequentialLR", "ChainedScheduler") and sched.site is not None:
+            listed = sched.site.kwarg("schedulers")
+            if listed is None and len(sched.site.args) > 1:
+                listed = sched.site.args[1 if sched.kind == "SequentialLR" else 0].value
+            for element in getattr(listed, "elements", []) or []:
+                part = _resolve_part(index, element.value, sched, by_node)
+                if part is not None:
+                    part.part_of = sched
+                    sched.parts.append(part)
+            _combine(index, sched)
+
+
+def _manual_schedules(index: UnitIndex) -> list[Schedule]:
+    """``param_group["lr"] = <expression>``: a hand-written schedule, judged by the names it reads."""
+    found = []
+    for item in index.item_assigns:
+        if item.key == "lr" and not isinstance(literal(item.value), (int, float)):
+            names = expanded_names(index, item.value, item.function, item.line)
+            scope = _function_names(index, item.function) | set().union(
+                *[_function_names(index, f) for f in _local_callees(index, names)]
+            )
+            decay = True if any(DECAY_WORD.search(n) or DECAY_CALLS.search(n) for n in names) else None
+            warm = any(WARMUP_WORD.search(n) for n in names | scope)
+            warmup = True if warm else (False if decay else None)
+            if any(
+                _off_by_default(index, n.rsplit(".", 1)[-1])
+                for n in names | scope
+                if LENGTH_WORD.search(n.rsplit(".", 1)[-1])
+            ):
+                decay, warmup = None, None  # improved-diffusion: lr_anneal_steps=0 turns the anneal off
+            found.append(
+                Schedule(
+                    None, item.path, item.line, item.col, "manual", warmup=warmup, decay=decay, function=item.function
+                )
+            )
+    return found
+
+
+def _helper_calls(index: UnitIndex, schedules: list[Schedule]) -> list[Schedule]:
+    """Calls that look like they build or set a schedule (``adjust_learning_rate(optimizer, ...)``,
+    ``build_scheduler(cfg, optimizer)``): a schedule this model cannot see into."""
+    found = []
+    known = {id(s.site.node) for s in schedules if s.site is not None}
+    optimizer_names = _optimizer_names(index)
+    assigned_to = {id(a.call.node): a.target for a in index.assigns if a.call is not None}
+    for call in index.calls:
+        if id(call.node) in known or call.method in NOT_A_SCHEDULE:
+            continue
+        leaf = call.method or call.func_text
+        target = assigned_to.get(id(call.node), "")
+        helper = bool(leaf) and SCHEDULE_HELPER.search(leaf) and not re.search(r"noise|beta|diffusion", leaf, re.I)
+        passes_optimizer = any(dotted(a.value) in optimizer_names for a in call.node.args)
+        mentions_schedule = (
+            re.search(r"sched|(^|_)lr$|LR$", leaf or "", re.I)
+            or any(
+                re.search(r"sched", n, re.I) and not is_noise_helper(n)
+                for a in call.node.args
+                for n in names_in(a.value)
+            )
+            or (re.search(r"sched", target.rsplit(".", 1)[-1], re.I) and not is_noise_helper(target))
+        )
+        takes_optimizer = passes_optimizer and mentions_schedule and not is_noise_helper(leaf)
+        if (helper or takes_optimizer) and not (leaf and defines_local_schedule(index, leaf)):
+            found.append(Schedule(call, call.path, call.line, call.col, "helper", function=call.function))
+    return found
+
+
+def _lightning_schedules(index: UnitIndex, schedules: list[Schedule]) -> None:
+    """Lightning: configure_optimizers returns a scheduler we could not recognise (built by eval, a registry...)."""
+    for fn in index.functions_named("configure_optimizers"):
+        if any(s.function == fn for s in schedules):
+            continue
+        keyed = [
+            s
+            for s in index.setting("lr_scheduler", "scheduler")
+            if s.kind == "dict" and s.path == fn.path and fn.line <= s.line <= fn.end_line
+        ]
+        keyed += [i for i in index.item_assigns if i.key in ("lr_scheduler", "scheduler") and i.function == fn]
+        pairs = [
+            r
+            for r in index.returns
+            if r.function == fn and isinstance(r.value, (cst.Tuple, cst.List)) and len(r.value.elements) == 2
+        ]
+        if keyed or pairs:
+            where = (keyed or pairs)[0]
+            schedules.append(Schedule(None, where.path, where.line, where.col, "helper", function=fn))
+
+
+def _off_by_default(index: UnitIndex, leaf: str) -> bool:
+    """A schedule length whose default is 0 / None (the hand-written schedule is off unless a run sets it)."""
+    found = [s for s in index.setting(leaf) if s.known]
+    explicit = [s for s in found if s.kind in OFF_KINDS_FIRST]
+    chosen = explicit or [s for s in found if s.kind in ("param-default", "getattr-default")]
+    return bool(chosen) and all(s.value in (0, None, False) and not isinstance(s.value, str) for s in chosen)
+
+
+def _function_names(index: UnitIndex, fn: FunctionInfo | None) -> set[str]:
+    """Every name the code of one function reads or assigns (its calls, assignments, returns, if-conditions)."""
+    if fn is None:
+        return set()
+
+    def compute() -> set[str]:
+        names: set[str] = set()
+        for c in index.calls_in(fn):
+            names |= names_in(c.node)
+            for guard in c.guards:
+                try:
+                    names |= names_in(cst.parse_expression(guard))
+                except cst.ParserSyntaxError:
+                    pass
+        for a in index.assigns:
+            if a.function == fn:
+                names |= names_in(a.value) | {a.target}
+        for r in index.returns:
+            if r.function == fn:
+                names |= names_in(r.value)
+        return names
+
+    return memo(index, ("lr_schedule.function_names", fn), compute)
+
+
+def _local_callees(index: UnitIndex, names: set[str]) -> list[FunctionInfo]:
+    leaves = {n.rsplit(".", 1)[-1] for n in names}
+    return [f for f in index.functions if f.name in leaves]
+
+
+def _optimizer_names(index: UnitIndex) -> set[str]:
+    pats = ROLE_CONSTRUCTORS["optimizer"]
+    names = {a.target for a in index.assigns if a.call is not None and a.call.matches(pats)}
+    names |= {n.rsplit(".", 1)[-1] for n in names}
+    names |= {"optimizer", "opt", "optim", "self.optimizer", "self.opt", "self.optim"}
+    return names
+
+
+def _resolve_part(index: UnitIndex, node, parent: Schedule, by_node: dict[int, Schedule]) -> Schedule | None:
+    if isinstance(node, cst.Call):
+        return by_node.get(id(node))
+    name = dotted(node)
+    for assign in assignments_of(index, name, parent.function, parent.line):
+        if assign.call is not None and id(assign.call.node) in by_node:
+            return by_node[id(assign.call.node)]
+    return None
+
+
+def _combine(index: UnitIndex, sched: Schedule) -> None:
+    parts = sched.parts
+    if not parts:
+        return
+    sched.warmup = True if any(p.warmup for p in parts) else (False if all(p.warmup is False for p in parts) else None)
+    sched.decay = True if any(p.decay for p in parts) else (False if all(p.decay is False for p in parts) else None)
+    decays = [p for p in parts if p.decay]
+    sched.floor = None
+    if decays:
+        floors = [p.floor for p in decays]
+        sched.floor = True if any(floors) else (False if all(f is False for f in floors) else None)
+    units = {p.per_step for p in parts if p.per_step is not None}
+    sched.per_step = units.pop() if len(units) == 1 else None
+    warm = next((p for p in parts if p.warmup), None)
+    if warm is not None and sched.site is not None:
+        milestones = sched.site.kwarg("milestones")
+        first = milestones.elements[0].value if isinstance(milestones, cst.List) and milestones.elements else None
+        sched.warmup_len = first if first is not None else warm.warmup_len
+        if sched.per_step is None and first is not None:
+            sched.per_step = length_unit(index, first, sched.site)
+        tail = next((p for p in decays), None)
+        if tail is not None and tail.total_len is not None and sched.warmup_len is not None:
+            sched.total_len = cst.BinaryOperation(sched.warmup_len, cst.Add(), tail.total_len)
+
+
+def schedules_of(index: UnitIndex, facts: ScheduleFacts, receiver: str) -> list[Schedule]:
+    """The schedules a scheduler variable holds (through ``accelerator.prepare`` and local factories)."""
+    found: list[Schedule] = []
+    seen: set[str] = set()
+
+    def visit(name: str, depth: int) -> None:
+        if depth > 5 or name in seen:
+            return
+        seen.add(name)
+        leaf = name.rsplit(".", 1)[-1]
+        for assign in index.assigns:
+            if assign.target != name and not (
+                name.startswith("self.")
+                and assign.target.startswith("self.")
+                and assign.target.rsplit(".", 1)[-1] == leaf
+            ):
+                continue
+            if assign.source:
+                visit(assign.source, depth + 1)
+            elif assign.call is not None:
+                direct = [s for s in facts.schedules if s.site is assign.call]
+                if direct:
+                    found.extend(direct)
+                    continue
+                callee = assign.call.method or assign.call.func_text
+                fns = [f for f in index.functions if f.name == callee]
+                for fn in fns:
+                    inside = [s for s in facts.top if s.function == fn]
+                    found.extend(inside)
+            elif dotted(assign.value):
+                visit(dotted(assign.value), depth + 1)
+
+    visit(receiver, 0)
+    return list(dict.fromkeys(found))

@@ -1,0 +1,512 @@
+"""What the training libraries' names mean: the roles objects play in a trainer.
+
+Shared knowledge for the rules (which call is an optimizer step, which object
+is an EMA); the engine itself stays free of it. A role is inferred from the
+call that created an object (through imports, aliases and
+``accelerator.prepare`` unpacking) and, for objects that arrive as function
+parameters, from conventional names (``optimizer``, ``opt``, ``scaler``).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Iterator
+
+from optimizer_tool.index import CallSite, Setting, UnitIndex, code_of, dotted, literal
+from optimizer_tool.knowledge.configured import expression_nodes
+from optimizer_tool.knowledge.diffusion import DIFFUSERS_SCHEDULER
+
+ROLE_CONSTRUCTORS: dict[str, tuple[str, ...]] = {
+    "optimizer": (
+        "torch.optim.Adam",
+        "torch.optim.AdamW",
+        "torch.optim.SGD",
+        "torch.optim.RMSprop",
+        "torch.optim.Adagrad",
+        "torch.optim.Adafactor",
+        "torch.optim.Lion",
+        "torch.optim.NAdam",
+        "torch.optim.RAdam",
+        "bitsandbytes.optim.*",
+        "*.AdamW8bit",
+        "transformers.AdamW",
+        "transformers.Adafactor",
+        "timm.optim.*",
+        "*.create_optimizer",
+        "*.create_optimizer_v2",
+        "apex.optimizers.*",
+        "lion_pytorch.Lion",
+        "*.configure_optimizers",
+    ),
+    "lr_scheduler": (
+        "torch.optim.lr_scheduler.*",
+        "diffusers.optimization.get_scheduler",
+        "transformers.get_scheduler",
+        "transformers.get_*",
+        "*.get_cosine_schedule_with_warmup",
+        "*.get_linear_schedule_with_warmup",
+        "*.get_constant_schedule_with_warmup",
+        "*.get_polynomial_decay_schedule_with_warmup",
+        "timm.scheduler.*",
+        "*._create_lr_scheduler",
+        "*.create_lr_scheduler",
+    ),
+    "scaler": (
+        "torch.cuda.amp.GradScaler",
+        "torch.amp.GradScaler",
+        "torch.cuda.amp.grad_scaler.GradScaler",
+        "torch.amp.grad_scaler.GradScaler",
+    ),
+    "ema": (
+        "diffusers.training_utils.EMAModel",
+        "ema_pytorch.EMA",
+        "ema_pytorch.ema_pytorch.EMA",
+        "ema_pytorch.PostHocEMA",
+        "torch.optim.swa_utils.AveragedModel",
+        "timm.utils.ModelEma",
+        "timm.utils.ModelEmaV2",
+        "timm.utils.ModelEmaV3",
+        "timm.utils.model_ema.*",
+        "*.ExponentialMovingAverage",
+        "torch_ema.ExponentialMovingAverage",
+    ),
+    "writer": (
+        "torch.utils.tensorboard.SummaryWriter",
+        "tensorboardX.SummaryWriter",
+        "torch.utils.tensorboard.writer.SummaryWriter",
+    ),
+}
+
+# Names users give objects that reach a function as parameters.
+ROLE_NAMES: dict[str, re.Pattern] = {
+    "optimizer": re.compile(r"(^|_)(optimizer|optim|opt|optimizer_[a-z]+)$"),
+    "lr_scheduler": re.compile(r"(^|_)(lr_scheduler|scheduler_lr|lr_sched|sched|scheduler|warmup_scheduler)$"),
+    "scaler": re.compile(r"(^|_)(scaler|grad_scaler|amp_scaler|loss_scaler)$"),
+    "ema": re.compile(r"(^|_)(ema|ema_model|ema_unet|model_ema|ema_helper|ema_net|emas?)$"),
+    "writer": re.compile(r"(^|_)(writer|summary_writer|tb_writer|tb)$"),
+}
+
+# Noise schedulers are also called "scheduler"; their step() takes a model output.
+NOISE_SCHEDULER_NAMES = re.compile(r"noise_scheduler|diffusion|ddim|ddpm|sampler", re.I)
+
+
+def has_role(index: UnitIndex, name: str, role: str) -> bool:
+    if not name:
+        return False
+    origins = index.origins(name)
+    patterns = ROLE_CONSTRUCTORS.get(role, ())
+    if any(_matches(o, patterns) for o in origins):
+        return True
+    if role == "ema" and _is_ema_class(origins):
+        return True
+    if origins - {name} and role not in ("optimizer", "lr_scheduler"):
+        return False
+    leaf = name.rsplit(".", 1)[-1].lower()
+    if role == "lr_scheduler" and NOISE_SCHEDULER_NAMES.search(name):
+        return False
+    return bool(ROLE_NAMES[role].search(leaf))
+
+
+def _is_ema_class(origins: set[str]) -> bool:
+    """A project's own EMA helper class (``utils.ema.EMA``, ``ExponentialMovingAverage``, ``LitEma``)."""
+    return any(re.search(r"(^|\.)(EMA|Ema\w*|\w*EMA|\w*Ema|ExponentialMovingAverage)$", o) for o in origins)
+
+
+def _matches(name: str, patterns: tuple[str, ...]) -> bool:
+    from optimizer_tool.index import _match
+
+    return any(_match(name, p) for p in patterns)
+
+
+def role_calls(index: UnitIndex, role: str, *methods: str) -> list[CallSite]:
+    """Calls of ``methods`` on objects playing ``role`` (``optimizer.step()``, ``ema.update()``)."""
+    return [c for c in index.method_calls(*methods) if has_role(index, c.receiver, role)]
+
+
+def optimizer_steps(index: UnitIndex) -> list[CallSite]:
+    """Optimizer steps, including ``scaler.step(optimizer)`` and Lightning's manual ``opt.step()``."""
+    steps = role_calls(index, "optimizer", "step")
+    steps += [c for c in role_calls(index, "scaler", "step")]
+    return sorted(steps, key=lambda c: (str(c.path), c.line, c.col))
+
+
+def is_lightning(index: UnitIndex) -> bool:
+    return (
+        bool(index.functions_named("training_step"))
+        and any(n.startswith(("lightning", "pytorch_lightning")) for n in index.names_used())
+        or any(f.name == "configure_optimizers" for f in index.functions)
+    )
+
+
+def module_imports(index: UnitIndex, prefix: str) -> bool:
+    return any(n == prefix or n.startswith(prefix + ".") for n in index.names_used())
+
+
+# --- places in a trainer ------------------------------------------------------
+CHECKPOINT_WRITES = (
+    "torch.save",
+    "*.save_state",
+    "safetensors.torch.save_file",
+    "*.save_checkpoint",
+    "accelerate.Accelerator.save",
+    "*.save_model",
+)
+CHECKPOINT_READS = (
+    "torch.load",
+    "*.load_state",
+    "safetensors.torch.load_file",
+    "*.load_from_checkpoint",
+    "*.load_checkpoint",
+)
+SAMPLING_FUNCTION = re.compile(
+    r"(^|_)(generate|sample|samples|sampling|validation|validate|evaluate|eval|log_images|inference|visuali[sz]e|log_validation)(_|$)",
+    re.I,
+)
+RUN_LENGTH_SETTINGS = (
+    "max_train_steps",
+    "total_steps",
+    "num_train_steps",
+    "max_steps",
+    "train_steps",
+    "lr_anneal_steps",
+    "iterations",
+    "num_iterations",
+    "total_iters",
+    "max_iters",
+)
+
+
+def calls_in_functions_with(index: UnitIndex, patterns: tuple[str, ...]) -> list:
+    """Functions that contain a call matching ``patterns`` (e.g. the checkpoint writers)."""
+    return list(dict.fromkeys(c.function for c in index.calls_to(*patterns)))
+
+
+NOT_SAMPLING = re.compile(r"^(train|q_sample)|timestep|noise|_t$", re.I)  # q_sample noises x0: training, not sampling
+
+
+def sampling_functions(index: UnitIndex) -> list:
+    return [f for f in index.functions if SAMPLING_FUNCTION.search(f.name) and not NOT_SAMPLING.search(f.name)]
+
+
+def mentions(index: UnitIndex, functions: list, name: str) -> bool:
+    """Whether code in ``functions`` refers to ``name`` (``self.ema`` in ``self.ema.state_dict()``)."""
+    pattern = re.compile(rf"(?<![\w.]){re.escape(name)}(?!\w)")
+    return any(pattern.search(c.text) for c in index.calls if c.function in functions) or any(
+        a.function in functions and (pattern.search(a.target) or pattern.search(code_of(a.value)))
+        for a in index.assigns
+    )
+
+
+def run_length(index: UnitIndex):
+    """The run's optimizer steps when the trainer states them (``max_train_steps``...), with the setting."""
+    for setting in index.setting(*RUN_LENGTH_SETTINGS):
+        if isinstance(setting.value, int) and not isinstance(setting.value, bool) and setting.value > 0:
+            return setting.value, setting
+    return None
+
+
+# --- training structure (lr-schedule, clipping, monitoring) ---------------------------
+def trains(index: UnitIndex) -> bool:
+    """The unit steps an optimizer itself, or is a Lightning module (training_step / configure_optimizers)."""
+    return bool(optimizer_steps(index)) or bool(index.functions_named("training_step", "configure_optimizers"))
+
+
+def lightning_trainer_calls(index: UnitIndex) -> list[CallSite]:
+    """``Trainer(...)`` of Lightning (``lightning.Trainer``, ``pytorch_lightning.Trainer``, ``L.Trainer``...)."""
+    return [
+        c
+        for c in index.calls
+        if c.method in ("Trainer", "from_argparse_args")
+        and any(n.startswith(("lightning", "pytorch_lightning")) for n in c.qualnames)
+    ]
+
+
+def lightning_configured_elsewhere(index: UnitIndex) -> bool:
+    """A LightningModule whose ``Trainer`` (clipping, callbacks, grad-norm tracking) is built outside
+    this unit, or from arguments/CLI we cannot read: its Trainer flags are unknown here."""
+    if not index.functions_named("training_step"):
+        return False
+    trainers = lightning_trainer_calls(index)
+    return (
+        not trainers
+        or any(c.method == "from_argparse_args" or any(a.star for a in c.node.args) for c in trainers)
+        or any(n.endswith("LightningCLI") for n in index.names_used())
+    )
+
+
+# Noise schedulers also have a step(): ``noise_scheduler.step(model_output, t, sample)``.
+NOISE_SCHEDULER_CLASS = re.compile(
+    r"(^|\.)(DDIM|DDPM|PNDM|DPM|Euler|Heun|LMS|UniPC|DEIM|LCM|TCD|KDPM|Karras|FlowMatch|Noise|Diffusion|Sampler)\w*$"
+)
+
+
+def is_noise_scheduler_step(index: UnitIndex, call: CallSite) -> bool:
+    origins = index.origins(call.receiver)
+    if any(_matches(o, ROLE_CONSTRUCTORS["lr_scheduler"]) for o in origins):
+        return False
+    if any(NOISE_SCHEDULER_CLASS.search(o) or DIFFUSERS_SCHEDULER.match(o) for o in origins):
+        return True
+    if NOISE_SCHEDULER_NAMES.search(call.receiver):
+        return True
+    return len(call.args) >= 2 or any(call.kwarg(k) is not None for k in ("model_output", "sample", "timestep"))
+
+
+def lr_scheduler_steps(index: UnitIndex) -> list[CallSite]:
+    """``lr_scheduler.step()`` calls (not noise-scheduler steps), in source order."""
+    steps = [
+        c
+        for c in role_calls(index, "lr_scheduler", "step")
+        if not is_noise_scheduler_step(index, c)
+        and not re.search(r"(^|_)ema(_|$)", c.receiver.rsplit(".", 1)[-1], re.I)
+    ]
+    return sorted(steps, key=lambda c: (str(c.path), c.line, c.col))
+
+
+GRAD_CLIP_FUNCTIONS = (
+    "torch.nn.utils.clip_grad_norm_",
+    "torch.nn.utils.clip_grad_value_",
+    "torch.nn.utils.clip_grad_norm",
+    "torch.nn.utils.clip_grad.clip_grad_norm_",
+    "torch.nn.utils.clip_grad.clip_grad_value_",
+    "torch.nn.utils.clip_grads_with_norm_",
+)
+CLIP_METHOD = re.compile(
+    r"^_?(clip_grad_norm_?|clip_grad_value_?|clip_gradients?|clip_grads?|clip_grad_norms?|dispatch_clip_grad|clip_grads_with_norm_)$"
+)
+
+
+def clip_calls(index: UnitIndex) -> list[CallSite]:
+    """Gradient clipping: ``torch.nn.utils.clip_grad_norm_/clip_grad_value_`` in any import spelling,
+    ``accelerator.clip_grad_norm_``, Fabric/Lightning ``clip_gradients``, FSDP/fairseq ``clip_grad_norm``,
+    timm ``dispatch_clip_grad``, a project's own ``clip_grad(...)`` helper."""
+    return [c for c in index.calls if c.matches(GRAD_CLIP_FUNCTIONS) or CLIP_METHOD.match(c.method or "")]
+
+
+def is_torch_clip(call: CallSite) -> bool:
+    """``torch.nn.utils.clip_grad_*`` itself (it sees the gradients as they are: scaled under a GradScaler),
+    as opposed to accelerate/Lightning wrappers that unscale first."""
+    return call.matches(GRAD_CLIP_FUNCTIONS)
+
+
+def exclusive(a: CallSite, b: CallSite) -> bool:
+    """The two calls sit in different branches of one ``if`` (body vs else/elif): never both run."""
+    mine = dict(a.branches)
+    return any(line in mine and mine[line] != in_else for line, in_else in b.branches)
+
+
+def names_in(node) -> set[str]:
+    """The names an expression reads: dotted chains (``self.ema.shadow``) and their leaves,
+    called functions, and string subscripts as ``["lr"]`` (``param_groups[0]["lr"]``)."""
+    import libcst as cst
+
+    found: set[str] = set()
+    for current in expression_nodes(node):
+        if isinstance(current, (cst.Name, cst.Attribute)):
+            text = dotted(current)
+            if text:
+                found.add(text)
+            if isinstance(current, cst.Attribute):
+                found.add(current.attr.value)
+        elif isinstance(current, cst.Subscript):
+            for element in current.slice:
+                if isinstance(element.slice, cst.Index):
+                    key = literal(element.slice.value)
+                    if isinstance(key, str):
+                        found.add(f'["{key}"]')
+    return found
+
+
+def memo(index: UnitIndex, key, compute):
+    """A value computed once per unit index (rules ask for the same facts many times)."""
+    store = index.__dict__.setdefault("_memo", {})
+    if key not in store:
+        store[key] = compute()
+    return store[key]
+
+
+def call_of(index: UnitIndex, node) -> CallSite | None:
+    """``find_call`` through a per-index table."""
+    table = memo(index, "call_of", lambda: {id(c.node): c for c in index.calls})
+    return table.get(id(node))
+
+
+def assignments_of(index: UnitIndex, name: str, function=None, before: int | None = None) -> list:
+    """Assignments to ``name`` in ``function`` (before line ``before``); ``self.x`` is looked up in the whole unit."""
+
+    def table():
+        by_target: dict[str, list] = {}
+        for a in index.assigns:
+            by_target.setdefault(a.target, []).append(a)
+        return by_target
+
+    found = memo(index, "assigns_by_target", table).get(name, [])
+    if name.startswith("self."):
+        return list(found)
+    return [a for a in found if a.function == function and (before is None or a.line <= before)]
+
+
+def expanded_names(index: UnitIndex, node, function=None, line: int | None = None, depth: int = 3) -> set[str]:
+    """``names_in(node)`` plus, through assignments in the same function (``self.x`` anywhere in the
+    unit), the names the variables it reads were computed from: ``lr`` in ``lr = opt.param_groups[0]["lr"]``."""
+    names = names_in(node)
+    frontier = set(names)
+    for _ in range(depth):
+        more: set[str] = set()
+        for name in frontier:
+            for assign in assignments_of(index, name, function, line)[-3:]:
+                more |= names_in(assign.value)
+        frontier = more - names
+        names |= more
+        if not frontier:
+            break
+    return names
+
+
+# --- what a trainer trains, and where its hyperparameters come from (used by the fixes) ---------
+NOT_THE_DENOISER = re.compile(r"text|clip|vae|tokeni[sz]er|encoder|discriminator|lpips|critic|embed", re.I)
+
+
+def ordered_nodes(node) -> Iterator:
+    """Every node of one expression in source order (``expression_nodes`` is unordered)."""
+    import libcst as cst
+
+    if node is None:
+        return
+    yield node
+    for child in node.children:
+        if isinstance(child, cst.CSTNode):
+            yield from ordered_nodes(child)
+
+
+@dataclass
+class TrainedModel:
+    """The network an optimizer step trains: ``name`` as the code spells it (``self.model``, ``unet``),
+    the optimizer's construction, the first optimizer step, and the last assignment of the model
+    before that step (None when it arrives as a parameter)."""
+
+    name: str
+    optimizer: object  # index.Assign
+    step: CallSite
+    assignment: object | None  # index.Assign
+
+
+def optimizer_constructions(index: UnitIndex) -> list:
+    return [a for a in index.assigns if a.call is not None and a.call.matches(ROLE_CONSTRUCTORS["optimizer"])]
+
+
+def stepped_optimizer(step: CallSite) -> str:
+    """``optimizer`` for ``optimizer.step()`` and for ``scaler.step(optimizer)``."""
+
+    if step.args and step.receiver and not ROLE_NAMES["optimizer"].search(step.receiver.rsplit(".", 1)[-1]):
+        return dotted(step.args[0].value) or step.receiver
+    return step.receiver
+
+
+def same_object(a: str, b: str) -> bool:
+    """Two spellings of one object: equal, or ``self.x`` attributes with the same leaf."""
+    return a == b or (a.startswith("self.") and b.startswith("self.") and a.rsplit(".", 1)[-1] == b.rsplit(".", 1)[-1])
+
+
+def parameter_owners(index: UnitIndex, node, function, depth: int = 0) -> list[str]:
+    """Modules whose ``.parameters()`` feed an expression, in source order, through the variables
+    it reads (``self.params = list(self.model.parameters()) + ...``)."""
+    import libcst as cst
+
+    owners: list[str] = []
+    for current in ordered_nodes(node):
+        if (
+            isinstance(current, cst.Call)
+            and isinstance(current.func, cst.Attribute)
+            and current.func.attr.value in ("parameters", "named_parameters")
+        ):
+            owner = dotted(current.func.value)
+            if owner and owner not in owners:
+                owners.append(owner)
+        elif isinstance(current, (cst.Name, cst.Attribute)) and depth < 3:
+            for assign in assignments_of(index, dotted(current), function)[-1:]:
+                owners += [
+                    o for o in parameter_owners(index, assign.value, assign.function, depth + 1) if o not in owners
+                ]
+    return owners
+
+
+def trained_model(index: UnitIndex) -> TrainedModel | None:
+    steps = optimizer_steps(index)
+    if not steps:
+        return None
+    step = steps[0]
+    optimizer_name = stepped_optimizer(step)
+    constructions = optimizer_constructions(index)
+    optimizer = next(
+        (a for a in constructions if same_object(a.target, optimizer_name)), constructions[0] if constructions else None
+    )
+    if optimizer is None:
+        return None
+    owners = parameter_owners(index, optimizer.call.arg(0, "params"), optimizer.function)
+    if not owners:
+        return None
+    name = next((o for o in owners if not NOT_THE_DENOISER.search(o.rsplit(".", 1)[-1])), owners[0])
+    return TrainedModel(name, optimizer, step, model_assignment(index, name, optimizer, step))
+
+
+def model_assignment(index: UnitIndex, name: str, optimizer, step: CallSite):
+    """The last assignment of the model in the function that builds the optimizer, before the first
+    optimizer step and before the run resumes from a checkpoint (``accelerator.prepare`` unpacking counts)."""
+    function = optimizer.function
+    limit = function.end_line if function is not None else float("inf")
+    if step.function == function and step.path == optimizer.path:
+        limit = min(limit, step.line)
+    resumes = [c.line for c in index.calls_in(function) if c.path == optimizer.path and c.matches(CHECKPOINT_READS)]
+    limit = min([limit, *resumes])
+    candidates = [
+        a
+        for a in index.assigns
+        if same_object(a.target, name) and a.function == function and a.path == optimizer.path and a.line < limit
+    ]
+    return candidates[-1] if candidates else None
+
+
+@dataclass
+class HyperparameterSource:
+    """Where a trainer reads one hyperparameter: a config dataclass field read through ``prefix``
+    (``self.train_config``), or an argparse flag read through ``prefix`` (``args``)."""
+
+    kind: str  # "dataclass" | "argparse"
+    prefix: str
+    setting: Setting  # the field's class default, or the flag's add_argument
+    spelled: str = ""  # the flag as written (``--learning-rate``)
+
+    def read(self, field_name: str) -> str:
+        return f"{self.prefix}.{field_name}"
+
+    def flag(self, field_name: str) -> str:
+        """The flag for a new field, spelled like the existing one (``--ema_decay`` / ``--ema-decay``)."""
+        return "--" + (field_name.replace("_", "-") if "-" in self.spelled.lstrip("-") else field_name)
+
+
+def hyperparameter_source(index: UnitIndex, node) -> HyperparameterSource | None:
+    """Where the value ``node`` (e.g. the optimizer's ``lr=`` argument) comes from, when it is read
+    from a config dataclass or from parsed command-line arguments."""
+
+    text = dotted(node)
+    if "." not in text:
+        return None
+    prefix, leaf = text.rsplit(".", 1)
+    for setting in index.setting(leaf):
+        if setting.kind == "class-default":
+            return HyperparameterSource("dataclass", prefix, setting)
+        if setting.kind == "argparse":
+            flag = next(
+                (
+                    c
+                    for c in index.calls
+                    if (c.path, c.line, c.col) == (setting.path, setting.line, setting.col)
+                    and c.method == "add_argument"
+                ),
+                None,
+            )
+            if flag is not None:
+                spelled = next((literal(a.value) for a in flag.args if str(literal(a.value)).startswith("--")), "")
+                return HyperparameterSource("argparse", prefix, setting, spelled)
+    return None

@@ -1,0 +1,108 @@
+"""Rule discovery: every module or package under ``optimizer_tool/rules/`` that sets ``KEY`` is
+one optimization. Everything is derived from what the module declares (``KEY``, ``TITLE``,
+``ORDER``, its ``Rule`` and ``Fix`` subclasses); nothing is written onto the classes, and the
+registry knows no optimization by name.
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from dataclasses import dataclass, replace
+from functools import lru_cache
+from types import ModuleType
+
+from optimizer_tool import rules as rules_package
+from optimizer_tool.contract import Fix, Rule
+
+
+class RegistryError(Exception):
+    """A rule module breaks the contract (two fixes claiming the same code, a fix without codes)."""
+
+
+@dataclass(frozen=True)
+class Optimization:
+    key: str
+    title: str
+    order: int
+    module: ModuleType
+    rules: tuple[type[Rule], ...]
+    fixes: tuple[type[Fix], ...] = ()
+
+    def fix_for(self, code: str) -> type[Fix] | None:
+        return next((fix for fix in self.fixes if code in fix.codes), None)
+
+    def fixable(self, code: str) -> bool:
+        return self.fix_for(code) is not None
+
+    @property
+    def fixable_codes(self) -> frozenset[str]:
+        return frozenset(code for fix in self.fixes for code in fix.codes)
+
+    def restricted(self, fixes: tuple[type[Fix], ...]) -> "Optimization":
+        """The same optimization with only ``fixes`` (what one ``apply`` selected)."""
+        return replace(self, fixes=fixes)
+
+
+def _members(module: ModuleType) -> list[type]:
+    """Classes defined in ``module`` or, for a package, in any of its submodules."""
+    modules = [module]
+    if hasattr(module, "__path__"):
+        for info in pkgutil.walk_packages(module.__path__, f"{module.__name__}."):
+            modules.append(importlib.import_module(info.name))
+    seen: dict[int, type] = {}
+    for mod in modules:
+        for obj in vars(mod).values():
+            if isinstance(obj, type) and (
+                obj.__module__ == module.__name__ or obj.__module__.startswith(f"{module.__name__}.")
+            ):
+                seen.setdefault(id(obj), obj)
+    return list(seen.values())
+
+
+def _fixes(module: ModuleType, members: list[type]) -> tuple[type[Fix], ...]:
+    fixes = tuple(obj for obj in members if issubclass(obj, Fix) and obj is not Fix and "codes" in vars(obj))
+    claimed: dict[str, str] = {}
+    for fix in fixes:
+        if not fix.codes:
+            raise RegistryError(f"{module.__name__}: fix {fix.__name__} declares no codes")
+        for code in fix.codes:
+            if code in claimed:
+                raise RegistryError(f"{module.__name__}: {code} is fixed by both {claimed[code]} and {fix.__name__}")
+            claimed[code] = fix.__name__
+    return tuple(sorted(fixes, key=lambda f: min(f.codes)))
+
+
+def _optimization(module: ModuleType) -> Optimization:
+    members = _members(module)
+    rules = tuple(sorted((o for o in members if issubclass(o, Rule) and "code" in vars(o)), key=lambda r: r.code))
+    order = getattr(module, "ORDER", None)
+    if not isinstance(order, int):
+        raise RegistryError(f"{module.__name__}: ORDER must be an int (the place in the checklist)")
+    return Optimization(module.KEY, module.TITLE, order, module, rules, _fixes(module, members))
+
+
+@lru_cache(maxsize=1)
+def optimizations() -> tuple[Optimization, ...]:
+    found = []
+    for info in sorted(pkgutil.iter_modules(rules_package.__path__), key=lambda m: m.name):
+        module = importlib.import_module(f"{rules_package.__name__}.{info.name}")
+        if getattr(module, "KEY", None) is not None:
+            found.append(_optimization(module))
+    return tuple(sorted(found, key=lambda o: (o.order, o.key)))
+
+
+def all_rules() -> list[type[Rule]]:
+    return [rule for opt in optimizations() for rule in opt.rules]
+
+
+def optimization_of(rule: type[Rule]) -> Optimization:
+    return next(opt for opt in optimizations() if rule in opt.rules)
+
+
+def rule_by_code(code: str) -> type[Rule] | None:
+    return next((r for r in all_rules() if r.code.upper() == code.upper()), None)
+
+
+def keys() -> list[str]:
+    return [o.key for o in optimizations()]

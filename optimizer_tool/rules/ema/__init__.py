@@ -1,0 +1,19 @@
+"""Exponential moving average of the weights (plan priority 1).
+
+An EMA of the weights is the cheapest quality gain a diffusion model has, but
+only when it is updated once per optimizer step, with a horizon that fits the
+run, saved with the checkpoints, restored on resume and actually used to
+sample. Recognised: the project's own helper (``utils.ema.EMA``), diffusers
+``EMAModel``, ``ema_pytorch.EMA``, ``torch.optim.swa_utils.AveragedModel``,
+timm ``ModelEmaV2/V3``, ``deepcopy`` copies updated by a hand-written
+lerp / ``mul_().add_()`` loop (DiT, openai TrainLoop).
+"""
+
+# The package's modules: ``base`` (what every EMA rule shares), ``updates`` (EMA001-005: an EMA
+# exists and is updated once per optimizer step with a horizon that fits the run), ``usage``
+# (EMA006-009: saved, restored, sampled with and swapped back) and ``fix`` (the codemod, one step
+# per code). The EMA facts the monitoring rules share live in ``optimizer_tool.knowledge.ema``.
+
+KEY = "ema"
+TITLE = "EMA of the weights"
+ORDER = 10  # place in the checklist: the plan's order

@@ -1,0 +1,338 @@
+"""The EMA is saved with the checkpoints, restored on resume, used to sample, and the live weights
+come back after sampling (EMA006-009)."""
+
+from __future__ import annotations
+
+import re
+from typing import Iterable
+
+from optimizer_tool.contract import Hit
+from optimizer_tool.findings import Severity
+from optimizer_tool.index import CallSite, UnitIndex, code_of
+from optimizer_tool.knowledge.ema import ema_facts
+from optimizer_tool.rules.ema.base import MODEL_PARAMETER, SAMPLE_LOOPS, EmaBug
+from optimizer_tool.semantics import (
+    CHECKPOINT_READS,
+    CHECKPOINT_WRITES,
+    calls_in_functions_with,
+    has_role,
+    mentions,
+    sampling_functions,
+)
+
+SWAP_IN = {"apply_shadow", "copy_to", "store", "swap", "swap_params"}
+SAMPLING_CALL = re.compile(r"^(sample|samples|generate|p_sample_loop|ddim_sample_loop|forward_with_cfg)$|sample", re.I)
+NETWORK_WORD = re.compile(
+    r"(?<![\w])(model|unet|net|denoiser|transformer|network|pipeline|pipe|dit|\w+_model|model_\w+|\w+_net)(?!\w)", re.I
+)
+
+
+class _EmaWithFunctions(EmaBug):
+    """EMA present and the trainer has the functions this rule judges (checkpointing, sampling)."""
+
+    patterns: tuple[str, ...] = ()
+
+    def functions(self, index: UnitIndex) -> list:
+        return calls_in_functions_with(index, self.patterns)
+
+    def applies(self, index: UnitIndex) -> bool:
+        return super().applies(index) and bool(self.functions(index))
+
+    def check(self, index: UnitIndex) -> Iterable[Hit]:
+        functions = self.functions(index)
+        names = ema_facts(index).names
+        if not any(mentions(index, functions, name) for name in names) and not self.handled_elsewhere(index, names):
+            site = (
+                next(c for c in index.calls if c.function in functions and c.matches(self.patterns or ("*",)))
+                if self.patterns
+                else None
+            )
+            if site is not None:
+                yield Hit.at(site)
+            else:
+                fn = functions[0]
+                yield Hit(fn.path, fn.line, 1)
+
+    def handled_elsewhere(self, index: UnitIndex, names: list[str]) -> bool:
+        return False
+
+
+def _registered_for_checkpointing(index: UnitIndex, names: list[str]) -> bool:
+    """accelerate: ``register_for_checkpointing(ema)`` or a save/load hook that handles the EMA."""
+    hooks = [
+        c
+        for c in index.calls
+        if c.method in {"register_for_checkpointing", "register_save_state_pre_hook", "register_load_state_pre_hook"}
+    ]
+    hook_functions = [
+        f for f in index.functions if any(code_of(a.value).strip() in (f.name,) for c in hooks for a in c.node.args)
+    ]
+    return any(any(n in c.text for n in names) for c in hooks) or any(mentions(index, hook_functions, n) for n in names)
+
+
+class EmaNotSaved(_EmaWithFunctions):
+    code = "EMA006"
+    severity = Severity.BUG
+    title = "EMA saved in checkpoints"
+    message = "checkpoints are written without the EMA weights, so the averaged model is lost when training stops"
+    explain = """
+    The EMA is the model you will sample from; it must be in every checkpoint (`"ema": ema.state_dict()`,
+    `ema_model.save_pretrained(...)` in accelerate's save hook, or `accelerator.register_for_checkpointing(ema)`).
+    """
+    patterns = CHECKPOINT_WRITES
+    INVALID = [
+        "import copy, torch\n"
+        "ema = copy.deepcopy(model)\n"
+        "def save(path):\n"
+        "    torch.save({'model': model.state_dict()}, path)\n"
+        "for x in data:\n"
+        "    loss(x).backward()\n"
+        "    optimizer.step()\n"
+        "    update_ema(ema, model)\n"
+    ]
+    VALID = [
+        "import copy, torch\n"
+        "ema = copy.deepcopy(model)\n"
+        "def save(path):\n"
+        "    torch.save({'model': model.state_dict(), 'ema': ema.state_dict()}, path)\n"
+        "for x in data:\n"
+        "    loss(x).backward()\n"
+        "    optimizer.step()\n"
+        "    update_ema(ema, model)\n"
+    ]
+
+    def handled_elsewhere(self, index: UnitIndex, names: list[str]) -> bool:
+        return _registered_for_checkpointing(index, names)
+
+
+class EmaNotRestored(_EmaWithFunctions):
+    code = "EMA007"
+    severity = Severity.BUG
+    title = "EMA restored on resume"
+    message = "resuming loads the model but not the EMA, so the average restarts from the current weights"
+    explain = """
+    When a run resumes from a checkpoint, load the EMA state too (`ema.load_state_dict(ckpt["ema"])`,
+    `EMAModel.from_pretrained` in accelerate's load hook). Otherwise the resumed EMA silently restarts.
+    """
+    INVALID = [
+        "import copy, torch\n"
+        "ema = copy.deepcopy(model)\n"
+        "def resume(path):\n"
+        "    ckpt = torch.load(path)\n"
+        "    model.load_state_dict(ckpt['model'])\n"
+        "    optimizer.load_state_dict(ckpt['opt'])\n"
+        "for x in data:\n"
+        "    loss(x).backward()\n"
+        "    optimizer.step()\n"
+        "    update_ema(ema, model)\n"
+    ]
+    VALID = [
+        "import copy, torch\n"
+        "ema = copy.deepcopy(model)\n"
+        "def resume(path):\n"
+        "    ckpt = torch.load(path)\n"
+        "    model.load_state_dict(ckpt['model'])\n"
+        "    optimizer.load_state_dict(ckpt['opt'])\n"
+        "    ema.load_state_dict(ckpt['ema'])\n"
+        "for x in data:\n"
+        "    loss(x).backward()\n"
+        "    optimizer.step()\n"
+        "    update_ema(ema, model)\n",
+        # Loading pretrained weights is not resuming: no optimizer state comes back.
+        "import copy, torch\n"
+        "ema = copy.deepcopy(model)\n"
+        "model.load_state_dict(torch.load('pretrained.pt'))\n"
+        "for x in data:\n"
+        "    loss(x).backward()\n"
+        "    optimizer.step()\n"
+        "    update_ema(ema, model)\n",
+    ]
+
+    def _resumes(self, index: UnitIndex) -> list:
+        """Where a run resumes: the optimizer state (or accelerate's whole state) is loaded."""
+        resumes = [c for c in index.method_calls("load_state_dict") if has_role(index, c.receiver, "optimizer")]
+        return resumes + index.calls_to("*.load_state")
+
+    def applies(self, index: UnitIndex) -> bool:
+        return EmaBug.applies(self, index) and bool(self._resumes(index))
+
+    def functions(self, index: UnitIndex) -> list:
+        return list(
+            dict.fromkeys(
+                [*(c.function for c in self._resumes(index)), *calls_in_functions_with(index, CHECKPOINT_READS)]
+            )
+        )
+
+    def handled_elsewhere(self, index: UnitIndex, names: list[str]) -> bool:
+        # improved-diffusion: ``self.ema_params = [self._load_ema_parameters(rate) ...]``
+        loaders = [f for f in index.functions if "ema" in f.name.lower() and "load" in f.name.lower()]
+        return _registered_for_checkpointing(index, names) or bool(loaders)
+
+
+def _runs_a_network(index: UnitIndex, function) -> bool:
+    """A "sampling" function that calls a network (or another sampler): ``_sample_from_latent(latent)``,
+    which only draws ``mean + std * randn``, generates nothing with the weights."""
+    return any(
+        NETWORK_WORD.search(c.text) or SAMPLING_CALL.search(c.method or c.func_text) or c.method in SAMPLE_LOOPS
+        for c in index.calls_in(function)
+    )
+
+
+class EmaNotUsedForSampling(EmaBug):
+    code = "EMA008"
+    severity = Severity.BUG
+    title = "samples drawn with the EMA weights"
+    message = "samples are generated with the live weights instead of the EMA, which wastes the EMA's quality gain"
+    explain = """
+    The point of the EMA is to sample from it: pass the EMA model to the sampler, or swap its weights in
+    (`ema.apply_shadow()` / `ema_unet.store(...); ema_unet.copy_to(...)`) and restore them afterwards.
+    Sampler primitives that receive the model as a parameter (`p_sample_loop(model, ...)`,
+    `log_validation(unet, ...)`) are judged where they are called, not where they are defined.
+    """
+    INVALID = [
+        "import copy\n"
+        "ema = copy.deepcopy(model)\n"
+        "def generate_samples(n):\n"
+        "    return sampler(model, n)\n"
+        "for x in data:\n"
+        "    loss(x).backward()\n"
+        "    optimizer.step()\n"
+        "    update_ema(ema, model)\n",
+        "import copy\n"
+        "ema = copy.deepcopy(model)\n"
+        "for x in data:\n"
+        "    loss(x).backward()\n"
+        "    opt.step()\n"
+        "    update_ema(ema, model)\n"
+        "samples = diffusion.p_sample_loop(model.forward_with_cfg, shape)\n",
+    ]
+    VALID = [
+        "import copy\n"
+        "ema = copy.deepcopy(model)\n"
+        "def generate_samples(n):\n"
+        "    return sampler(ema, n)\n"
+        "for x in data:\n"
+        "    loss(x).backward()\n"
+        "    optimizer.step()\n"
+        "    update_ema(ema, model)\n",
+        "import copy\n"
+        "ema = copy.deepcopy(model)\n"
+        "def p_sample_loop(model, shape):\n"
+        "    return model(shape)\n"
+        "for x in data:\n"
+        "    loss(x).backward()\n"
+        "    opt.step()\n"
+        "    update_ema(ema, model)\n"
+        "samples = p_sample_loop(ema, shape)\n",
+        "from ema_pytorch import EMA\n"
+        "ema = EMA(model)\n"
+        "class Diffusion:\n"
+        "    def sample(self, n):\n"
+        "        return self.model(n)\n"
+        "for x in data:\n"
+        "    loss(x).backward()\n"
+        "    opt.step()\n"
+        "    ema.update()\n"
+        "images = ema.ema_model.sample(16)\n",
+    ]
+
+    def _sites(self, index: UnitIndex) -> list:
+        """Sampling functions that use a fixed model, and sampler-loop calls outside them."""
+        names = ema_facts(index).names
+        pattern = re.compile("|".join(rf"(?<![\w.]){re.escape(n)}(?!\w)" for n in names))
+        through_ema = [
+            c
+            for c in index.calls
+            if (SAMPLING_CALL.search(c.method) or c.method in SAMPLE_LOOPS) and pattern.search(c.text)
+        ]
+        swapped = [c for c in index.calls if c.method in SWAP_IN and c.receiver in names]
+        if through_ema or swapped:
+            return []
+        functions = [
+            f
+            for f in sampling_functions(index)
+            if not any(MODEL_PARAMETER.match(p) for p in f.params) and _runs_a_network(index, f)
+        ]
+        sampler_names = {f.name for f in functions}
+        # validation_step -> self.sample(): the callee is where the model is chosen.
+        delegating = {
+            c.function
+            for c in index.calls
+            if c.method in sampler_names and c.function is not None and c.function.name != c.method
+        }
+        sites = [f for f in functions if f not in delegating and not any(mentions(index, [f], n) for n in names)]
+        sites += [
+            c
+            for c in index.calls
+            if c.method in SAMPLE_LOOPS
+            and c.function not in functions
+            and not (c.function and any(MODEL_PARAMETER.match(p) for p in c.function.params))
+        ]
+        return sites
+
+    def applies(self, index: UnitIndex) -> bool:
+        return super().applies(index) and (bool(sampling_functions(index)) or bool(index.method_calls(*SAMPLE_LOOPS)))
+
+    def check(self, index: UnitIndex) -> Iterable[Hit]:
+        for site in self._sites(index)[:1]:
+            yield Hit.at(site) if isinstance(site, CallSite) else Hit(site.path, site.line, 1)
+
+
+class EmaSwapNotRestoredOnError(EmaBug):
+    code = "EMA009"
+    severity = Severity.INFO
+    title = "live weights restored after EMA sampling, even on error"
+    message = (
+        "EMA weights are swapped into the model for sampling without a try/finally restore, "
+        "so an error while sampling leaves training on the averaged weights"
+    )
+    explain = """
+    `ema.apply_shadow()` (or `store()` + `copy_to()`) replaces the live weights. Put the sampling in
+    `try:` and `ema.restore()` in `finally:`; otherwise an exception during sampling (out of memory,
+    a bad prompt) continues training from the EMA weights, or a missing restore never swaps back.
+    """
+    INVALID = [
+        "from utils.ema import EMA\n"
+        "ema = EMA(model)\n"
+        "def generate_samples():\n"
+        "    ema.apply_shadow()\n"
+        "    out = sample(model)\n"
+        "    ema.restore()\n"
+        "    return out\n"
+        "for x in data:\n"
+        "    loss(x).backward()\n"
+        "    optimizer.step()\n"
+        "    ema.update()\n",
+    ]
+    VALID = [
+        "from utils.ema import EMA\n"
+        "ema = EMA(model)\n"
+        "def generate_samples():\n"
+        "    ema.apply_shadow()\n"
+        "    try:\n"
+        "        return sample(model)\n"
+        "    finally:\n"
+        "        ema.restore()\n"
+        "for x in data:\n"
+        "    loss(x).backward()\n"
+        "    optimizer.step()\n"
+        "    ema.update()\n",
+    ]
+
+    def applies(self, index: UnitIndex) -> bool:
+        return super().applies(index) and bool(self._swaps(index))
+
+    def _swaps(self, index: UnitIndex) -> list[CallSite]:
+        names = set(ema_facts(index).names)
+        return [c for c in index.calls if c.method in SWAP_IN and c.receiver in names]
+
+    def check(self, index: UnitIndex) -> Iterable[Hit]:
+        reported = set()
+        for swap in self._swaps(index):
+            restores = [
+                c for c in index.calls_in(swap.function) if c.method == "restore" and c.receiver == swap.receiver
+            ]
+            # No restore at all is the end-of-training copy into the model to save it (diffusers).
+            if restores and not all(r.in_finally for r in restores) and swap.function not in reported:
+                reported.add(swap.function)
+                yield Hit.at(swap)

@@ -1,0 +1,92 @@
+"""LPIPS001: a training loss that is MSE only."""
+
+from __future__ import annotations
+
+from typing import Iterable
+
+from optimizer_tool.contract import Hit, Rule
+from optimizer_tool.findings import Severity
+from optimizer_tool.index import CallSite, UnitIndex
+from optimizer_tool.rules.lpips.facts import LATENT_HINTS, has_perceptual, mse_calls, training_function
+from optimizer_tool.semantics import trains
+
+
+class NoPerceptualLoss(Rule):
+    code = "LPIPS001"
+    severity = Severity.MISSING
+    title = "perceptual (LPIPS) loss term"
+    message = (
+        "the loss is MSE only: a small LPIPS term on the x0 estimate (weight ~0.1) gives sharper textures"
+        " and hand detail"
+    )
+    explain = """
+    MSE treats every pixel alike and favours blurry averages. Adding `lpips_weight * lpips(x0_pred, x0).mean()`
+    (lpips.LPIPS(net="vgg") or torchmetrics' LearnedPerceptualImagePatchSimilarity, frozen, in eval mode)
+    to the diffusion loss sharpens textures, which matters for hands and faces in sign language. Compute it
+    with gradients, on the model's x0 estimate (not the noise prediction), in [-1, 1] (or pass normalize=True
+    for [0, 1]), on 4-D frames. In latent diffusion the x0 estimate must be decoded by the VAE first, which
+    costs memory and time: weigh that before adding it.
+    """
+    VALID = [
+        (
+            "import torch.nn.functional as F\n"
+            "import lpips\n"
+            "lpips_fn = lpips.LPIPS(net='vgg').eval()\n"
+            "for x0, noise, t in data:\n"
+            "    pred = model(q_sample(x0, t, noise), t)\n"
+            "    x0_pred = predict_x0(x_t, t, pred)\n"
+            "    loss = F.mse_loss(pred, noise) + 0.1 * lpips_fn(x0_pred, x0).mean()\n"
+            "    loss.backward()\n"
+            "    optimizer.step()\n"
+        ),
+        (
+            "import torch.nn.functional as F\n"
+            "from torchmetrics.image.lpip import LearnedPerceptualImagePatchSimilarity\n"
+            "lp = LearnedPerceptualImagePatchSimilarity(net_type='vgg', normalize=True)\n"
+            "for x0 in data:\n"
+            "    out = model(x0)\n"
+            "    loss = F.mse_loss(out, x0) + 0.1 * lp(out, x0)\n"
+            "    loss.backward()\n"
+            "    optimizer.step()\n"
+        ),
+    ]
+    INVALID = [
+        (
+            "import torch.nn.functional as F\n"
+            "for batch in loader:\n"
+            "    noise_pred = model(noisy, t)\n"
+            "    loss = F.mse_loss(noise_pred, noise)\n"
+            "    loss.backward()\n"
+            "    optimizer.step()\n"
+        ),
+        # guided-diffusion style squared error
+        (
+            "import torch\n"
+            "def mean_flat(t):\n"
+            "    return t.mean(dim=list(range(1, len(t.shape))))\n"
+            "for x_start, t in data:\n"
+            "    model_output = model(x_t, t)\n"
+            "    loss = mean_flat((noise - model_output) ** 2).mean()\n"
+            "    loss.backward()\n"
+            "    opt.step()\n"
+        ),
+    ]
+
+    def applies(self, index: UnitIndex) -> bool:
+        return trains(index) and bool(self._mse(index))
+
+    def _mse(self, index: UnitIndex) -> list[CallSite]:
+        return [c for c in mse_calls(index) if training_function(index, c.function)]
+
+    def check(self, index: UnitIndex) -> Iterable[Hit]:
+        if has_perceptual(index):
+            return
+        site = self._mse(index)[0]
+        if any(LATENT_HINTS.search(n) for n in index.names_used()):
+            yield Hit.at(
+                site,
+                "the loss is MSE only: a perceptual (LPIPS) term on the decoded x0 estimate sharpens textures and"
+                " hand detail (in latent space it needs a VAE decode, which costs memory and time)",
+            )
+        else:
+            yield Hit.at(site)

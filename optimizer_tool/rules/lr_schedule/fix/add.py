@@ -1,0 +1,241 @@
+"""Fix step for a trainer with no schedule at all (LR001 at its optimizer): a ``SequentialLR``
+(``LinearLR`` warm-up, then ``CosineAnnealingLR`` to a floor) over the real total (epochs x optimizer
+steps per epoch from ``len(dataloader)`` and the accumulation), stepped after each optimizer step
+and saved/restored beside the optimizer in the checkpoint dict."""
+
+from __future__ import annotations
+
+import libcst as cst
+import libcst.matchers as m
+
+from optimizer_tool.codemod import (
+    OPTIMIZER_CONSTRUCTORS,
+    Edits,
+    expression,
+    is_call_statement,
+    module_name,
+    names_in_node,
+    optimizer_construction,
+    settings_home,
+    statement,
+)
+from optimizer_tool.contract import CannotFix, FixContext
+from optimizer_tool.cstedit import insert_dict_element, string_literal
+from optimizer_tool.index import CallSite, UnitIndex, code_of, dotted, literal
+from optimizer_tool.knowledge.lr_schedule.vocabulary import TOTAL_SETTINGS
+from optimizer_tool.rules.lr_schedule.fix.common import (
+    after_scaler_update,
+    assignment_target,
+    base_lr,
+    cosine_decay,
+    manual_schedule_patch,
+    min_lr_ratio,
+    warmup_setting,
+    warmup_then,
+)
+from optimizer_tool.semantics import optimizer_steps, same_object, stepped_optimizer
+
+EPOCH_SETTINGS = ("num_epochs", "epochs", "num_train_epochs", "max_epochs", "n_epochs")
+ACCUMULATION_SETTINGS = (
+    "gradient_accumulation_steps",
+    "grad_accum_steps",
+    "accumulation_steps",
+    "gradient_accumulate_every",
+    "accum_steps",
+)
+DATALOADER = ("torch.utils.data.DataLoader", "*.DataLoader")
+
+
+def add_schedule(ctx: FixContext, edits: Edits, where) -> None:
+    index = ctx.index
+    steps = optimizer_steps(index)
+    opt_call = _optimizer_call(index, where, steps)
+    tree = edits.tree(opt_call.path)
+    module = edits.module(opt_call.path)
+    opt_stmt = tree.statement(opt_call.node)
+    optimizer = assignment_target(opt_stmt, opt_call.node)
+    if optimizer is None:
+        raise CannotFix(
+            opt_call.path,
+            opt_call.line,
+            "the optimizer is not assigned to a name on a line of its own",
+            manual_schedule_patch(),
+        )
+    own_steps = [s for s in steps if same_object(stepped_optimizer(s), optimizer)]
+    if not own_steps:
+        raise CannotFix(opt_call.path, opt_call.line, f"`{optimizer}` is never stepped", manual_schedule_patch())
+    home = settings_home(index, opt_call.function, opt_call.kwarg("lr"))
+    total, anchor = _run_total(index, edits, home, opt_call, opt_stmt)
+    scheduler = "self.lr_scheduler" if optimizer.startswith("self.") else "lr_scheduler"
+    _check_room(edits, opt_call, optimizer, own_steps, scheduler)
+    warmup = warmup_setting(edits, index, home)
+    ratio = min_lr_ratio(edits, index, home)
+    torch = module_name(edits, index, opt_call.path, "torch")
+    decay = cosine_decay(torch, optimizer, "total_steps", f"{ratio} * {base_lr(index, optimizer, opt_call)}")
+    new = [
+        statement(
+            module,
+            "# Linear warm-up (at most 10% of the run), then cosine decay to min_lr_ratio x the base rate,\n"
+            f"# stepped once per optimizer step.\ntotal_steps = {total}\n",
+        ),
+        statement(module, f"warmup_steps = min({warmup}, total_steps // 10)"),
+        statement(module, warmup_then(torch, scheduler, optimizer, decay)),
+    ]
+    edits.insert_after(opt_call.path, anchor, new)
+    for step in own_steps:
+        step_stmt = edits.tree(step.path).statement(step.node)
+        edits.insert_after(
+            step.path,
+            after_scaler_update(index, edits, step, step_stmt),
+            [statement(edits.module(step.path), f"{scheduler}.step()")],
+        )
+    _checkpoint_schedule(index, edits, optimizer, scheduler)
+
+
+def _optimizer_call(index: UnitIndex, where, steps: list[CallSite]) -> CallSite:
+    """The optimizer construction the finding names, or the one its optimizer step steps."""
+    path, line, _ = where
+    constructions = [c for c in index.calls_to(*OPTIMIZER_CONSTRUCTORS)]
+    opt_call = next((c for c in constructions if (c.path, c.line, c.col) == where), None)
+    if opt_call is None and steps:
+        step = next((s for s in steps if (s.path, s.line, s.col) == where), steps[0])
+        opt_call = optimizer_construction(index, stepped_optimizer(step))
+    if opt_call is None:
+        raise CannotFix(
+            path,
+            line,
+            "cannot find where the optimizer is built to add a schedule after it",
+            manual_schedule_patch(),
+        )
+    return opt_call
+
+
+def _check_room(edits: Edits, opt_call: CallSite, optimizer: str, own_steps: list[CallSite], scheduler: str) -> None:
+    """The new names are free, and each optimizer step is a statement the schedule step can follow."""
+    tree = edits.tree(opt_call.path)
+    taken = names_in_node(tree.function(opt_call.node) or tree.module)
+    if {"total_steps", "warmup_steps"} & taken or (scheduler == "lr_scheduler" and scheduler in taken):
+        raise CannotFix(
+            opt_call.path,
+            opt_call.line,
+            "the names total_steps / warmup_steps / lr_scheduler are taken here",
+            manual_schedule_patch(),
+        )
+    for step in own_steps:
+        if step.function != opt_call.function and not scheduler.startswith("self."):
+            raise CannotFix(
+                step.path,
+                step.line,
+                f"`{step.text}` runs in another function than the one that builds `{optimizer}`",
+                manual_schedule_patch(),
+            )
+        step_stmt = edits.tree(step.path).statement(step.node)
+        if not is_call_statement(step_stmt, step.node):
+            raise CannotFix(
+                step.path, step.line, f"`{step.text}` is not a statement of its own", manual_schedule_patch()
+            )
+
+
+def _run_total(index: UnitIndex, edits: Edits, home, opt_call: CallSite, opt_stmt) -> tuple[str, cst.BaseStatement]:
+    """The run's optimizer steps as code, and the statement after which it can be computed: a
+    run-length setting, else epochs x ceil(len(dataloader) / accumulation)."""
+    tree = edits.tree(opt_call.path)
+    for name in TOTAL_SETTINGS:
+        if home is not None and home.has(name):
+            return home.read(name), opt_stmt
+    same_class = [
+        a
+        for a in index.assigns
+        if a.target.startswith("self.")
+        and a.target.rsplit(".", 1)[-1] in TOTAL_SETTINGS
+        and opt_call.function is not None
+        and a.function is not None
+        and a.function.class_name == opt_call.function.class_name
+        and a.function.name == "__init__"
+        and a.line < opt_call.line
+    ]
+    if same_class:
+        return same_class[0].target, opt_stmt
+    epochs = next((home.read(n) for n in EPOCH_SETTINGS if home is not None and home.has(n)), None)
+    loaders = [
+        a
+        for a in index.assigns
+        if a.call is not None
+        and a.call.matches(DATALOADER)
+        and a.path == opt_call.path
+        and a.function == opt_call.function
+    ]
+    if epochs is None or len(loaders) != 1:
+        raise CannotFix(
+            opt_call.path,
+            opt_call.line,
+            "cannot compute the run's optimizer steps (no epochs setting and dataloader, no max-steps setting)",
+            manual_schedule_patch(),
+        )
+    loader = loaders[0]
+    anchor = opt_stmt
+    loader_stmt = tree.statement(loader.call.node)
+    if loader.line > opt_call.line:
+        if tree.block(loader_stmt) is not tree.block(opt_stmt):
+            raise CannotFix(
+                opt_call.path,
+                opt_call.line,
+                f"`{loader.target}` is built after the optimizer, in another block",
+                manual_schedule_patch(),
+            )
+        anchor = loader_stmt
+    accumulation = next((home.read(n) for n in ACCUMULATION_SETTINGS if home.has(n)), None)
+    per_epoch = f"math.ceil(len({loader.target}) / {accumulation})" if accumulation else f"len({loader.target})"
+    if accumulation:
+        edits.add_import(opt_call.path, "math")
+    return f"{epochs} * {per_epoch}", anchor
+
+
+def _scheduler_key(optimizer_key: str) -> str:
+    """The checkpoint key of the schedule, named like the optimizer's (``optimizer_state_dict`` ->
+    ``lr_scheduler_state_dict``, ``opt`` -> ``lr_scheduler``)."""
+    return optimizer_key.replace("optimizer", "lr_scheduler") if "optimizer" in optimizer_key else "lr_scheduler"
+
+
+def _checkpoint_schedule(index: UnitIndex, edits: Edits, optimizer: str, scheduler: str) -> None:
+    """Save the new schedule beside the optimizer in checkpoint dicts, and restore it where the optimizer
+    is restored."""
+    for path in {f.path for f in index.files}:
+        module = edits.module(path)
+        for node in m.findall(module, m.Dict()):
+            for i, element in enumerate(node.elements):
+                value = element.value if isinstance(element, cst.DictElement) else None
+                key = literal(element.key) if isinstance(element, cst.DictElement) else None
+                if (
+                    isinstance(key, str)
+                    and m.matches(value, m.Call(func=m.Attribute(attr=m.Name("state_dict")), args=[]))
+                    and same_object(dotted(value.func.value), optimizer)
+                ):
+                    new_key = expression(module, string_literal(_scheduler_key(key), element.key))
+                    new_value = expression(module, f"{scheduler}.state_dict()")
+                    edits.replace(path, node, lambda d, i=i, k=new_key, v=new_value: insert_dict_element(d, i, k, v))
+                    break
+    for call in index.method_calls("load_state_dict"):
+        source = call.args[0].value if call.args else None
+        if (
+            not same_object(call.receiver, optimizer)
+            or not isinstance(source, cst.Subscript)
+            or not isinstance(source.slice[0].slice, cst.Index)
+        ):
+            continue
+        key = source.slice[0].slice.value
+        stmt = edits.tree(call.path).statement(call.node)
+        if isinstance(literal(key), str) and is_call_statement(stmt, call.node):
+            checkpoint = code_of(source.value).strip()
+            saved = string_literal(_scheduler_key(literal(key)), key)
+            edits.insert_after(
+                call.path,
+                stmt,
+                [
+                    statement(
+                        edits.module(call.path),
+                        f"if {saved} in {checkpoint}:  # checkpoints from before the schedule have none\n"
+                        f"    {scheduler}.load_state_dict({checkpoint}[{saved}])\n",
+                    )
+                ],
+            )

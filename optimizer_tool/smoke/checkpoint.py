@@ -1,0 +1,133 @@
+"""Reading a saved checkpoint back for the EMA check: which entry holds the EMA weights, which the
+live ones, and which EMA tensor belongs to which live tensor.
+
+``torch`` is imported inside the functions that touch tensors, as in the rest of the smoke checks.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Dict, List, Optional, Tuple
+
+
+class CheckpointUnreadable(Exception):
+    pass
+
+
+def load_checkpoint(path: str) -> Tuple[Any, str]:
+    """torch.load with weights_only=True first; user checkpoints that pickle objects need False."""
+    import torch
+
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True), "loads with weights_only=True"
+    except Exception as safe_exc:
+        try:
+            obj = torch.load(path, map_location="cpu", weights_only=False)
+        except Exception as exc:
+            raise CheckpointUnreadable(f"{path}: torch.load failed: {type(exc).__name__}: {exc}") from exc
+        return obj, f"loads only with weights_only=False ({_weights_only_reason(safe_exc)})"
+
+
+def _weights_only_reason(exc: Exception) -> str:
+    """The line of torch's long weights_only message that names the refused global."""
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc))
+    for line in text.splitlines():
+        if "Unsupported global" in line:
+            return line.strip().split(". Please")[0].replace("WeightsUnpickler error: ", "")
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return lines[-1][:160] if lines else type(exc).__name__
+
+
+def _flatten(obj: Any, prefix: str = "", depth: int = 0) -> Dict[str, Any]:
+    import torch
+
+    out: Dict[str, Any] = {}
+    if isinstance(obj, torch.Tensor):
+        out[prefix] = obj
+    elif depth < 8 and isinstance(obj, dict):
+        for k, v in obj.items():
+            out.update(_flatten(v, f"{prefix}.{k}" if prefix else str(k), depth + 1))
+    elif depth < 8 and isinstance(obj, (list, tuple)):
+        for i, v in enumerate(obj):
+            out.update(_flatten(v, f"{prefix}.{i}" if prefix else str(i), depth + 1))
+    return out
+
+
+def _float_tensors(flat: Dict[str, Any]) -> Dict[str, Any]:
+    return {k: v for k, v in flat.items() if v.is_floating_point()}
+
+
+def find_ema_state(ckpt: Any) -> Tuple[Optional[str], Dict[str, Any]]:
+    """The checkpoint entry holding EMA weights (a key containing "ema", top level or one below)."""
+    if not isinstance(ckpt, dict):
+        return None, {}
+    candidates = []
+    for key, value in ckpt.items():
+        if "ema" in str(key).lower():
+            candidates.append((str(key), value))
+        elif isinstance(value, dict):
+            candidates += [(f"{key}.{k}", v) for k, v in value.items() if "ema" in str(k).lower()]
+    best: Tuple[Optional[str], Dict[str, Any]] = (None, {})
+    for key, value in candidates:
+        # ema_pytorch keeps the live model inside its state ("online_model.*"); that is not the average.
+        tensors = {k: v for k, v in _float_tensors(_flatten(value)).items() if "online" not in k.lower()}
+        if len(tensors) > len(best[1]):
+            best = (key, tensors)
+    return best
+
+
+def find_model_state(ckpt: Dict[str, Any], ema_key: str, ema: Dict[str, Any]) -> Tuple[Optional[str], Dict[str, Any]]:
+    """The live weights: the non-EMA, non-optimizer entry that shares the most tensor names with the EMA."""
+    best: Tuple[Optional[str], Dict[str, Any], int] = (None, {}, -1)
+    for key, value in ckpt.items():
+        if "ema" in str(key).lower() or not isinstance(value, dict):
+            continue
+        if "param_groups" in value:
+            continue  # optimizer state
+        tensors = _float_tensors(_flatten(value))
+        if not tensors:
+            continue
+        score = sum(1 for name in ema if _suffix_match(name, tensors) is not None)
+        if score > best[2] or (score == best[2] and len(tensors) > len(best[1])):
+            best = (str(key), tensors, score)
+    return best[0], best[1]
+
+
+def _suffix_match(name: str, model: Dict[str, Any]) -> Optional[str]:
+    """Longest model key that ``name`` ends with ("module.conv.weight" -> "conv.weight")."""
+    parts = name.split(".")
+    for i in range(len(parts)):
+        candidate = ".".join(parts[i:])
+        if candidate in model:
+            return candidate
+    return None
+
+
+def pair_ema_with_model(ema: Dict[str, Any], model: Dict[str, Any]) -> List[Tuple[str, Any, Any]]:
+    pairs, used, unmatched = [], set(), []
+    for name, tensor in ema.items():
+        match = _suffix_match(name, model)
+        if match is not None and match not in used and model[match].shape == tensor.shape:
+            pairs.append((match, tensor, model[match]))
+            used.add(match)
+        else:
+            unmatched.append(tensor)
+    # Lists without names (diffusers EMAModel.shadow_params) follow the model's parameter order.
+    remaining = [(k, v) for k, v in model.items() if k not in used]
+    j = 0
+    for tensor in unmatched:
+        while j < len(remaining) and remaining[j][1].shape != tensor.shape:
+            j += 1
+        if j == len(remaining):
+            break
+        pairs.append((remaining[j][0], tensor, remaining[j][1]))
+        j += 1
+    return pairs
+
+
+def describe_keys(ckpt: Any, limit: int = 6) -> str:
+    """The first top-level keys of a checkpoint, for messages (the type name when it is no dict)."""
+    if not isinstance(ckpt, dict):
+        return type(ckpt).__name__
+    names = [str(k) for k in ckpt]
+    return ", ".join(names[:limit]) + (f", ... ({len(names)} keys)" if len(names) > limit else "")

@@ -1,3 +1,0 @@
-from .ddim import DDIMScheduler
-
-__all__ = ["DDIMScheduler"]

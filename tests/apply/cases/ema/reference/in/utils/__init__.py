@@ -1,3 +1,0 @@
-from .ema import EMA
-
-__all__ = ["EMA"]

@@ -44,12 +44,13 @@ class _FileEdits:
     def empty(self) -> bool:
         return not (self.before or self.after or self.removed or self.replaced or self.imports)
 
-    def transformed(self) -> cst.Module:
-        """The module with every edit applied in one pass; every edited node must be one of its own."""
+    def transformed(self, strict: bool = False) -> cst.Module:
+        """The module with every edit applied in one pass. ``strict``: every edited node must be one
+        of its own (a fix may also queue edits for nodes a branch it did not take would have used)."""
         transformer = _Apply(self)
         updated = self.module.visit(transformer)
         missing = len(set(self.replaced) | self.removed | set(self.before) | set(self.after)) - len(transformer.done)
-        if missing:
+        if strict and missing:
             raise RuntimeError(f"{missing} node(s) to edit are not in the module: it changed after it was indexed")
         return updated
 
@@ -84,7 +85,7 @@ def replace(module: cst.Module, edits: dict[cst.CSTNode, Edit]) -> cst.Module:
     pass; every node must belong to ``module`` as the index saw it."""
     file = _FileEdits(module)
     file.replaced.update(edits)
-    return file.transformed()
+    return file.transformed(strict=True)
 
 
 class Edits:
@@ -173,4 +174,3 @@ class Edits:
                     AddImportsVisitor.add_needed_import(context, name, obj, relative=relative)
                 module = AddImportsVisitor(context).transform_module(module)
             self.ctx.update(path, module)
-        self._files = {}  # later edits start from the updated modules

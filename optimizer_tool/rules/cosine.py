@@ -21,10 +21,16 @@ from __future__ import annotations
 from typing import Iterable
 
 from optimizer_tool.contract import Applicability, CannotFix, Fix, FixContext, Hit, Rule
-from optimizer_tool.cstedit import manual_setting_patch, set_settings, spelling
+from optimizer_tool.edit.settings import manual_setting_patch, set_settings
 from optimizer_tool.findings import Severity
 from optimizer_tool.index import UnitIndex
-from optimizer_tool.semantics import COSINE_SCHEDULES, beta_schedule, pretrained_denoiser, pretrained_scheduler_loads
+from optimizer_tool.knowledge.diffusion import (
+    COSINE_SCHEDULES,
+    beta_schedule,
+    pretrained_denoiser,
+    pretrained_scheduler_loads,
+)
+from optimizer_tool.knowledge.settings import spelling
 
 KEY = "cosine"
 TITLE = "Cosine noise schedule"

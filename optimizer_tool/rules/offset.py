@@ -26,10 +26,13 @@ from typing import Iterable
 import libcst as cst
 
 from optimizer_tool.contract import Applicability, CannotFix, Fix, FixContext, Hit, Rule
-from optimizer_tool.cstedit import enclosing, expression, replace, with_comment, with_param
+from optimizer_tool.edit.edits import replace
+from optimizer_tool.edit.templates import parse_expression, with_comment, with_param
+from optimizer_tool.edit.tree import enclosing
 from optimizer_tool.findings import Severity
 from optimizer_tool.index import CallSite, UnitIndex, code_of, dotted, literal
-from optimizer_tool.semantics import beta_schedule, expression_nodes
+from optimizer_tool.knowledge.configured import expression_nodes
+from optimizer_tool.knowledge.diffusion import beta_schedule
 
 KEY = "offset"
 TITLE = "Cosine-schedule offset s"
@@ -501,14 +504,14 @@ class CosineOffsetFix(Fix):
         inner = code_of(fraction.with_changes(lpar=[], rpar=[]))
         if schedule.has_offset:  # OFF002: the offset is there, the division by (1 + s) is not
             name = _offset_term(fraction)
-            new = expression(f"(({inner}) / (1 + {name}))", module)
+            new = parse_expression(module, f"(({inner}) / (1 + {name}))")
             ctx.note(
                 f"{schedule.where}: the offset is now divided by (1 + {name}), so alpha_bar reaches 0 exactly at t = T"
             )
             return {argument: lambda _: rebuild(new)}
         used = set(fn.params) | {a.target for a in index.assigns if a.function == fn}
         name = next(n for n in ("s", "cosine_s", "schedule_offset") if n not in used)
-        new = expression(f"(({inner} + {name}) / (1 + {name}))", module)
+        new = parse_expression(module, f"(({inner} + {name}) / (1 + {name}))")
         function = enclosing(module, call.node, cst.FunctionDef)
         statement = enclosing(module, call.node, cst.SimpleStatementLine)
         ctx.note(

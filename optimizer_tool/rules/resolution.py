@@ -21,10 +21,11 @@ import re
 from typing import Iterable
 
 from optimizer_tool.contract import Applicability, Fix, FixContext, Hit, Rule
-from optimizer_tool.cstedit import set_settings
+from optimizer_tool.edit.settings import set_settings
 from optimizer_tool.findings import Severity
 from optimizer_tool.index import Setting, UnitIndex
-from optimizer_tool.semantics import Configured, configured, pretrained_denoiser
+from optimizer_tool.knowledge.configured import Configured, configured
+from optimizer_tool.knowledge.diffusion import pretrained_denoiser
 
 KEY = "resolution"
 TITLE = "Training resolution"

@@ -21,14 +21,17 @@ from typing import Iterable
 import libcst as cst
 
 from optimizer_tool.contract import Applicability, CannotFix, Fix, FixContext, Hit, Rule
-from optimizer_tool.cstedit import UnitEdits, enclosing, node_at, statements, with_comment, with_keyword, with_param
+from optimizer_tool.edit.edits import Edits
+from optimizer_tool.edit.settings import change_settings
+from optimizer_tool.edit.templates import parse_statements, with_comment, with_keyword, with_param
+from optimizer_tool.edit.tree import enclosing, node_at
 from optimizer_tool.findings import Severity
 from optimizer_tool.index import CallSite, UnitIndex, dotted, import_aliases, literal
-from optimizer_tool.semantics import (
+from optimizer_tool.knowledge.configured import configured
+from optimizer_tool.knowledge.diffusion import (
     BETAS_TARGET,
     SCHEDULE_HELPER,
     beta_schedule,
-    configured,
     diffusers_scheduler_class,
     prediction_type,
     pretrained_scheduler_loads,
@@ -459,14 +462,14 @@ class ZeroTerminalSnrFix(Fix):
     codes = ("ZSNR001", "ZSNR002", "ZSNR003")
 
     def apply(self, ctx: FixContext, findings: list) -> None:
-        index, edits = ctx.index, UnitEdits(ctx)
+        index, edits = ctx.index, Edits(ctx)
         # A flag that exists but is off decides for every scheduler that reads it.
         flags = [
             (s, True)
             for s in index.setting(*RESCALE_SETTINGS)
             if s.known and s.value is False and s.kind != "param-default"
         ]
-        for line in edits.settings(flags):
+        for line in change_settings(edits, flags):
             ctx.note(f"{line}: {WHY}")
         diffusers = [c for c in index.calls if diffusers_scheduler_class(c)]
         if diffusers:
@@ -475,7 +478,7 @@ class ZeroTerminalSnrFix(Fix):
             self._own_scheduler(ctx, edits, index)
         edits.apply()
 
-    def _diffusers(self, ctx: FixContext, edits: UnitEdits, calls: list[CallSite], rescale: bool) -> None:
+    def _diffusers(self, ctx: FixContext, edits: Edits, calls: list[CallSite], rescale: bool) -> None:
         for call in calls:
             cls = diffusers_scheduler_class(call)
             if cls not in RESCALABLE:
@@ -497,10 +500,10 @@ class ZeroTerminalSnrFix(Fix):
                     node = with_keyword(node, "timestep_spacing", cst.SimpleString('"trailing"'))
                 return node
 
-            edits.add(call.path, call.node, edit)
+            edits.replace(call.path, call.node, edit)
             ctx.note(f'{cls}(...) at {call.path.name}:{call.line}: {FLAG}=True, timestep_spacing="trailing" ({WHY})')
 
-    def _own_scheduler(self, ctx: FixContext, edits: UnitEdits, index: UnitIndex) -> None:
+    def _own_scheduler(self, ctx: FixContext, edits: Edits, index: UnitIndex) -> None:
         assigns = [
             a
             for a in index.assigns
@@ -526,11 +529,11 @@ class ZeroTerminalSnrFix(Fix):
                 last.path, last.line, f"cannot place the rescaling after the betas of `{fn.qualname}`", MANUAL_PATCH
             )
         betas = last.target
-        guard = statements(f"if {FLAG}:\n    {betas} = rescale_zero_terminal_snr({betas})\n", module)[0]
+        guard = parse_statements(module, f"if {FLAG}:\n    {betas} = rescale_zero_terminal_snr({betas})\n")[0]
         guard = with_comment(guard, WHY)
-        edits.add(last.path, anchor, lambda node: cst.FlattenSentinel([node, guard]))
+        edits.replace(last.path, anchor, lambda node: cst.FlattenSentinel([node, guard]))
         if FLAG not in fn.params:
-            edits.add(last.path, function_node, lambda node: with_param(node, FLAG, cst.Name("False"), "bool"))
+            edits.replace(last.path, function_node, lambda node: with_param(node, FLAG, cst.Name("False"), "bool"))
         if not any(RESCALE_FUNCTION.search(f.name) for f in index.functions if f.path == last.path):
             first = next((s for s in module.body if isinstance(s, (cst.ClassDef, cst.FunctionDef))), None)
             if first is None:
@@ -538,16 +541,16 @@ class ZeroTerminalSnrFix(Fix):
                     last.path, last.line, "no place for the rescaling function in the scheduler module", MANUAL_PATCH
                 )
             library, alias = kind
-            helper = statements(RESCALE_FUNCTION_TEXT[library].format(**{library: alias}), module)[0]
+            helper = parse_statements(module, RESCALE_FUNCTION_TEXT[library].format(**{library: alias}))[0]
             helper = helper.with_changes(leading_lines=first.leading_lines)
-            edits.add(last.path, first, lambda node: cst.FlattenSentinel([helper, node]))
+            edits.replace(last.path, first, lambda node: cst.FlattenSentinel([helper, node]))
         ctx.note(
             f"`{fn.qualname}`: {betas} = rescale_zero_terminal_snr({betas}) when {FLAG} (Lin et al. 2023); sampling"
             ' keeps the scheduler\'s timestep spacing: with "leading" spacing it never starts at the pure-noise step'
         )
         self._pass_flag(ctx, edits, index, fn)
 
-    def _pass_flag(self, ctx: FixContext, edits: UnitEdits, index: UnitIndex, fn) -> None:
+    def _pass_flag(self, ctx: FixContext, edits: Edits, index: UnitIndex, fn) -> None:
         """Have the trainer turn the new scheduler parameter on: through a config field when the
         scheduler takes its prediction type from a config dataclass, else with True."""
         callee = fn.class_name if fn.name == "__init__" and fn.class_name else fn.name
@@ -570,19 +573,19 @@ class ZeroTerminalSnrFix(Fix):
                 field_added = True
             else:
                 value = cst.Name("True")
-            edits.add(site.path, site.node, lambda node, value=value: with_keyword(node, FLAG, value))
+            edits.replace(site.path, site.node, lambda node, value=value: with_keyword(node, FLAG, value))
         if field_added:
             module = ctx.module(config.path)
             statement = enclosing(
                 module, node_at(module, config.line, config.col, cst.AnnAssign), cst.SimpleStatementLine
             )
-            field = with_comment(statements(f"{FLAG}: bool = True\n", module)[0], WHY)
-            edits.add(config.path, statement, lambda node: cst.FlattenSentinel([node, field]))
+            field = with_comment(parse_statements(module, f"{FLAG}: bool = True\n")[0], WHY)
+            edits.replace(config.path, statement, lambda node: cst.FlattenSentinel([node, field]))
             ctx.note(f"{config.path.name}: new field {config.owner}.{FLAG} = True, passed to {callee}(...)")
 
 
 def _contains(statement: cst.CSTNode, node: cst.CSTNode) -> bool:
-    from optimizer_tool.semantics import expression_nodes
+    from optimizer_tool.knowledge.configured import expression_nodes
 
     return any(n is node for n in expression_nodes(statement))
 

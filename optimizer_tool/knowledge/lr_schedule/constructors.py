@@ -7,6 +7,7 @@ from __future__ import annotations
 import re
 
 from optimizer_tool.index import CallSite, UnitIndex, code_of, dotted, literal
+from optimizer_tool.knowledge.configured import configured
 from optimizer_tool.knowledge.lr_schedule.lambdas import lambda_schedule
 from optimizer_tool.knowledge.lr_schedule.lengths import length_unit, lengths_unit, number_value, positive_length
 from optimizer_tool.knowledge.lr_schedule.schedule import Schedule
@@ -22,7 +23,7 @@ from optimizer_tool.knowledge.lr_schedule.vocabulary import (
     TORCH,
     WARMUP_ONLY_NAMES,
 )
-from optimizer_tool.semantics import assignments_of, configured, names_in
+from optimizer_tool.knowledge.training import assignments_of, names_in
 
 
 def is_noise_helper(name: str) -> bool:

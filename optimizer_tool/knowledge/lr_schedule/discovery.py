@@ -21,7 +21,7 @@ from optimizer_tool.knowledge.lr_schedule.vocabulary import (
     SCHEDULE_HELPER,
     WARMUP_WORD,
 )
-from optimizer_tool.semantics import (
+from optimizer_tool.knowledge.training import (
     ROLE_CONSTRUCTORS,
     assignments_of,
     expanded_names,

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import libcst as cst
 
 from optimizer_tool.index import CallSite, Setting, UnitIndex, code_of, literal
-from optimizer_tool.semantics import ROLE_CONSTRUCTORS, clip_calls, names_in
+from optimizer_tool.knowledge.training import ROLE_CONSTRUCTORS, clip_calls, names_in
 
 # Keywords that hand a clipping threshold to something that clips (Lightning Trainer, timm/MAE scalers,
 # DeepSpeed, a project's optimize() helper).

@@ -6,21 +6,15 @@ import re
 
 import libcst as cst
 
-from optimizer_tool.codemod import (
-    Edits,
-    accelerator_of,
-    ensure_setting,
-    expression,
-    is_call_statement,
-    module_name,
-    optimizer_parameters,
-    settings_home,
-    statement,
-)
 from optimizer_tool.contract import Applicability, CannotFix, Fix, FixContext
-from optimizer_tool.cstedit import with_keyword
+from optimizer_tool.edit.edits import Edits
+from optimizer_tool.edit.settings import ensure_setting, module_name
+from optimizer_tool.edit.templates import expression, statement, with_keyword
+from optimizer_tool.edit.tree import is_call_statement
 from optimizer_tool.index import CallSite, UnitIndex, code_of
-from optimizer_tool.semantics import (
+from optimizer_tool.knowledge.optimizers import accelerator_of, optimizer_parameters
+from optimizer_tool.knowledge.settings import settings_home
+from optimizer_tool.knowledge.training import (
     clip_calls,
     exclusive,
     has_role,

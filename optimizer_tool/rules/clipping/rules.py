@@ -9,6 +9,15 @@ from typing import Iterable
 from optimizer_tool.contract import Hit, Rule
 from optimizer_tool.findings import Severity
 from optimizer_tool.index import UNKNOWN, UnitIndex, dotted, literal
+from optimizer_tool.knowledge.training import (
+    exclusive,
+    has_role,
+    is_torch_clip,
+    lightning_configured_elsewhere,
+    lightning_trainer_calls,
+    optimizer_steps,
+    trains,
+)
 from optimizer_tool.rules.clipping.facts import (
     CLIP_SETTING,
     DISABLED,
@@ -18,15 +27,6 @@ from optimizer_tool.rules.clipping.facts import (
     guard_names,
     scalers,
     threshold_node,
-)
-from optimizer_tool.semantics import (
-    exclusive,
-    has_role,
-    is_torch_clip,
-    lightning_configured_elsewhere,
-    lightning_trainer_calls,
-    optimizer_steps,
-    trains,
 )
 
 

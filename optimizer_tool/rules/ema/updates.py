@@ -10,8 +10,8 @@ from optimizer_tool.contract import Hit, Rule
 from optimizer_tool.findings import Severity
 from optimizer_tool.index import CallSite, UnitIndex, code_of, literal
 from optimizer_tool.knowledge.ema import UPDATE_METHODS, EmaFacts, ema_facts
+from optimizer_tool.knowledge.training import optimizer_steps, run_length
 from optimizer_tool.rules.ema.base import EmaBug, gates
-from optimizer_tool.semantics import optimizer_steps, run_length
 
 WARMUP_SETTINGS = (
     "use_ema_warmup",

@@ -10,8 +10,7 @@ from optimizer_tool.contract import Hit
 from optimizer_tool.findings import Severity
 from optimizer_tool.index import CallSite, UnitIndex, code_of
 from optimizer_tool.knowledge.ema import ema_facts
-from optimizer_tool.rules.ema.base import MODEL_PARAMETER, SAMPLE_LOOPS, EmaBug
-from optimizer_tool.semantics import (
+from optimizer_tool.knowledge.training import (
     CHECKPOINT_READS,
     CHECKPOINT_WRITES,
     calls_in_functions_with,
@@ -19,6 +18,7 @@ from optimizer_tool.semantics import (
     mentions,
     sampling_functions,
 )
+from optimizer_tool.rules.ema.base import MODEL_PARAMETER, SAMPLE_LOOPS, EmaBug
 
 SWAP_IN = {"apply_shadow", "copy_to", "store", "swap", "swap_params"}
 SAMPLING_CALL = re.compile(r"^(sample|samples|generate|p_sample_loop|ddim_sample_loop|forward_with_cfg)$|sample", re.I)

@@ -9,7 +9,9 @@ from dataclasses import dataclass
 import libcst as cst
 
 from optimizer_tool.index import CallSite, FunctionInfo, UnitIndex, dotted, literal
-from optimizer_tool.semantics import call_of, expression_nodes, memo, names_in, prediction_type, sampling_functions
+from optimizer_tool.knowledge.configured import expression_nodes
+from optimizer_tool.knowledge.diffusion import prediction_type
+from optimizer_tool.knowledge.training import call_of, memo, names_in, sampling_functions
 
 LPIPS_CONSTRUCTORS = (
     "lpips.LPIPS",

@@ -7,8 +7,8 @@ from typing import Iterable
 from optimizer_tool.contract import Hit, Rule
 from optimizer_tool.findings import Severity
 from optimizer_tool.index import CallSite, UnitIndex
+from optimizer_tool.knowledge.training import trains
 from optimizer_tool.rules.lpips.facts import LATENT_HINTS, has_perceptual, mse_calls, training_function
-from optimizer_tool.semantics import trains
 
 
 class NoPerceptualLoss(Rule):

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 import libcst as cst
 
 from optimizer_tool.index import FunctionInfo, UnitIndex, dotted, literal
-from optimizer_tool.semantics import assignments_of, call_of, names_in
+from optimizer_tool.knowledge.training import assignments_of, call_of, names_in
 
 # Where a traced tensor comes from.
 NOISE_LIKE = {"noise", "velocity", "prediction"}

@@ -5,7 +5,7 @@ from __future__ import annotations
 from optimizer_tool.contract import Rule
 from optimizer_tool.index import UnitIndex
 from optimizer_tool.knowledge.lr_schedule import schedule_facts
-from optimizer_tool.semantics import trains
+from optimizer_tool.knowledge.training import trains
 
 
 class WithSchedule(Rule):

@@ -9,8 +9,8 @@ from optimizer_tool.contract import Hit, Rule
 from optimizer_tool.findings import Severity
 from optimizer_tool.index import UnitIndex, code_of
 from optimizer_tool.knowledge.lr_schedule import schedule_facts
+from optimizer_tool.knowledge.training import ROLE_CONSTRUCTORS, optimizer_steps, trains
 from optimizer_tool.rules.lr_schedule.base import WithSchedule
-from optimizer_tool.semantics import ROLE_CONSTRUCTORS, optimizer_steps, trains
 
 
 def optimizer_anchor(index: UnitIndex) -> Hit | None:

@@ -9,8 +9,8 @@ from optimizer_tool.contract import Hit
 from optimizer_tool.findings import Severity
 from optimizer_tool.index import CallSite, FunctionInfo, UnitIndex, literal
 from optimizer_tool.knowledge.lr_schedule import ScheduleFacts, schedule_facts, schedules_of
+from optimizer_tool.knowledge.training import exclusive, lr_scheduler_steps, optimizer_steps
 from optimizer_tool.rules.lr_schedule.base import WithSchedule
-from optimizer_tool.semantics import exclusive, lr_scheduler_steps, optimizer_steps
 
 LIGHTNING_MANUAL = "automatic_optimization"
 

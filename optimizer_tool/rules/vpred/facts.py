@@ -9,18 +9,20 @@ from functools import lru_cache
 import libcst as cst
 
 from optimizer_tool.index import Assign, CallSite, FunctionInfo, UnitIndex, dotted, literal
-from optimizer_tool.semantics import (
+from optimizer_tool.knowledge.configured import (
     EXPLICIT_KINDS,
-    PREDICTION_FLAGS,
-    PREDICTION_SETTINGS_LOOSE,
-    PREDICTION_SETTINGS_STRICT,
-    SAMPLING_FUNCTION,
     Configured,
     expression_nodes,
     find_call,
-    prediction_type,
     synthetic_setting,
 )
+from optimizer_tool.knowledge.diffusion import (
+    PREDICTION_FLAGS,
+    PREDICTION_SETTINGS_LOOSE,
+    PREDICTION_SETTINGS_STRICT,
+    prediction_type,
+)
+from optimizer_tool.knowledge.training import SAMPLING_FUNCTION
 
 LOSS_FUNCTIONS = (
     "torch.nn.functional.mse_loss",

@@ -5,17 +5,19 @@ from __future__ import annotations
 import libcst as cst
 
 from optimizer_tool.contract import Applicability, CannotFix, Fix, FixContext
-from optimizer_tool.cstedit import (
-    enclosing,
-    manual_setting_patch,
-    replace,
-    set_settings,
-    spelling,
-    statements,
-    with_comment,
-    with_keyword,
-)
+from optimizer_tool.edit.edits import replace
+from optimizer_tool.edit.settings import manual_setting_patch, set_settings
+from optimizer_tool.edit.templates import parse_statements, with_comment, with_keyword
+from optimizer_tool.edit.tree import enclosing
 from optimizer_tool.index import CallSite, UnitIndex, code_of, dotted, literal
+from optimizer_tool.knowledge.configured import expression_nodes
+from optimizer_tool.knowledge.diffusion import (
+    DIFFUSERS_SCHEDULER,
+    PREDICTION_FLAGS,
+    diffusers_scheduler_class,
+    prediction_family,
+)
+from optimizer_tool.knowledge.settings import spelling
 from optimizer_tool.rules.vpred.facts import (
     VELOCITY_FUNCTION,
     computes_velocity,
@@ -24,13 +26,6 @@ from optimizer_tool.rules.vpred.facts import (
     local_assigns,
     losses_on_noise,
     operands,
-)
-from optimizer_tool.semantics import (
-    DIFFUSERS_SCHEDULER,
-    PREDICTION_FLAGS,
-    diffusers_scheduler_class,
-    expression_nodes,
-    prediction_family,
 )
 
 # What "v" is called, per setting name; the first spelling the project's code accepts is used.
@@ -169,12 +164,12 @@ def _branch_target(ctx: FixContext, index: UnitIndex, loss: CallSite | None, fin
     statement = enclosing(module, anchor, cst.SimpleStatementLine)
     if statement is None:
         raise CannotFix(loss.path, loss.line, "the loss is not a statement of its own line", TARGET_PATCH)
-    branch = statements(
+    branch = parse_statements(
+        module,
         f'if {condition} == "v_prediction":\n'
         f"    {name} = {add_noise.receiver}.get_velocity({x0}, {noise}, {t})\n"
         "else:\n"
         f"    {name} = {noise}\n",
-        module,
     )
     branch[0] = with_comment(branch[0].with_changes(leading_lines=statement.leading_lines), TARGET_COMMENT)
     ctx.note(

@@ -7,6 +7,8 @@ from typing import Iterable
 from optimizer_tool.contract import Hit, Rule
 from optimizer_tool.findings import Severity
 from optimizer_tool.index import UnitIndex, literal
+from optimizer_tool.knowledge.diffusion import diffusers_scheduler_class, prediction_family, pretrained_denoiser
+from optimizer_tool.knowledge.training import SAMPLING_FUNCTION
 from optimizer_tool.rules.vpred.facts import (
     EPS_HELPER,
     FROM_V_FUNCTION,
@@ -18,12 +20,6 @@ from optimizer_tool.rules.vpred.facts import (
     explicit_v,
     losses_on_noise,
     mentions_prediction,
-)
-from optimizer_tool.semantics import (
-    SAMPLING_FUNCTION,
-    diffusers_scheduler_class,
-    prediction_family,
-    pretrained_denoiser,
 )
 
 # --- examples -------------------------------------------------------------------------------

@@ -15,6 +15,7 @@ from __future__ import annotations
 from optimizer_tool.contract import Applicability, CannotFix, Fix, FixContext
 from optimizer_tool.edit.ema import EmaTarget
 from optimizer_tool.knowledge.ema import ema_facts
+from optimizer_tool.knowledge.training import is_lightning
 from optimizer_tool.rules.ema.fix.common import EMA_PATCH, LIGHTNING_EMA_PATCH, EmaEdit
 from optimizer_tool.rules.ema.fix.create import create_ema
 from optimizer_tool.rules.ema.fix.existing import existing_ema
@@ -25,7 +26,6 @@ from optimizer_tool.rules.ema.fix.save import save
 from optimizer_tool.rules.ema.fix.update import add_update, move_updates
 from optimizer_tool.rules.ema.fix.warmup import warm_up
 from optimizer_tool.rules.ema.updates import EmaHorizonTooLong
-from optimizer_tool.semantics import is_lightning
 
 
 class AddEma(Fix):

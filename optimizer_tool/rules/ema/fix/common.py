@@ -6,12 +6,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from optimizer_tool.codemod import Edits, ensure_setting, module_name, settings_home
 from optimizer_tool.contract import CannotFix, FixContext
-from optimizer_tool.cstedit import template_expression, template_statements
+from optimizer_tool.edit.edits import Edits
 from optimizer_tool.edit.ema import EmaTarget
+from optimizer_tool.edit.settings import ensure_setting, module_name
+from optimizer_tool.edit.templates import template_expression, template_statements
 from optimizer_tool.index import CallSite, UnitIndex
-from optimizer_tool.semantics import run_length, trained_model
+from optimizer_tool.knowledge.settings import settings_home
+from optimizer_tool.knowledge.training import run_length, trained_model
 
 EMA_DECAY = 0.999  # ~1,000 optimizer steps of averaging, warmed up where the EMA supports it
 EMA_DECAY_STEPS = round(1 / (1 - EMA_DECAY))

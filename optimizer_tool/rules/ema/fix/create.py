@@ -9,8 +9,8 @@ from pathlib import Path
 from typing import Mapping
 
 from optimizer_tool.contract import CannotFix
-from optimizer_tool.cstedit import with_comment
 from optimizer_tool.edit.ema import EmaTarget
+from optimizer_tool.edit.templates import with_comment
 from optimizer_tool.knowledge.ema import (
     AVERAGED_MODEL,
     DIFFUSERS_EMA,
@@ -19,9 +19,9 @@ from optimizer_tool.knowledge.ema import (
     ema_class_defs,
     helper_from_class,
 )
+from optimizer_tool.knowledge.training import module_imports
 from optimizer_tool.project import SKIP_DIRS
 from optimizer_tool.rules.ema.fix.common import EMA_PATCH, EmaEdit
-from optimizer_tool.semantics import module_imports
 
 WHY_EMA = "EMA of the weights: updated once per optimizer step, saved with the checkpoints, used for sampling"
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 import libcst as cst
 
 from optimizer_tool.contract import CannotFix
-from optimizer_tool.cstedit import with_keyword, without_comment
 from optimizer_tool.edit.ema import patch_after
+from optimizer_tool.edit.templates import with_keyword, without_comment
 from optimizer_tool.index import UNKNOWN, code_of, literal
 from optimizer_tool.knowledge.ema import ema_facts
 from optimizer_tool.rules.ema.fix.common import EmaEdit, flagged_calls

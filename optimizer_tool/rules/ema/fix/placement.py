@@ -8,8 +8,8 @@ import re
 import libcst as cst
 import libcst.matchers as m
 
-from optimizer_tool.cstedit import template_expression
 from optimizer_tool.edit.ema import EmaTarget, patch_after
+from optimizer_tool.edit.templates import template_expression
 from optimizer_tool.index import CallSite, code_of
 from optimizer_tool.rules.ema.fix.common import EmaEdit
 

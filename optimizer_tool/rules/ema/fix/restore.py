@@ -6,12 +6,12 @@ from __future__ import annotations
 import libcst as cst
 
 from optimizer_tool.contract import CannotFix
-from optimizer_tool.cstedit import string_literal, template_expression, template_statements
 from optimizer_tool.edit.ema import EmaTarget
+from optimizer_tool.edit.templates import string_literal, template_expression, template_statements
 from optimizer_tool.index import dotted
+from optimizer_tool.knowledge.training import has_role, mentions, same_object
 from optimizer_tool.rules.ema.fix.common import EmaEdit
 from optimizer_tool.rules.ema.fix.save import saved_key
-from optimizer_tool.semantics import has_role, mentions, same_object
 
 
 def restore(fix: EmaEdit, target: EmaTarget) -> None:

@@ -8,14 +8,20 @@ import re
 
 import libcst as cst
 
-from optimizer_tool.codemod import guarded, split_docstring
 from optimizer_tool.contract import CannotFix
-from optimizer_tool.cstedit import template_expression
 from optimizer_tool.edit.ema import EmaTarget
+from optimizer_tool.edit.templates import guarded, template_expression
+from optimizer_tool.edit.tree import split_docstring
 from optimizer_tool.index import CallSite, code_of, dotted
+from optimizer_tool.knowledge.training import (
+    NOT_SAMPLING,
+    SAMPLING_FUNCTION,
+    mentions,
+    ordered_nodes,
+    sampling_functions,
+)
 from optimizer_tool.rules.ema.base import MODEL_PARAMETER, SAMPLE_LOOPS
 from optimizer_tool.rules.ema.fix.common import EmaEdit
-from optimizer_tool.semantics import NOT_SAMPLING, SAMPLING_FUNCTION, mentions, ordered_nodes, sampling_functions
 
 Swap = tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]  # swap in, swap out, imports
 

@@ -6,11 +6,11 @@ from __future__ import annotations
 import libcst as cst
 
 from optimizer_tool.contract import CannotFix
-from optimizer_tool.cstedit import insert_dict_element, string_literal, template_expression, template_statements
 from optimizer_tool.edit.ema import EmaTarget
+from optimizer_tool.edit.templates import insert_dict_element, string_literal, template_expression, template_statements
 from optimizer_tool.index import CallSite, code_of, dotted, literal
+from optimizer_tool.knowledge.training import CHECKPOINT_WRITES, assignments_of, calls_in_functions_with, mentions
 from optimizer_tool.rules.ema.fix.common import EmaEdit
-from optimizer_tool.semantics import CHECKPOINT_WRITES, assignments_of, calls_in_functions_with, mentions
 
 
 def save(fix: EmaEdit, target: EmaTarget) -> None:

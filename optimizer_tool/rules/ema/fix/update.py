@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import libcst as cst
 
-from optimizer_tool.codemod import is_call_statement
 from optimizer_tool.contract import CannotFix
 from optimizer_tool.edit.ema import EmaTarget, patch_after
+from optimizer_tool.edit.tree import is_call_statement
 from optimizer_tool.index import code_of
 from optimizer_tool.knowledge.ema import ema_facts
 from optimizer_tool.rules.ema.fix.common import EmaEdit, flagged_calls

@@ -6,8 +6,8 @@ from __future__ import annotations
 import libcst as cst
 
 from optimizer_tool.contract import CannotFix
-from optimizer_tool.cstedit import with_keyword, without_comment
 from optimizer_tool.edit.ema import EmaTarget
+from optimizer_tool.edit.templates import with_keyword, without_comment
 from optimizer_tool.index import literal
 from optimizer_tool.knowledge.ema import DIFFUSERS_EMA, ema_facts, helper_from_class, imported_class
 from optimizer_tool.rules.ema.fix.common import EMA_PATCH, EmaEdit, fitting_decay

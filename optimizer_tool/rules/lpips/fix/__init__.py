@@ -4,8 +4,8 @@ and ``fold`` (LPIPS005), over the shared ``step`` proof, ``estimate``, ``setting
 
 from __future__ import annotations
 
-from optimizer_tool.codemod import Edits
 from optimizer_tool.contract import Applicability, CannotFix, Fix, FixContext
+from optimizer_tool.edit.edits import Edits
 from optimizer_tool.rules.lpips.facts import mse_calls
 from optimizer_tool.rules.lpips.fix.add_term import add_term
 from optimizer_tool.rules.lpips.fix.fold import fold_frames

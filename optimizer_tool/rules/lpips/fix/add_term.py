@@ -3,9 +3,12 @@ the model."""
 
 from __future__ import annotations
 
-from optimizer_tool.codemod import Edits, names_in_node, settings_home, snippet
 from optimizer_tool.contract import CannotFix, FixContext
+from optimizer_tool.edit.edits import Edits
+from optimizer_tool.edit.templates import snippet
+from optimizer_tool.edit.tree import names_in_node
 from optimizer_tool.index import CallSite, UnitIndex
+from optimizer_tool.knowledge.settings import settings_home
 from optimizer_tool.rules.lpips.facts import LATENT_HINTS, is_video
 from optimizer_tool.rules.lpips.fix.estimate import images, x0_estimate
 from optimizer_tool.rules.lpips.fix.log import log_terms

@@ -7,8 +7,10 @@ import re
 
 import libcst as cst
 
-from optimizer_tool.codemod import Edits, module_name, snippet
 from optimizer_tool.contract import CannotFix
+from optimizer_tool.edit.edits import Edits
+from optimizer_tool.edit.settings import module_name
+from optimizer_tool.edit.templates import snippet
 from optimizer_tool.index import CallSite, FunctionInfo, UnitIndex
 from optimizer_tool.rules.lpips.fix.shared import manual_patch
 from optimizer_tool.rules.lpips.fix.step import DenoisingStep, scheduler_class, target_kind

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from optimizer_tool.codemod import Edits, expression
+from optimizer_tool.edit.edits import Edits
+from optimizer_tool.edit.templates import expression
 from optimizer_tool.index import UnitIndex
 from optimizer_tool.rules.lpips.facts import Perceptual
 from optimizer_tool.rules.lpips.fix.shared import parenthesized

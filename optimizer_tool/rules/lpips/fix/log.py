@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import libcst as cst
 
-from optimizer_tool.codemod import Edits, expression, statement
 from optimizer_tool.contract import FixContext
-from optimizer_tool.cstedit import insert_dict_element
+from optimizer_tool.edit.edits import Edits
+from optimizer_tool.edit.templates import expression, insert_dict_element, statement
 from optimizer_tool.index import CallSite, UnitIndex, code_of, literal
-from optimizer_tool.semantics import has_role
+from optimizer_tool.knowledge.training import has_role
 
 
 def log_terms(ctx: FixContext, index: UnitIndex, edits: Edits, mse: CallSite, terms: dict[str, str]) -> None:

@@ -5,15 +5,18 @@ from __future__ import annotations
 
 import libcst as cst
 
-from optimizer_tool.codemod import Edits, names_in_node, settings_home, snippet
 from optimizer_tool.contract import CannotFix, FixContext
+from optimizer_tool.edit.edits import Edits
+from optimizer_tool.edit.templates import snippet
+from optimizer_tool.edit.tree import names_in_node
 from optimizer_tool.index import CallSite, UnitIndex, code_of, dotted
+from optimizer_tool.knowledge.configured import expression_nodes
+from optimizer_tool.knowledge.settings import settings_home
 from optimizer_tool.rules.lpips.facts import Perceptual, is_video, mse_calls
 from optimizer_tool.rules.lpips.fix.estimate import images, x0_estimate
 from optimizer_tool.rules.lpips.fix.settings import lpips_settings
 from optimizer_tool.rules.lpips.fix.shared import assigned_name, call_code, manual_patch, outer_call, wrapped
 from optimizer_tool.rules.lpips.fix.step import denoising_step
-from optimizer_tool.semantics import expression_nodes
 
 
 def rewrite_plan_term(ctx: FixContext, index: UnitIndex, edits: Edits, perceptual: Perceptual) -> None:

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from optimizer_tool.codemod import Edits, ensure_flag, ensure_setting, set_in_presets
 from optimizer_tool.contract import FixContext
+from optimizer_tool.edit.edits import Edits
+from optimizer_tool.edit.settings import ensure_flag, ensure_setting, set_in_presets
 from optimizer_tool.index import UnitIndex
 
 LPIPS_WHY = {

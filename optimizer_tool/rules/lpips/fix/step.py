@@ -9,9 +9,10 @@ import libcst as cst
 
 from optimizer_tool.contract import CannotFix
 from optimizer_tool.index import CallSite, UnitIndex, code_of, dotted
+from optimizer_tool.knowledge.configured import expression_nodes
+from optimizer_tool.knowledge.training import assignments_of, same_object
 from optimizer_tool.rules.lpips.fix.shared import manual_patch
 from optimizer_tool.rules.lpips.tracing import trace
-from optimizer_tool.semantics import assignments_of, expression_nodes, same_object
 
 PASS_THROUGH_CALLS = {"float", "half", "double", "to", "contiguous", "bfloat16"}
 

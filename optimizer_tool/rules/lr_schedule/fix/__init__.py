@@ -21,8 +21,8 @@ stop writing the capped warm-up and the floor into one call.
 
 from __future__ import annotations
 
-from optimizer_tool.codemod import Edits
 from optimizer_tool.contract import Applicability, CannotFix, Fix, FixContext
+from optimizer_tool.edit.edits import Edits
 from optimizer_tool.knowledge.lr_schedule import Schedule, schedule_facts
 from optimizer_tool.knowledge.lr_schedule.vocabulary import HF_HELPER_NAMES
 from optimizer_tool.rules.lr_schedule.fix.add import add_schedule

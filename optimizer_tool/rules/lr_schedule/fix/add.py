@@ -8,21 +8,16 @@ from __future__ import annotations
 import libcst as cst
 import libcst.matchers as m
 
-from optimizer_tool.codemod import (
-    OPTIMIZER_CONSTRUCTORS,
-    Edits,
-    expression,
-    is_call_statement,
-    module_name,
-    names_in_node,
-    optimizer_construction,
-    settings_home,
-    statement,
-)
 from optimizer_tool.contract import CannotFix, FixContext
-from optimizer_tool.cstedit import insert_dict_element, string_literal
+from optimizer_tool.edit.edits import Edits
+from optimizer_tool.edit.settings import module_name
+from optimizer_tool.edit.templates import expression, insert_dict_element, statement, string_literal
+from optimizer_tool.edit.tree import is_call_statement, names_in_node
 from optimizer_tool.index import CallSite, UnitIndex, code_of, dotted, literal
 from optimizer_tool.knowledge.lr_schedule.vocabulary import TOTAL_SETTINGS
+from optimizer_tool.knowledge.optimizers import OPTIMIZER_CONSTRUCTORS, optimizer_construction
+from optimizer_tool.knowledge.settings import settings_home
+from optimizer_tool.knowledge.training import optimizer_steps, same_object, stepped_optimizer
 from optimizer_tool.rules.lr_schedule.fix.common import (
     after_scaler_update,
     assignment_target,
@@ -33,7 +28,6 @@ from optimizer_tool.rules.lr_schedule.fix.common import (
     warmup_setting,
     warmup_then,
 )
-from optimizer_tool.semantics import optimizer_steps, same_object, stepped_optimizer
 
 EPOCH_SETTINGS = ("num_epochs", "epochs", "num_train_epochs", "max_epochs", "n_epochs")
 ACCUMULATION_SETTINGS = (

@@ -11,20 +11,16 @@ from weakref import WeakKeyDictionary
 import libcst as cst
 import libcst.matchers as m
 
-from optimizer_tool.codemod import (
-    Edits,
-    ensure_setting,
-    expression,
-    optimizer_construction,
-    set_default,
-    setting_value,
-    statement,
-)
 from optimizer_tool.contract import FixContext
-from optimizer_tool.cstedit import with_keyword
+from optimizer_tool.edit.edits import Edits
+from optimizer_tool.edit.settings import ensure_setting, set_default
+from optimizer_tool.edit.templates import expression, statement, with_keyword
 from optimizer_tool.index import CallSite, UnitIndex, code_of, dotted, literal
+from optimizer_tool.knowledge.configured import expression_nodes
 from optimizer_tool.knowledge.lr_schedule.vocabulary import NEUTRAL_FACTOR, WARMUP_SETTINGS
-from optimizer_tool.semantics import expression_nodes, has_role
+from optimizer_tool.knowledge.optimizers import optimizer_construction
+from optimizer_tool.knowledge.settings import setting_value
+from optimizer_tool.knowledge.training import has_role
 
 PLAN_WARMUP_STEPS = 2000  # the plan's warm-up; the code caps it at 10% of the run
 MIN_LR_WHY = "the learning rate decays to this fraction of its base value, not to 0"

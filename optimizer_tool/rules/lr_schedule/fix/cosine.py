@@ -3,11 +3,13 @@ in front of it in a ``SequentialLR`` when it has none (LR007)."""
 
 from __future__ import annotations
 
-from optimizer_tool.codemod import Edits, expression, module_name, settings_home
 from optimizer_tool.contract import CannotFix, FixContext
-from optimizer_tool.cstedit import with_keyword
+from optimizer_tool.edit.edits import Edits
+from optimizer_tool.edit.settings import module_name
+from optimizer_tool.edit.templates import expression, with_keyword
 from optimizer_tool.index import code_of
 from optimizer_tool.knowledge.lr_schedule import Schedule
+from optimizer_tool.knowledge.settings import settings_home
 from optimizer_tool.rules.lr_schedule.fix.common import (
     assignment_target,
     base_lr,

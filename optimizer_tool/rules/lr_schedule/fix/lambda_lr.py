@@ -9,11 +9,15 @@ import re
 import libcst as cst
 import libcst.matchers as m
 
-from optimizer_tool.codemod import Edits, expression, names_in_node, settings_home, statement
 from optimizer_tool.contract import CannotFix, FixContext
+from optimizer_tool.edit.edits import Edits
+from optimizer_tool.edit.templates import expression, statement
+from optimizer_tool.edit.tree import names_in_node
 from optimizer_tool.index import CallSite, FunctionInfo, UnitIndex, dotted
 from optimizer_tool.knowledge.lr_schedule import Schedule, end_value, lambda_target, number_literal
 from optimizer_tool.knowledge.lr_schedule.vocabulary import WARMUP_WORD
+from optimizer_tool.knowledge.settings import settings_home
+from optimizer_tool.knowledge.training import names_in
 from optimizer_tool.rules.lr_schedule.fix.common import (
     atom,
     capped,
@@ -23,7 +27,6 @@ from optimizer_tool.rules.lr_schedule.fix.common import (
     min_lr_ratio,
     plan_warmup_default,
 )
-from optimizer_tool.semantics import names_in
 
 TOTAL_NAME = re.compile(
     r"^(total|num_training|max_train|train|max|num_train)_?(steps|iters|iterations)$|^total_steps$|^num_steps$", re.I

@@ -10,10 +10,14 @@ from __future__ import annotations
 
 import libcst as cst
 
-from optimizer_tool.codemod import Edits, expression, module_name, names_in_node, set_default, settings_home, statement
 from optimizer_tool.contract import CannotFix, FixContext
+from optimizer_tool.edit.edits import Edits
+from optimizer_tool.edit.settings import module_name, set_default
+from optimizer_tool.edit.templates import expression, statement
+from optimizer_tool.edit.tree import names_in_node
 from optimizer_tool.index import code_of, dotted
 from optimizer_tool.knowledge.lr_schedule import Schedule
+from optimizer_tool.knowledge.settings import settings_home
 from optimizer_tool.rules.lr_schedule.fix.common import (
     MIN_LR_HELPER,
     assignment_target,

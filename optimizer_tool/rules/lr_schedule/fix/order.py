@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import libcst as cst
 
-from optimizer_tool.codemod import Edits, is_call_statement, statement
 from optimizer_tool.contract import CannotFix
-from optimizer_tool.cstedit import node_at, value_like
+from optimizer_tool.edit.edits import Edits
+from optimizer_tool.edit.templates import statement, value_like
+from optimizer_tool.edit.tree import is_call_statement, node_at
 from optimizer_tool.index import CallSite, UnitIndex, code_of
+from optimizer_tool.knowledge.training import exclusive, lr_scheduler_steps, optimizer_steps
 from optimizer_tool.rules.lr_schedule.fix.common import after_scaler_update
 from optimizer_tool.rules.lr_schedule.stepping import step_is_per_epoch
-from optimizer_tool.semantics import exclusive, lr_scheduler_steps, optimizer_steps
 
 
 def reorder(index: UnitIndex, edits: Edits, code: str, where) -> None:

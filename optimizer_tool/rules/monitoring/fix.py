@@ -1,0 +1,362 @@
+"""The monitoring fix: log the missing curves where the trainer logs its loss."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import libcst as cst
+import libcst.matchers as m
+
+from optimizer_tool.contract import Applicability, CannotFix, Fix, FixContext
+from optimizer_tool.edit.edits import Edits
+from optimizer_tool.edit.ema import ema_target
+from optimizer_tool.edit.settings import module_name
+from optimizer_tool.edit.templates import insert_dict_element, string_literal, template_expression, template_statements
+from optimizer_tool.edit.tree import is_call_statement
+from optimizer_tool.index import CallSite, UnitIndex, dotted
+from optimizer_tool.knowledge.ema import ema_facts
+from optimizer_tool.knowledge.training import (
+    assignments_of,
+    clip_calls,
+    has_role,
+    is_lightning,
+    lr_scheduler_steps,
+    optimizer_steps,
+    stepped_optimizer,
+    trained_model,
+)
+from optimizer_tool.rules.monitoring.facts import ema_drift_logged, grad_norm_logged, logged_values, lr_logged
+
+# --- the fix ------------------------------------------------------------------------------------
+# ``t2s-opt apply --only monitoring``: the missing curves go to the sink the trainer already uses for
+# its loss (a SummaryWriter's add_scalar, a dict handed to accelerator.log / wandb.log / a JSON-lines
+# file), in the same block, so they follow its existing log cadence. The gradient norm is the value
+# ``clip_grad_norm_`` returns (or, without clipping, the norm computed before the optimizer step);
+# the EMA drift is the mean absolute difference between averaged and live weights.
+GRAD_NORM_TEMPLATE = (
+    "grad_norm = torch.linalg.vector_norm(torch.stack([\n"
+    "    torch.linalg.vector_norm(p.grad.detach()) for p in {model}.parameters() if p.grad is not None\n"
+    "]))"
+)
+SCALAR_SINKS = ("add_scalar",)
+DICT_SINK_KEYWORDS = ("metrics", "data", "values", "row", "stats", "dictionary")
+
+
+@dataclass
+class Curve:
+    """One value to log: its name, the expression, the statements that compute it, a tag prefix of
+    its own (``ema/``) instead of the loss's."""
+
+    name: str
+    value: cst.BaseExpression
+    setup: list = field(default_factory=list)
+    prefix: str | None = None
+    conditional: object = None  # an EmaTarget whose conditions must hold to log this curve
+
+    def tag(self, sink: "Sink", like: cst.BaseExpression | None) -> str:
+        return string_literal(f"{sink.prefix if self.prefix is None else self.prefix}{self.name}", like)
+
+
+@dataclass
+class Sink:
+    """Where the trainer logs its loss: a call to extend (``add_scalar``) or a dict literal to fill."""
+
+    call: CallSite
+    key: str | None  # the loss key, e.g. "train/loss" (its prefix names the new curves)
+    entries: cst.Dict | None = None  # the dict the call logs, when it logs a dict
+
+    @property
+    def prefix(self) -> str:
+        return self.key.rsplit("/", 1)[0] + "/" if self.key and "/" in self.key else ""
+
+
+class LogTrainingSignals(Fix):
+    """Logs the gradient norm, the learning rate and the EMA drift next to the loss."""
+
+    applicability = Applicability.SAFE  # only adds code
+
+    codes = ("MON001", "MON002", "MON003")
+
+    def apply(self, ctx: FixContext, findings: list) -> None:
+        index = ctx.index
+        trained = trained_model(index)
+        where = findings[0].location
+        if trained is None and is_lightning(index):
+            raise CannotFix(
+                where.path,
+                where.line,
+                "a LightningModule: Lightning steps the optimizer itself, so the curves are logged from its hooks",
+                LIGHTNING_PATCH,
+            )
+        if trained is None:
+            raise CannotFix(
+                where.path,
+                where.line,
+                (
+                    "no optimizer step whose network can be traced; log the gradient norm, the learning rate and the EMA drift by "  # noqa: E501
+                    "hand"
+                ),
+                MONITORING_PATCH,
+            )
+        sink = loss_sink(index, trained.step)
+        if sink is None:
+            raise CannotFix(
+                where.path,
+                where.line,
+                f"no metrics sink (SummaryWriter.add_scalar, accelerator.log, wandb.log, a JSON-lines file) logs the loss in `{trained.step.function.name if trained.step.function else 'the training loop'}`; add one, then run the fix again",  # noqa: E501
+                MONITORING_PATCH,
+            )
+        edits = Edits(ctx)
+        codes = {f.code for f in findings}
+        curves: list[Curve] = []
+        if "MON001" in codes and not grad_norm_logged(index):
+            curves.append(Curve("grad_norm", self.grad_norm(index, trained, sink, edits)))
+        if "MON002" in codes and not lr_logged(index):
+            curves.append(Curve("lr", template_expression(edits.module(sink.call.path), lr_expression(index, trained))))
+        if "MON003" in codes and not ema_drift_logged(index):
+            curves.append(self.ema_drift(index, trained, sink, edits))
+        if not curves:
+            return
+        emit(edits, sink, curves)
+        edits.apply()
+
+    def grad_norm(self, index: UnitIndex, trained, sink: Sink, edits: Edits) -> cst.BaseExpression:
+        """``grad_norm``: what the clipping call returns (captured where it is discarded), or the
+        norm computed right before the optimizer step."""
+        step = trained.step
+        clips = [
+            c for c in clip_calls(index) if c.function == step.function and c.path == step.path and c.line <= step.line
+        ]
+        if sink.call.path != step.path or sink.call.function != step.function:
+            raise CannotFix(
+                sink.call.path,
+                sink.call.line,
+                "the loss is logged outside the function that steps the optimizer; log the gradient norm there by hand",
+                MONITORING_PATCH,
+            )
+        for clip in clips:
+            captured = next(
+                (
+                    a.target
+                    for a in index.assigns
+                    if a.path == clip.path and a.line == clip.line and a.call is not None and a.call.node is clip.node
+                ),
+                None,
+            )
+            if captured:
+                return cst.parse_expression(captured)
+            statement = edits.statement_of(clip)
+            if is_call_statement(statement, clip.node):
+                edits.replace(
+                    clip.path,
+                    statement,
+                    lambda node: node.with_changes(
+                        body=[cst.Assign(targets=[cst.AssignTarget(cst.Name("grad_norm"))], value=node.body[0].value)]
+                    ),
+                )
+                return cst.Name("grad_norm")
+        if index.method_calls("unscale_") or any(has_role(index, c.receiver, "scaler") for c in optimizer_steps(index)):
+            unscale = next((c for c in index.method_calls("unscale_") if c.function == step.function), None)
+            if unscale is None:
+                raise CannotFix(
+                    step.path,
+                    step.line,
+                    (
+                        "gradients are scaled by a GradScaler and never unscaled before the step, so their norm is meaningless; call "  # noqa: E501
+                        "scaler.unscale_(optimizer) first"
+                    ),
+                    MONITORING_PATCH,
+                )
+            edits.insert_after(
+                step.path,
+                edits.statement_of(unscale),
+                _with_torch(edits, index, step.path, GRAD_NORM_TEMPLATE, model=trained.name),
+            )
+        else:
+            edits.insert_before(
+                step.path,
+                edits.statement_of(step),
+                _with_torch(edits, index, step.path, GRAD_NORM_TEMPLATE, model=trained.name),
+            )
+        return cst.Name("grad_norm")
+
+    def ema_drift(self, index: UnitIndex, trained, sink: Sink, edits: Edits) -> Curve:
+        """``ema_drift``: the mean absolute difference between averaged and live weights, computed
+        where the loss is logged (under the EMA's own ``if``, when it is created under one)."""
+        target = ema_target(index, trained.name)
+        obj = ema_facts(index).objects[0]
+        if target is None or target.api.drift is None:
+            raise CannotFix(
+                obj.path,
+                obj.line,
+                f"cannot tell how to read the averaged weights of `{obj.target}`; log the mean absolute difference to the live weights by hand",  # noqa: E501
+                MONITORING_PATCH,
+            )
+        function = sink.call.function
+        if target.name.startswith("self.") != trained.name.startswith("self.") or (
+            not target.name.startswith("self.") and target.function not in (function, None)
+        ):
+            raise CannotFix(
+                sink.call.path,
+                sink.call.line,
+                f"the loss is logged where `{target.name}` is not in reach; log the EMA drift by hand",
+                MONITORING_PATCH,
+            )
+        setup = _with_torch(
+            edits, index, sink.call.path, f"ema_drift = {target.api.drift}", ema=target.name, model=trained.name
+        )
+        name, prefix = ("param_difference", "ema/") if sink.prefix else ("ema_drift", None)
+        curve = Curve(name, cst.Name("ema_drift"), setup, prefix)
+        if target.missing_conditions(sink.call):
+            # The EMA may not exist here (``if args.use_ema:``): its curve gets a sink call of its own.
+            inline = sink.entries is None or any(a.value is sink.entries for a in sink.call.node.args)
+            if not inline or sink.call.matches(("json.dumps", "json.dump")):
+                raise CannotFix(
+                    sink.call.path,
+                    sink.call.line,
+                    f"`{target.name}` only exists when `{target.conditions[0]}`, and the metrics are logged as one dict",  # noqa: E501
+                    MONITORING_PATCH,
+                )
+            curve.conditional = target
+        return curve
+
+
+MONITORING_PATCH = """\
+grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm)
+...
+writer.add_scalar("train/grad_norm", grad_norm, step)
+writer.add_scalar("train/lr", optimizer.param_groups[0]["lr"], step)
+ema_drift = torch.stack([(e.float() - p.detach().float()).abs().mean() for e, p in zip(ema.parameters(), model.parameters())]).mean()
+writer.add_scalar("ema/param_difference", ema_drift, step)
+"""  # noqa: E501
+
+
+LIGHTNING_PATCH = """\
+from lightning.pytorch.callbacks import LearningRateMonitor  # Trainer(callbacks=[LearningRateMonitor("step")])
+from lightning.pytorch.utilities import grad_norm
+
+def on_before_optimizer_step(self, optimizer):
+    self.log_dict(grad_norm(self, norm_type=2))
+
+# in training_step, with the EMA:
+self.log("ema/param_difference", torch.stack([(e - p).abs().mean() for e, p in zip(ema.parameters(), self.model.parameters())]).mean())
+"""  # noqa: E501
+
+
+def loss_sink(index: UnitIndex, step: CallSite) -> Sink | None:
+    """The sink that logs the loss in the function that steps the optimizer: ``add_scalar`` first,
+    then a logged dict literal (``accelerator.log({...})``, ``wandb.log({...})``, ``json.dumps({...})``)."""
+    here = [
+        item for item in logged_values(index) if item.site.function == step.function and item.site.path == step.path
+    ]
+    losses = [item for item in here if item.key and "loss" in item.key.lower()] or here
+    ranked = sorted(
+        losses, key=lambda item: (item.site.method not in SCALAR_SINKS, item.site.line < step.line, -item.site.line)
+    )
+    for item in ranked:
+        if item.site.method in SCALAR_SINKS:
+            return Sink(item.site, item.key)
+        entries = _logged_dict(index, item.site)
+        if entries is not None:
+            return Sink(item.site, item.key, entries)
+    return None
+
+
+def _logged_dict(index: UnitIndex, call: CallSite) -> cst.Dict | None:
+    """The dict literal a sink call logs: its argument, or the literal a local name was built from."""
+    for arg in call.node.args:
+        if arg.keyword is not None and arg.keyword.value not in DICT_SINK_KEYWORDS:
+            continue
+        if isinstance(arg.value, cst.Dict):
+            return arg.value
+        name = dotted(arg.value)
+        built = (
+            [a for a in assignments_of(index, name, call.function, call.line) if a.path == call.path] if name else []
+        )
+        if built and isinstance(built[-1].value, cst.Dict):
+            return built[-1].value
+    return None
+
+
+def lr_expression(index: UnitIndex, trained) -> str:
+    """The learning rate the optimizer uses: the schedule's last value, else the first param group's."""
+    steps = [s for s in lr_scheduler_steps(index) if s.path == trained.step.path]
+    if steps:
+        return f"{steps[0].receiver}.get_last_lr()[0]"
+    return f'{stepped_optimizer(trained.step)}.param_groups[0]["lr"]'
+
+
+def _with_torch(edits: Edits, index: UnitIndex, path, template: str, **values: str) -> list[cst.BaseStatement]:
+    """``template`` (written with ``torch.``) as statements of ``path``, spelled with the file's own
+    name for torch (imported when missing)."""
+    torch = module_name(edits, index, path, "torch")
+    return template_statements(edits.module(path), template.replace("torch.", f"{torch}."), **values)
+
+
+def emit(edits: Edits, sink: Sink, curves: list[Curve]) -> None:
+    """Log ``curves`` through ``sink``: one ``add_scalar`` per curve after the last one of the block,
+    or new entries in the logged dict (as Python floats: tensors are not JSON). A conditional curve
+    gets its own sink call under its condition."""
+    if sink.entries is None:
+        _emit_scalars(edits, sink, curves)
+    else:
+        _emit_entries(edits, sink, curves)
+
+
+def _emit_scalars(edits: Edits, sink: Sink, curves: list[Curve]) -> None:
+    """One ``add_scalar`` per curve, after the last ``add_scalar`` that follows the loss's."""
+    path = sink.call.path
+    module = edits.module(path)
+    statement = edits.statement_of(sink.call)
+    add_scalar = m.SimpleStatementLine(body=[m.Expr(value=m.Call(func=m.Attribute(attr=m.Name("add_scalar"))))])
+    siblings = [s for s in edits.tree(path).following(statement) if m.matches(s, add_scalar)]
+    step = sink.call.arg(2, "global_step")
+    new: list[cst.BaseStatement] = []
+    for curve in curves:
+        call = (
+            f"{sink.call.receiver}.add_scalar({curve.tag(sink, sink.call.arg(0, 'tag'))}, {{value}}"
+            f"{', {step}' if step is not None else ''})"
+        )
+        lines = [*curve.setup, *template_statements(module, call, value=curve.value, step=step)]
+        new += (
+            curve.conditional.when_present(module, lines, sink.call, "the loss is logged")
+            if curve.conditional is not None
+            else lines
+        )
+    edits.insert_after(path, siblings[-1] if siblings else statement, new)
+
+
+def _emit_entries(edits: Edits, sink: Sink, curves: list[Curve]) -> None:
+    """New entries in the dict the loss is logged with; a conditional curve gets its own call."""
+    path = sink.call.path
+    module = edits.module(path)
+    statement = edits.statement_of(sink.call)
+    plain = [c for c in curves if c.conditional is None]
+    sample = next((e.key for e in sink.entries.elements if isinstance(e, cst.DictElement)), None)
+    edits.insert_before(path, statement, [s for curve in plain for s in curve.setup])
+
+    def extend(node: cst.Dict, curves: list[Curve]) -> cst.Dict:
+        for curve in curves:
+            node = insert_dict_element(
+                node,
+                len(node.elements) - 1,
+                cst.SimpleString(curve.tag(sink, sample)),
+                cst.Call(cst.Name("float"), [cst.Arg(curve.value)]),
+            )
+        return node
+
+    if plain:
+        edits.replace(path, sink.entries, lambda node: extend(node, plain))
+    for curve in curves:
+        if curve.conditional is None:
+            continue
+        own = sink.call.node.with_changes(
+            args=[
+                a.with_changes(value=extend(cst.Dict([]), [curve])) if a.value is sink.entries else a
+                for a in sink.call.node.args
+            ]
+        )
+        lines = [*curve.setup, cst.SimpleStatementLine(body=[cst.Expr(own)])]
+        edits.insert_after(
+            path, statement, curve.conditional.when_present(module, lines, sink.call, "the loss is logged")
+        )

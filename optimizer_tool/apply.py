@@ -47,7 +47,7 @@ from typing import Iterable, Iterator, Mapping
 
 import libcst as cst
 
-from optimizer_tool.contract import Applicability, CannotFix, FixContext
+from optimizer_tool.contract import Applicability, CannotFix, Fix, FixContext
 from optimizer_tool.engine import apply_suppressions, build_units, check_loaded, check_units, run_check
 from optimizer_tool.errors import UsageError
 from optimizer_tool.findings import Finding, Severity
@@ -293,7 +293,29 @@ def _run_fix(
     targets: list[Finding],
     result: FixPlan,
 ) -> bool:
-    """Run ``opt``'s fix on the unit of ``entry`` while its rules report findings it has not tried yet."""
+    """Run each of ``opt``'s fixes, in turn, on the unit of ``entry``: every fix sees the modules as
+    the fixes before it left them, with a fresh index and fresh findings (their nodes and positions
+    belong to those modules)."""
+    ran = False
+    for fix in opt.fixes:
+        ran = _run_one_fix(opt, fix, entry, work, settings, attempted, targets, result) or ran
+        if result.refused:
+            break
+    return ran
+
+
+def _run_one_fix(
+    opt: Optimization,
+    fix: type[Fix],
+    entry: Path,
+    work: _Workspace,
+    settings: Settings,
+    attempted: set,
+    targets: list[Finding],
+    result: FixPlan,
+) -> bool:
+    """Run ``fix`` on the unit of ``entry`` while ``opt``'s rules report findings of its codes it has
+    not tried yet."""
     ran = False
     for _ in range(MAX_PASSES):
         current = work.unit(entry)
@@ -305,7 +327,7 @@ def _run_fix(
         findings = [
             f
             for f in _fresh_findings(current, opt, settings, work.root)
-            if f.code in opt.fixable_codes and f.location.path in located and _identity(f) not in attempted
+            if f.code in fix.codes and f.location.path in located and _identity(f) not in attempted
         ]
         if not findings:
             break
@@ -316,10 +338,7 @@ def _run_fix(
             _ProjectFiles(work, unit_paths),
         )
         try:
-            for fix in opt.fixes:
-                mine = [f for f in findings if f.code in fix.codes]
-                if mine:
-                    fix().apply(ctx, mine)
+            fix().apply(ctx, findings)
         except CannotFix as exc:
             exc.key = opt.key
             result.refused.append(exc)

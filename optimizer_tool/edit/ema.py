@@ -64,15 +64,12 @@ class EmaTarget:
         return [cst.If(test=test, body=cst.IndentedBlock(body=statements))]
 
 
-def ema_target(index: UnitIndex, model: str, project_files: Mapping[Path, str] | None = None) -> EmaTarget | None:
+def ema_target(index: UnitIndex, model: str, project_files: Mapping[Path, str]) -> EmaTarget | None:
     """The trainer's existing EMA, when ``optimizer_tool.knowledge.ema`` knows how to drive it.
-    ``project_files`` is ``FixContext.project_files`` (a helper class the unit does not import yet).
-
-    Transitional: a caller that hands in none (the monitoring fix's ``ema_target(index, model)``)
-    still has such a helper read from the disk, as before the ema package was split, so that its
-    output does not change; the read goes once that caller passes ``edits.ctx.project_files``."""
+    ``project_files`` is ``FixContext.project_files`` (a helper class the unit does not import yet):
+    fixes never read the disk."""
     obj = ema_facts(index).objects[0]
-    api = ema_api(index, obj, _read_from_disk if project_files is None else project_files.get)
+    api = ema_api(index, obj, project_files.get)
     if api is None:
         return None
     conditions = tuple(g for g in (obj.call.guards if obj.call is not None else ()) if "__name__" not in g)
@@ -84,13 +81,3 @@ def patch_after(step: CallSite, statements: list) -> str:
     module = cst.Module(body=[])
     lines = "".join(module.code_for_node(s) for s in statements)
     return f"# right after {step.func_text}() (line {step.line}), in the same block:\n{lines}"
-
-
-def _read_from_disk(path: Path) -> str | None:
-    """Transitional (see ``ema_target``): None when there is no such file, no text when it cannot be read."""
-    if not path.is_file():
-        return None
-    try:
-        return path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError):
-        return ""

@@ -183,7 +183,7 @@ class LogTrainingSignals(Fix):
     def ema_drift(self, index: UnitIndex, trained, sink: Sink, edits: Edits) -> Curve:
         """``ema_drift``: the mean absolute difference between averaged and live weights, computed
         where the loss is logged (under the EMA's own ``if``, when it is created under one)."""
-        target = ema_target(index, trained.name)
+        target = ema_target(index, trained.name, edits.ctx.project_files)
         obj = ema_facts(index).objects[0]
         if target is None or target.api.drift is None:
             raise CannotFix(

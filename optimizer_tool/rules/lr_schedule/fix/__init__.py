@@ -14,9 +14,9 @@ switched to ``cosine_with_min_lr`` and an existing warm-up capped at 10% of the 
 ``lambda_lr``, LR003/LR004), and the warm-up put in front of an existing ``CosineAnnealingLR``
 (``cosine``, LR007). Adding a schedule where there is none (``add``, LR001) and moving the step calls
 (``order``, LR005/LR006: the schedule the code already describes, advanced as written) can stay SAFE.
-Making one of them UNSAFE means giving its codes a Fix of their own (the fixes of this package run as
-one edit batch, ``common.run_batched``); for LR003/LR004 on a library schedule the step must first
-stop writing the capped warm-up and the floor into one call.
+Making one of them UNSAFE means giving its codes a Fix of their own (the apply engine runs each fix
+on the modules the fixes before it left, with a fresh index); for LR003/LR004 on a library schedule
+the step must first stop writing the capped warm-up and the floor into one call.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from optimizer_tool.edit.edits import Edits
 from optimizer_tool.knowledge.lr_schedule import Schedule, schedule_facts
 from optimizer_tool.knowledge.lr_schedule.vocabulary import HF_HELPER_NAMES
 from optimizer_tool.rules.lr_schedule.fix.add import add_schedule
-from optimizer_tool.rules.lr_schedule.fix.common import manual_schedule_patch, run_batched
+from optimizer_tool.rules.lr_schedule.fix.common import manual_schedule_patch, run_step
 from optimizer_tool.rules.lr_schedule.fix.cosine import cosine_annealing
 from optimizer_tool.rules.lr_schedule.fix.lambda_lr import lambda_lr
 from optimizer_tool.rules.lr_schedule.fix.library import library_schedule
@@ -62,7 +62,7 @@ class ScheduleShapeFix(Fix):
     codes = ("LR001", "LR002", "LR003", "LR004", "LR007")
 
     def apply(self, ctx: FixContext, findings: list) -> None:
-        run_batched(ctx, lambda edits: self._edit(ctx, edits, findings))
+        run_step(ctx, lambda edits: self._edit(ctx, edits, findings))
 
     def _edit(self, ctx: FixContext, edits: Edits, findings: list) -> None:
         facts = schedule_facts(ctx.index)
@@ -102,7 +102,7 @@ class ScheduleStepFix(Fix):
     codes = ("LR005", "LR006")
 
     def apply(self, ctx: FixContext, findings: list) -> None:
-        run_batched(ctx, lambda edits: self._edit(ctx, edits, findings))
+        run_step(ctx, lambda edits: self._edit(ctx, edits, findings))
 
     def _edit(self, ctx: FixContext, edits: Edits, findings: list) -> None:
         for finding in findings:

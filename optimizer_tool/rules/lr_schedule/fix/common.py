@@ -3,10 +3,7 @@ schedule, the manual patch suggested on refusal, and small rewrites of warm-up l
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Callable
-from weakref import WeakKeyDictionary
 
 import libcst as cst
 import libcst.matchers as m
@@ -28,35 +25,12 @@ WARMUP_WHY = "linear learning-rate warm-up, capped at 10% of the optimizer steps
 MIN_LR_HELPER = "get_cosine_with_min_lr_schedule_with_warmup"
 
 
-@dataclass
-class _Batch:
-    index: UnitIndex
-    modules: dict[Path, cst.Module]  # the modules the index describes
-    notes: list[str]
-    steps: list[Callable[[Edits], None]] = field(default_factory=list)
-
-
-_BATCHES: WeakKeyDictionary[FixContext, _Batch] = WeakKeyDictionary()
-
-
-def run_batched(ctx: FixContext, step: Callable[[Edits], None]) -> None:
-    """Run one fix's ``step`` (which adds its edits to the ``Edits`` it is given) as one batch with
-    the steps the earlier fixes of this package ran on ``ctx``.
-
-    The apply engine runs the fixes of an optimization one after the other on one FixContext whose
-    index describes the modules as they were before the first of them: every edit names nodes of
-    those modules, so a second fix cannot edit the modules the first one left. Instead the modules
-    go back to what the index describes and every step so far runs again into one ``Edits``, applied
-    once: the result is the one a single fix making all the changes would give."""
-    batch = _BATCHES.get(ctx)
-    if batch is None or batch.index is not ctx.index:
-        batch = _BATCHES[ctx] = _Batch(ctx.index, dict(ctx.modules), list(ctx.notes))
-    batch.steps.append(step)
-    ctx.modules.update(batch.modules)
-    ctx.notes[:] = batch.notes
+def run_step(ctx: FixContext, step: Callable[[Edits], None]) -> None:
+    """Run one fix's ``step`` (which adds its edits to the ``Edits`` it is given) and apply them at
+    once. The apply engine gives each fix of the package a context of its own, indexed after the
+    fixes before it."""
     edits = Edits(ctx)
-    for run in batch.steps:
-        run(edits)
+    step(edits)
     edits.apply()
 
 

@@ -17,7 +17,7 @@ from typing import ClassVar, Iterable, Mapping, Union
 
 import libcst as cst
 
-from optimizer_tool.findings import Severity
+from optimizer_tool.findings import Severity, State
 from optimizer_tool.index import CallSite, Setting, UnitIndex
 
 Example = Union[str, dict]  # source of one file, or {relative path: source} for a small project
@@ -46,10 +46,20 @@ class Rule:
     explain: ClassVar[str]  # long form for `t2s-opt explain`
     VALID: ClassVar[list[Example]] = []
     INVALID: ClassVar[list[Example]] = []
+    # Whether the rule judges diffusion trainers only; None: as its module's DIFFUSION_ONLY says.
+    # (LPIPS's implementation checks run on autoencoder/GAN trainers too; its "add LPIPS" does not.)
+    diffusion_only: ClassVar[bool | None] = None
+    # The message on trainers that are not diffusion trainers, when ``message`` speaks of diffusion.
+    generic_message: ClassVar[str | None] = None
 
     def applies(self, index: UnitIndex) -> bool:
         """False when the rule has nothing to judge (a bug rule where the feature is absent)."""
         return True
+
+    def when_blind(self, index: UnitIndex) -> tuple[State, str] | None:
+        """For a ``missing`` rule that does not apply: what that means for the optimization's
+        verdict, and why (not applicable, decided elsewhere...). None: ``unknown``."""
+        return None
 
     def check(self, index: UnitIndex) -> Iterable[Hit]:
         raise NotImplementedError

@@ -9,11 +9,12 @@ from concurrent.futures import Executor, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from optimizer_tool.findings import Finding, Location, Severity
+from optimizer_tool.findings import Finding, Location, Severity, State, Verdict
 from optimizer_tool.index import UnitIndex
 from optimizer_tool.project import ConfigFile, LoadResult, SourceFile, Unit, load, load_configs, parse_source
 from optimizer_tool.registry import Optimization, optimizations
 from optimizer_tool.settings import Settings
+from optimizer_tool.verdicts import RuleOutcome, UnitFacts, unit_facts, verdict
 
 SUPPRESSION = re.compile(r"#\s*t2s-opt:\s*(ignore|fixme)(?:\[([A-Za-z0-9_,\s]+)\])?")
 UNUSED_SUPPRESSION = "T2S001"
@@ -38,9 +39,20 @@ class CheckResult:
     root: Path
     suppressed: int = 0
     errors: list[Finding] = field(default_factory=list)
+    facts: list[UnitFacts] = field(default_factory=list)  # per unit: trains? diffusion? verdicts per key
 
     def failing(self, settings: Settings) -> list[Finding]:
         return [f for f in self.findings if settings.fails(f)]
+
+    def unknown(self, settings: Settings) -> list[tuple[Path, Verdict]]:
+        """Unknown verdicts that fail the run: every one with ``--fail-on unknown``, those of the
+        required keys when ``[tool.t2s-opt] require`` names them."""
+        return [
+            (facts.entry, v)
+            for facts in self.facts
+            for v in facts.verdicts.values()
+            if v.state is State.UNKNOWN and settings.fails_unknown(v.key)
+        ]
 
 
 def build_units(loaded: LoadResult, targets: list[Path]) -> list[Unit]:
@@ -126,41 +138,66 @@ def check_units(
         biggest_first = sorted(range(len(specs)), key=lambda i: -sum(len(text) for _, text in specs[i][1]))
         done = dict(zip(biggest_first, pool.map(_check_unit_in_worker, [specs[i] for i in biggest_first])))
         per_unit = [done[i] for i in range(len(specs))]
-    findings = [f for unit_findings, _ in per_unit for f in unit_findings]
-    statuses = [s for _, unit_statuses in per_unit for s in unit_statuses]
-    unique = sorted(set(findings), key=Finding.sort_key)
-    return CheckResult(unique, statuses, [u.entry.path for u in units], root)
+    findings = [f for unit_findings, _, _ in per_unit for f in unit_findings]
+    statuses = [s for _, unit_statuses, _ in per_unit for s in unit_statuses]
+    facts = _reported([unit_facts for _, _, unit_facts in per_unit])
+    return CheckResult(_once(findings), statuses, [u.entry.path for u in units], root, facts=facts)
 
 
-def _check_unit(unit: Unit, selected: tuple[Optimization, ...]) -> tuple[list[Finding], list[RuleStatus]]:
+def _reported(facts: list[UnitFacts]) -> list[UnitFacts]:
+    """The units a reader gets verdicts for: those that train. Library files checked on their own
+    (an ``__init__.py``, a helper module) are not entry points; only when no unit trains does the
+    first one stand for the lot ("no optimizer step found")."""
+    training = [f for f in facts if f.trains]
+    return training or facts[:1]
+
+
+def _once(findings: list[Finding]) -> list[Finding]:
+    """Each code at each place once (two units reaching one file, two paths to one call)."""
+    seen: dict[tuple, Finding] = {}
+    for f in sorted(findings, key=Finding.sort_key):
+        seen.setdefault((f.code, str(f.location.path), f.location.line, f.location.col), f)
+    return list(seen.values())
+
+
+def _check_unit(unit: Unit, selected: tuple[Optimization, ...]) -> tuple[list[Finding], list[RuleStatus], UnitFacts]:
     findings: list[Finding] = []
     statuses: list[RuleStatus] = []
     index = UnitIndex.build(unit)
+    facts = unit_facts(index, unit.entry.path)
     for opt in selected:
+        outcomes = []
         for rule_cls in opt.rules:
-            rule = rule_cls()
-            try:
-                applies = rule.applies(index)
-                hits = list(rule.check(index)) if applies else []
-            except Exception as exc:  # noqa: BLE001 - one rule's crash must not hide the others' findings
-                findings.append(internal_error(rule.code, unit.entry.path, exc))
+            if not opt.judges(rule_cls, facts.diffusion):
+                statuses.append(RuleStatus(rule_cls.code, opt.key, rule_cls.title, unit.entry.path, "n/a"))
                 continue
-            if not applies:
-                statuses.append(RuleStatus(rule.code, opt.key, rule.title, unit.entry.path, "n/a"))
+            outcome = _run_rule(rule_cls, index, facts, unit.entry.path, findings)
+            if outcome is None:
                 continue
-            statuses.append(RuleStatus(rule.code, opt.key, rule.title, unit.entry.path, "fail" if hits else "pass"))
-            for hit in hits:
-                findings.append(
-                    Finding(
-                        rule.code,
-                        opt.key,
-                        rule.severity,
-                        hit.message or rule.message,
-                        Location(hit.path, hit.line, hit.col),
-                        opt.fixable(rule.code),
-                    )
-                )
-    return findings, statuses
+            outcomes.append(outcome)
+            state = "n/a" if not outcome.applies else "fail" if outcome.hits else "pass"
+            statuses.append(RuleStatus(rule_cls.code, opt.key, rule_cls.title, unit.entry.path, state))
+            findings += [
+                Finding(rule_cls.code, opt.key, rule_cls.severity, message, location, opt.fixable(rule_cls.code))
+                for message, location in outcome.hits
+            ]
+        facts.verdicts[opt.key] = verdict(opt, index, facts, outcomes)
+    return findings, statuses, facts
+
+
+def _run_rule(rule_cls, index: UnitIndex, facts: UnitFacts, entry: Path, errors: list) -> RuleOutcome | None:
+    """One rule on the unit; a crash becomes an internal-error finding (the others still run)."""
+    rule = rule_cls()
+    try:
+        applies = rule.applies(index)
+        hits = list(rule.check(index)) if applies else []
+    except Exception as exc:  # noqa: BLE001 - one rule's crash must not hide the others' findings
+        errors.append(internal_error(rule.code, entry, exc))
+        return None
+    default = rule.generic_message if facts.diffusion is False and rule.generic_message else rule.message
+    located = [(hit.message or default, Location(hit.path, hit.line, hit.col)) for hit in hits]
+    blind = rule.when_blind(index) if not applies and rule.severity is Severity.MISSING else None
+    return RuleOutcome(rule.code, rule.severity, rule.title, applies, located, blind)
 
 
 # --- worker processes (check --jobs): top-level functions, so any start method can run them ---
@@ -187,7 +224,7 @@ def _worker_source(path: Path, text: str) -> SourceFile:
 
 def _check_unit_in_worker(
     spec: tuple[Path, list[tuple[Path, str]], list[ConfigFile], tuple[str, ...]],
-) -> tuple[list[Finding], list[RuleStatus]]:
+) -> tuple[list[Finding], list[RuleStatus], UnitFacts]:
     entry, files, configs, keys = spec
     sources = [_worker_source(path, text) for path, text in files]
     by_key = {opt.key: opt for opt in optimizations()}
@@ -274,6 +311,9 @@ def check_loaded(
     result.statuses = [
         s for s in result.statuses if (not settings.only or s.key in settings.only) and s.key not in settings.skip
     ]
+    judged = {o.key for o in selected if any(settings.selects_code(r.code) for r in o.rules)}
+    for facts in result.facts:
+        facts.verdicts = {k: v for k, v in facts.verdicts.items() if settings.selects_key(k) and k in judged}
     result.errors = loaded.errors
     result.findings = sorted([*loaded.errors, *result.findings], key=Finding.sort_key)
     return result

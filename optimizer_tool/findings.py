@@ -52,3 +52,24 @@ class Finding:
             except ValueError:
                 pass
         return f"{path}:{self.location.line}:{self.location.col} {self.code} {self.message}"
+
+
+class State(str, enum.Enum):
+    """What ``check`` knows about one optimization in one unit."""
+
+    PRESENT = "present"  # on when the trainer runs with its defaults
+    MISSING = "missing"  # absent
+    OFF = "off-by-default"  # the code exists behind a flag or field whose default disables it
+    ELSEWHERE = "decided-elsewhere"  # passed in by a caller or a config this unit does not fix
+    UNKNOWN = "unknown"  # the rules could not see enough to say
+    NOT_APPLICABLE = "n/a"  # the optimization does not apply (a diffusion check on a classifier)
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """One optimization in one unit: its state, why (what was found or not found), and where."""
+
+    key: str
+    state: State
+    reason: str = ""
+    location: Location | None = None

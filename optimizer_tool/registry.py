@@ -11,9 +11,11 @@ import pkgutil
 from dataclasses import dataclass, replace
 from functools import lru_cache
 from types import ModuleType
+from typing import Callable
 
 from optimizer_tool import rules as rules_package
 from optimizer_tool.contract import Fix, Rule
+from optimizer_tool.index import CallSite, UnitIndex
 
 
 class RegistryError(Exception):
@@ -28,6 +30,16 @@ class Optimization:
     module: ModuleType
     rules: tuple[type[Rule], ...]
     fixes: tuple[type[Fix], ...] = ()
+    # Only diffusion trainers are judged (the module's DIFFUSION_ONLY); others get "n/a".
+    diffusion_only: bool = False
+    # The module's ``implementations(index)``: the call sites that carry the optimization (used to
+    # tell "off by default" from "present"); None when the module does not say.
+    implementations: Callable[[UnitIndex], list[CallSite]] | None = None
+
+    def judges(self, rule: type[Rule], diffusion: bool | None) -> bool:
+        """Whether ``rule`` runs on a unit (``diffusion``: is it a diffusion trainer, None: unknown)."""
+        only = self.diffusion_only if rule.diffusion_only is None else rule.diffusion_only
+        return not (only and diffusion is False)
 
     def fix_for(self, code: str) -> type[Fix] | None:
         return next((fix for fix in self.fixes if code in fix.codes), None)
@@ -79,7 +91,16 @@ def _optimization(module: ModuleType) -> Optimization:
     order = getattr(module, "ORDER", None)
     if not isinstance(order, int):
         raise RegistryError(f"{module.__name__}: ORDER must be an int (the place in the checklist)")
-    return Optimization(module.KEY, module.TITLE, order, module, rules, _fixes(module, members))
+    return Optimization(
+        module.KEY,
+        module.TITLE,
+        order,
+        module,
+        rules,
+        _fixes(module, members),
+        bool(getattr(module, "DIFFUSION_ONLY", False)),
+        getattr(module, "implementations", None),
+    )
 
 
 @lru_cache(maxsize=1)

@@ -5,7 +5,7 @@
 require = ["ema", "cosine", "lr-schedule"]   # other optimizations' "missing" findings become info
 ignore = ["LPIPS001"]                          # codes or prefixes
 select = ["EMA", "CLIP"]                       # codes or prefixes (default: all)
-fail-on = "missing"                            # bug | missing | info
+fail-on = "missing"                            # bug | missing | info, or a list adding "unknown"
 
 [[tool.t2s-opt.per-path]]
 path = "legacy/*.py"
@@ -39,6 +39,7 @@ class Settings:
     skip: tuple[str, ...] = ()
     require: tuple[str, ...] | None = None  # None: every optimization is required
     fail_on: Severity = Severity.MISSING
+    fail_on_unknown: bool = False  # --fail-on unknown: a CI gate that demands full understanding
     per_path: tuple[PerPath, ...] = ()
     source: Path | None = None
 
@@ -67,6 +68,17 @@ class Settings:
 
     def fails(self, finding: Finding) -> bool:
         return finding.is_error or finding.severity.rank <= self.fail_on.rank
+
+    def selects_code(self, code: str) -> bool:
+        """``--select`` names the code (or a prefix of it), or selects nothing."""
+        return not self.select or any(code.upper().startswith(p.upper()) for p in self.select)
+
+    def selects_key(self, key: str) -> bool:
+        return (not self.only or key in self.only) and key not in self.skip
+
+    def fails_unknown(self, key: str) -> bool:
+        """An unknown verdict fails with ``--fail-on unknown``, and for every key ``require`` names."""
+        return self.fail_on_unknown or (self.require is not None and key in self.require)
 
 
 def _relative(path: Path, root: Path) -> str:
@@ -116,15 +128,14 @@ def load_settings(root: Path, known_keys: list[str]) -> Settings:
             raise UsageError(f"{path}: each [[tool.t2s-opt.per-path]] needs a 'path' glob")
         per_path.append(PerPath(entry["path"], _strings(entry, "ignore", path)))
     fail_on = table.get("fail-on", Severity.MISSING.value)
-    try:
-        severity = Severity(fail_on)
-    except ValueError as exc:
-        raise UsageError(f"{path}: [tool.t2s-opt] fail-on must be one of bug, missing, info (got {fail_on!r})") from exc
+    values = [fail_on] if isinstance(fail_on, str) else fail_on if isinstance(fail_on, list) else [repr(fail_on)]
+    severity, unknown = parse_fail_on(values, f"{path}: [tool.t2s-opt] fail-on")
     return Settings(
         select=_strings(table, "select", path),
         ignore=_strings(table, "ignore", path),
         require=require,
-        fail_on=severity,
+        fail_on=severity or Severity.MISSING,
+        fail_on_unknown=unknown,
         per_path=tuple(per_path),
         source=path,
     )
@@ -140,4 +151,20 @@ def merge(base: Settings, **cli) -> Settings:
         changes["ignore"] = base.ignore + tuple(cli["ignore"])
     if cli.get("fail_on") is not None:
         changes["fail_on"] = cli["fail_on"]
+    if cli.get("fail_on_unknown"):
+        changes["fail_on_unknown"] = True
     return replace(base, **changes)
+
+
+def parse_fail_on(values: list[str], where: str) -> tuple[Severity | None, bool]:
+    """``["missing", "unknown"]`` -> (the lowest failing severity, whether unknown verdicts fail)."""
+    severity, unknown = None, False
+    for value in values:
+        if value == "unknown":
+            unknown = True
+            continue
+        try:
+            severity = Severity(value)
+        except ValueError as exc:
+            raise UsageError(f"{where} must be bug, missing, info and/or unknown (got {value!r})") from exc
+    return severity, unknown

@@ -13,7 +13,6 @@ import typer
 
 from optimizer_tool.cli.common import check_keys, fail, split
 from optimizer_tool.errors import UsageError
-from optimizer_tool.findings import Severity
 from optimizer_tool.registry import keys, optimization_of, optimizations, rule_by_code
 
 
@@ -25,8 +24,10 @@ def check(
     ignore: Optional[List[str]] = typer.Option(None, help="Skip these codes or prefixes."),
     only: Optional[List[str]] = typer.Option(None, help="Only these optimizations (keys)."),
     skip: Optional[List[str]] = typer.Option(None, help="Skip these optimizations (keys)."),
-    fail_on: Optional[Severity] = typer.Option(
-        None, "--fail-on", help="Lowest severity that fails: bug, missing (default), info."
+    fail_on: Optional[List[str]] = typer.Option(
+        None,
+        "--fail-on",
+        help="Lowest severity that fails: bug, missing (default), info; add 'unknown' to fail on any unknown verdict.",
     ),
     no_config: bool = typer.Option(False, "--no-config", help="Ignore [tool.t2s-opt] in pyproject.toml."),
     jobs: int = typer.Option(
@@ -37,7 +38,7 @@ def check(
     from optimizer_tool import reporters
     from optimizer_tool.engine import run_check
     from optimizer_tool.project import discover, project_root
-    from optimizer_tool.settings import Settings, load_settings, merge
+    from optimizer_tool.settings import Settings, load_settings, merge, parse_fail_on
 
     try:
         if output_format not in reporters.FORMATS:
@@ -45,13 +46,15 @@ def check(
         targets, _ = discover(paths)
         root = project_root(targets)
         base = Settings() if no_config else load_settings(root, keys())
+        severity, unknown = parse_fail_on(split(fail_on), "--fail-on")
         settings = merge(
             base,
             select=split(select),
             ignore=split(ignore),
             only=check_keys(split(only), "--only"),
             skip=check_keys(split(skip), "--skip"),
-            fail_on=fail_on,
+            fail_on=severity,
+            fail_on_unknown=unknown,
         )
         result, _ = run_check(list(paths), settings, jobs=jobs)
     except UsageError as exc:
@@ -63,7 +66,7 @@ def check(
         typer.echo(text, nl=False)
     if any(f.is_error for f in result.findings):
         raise typer.Exit(2)
-    raise typer.Exit(1 if result.failing(settings) else 0)
+    raise typer.Exit(1 if result.failing(settings) or result.unknown(settings) else 0)
 
 
 def explain(code: str = typer.Argument(..., help="A rule code, e.g. EMA002, or an optimization key.")) -> None:

@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Iterable, Iterator
 
-from optimizer_tool.index import CallSite, Setting, UnitIndex, norm
+from optimizer_tool.index import CallSite, Setting, UnitIndex, dotted, literal, norm
 
 # --- configured values: what a unit sets for one concept ----------------------
 # Explicit settings (a config default, an argparse default, a keyword, a YAML key, an
@@ -106,3 +106,25 @@ def expression_nodes(node) -> Iterator:
 
 
 # Library knowledge: diffusers noise schedulers built directly (not from a pretrained config)
+
+
+def names_in(node) -> set[str]:
+    """The names an expression reads: dotted chains (``self.ema.shadow``) and their leaves,
+    called functions, and string subscripts as ``["lr"]`` (``param_groups[0]["lr"]``)."""
+    import libcst as cst
+
+    found: set[str] = set()
+    for current in expression_nodes(node):
+        if isinstance(current, (cst.Name, cst.Attribute)):
+            text = dotted(current)
+            if text:
+                found.add(text)
+            if isinstance(current, cst.Attribute):
+                found.add(current.attr.value)
+        elif isinstance(current, cst.Subscript):
+            for element in current.slice:
+                if isinstance(element.slice, cst.Index):
+                    key = literal(element.slice.value)
+                    if isinstance(key, str):
+                        found.add(f'["{key}"]')
+    return found

@@ -7,7 +7,7 @@ import re
 from typing import Iterable
 
 from optimizer_tool.index import CallSite, Setting, UnitIndex, literal
-from optimizer_tool.knowledge.configured import Configured, configured, find_call, synthetic_setting
+from optimizer_tool.knowledge.configured import Configured, configured, find_call, names_in, synthetic_setting
 
 # use their documented defaults for whatever keyword the call leaves out.
 DIFFUSERS_SCHEDULER = re.compile(r"^diffusers\.(?:schedulers\.)?(?:[\w.]+\.)?(\w+Scheduler)$")
@@ -239,3 +239,63 @@ def prediction_type(index: UnitIndex, extra: Iterable[Setting] = ()) -> Configur
             )
     names = PREDICTION_SETTINGS_STRICT + PREDICTION_SETTINGS_LOOSE + tuple(PREDICTION_FLAGS)
     return configured(index, names, lambda s: prediction_family(s.name, s.value), more)
+
+
+# --- is this a diffusion trainer? ---------------------------------------------------------
+DIFFUSION_LIBRARIES = (
+    "diffusers",
+    "k_diffusion",
+    "denoising_diffusion_pytorch",
+    "video_diffusion_pytorch",
+    "imagen_pytorch",
+    "guided_diffusion",
+    "improved_diffusion",
+    "score_sde",
+)
+# Methods and functions that noise data or compute a denoising objective, and diffusion objects.
+DIFFUSION_CALLS = re.compile(
+    r"(^|\.)(add_noise|q_sample|training_losses|p_losses|get_velocity|create_diffusion|create_gaussian_diffusion|"
+    r"GaussianDiffusion\w*|SpacedDiffusion|IDDPM|get_named_beta_schedule|make_beta_schedule|"
+    r"\w*[Dd]iffusion[Ll]oss|EDMLoss|VPLoss|VELoss|denoise|sample_timesteps?|DDPM\w*|DDIM\w*|\w*Diffusion)$"
+)
+# Names a trainer gives its diffusion machinery (read anywhere in a call: ``partial(self.diffusion.training_losses``).
+DIFFUSION_NAMES = re.compile(
+    r"^(diffusion|noise_scheduler|schedule_sampler|q_sample|training_losses|p_losses|alphas_cumprod|"
+    r"sqrt_alphas_cumprod|sigma_data|num_train_timesteps|num_timesteps|betas)$"
+)
+NOISE_LEVEL_NAMES = re.compile(r"^(timesteps?|sigmas?|noise_level|log_snr|alphas_cumprod|t_emb|logsnr)$")
+# What other trainers optimise: classification, language modelling, adversarial or VAE objectives.
+OTHER_OBJECTIVES = re.compile(
+    r"(^|\.)(cross_entropy|CrossEntropyLoss|nll_loss|NLLLoss|BCEWithLogitsLoss|binary_cross_entropy\w*|BCELoss|"
+    r"kl_div|KLDivLoss|AutoModelFor\w+|from_pretrained|Discriminator|\w*discriminator|hinge_d_loss|vanilla_d_loss|"
+    r"LPIPSWithDiscriminator|VQLPIPS\w*|accuracy|top_k_accuracy)$"
+)
+
+
+def diffusion_evidence(index: UnitIndex) -> str | None:
+    """What shows the unit trains a diffusion (denoising) model, in words; None when nothing does."""
+    for call in index.calls:
+        for name in sorted(call.qualnames):
+            if name.split(".")[0] in DIFFUSION_LIBRARIES:
+                return f"uses {name}"
+        if call.func_text and DIFFUSION_CALLS.search(call.func_text):
+            return f"calls {call.func_text}()"
+    if beta_schedule(index).explicit:
+        return "configures a noise schedule"
+    for call in index.calls:
+        for name in sorted(names_in(call.node)):
+            if DIFFUSION_NAMES.match(name.rsplit(".", 1)[-1]):
+                return f"uses {name}"
+    noisy = {a.target.rsplit(".", 1)[-1] for a in index.assigns}
+    levels = sorted(n for n in noisy if NOISE_LEVEL_NAMES.match(n))
+    if levels and any("randn" in (c.func_text or "") for c in index.calls):
+        return f"samples noise and noise levels ({levels[0]})"
+    return None
+
+
+def other_objective(index: UnitIndex) -> str | None:
+    """What shows the unit trains something else (a classifier, a language model, a GAN or VAE)."""
+    for call in index.calls:
+        if call.func_text and OTHER_OBJECTIVES.search(call.func_text):
+            return f"calls {call.func_text}()"
+    return None

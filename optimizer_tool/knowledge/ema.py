@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from optimizer_tool.index import Assign, CallSite, UnitIndex, code_of
+from optimizer_tool.index import Assign, CallSite, UnitIndex, code_of, dotted
 from optimizer_tool.knowledge.training import _is_ema_class, has_role, memo, names_in
 
 Read = Callable[[Path], "str | None"]  # a project file's text, None when the caller has no such file
@@ -311,4 +311,56 @@ def imported_class(index: UnitIndex, importer: Path, origin: str, read: Read = n
             except SyntaxError:
                 return None
             return next((n for n in ema_class_defs(tree) if n.name == name), None)
+    return None
+
+
+# Calls that only read an EMA (or move it): they cannot be its update.
+READ_ONLY_METHODS = {
+    "eval",
+    "train",
+    "to",
+    "cuda",
+    "cpu",
+    "half",
+    "float",
+    "state_dict",
+    "requires_grad_",
+    "named_modules",
+    "modules",
+    "apply_shadow",
+    "store",
+    "restore",
+    "copy_to",
+    "forward",
+    "__call__",
+    "sample",
+    "generate",
+}
+READ_ONLY_CALLS = re.compile(
+    r"(^|\.)(save|save_file|save_checkpoint|deepcopy|print|len|isinstance|getattr|hasattr|requires_grad|zip|list)$"
+)
+ITERATED = {"parameters", "named_parameters", "buffers", "values", "items"}
+
+
+def possible_update(index: UnitIndex, facts: EmaFacts) -> CallSite | None:
+    """A call that may update an EMA without being a recognised update: its parameters iterated
+    (``for e, p in zip(ema.parameters(), model.parameters()): e.lerp_(p, ...)``), the EMA handed to a
+    function (a module-level ``update_ema(ema, model)`` helper, a ``step_fn(state)``), its state
+    loaded. "Never updated" needs none of these: the trace would be incomplete."""
+    names = set(facts.names)
+    leaves = {n.rsplit(".", 1)[-1] for n in names}
+    creations = {id(o.call) for o in facts.objects if o.call is not None}
+    for call in index.calls:
+        if id(call) in creations or call.method in READ_ONLY_METHODS or READ_ONLY_CALLS.search(call.func_text or ""):
+            continue
+        on_ema = call.receiver in names or (call.receiver and call.receiver.rsplit(".", 1)[-1] in leaves)
+        if on_ema and call.method in ITERATED:
+            on_ema = any(c.method in IN_PLACE_AVERAGE | {"copy_"} for c in index.calls_in(call.function))
+        passed = any(
+            dotted(arg.value) in names or dotted(arg.value).rsplit(".", 1)[-1] in leaves
+            for arg in call.node.args
+            if dotted(arg.value)
+        )
+        if on_ema or passed:
+            return call
     return None

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Iterator
 
 from optimizer_tool.index import CallSite, Setting, UnitIndex, code_of, dotted, literal
-from optimizer_tool.knowledge.configured import expression_nodes
+from optimizer_tool.knowledge.configured import names_in
 from optimizer_tool.knowledge.diffusion import DIFFUSERS_SCHEDULER
 
 ROLE_CONSTRUCTORS: dict[str, tuple[str, ...]] = {
@@ -293,28 +293,6 @@ def exclusive(a: CallSite, b: CallSite) -> bool:
     """The two calls sit in different branches of one ``if`` (body vs else/elif): never both run."""
     mine = dict(a.branches)
     return any(line in mine and mine[line] != in_else for line, in_else in b.branches)
-
-
-def names_in(node) -> set[str]:
-    """The names an expression reads: dotted chains (``self.ema.shadow``) and their leaves,
-    called functions, and string subscripts as ``["lr"]`` (``param_groups[0]["lr"]``)."""
-    import libcst as cst
-
-    found: set[str] = set()
-    for current in expression_nodes(node):
-        if isinstance(current, (cst.Name, cst.Attribute)):
-            text = dotted(current)
-            if text:
-                found.add(text)
-            if isinstance(current, cst.Attribute):
-                found.add(current.attr.value)
-        elif isinstance(current, cst.Subscript):
-            for element in current.slice:
-                if isinstance(element.slice, cst.Index):
-                    key = literal(element.slice.value)
-                    if isinstance(key, str):
-                        found.add(f'["{key}"]')
-    return found
 
 
 def memo(index: UnitIndex, key, compute):

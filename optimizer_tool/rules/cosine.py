@@ -22,7 +22,7 @@ from typing import Iterable
 
 from optimizer_tool.contract import Applicability, CannotFix, Fix, FixContext, Hit, Rule
 from optimizer_tool.edit.settings import manual_setting_patch, set_settings
-from optimizer_tool.findings import Severity
+from optimizer_tool.findings import Severity, State
 from optimizer_tool.index import UnitIndex
 from optimizer_tool.knowledge.diffusion import (
     COSINE_SCHEDULES,
@@ -35,6 +35,7 @@ from optimizer_tool.knowledge.settings import spelling
 KEY = "cosine"
 TITLE = "Cosine noise schedule"
 ORDER = 20  # place in the checklist: the plan's order
+DIFFUSION_ONLY = True
 
 _TRAINER = """\
 import torch
@@ -206,6 +207,23 @@ class LinearSchedule(Rule):
 
     def applies(self, index: UnitIndex) -> bool:
         return _schedule_known(index)
+
+    def when_blind(self, index: UnitIndex) -> tuple[State, str] | None:
+        denoiser = pretrained_denoiser(index)
+        if denoiser is not None:
+            where = f"{denoiser.path.name}:{denoiser.line}"
+            return (
+                State.ELSEWHERE,
+                f"fine-tunes a pretrained denoiser ({denoiser.func_text} at {where}): its schedule comes with it",
+            )
+        loads = [c for c in pretrained_scheduler_loads(index) if c.kwarg("beta_schedule") is None]
+        if loads:
+            where = f"{loads[0].path.name}:{loads[0].line}"
+            return State.ELSEWHERE, f"the noise schedule is read from a pretrained scheduler config ({where})"
+        return (
+            State.UNKNOWN,
+            "no noise schedule found: no beta_schedule setting, scheduler or betas computation reached",
+        )
 
     def check(self, index: UnitIndex) -> Iterable[Hit]:
         schedule = beta_schedule(index)

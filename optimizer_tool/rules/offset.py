@@ -29,7 +29,7 @@ from optimizer_tool.contract import Applicability, CannotFix, Fix, FixContext, H
 from optimizer_tool.edit.edits import replace
 from optimizer_tool.edit.templates import parse_expression, with_comment, with_param
 from optimizer_tool.edit.tree import enclosing
-from optimizer_tool.findings import Severity
+from optimizer_tool.findings import Severity, State
 from optimizer_tool.index import CallSite, UnitIndex, code_of, dotted, literal
 from optimizer_tool.knowledge.configured import expression_nodes
 from optimizer_tool.knowledge.diffusion import beta_schedule
@@ -37,6 +37,7 @@ from optimizer_tool.knowledge.diffusion import beta_schedule
 KEY = "offset"
 TITLE = "Cosine-schedule offset s"
 ORDER = 30  # place in the checklist: the plan's order
+DIFFUSION_ONLY = True
 
 COS_CALLS = ("torch.cos", "math.cos", "numpy.cos", "np.cos", "jax.numpy.cos", "jnp.cos")
 # Learning-rate schedules use cosines too; they are never noise schedules.
@@ -331,6 +332,15 @@ class NoCosineOffset(Rule):
 
     def applies(self, index: UnitIndex) -> bool:
         return bool(cosine_schedules(index)) and _cosine_selected(index) == self.in_use
+
+    def when_blind(self, index: UnitIndex) -> tuple[State, str] | None:
+        schedules = cosine_schedules(index)
+        if not schedules:
+            return State.NOT_APPLICABLE, "no hand-written cosine schedule: the offset s only concerns one"
+        lacking = [s for s in schedules if not (s.has_offset or s.unclear)]
+        if lacking:
+            return State.MISSING, f"the cosine schedule in use ({lacking[0].where}) has no offset s"
+        return State.PRESENT, ""
 
     def check(self, index: UnitIndex) -> Iterable[Hit]:
         for schedule in cosine_schedules(index):

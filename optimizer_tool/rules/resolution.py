@@ -22,7 +22,7 @@ from typing import Iterable
 
 from optimizer_tool.contract import Applicability, Fix, FixContext, Hit, Rule
 from optimizer_tool.edit.settings import set_settings
-from optimizer_tool.findings import Severity
+from optimizer_tool.findings import Severity, State
 from optimizer_tool.index import Setting, UnitIndex
 from optimizer_tool.knowledge.configured import Configured, configured
 from optimizer_tool.knowledge.diffusion import pretrained_denoiser
@@ -30,6 +30,7 @@ from optimizer_tool.knowledge.diffusion import pretrained_denoiser
 KEY = "resolution"
 TITLE = "Training resolution"
 ORDER = 90  # place in the checklist: the plan's order
+DIFFUSION_ONLY = True
 
 RESOLUTION_SETTINGS = (
     "image_size",
@@ -266,6 +267,11 @@ class LowResolution(Rule):
 
     def applies(self, index: UnitIndex) -> bool:
         return _judged(index)
+
+    def when_blind(self, index: UnitIndex) -> tuple[State, str] | None:
+        if resolutions(index).by_value:
+            return State.ELSEWHERE, "a latent or pretrained model: its resolution follows the pretrained autoencoder"
+        return State.UNKNOWN, "no training resolution setting found"
 
     def check(self, index: UnitIndex) -> Iterable[Hit]:
         found = resolutions(index)

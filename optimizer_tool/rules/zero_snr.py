@@ -25,7 +25,7 @@ from optimizer_tool.edit.edits import Edits
 from optimizer_tool.edit.settings import change_settings
 from optimizer_tool.edit.templates import parse_statements, with_comment, with_keyword, with_param
 from optimizer_tool.edit.tree import enclosing, node_at
-from optimizer_tool.findings import Severity
+from optimizer_tool.findings import Severity, State
 from optimizer_tool.index import CallSite, UnitIndex, dotted, import_aliases, literal
 from optimizer_tool.knowledge.configured import configured
 from optimizer_tool.knowledge.diffusion import (
@@ -40,6 +40,7 @@ from optimizer_tool.knowledge.diffusion import (
 KEY = "zero-snr"
 TITLE = "Zero terminal SNR with v-prediction"
 ORDER = 40  # place in the checklist: the plan's order
+DIFFUSION_ONLY = True
 
 RESCALE_SETTINGS = (
     "rescale_betas_zero_snr",
@@ -150,6 +151,11 @@ def _unrescaled_schedule(index: UnitIndex):
 class _VPrediction(Rule):
     def applies(self, index: UnitIndex) -> bool:
         return prediction_type(index).value == "v"
+
+    def when_blind(self, index: UnitIndex) -> tuple[State, str] | None:
+        if prediction_type(index).value is not None:
+            return State.NOT_APPLICABLE, "the model does not predict v: zero terminal SNR is for v-prediction"
+        return None
 
 
 class TerminalSnrNotZero(_VPrediction):

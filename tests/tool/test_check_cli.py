@@ -75,9 +75,13 @@ def test_ignore_by_prefix(tmp_path):
 def test_json_sarif_github_formats(tmp_path):
     path = write(tmp_path, "train.py", MISSING_EMA)
     _, out = run(path, "--output-format", "json")
-    rows = json.loads(out)
-    ema = next(r for r in rows if r["code"] == "EMA001")
+    document = json.loads(out)
+    assert document["schema_version"] == 2
+    ema = next(r for r in document["findings"] if r["code"] == "EMA001")
     assert ema["location"] == {"row": 9, "column": 9} and ema["optimization"] == "ema"
+    (unit,) = document["units"]
+    assert unit["entry"] == "train.py" and unit["verdicts"]["ema"]["state"] == "missing"
+    assert unit["verdicts"]["clipping"]["state"] == "present"
 
     report = tmp_path / "report.sarif"
     code, _ = run(path, "--output-format", "sarif", "-o", report)

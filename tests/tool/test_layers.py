@@ -24,6 +24,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("optimizer_tool.edit",),
     ("optimizer_tool.rules",),
     ("optimizer_tool.registry",),
+    ("optimizer_tool.verdicts",),
     ("optimizer_tool.engine",),
     ("optimizer_tool.apply", "optimizer_tool.reporters", "optimizer_tool.smoke"),
     ("optimizer_tool.cli", "optimizer_tool.testing"),
@@ -112,7 +113,7 @@ def test_imports_run_one_way():
 @pytest.mark.parametrize(
     "module,source,expected",
     [
-        ("optimizer_tool.rules.probe", "from optimizer_tool.cli.common import fail\n", "(layer 9, optimizer_tool.cli)"),
+        ("optimizer_tool.rules.probe", "from optimizer_tool.cli.common import fail\n", "optimizer_tool.cli)"),
         ("optimizer_tool.rules.probe.fix", "from optimizer_tool.rules.ema import KEY\n", "another optimization"),
         (
             "optimizer_tool.knowledge.probe",

@@ -17,6 +17,14 @@ that clips (timm / MAE loss scalers).
 # The package's modules: ``facts`` (the clipping calls, thresholds and their defaults), ``rules``
 # (CLIP001-004) and ``fix`` (the codemod, one step per code).
 
+from optimizer_tool.index import CallSite, UnitIndex
+from optimizer_tool.knowledge.training import clip_calls
+
 KEY = "clipping"
 TITLE = "Gradient clipping"
 ORDER = 80  # place in the checklist: the plan's order
+
+
+def implementations(index: UnitIndex) -> list[CallSite]:
+    """The clipping calls (under ``if args.max_grad_norm > 0:`` clipping is off when it defaults to 0)."""
+    return clip_calls(index)

@@ -14,6 +14,14 @@ lerp / ``mul_().add_()`` loop (DiT, openai TrainLoop).
 # (EMA006-009: saved, restored, sampled with and swapped back) and ``fix`` (the codemod, one step
 # per code). The EMA facts the monitoring rules share live in ``optimizer_tool.knowledge.ema``.
 
+from optimizer_tool.index import CallSite, UnitIndex
+from optimizer_tool.knowledge.ema import ema_facts
+
 KEY = "ema"
 TITLE = "EMA of the weights"
 ORDER = 10  # place in the checklist: the plan's order
+
+
+def implementations(index: UnitIndex) -> list[CallSite]:
+    """The calls that create the unit's EMAs (under ``if args.use_ema:`` the EMA is off by default)."""
+    return [obj.call for obj in ema_facts(index).objects if obj.call is not None]

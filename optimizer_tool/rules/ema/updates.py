@@ -9,8 +9,8 @@ from typing import Iterable
 from optimizer_tool.contract import Hit, Rule
 from optimizer_tool.findings import Severity
 from optimizer_tool.index import CallSite, UnitIndex, code_of, literal
-from optimizer_tool.knowledge.ema import UPDATE_METHODS, EmaFacts, ema_facts
-from optimizer_tool.knowledge.training import optimizer_steps, run_length
+from optimizer_tool.knowledge.ema import UPDATE_METHODS, EmaFacts, ema_facts, possible_update
+from optimizer_tool.knowledge.training import names_in, optimizer_steps, run_length
 from optimizer_tool.rules.ema.base import EmaBug, gates
 
 WARMUP_SETTINGS = (
@@ -31,6 +31,9 @@ class NoEma(Rule):
     title = "EMA of the weights is kept"
     message = (
         "no exponential moving average of the weights: EMA is the cheapest sample-quality gain a diffusion model has"
+    )
+    generic_message = (
+        "no exponential moving average of the weights: evaluating an EMA of the weights is a cheap, common gain"
     )
     explain = """
     Diffusion models sample much better from an exponential moving average of their weights than from
@@ -77,6 +80,12 @@ class EmaNeverUpdated(EmaBug):
         "import copy\nema = copy.deepcopy(model)\nfor x in data:\n    loss(x).backward()\n    optimizer.step()\n"
     ]
     VALID = NoEma.VALID
+
+    def applies(self, index: UnitIndex) -> bool:
+        """Judged only on a complete trace: an EMA whose parameters are iterated next to in-place
+        arithmetic, or that is handed to a function, may be updated there."""
+        facts = ema_facts(index)
+        return super().applies(index) and (bool(facts.updates) or possible_update(index, facts) is None)
 
     def check(self, index: UnitIndex) -> Iterable[Hit]:
         facts = ema_facts(index)
@@ -127,6 +136,8 @@ class EmaUpdateOrder(EmaBug):
     def check(self, index: UnitIndex) -> Iterable[Hit]:
         steps = optimizer_steps(index)
         for update in ema_facts(index).updates:
+            if not _per_step_weight_update(update):
+                continue
             for step in steps:
                 if update.same_scope(step):
                     yield from self._misplaced(update, step)
@@ -162,6 +173,19 @@ class EmaUpdateOrder(EmaBug):
                 "inside accelerator.accumulate() the EMA must be updated only `if accelerator.sync_gradients:`, "
                 "else it steps on every micro-step",
             )
+
+
+def _per_step_weight_update(update: CallSite) -> bool:
+    """Only a recurring average of the weights is judged: not the one-off copy before the loop
+    (DiT's ``update_ema(ema, model, decay=0)``), not an average of a loss statistic
+    (``loss_ema.update(loss.item())``)."""
+    if update.loop_depth == 0:
+        return False
+    rate = next((update.kwarg(k) for k in ("decay", "rate", "beta", "momentum") if update.kwarg(k) is not None), None)
+    if rate is not None and literal(rate) in (0, 0.0, 1, 1.0):
+        return False
+    read = {name for arg in update.node.args for name in names_in(arg.value)}
+    return not any("loss" in name.lower() or name == "item" for name in read)
 
 
 def _accumulation_guarded(step: CallSite) -> bool:

@@ -21,3 +21,4 @@ loss class or ``perceptual_loss`` function.
 KEY = "lpips"
 TITLE = "Perceptual (LPIPS) loss"
 ORDER = 70  # place in the checklist: the plan's order
+DIFFUSION_ONLY = True

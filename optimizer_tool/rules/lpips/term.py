@@ -65,6 +65,7 @@ class Trainer:
 
 class PerceptualWithoutGradient(_WithPerceptual):
     code = "LPIPS002"
+    diffusion_only = False  # an autoencoder/GAN perceptual loss has the same pitfall
     severity = Severity.BUG
     title = "perceptual loss back-propagated"
     message = (
@@ -133,6 +134,7 @@ class PerceptualOnNoise(_WithPerceptual):
 
 class PerceptualInputRange(_WithPerceptual):
     code = "LPIPS004"
+    diffusion_only = False  # an autoencoder/GAN perceptual loss has the same pitfall
     severity = Severity.BUG
     title = "LPIPS inputs in the range it expects"
     message = (
@@ -197,6 +199,7 @@ class PerceptualInputRange(_WithPerceptual):
 
 
 class PerceptualOnVideo(_WithPerceptual):
+    diffusion_only = False  # a video autoencoder passes 5-D tensors too
     code = "LPIPS005"
     severity = Severity.BUG
     title = "LPIPS on 4-D frames"

@@ -15,6 +15,14 @@ schedule that sets ``param_group["lr"]`` (improved-diffusion's ``lr_anneal_steps
 Lightning ``configure_optimizers`` with its ``interval``.
 """
 
+from optimizer_tool.index import CallSite, UnitIndex
+from optimizer_tool.knowledge.lr_schedule import schedule_facts
+
 KEY = "lr-schedule"
 TITLE = "Learning-rate warm-up and decay"
 ORDER = 60  # place in the checklist: the plan's order
+
+
+def implementations(index: UnitIndex) -> list[CallSite]:
+    """The calls that build the unit's learning-rate schedules."""
+    return [s.site for s in schedule_facts(index).top if s.site is not None]

@@ -23,3 +23,4 @@ loss computed against the sampled noise with no branch on the prediction type.
 KEY = "vpred"
 TITLE = "v-prediction"
 ORDER = 50  # place in the checklist: the plan's order
+DIFFUSION_ONLY = True

@@ -1,0 +1,131 @@
+"""Whether the code under a condition runs with the trainer's defaults: ``if args.use_ema:``,
+``if cfg.ema_decay is not None:``, ``if self.use_ema and step > 0:`` evaluated against the argparse,
+dataclass, constructor and config defaults the index found. Unknown whenever a name has no single
+known default: the caller then says nothing rather than guess."""
+
+from __future__ import annotations
+
+import ast
+from dataclasses import dataclass
+
+from optimizer_tool.index import UNKNOWN, Setting, UnitIndex
+
+# Settings that state a default (a call site's keyword says what one caller passes, not the default).
+DEFAULT_KINDS = ("argparse", "class-default", "config-file", "param-default", "getattr-default", "dict")
+
+
+@dataclass(frozen=True)
+class Switch:
+    """A condition that is false by default, and the setting whose default makes it so."""
+
+    condition: str
+    setting: Setting
+
+    def describe(self) -> str:
+        where = f"{self.setting.path.name}:{self.setting.line}"
+        return f"`{self.condition}` is false by default ({self.setting.name} = {self.setting.value!r} at {where})"
+
+
+def default_of(index: UnitIndex, name: str) -> tuple[object, Setting | None]:
+    """The one known default of setting ``name`` (UNKNOWN when absent or when defaults disagree)."""
+    settings = [s for s in index.setting(name) if s.kind in DEFAULT_KINDS and s.known]
+    values = {repr(s.value) for s in settings}
+    if len(values) != 1:
+        return UNKNOWN, None
+    return settings[0].value, settings[0]
+
+
+def _leaf(node: ast.expr) -> str | None:
+    if isinstance(node, ast.Name):
+        return node.id
+    if isinstance(node, ast.Attribute):
+        return node.attr
+    if isinstance(node, ast.Subscript) and isinstance(node.slice, ast.Constant) and isinstance(node.slice.value, str):
+        return node.slice.value  # cfg["use_ema"]
+    if (
+        isinstance(node, ast.Call)
+        and isinstance(node.func, ast.Name)
+        and node.func.id == "getattr"
+        and len(node.args) >= 2
+        and isinstance(node.args[1], ast.Constant)
+    ):
+        return node.args[1].value
+    return None
+
+
+def _evaluate(index: UnitIndex, node: ast.expr) -> tuple[object, Setting | None]:
+    """(value, the setting it came from) of a condition; UNKNOWN when not decidable."""
+    if isinstance(node, ast.Constant):
+        return node.value, None
+    if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.Not):
+        value, setting = _evaluate(index, node.operand)
+        return (UNKNOWN if value is UNKNOWN else not value), setting
+    if isinstance(node, ast.BoolOp):
+        return _bool_op(index, node)
+    if isinstance(node, ast.Compare) and len(node.ops) == 1:
+        return _compare(index, node)
+    name = _leaf(node)
+    if name is None:
+        return UNKNOWN, None
+    return default_of(index, name)
+
+
+def _bool_op(index: UnitIndex, node: ast.BoolOp) -> tuple[object, Setting | None]:
+    results = [_evaluate(index, v) for v in node.values]
+    if isinstance(node.op, ast.And):
+        falsy = next(((v, s) for v, s in results if v is not UNKNOWN and not v), None)
+        if falsy is not None:
+            return False, falsy[1]
+    else:
+        truthy = next(((v, s) for v, s in results if v is not UNKNOWN and v), None)
+        if truthy is not None:
+            return True, truthy[1]
+    if any(v is UNKNOWN for v, _ in results):
+        return UNKNOWN, None
+    return (all(v for v, _ in results) if isinstance(node.op, ast.And) else any(v for v, _ in results)), next(
+        (s for _, s in results if s is not None), None
+    )
+
+
+def _compare(index: UnitIndex, node: ast.Compare) -> tuple[object, Setting | None]:
+    left, setting = _evaluate(index, node.left)
+    right, other = _evaluate(index, node.comparators[0])
+    if left is UNKNOWN or right is UNKNOWN or (setting is None and other is None):
+        return UNKNOWN, None
+    op = node.ops[0]
+    try:
+        if isinstance(op, ast.Is):
+            result = left is right
+        elif isinstance(op, ast.IsNot):
+            result = left is not right
+        elif isinstance(op, ast.Eq):
+            result = left == right
+        elif isinstance(op, ast.NotEq):
+            result = left != right
+        elif isinstance(op, ast.Gt):
+            result = left > right
+        elif isinstance(op, ast.GtE):
+            result = left >= right
+        elif isinstance(op, ast.Lt):
+            result = left < right
+        elif isinstance(op, ast.LtE):
+            result = left <= right
+        else:
+            return UNKNOWN, None
+    except TypeError:  # None > 0
+        return UNKNOWN, None
+    return result, setting or other
+
+
+def switched_off(index: UnitIndex, guards: tuple[str, ...]) -> Switch | None:
+    """The first of ``guards`` (enclosing conditions, outermost first) that is false with the
+    trainer's defaults, or None when every one is true or undecidable."""
+    for guard in guards:
+        try:
+            node = ast.parse(guard.strip(), mode="eval").body
+        except SyntaxError:
+            continue
+        value, setting = _evaluate(index, node)
+        if value is not UNKNOWN and not value and setting is not None:
+            return Switch(guard.strip(), setting)
+    return None

@@ -1,0 +1,117 @@
+"""One verdict per optimization per unit, derived from what the rules saw: ``present``, ``missing``,
+``off-by-default``, ``decided-elsewhere``, ``unknown`` or ``n/a``. Never a pass by silence: a rule
+that found nothing to judge makes the verdict ``unknown`` with what was not found, and a unit with
+no optimizer step is ``unknown`` for every key.
+
+The derivation is generic (the registry's declarations, never an optimization's name):
+- no training step in the unit: ``unknown``;
+- a diffusion-only optimization on a unit that is not a diffusion trainer: ``n/a``;
+- a ``missing`` rule fired: ``missing`` (with its message and location);
+- a ``missing`` rule had nothing to judge: ``unknown``;
+- the module names the calls that carry the optimization (``implementations``) and every one of
+  them sits under a condition that is false with the trainer's defaults: ``off-by-default``,
+  naming the flag and its default;
+- otherwise ``present``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from optimizer_tool.findings import Location, Severity, State, Verdict
+from optimizer_tool.index import CallSite, UnitIndex
+from optimizer_tool.knowledge.diffusion import diffusion_evidence, other_objective
+from optimizer_tool.knowledge.guards import switched_off
+from optimizer_tool.knowledge.training import trains
+from optimizer_tool.registry import Optimization
+
+
+@dataclass
+class UnitFacts:
+    """What ``check`` knows about a unit as a whole."""
+
+    entry: Path
+    trains: bool
+    diffusion: bool | None  # None: undecided (no training step, or no objective recognised)
+    evidence: str = ""  # what shows it is (or is not) a diffusion trainer
+    verdicts: dict[str, Verdict] = field(default_factory=dict)
+
+    @property
+    def note(self) -> str:
+        """The one line a reader needs before the table, or ''."""
+        if not self.trains:
+            return (
+                f"no optimizer step found in {self.entry.name}: nothing was checked; "
+                "point check at the entry script or the repository root"
+            )
+        if self.diffusion is False:
+            return "not a diffusion trainer: diffusion-specific checks skipped"
+        return ""
+
+
+def unit_facts(index: UnitIndex, entry: Path) -> UnitFacts:
+    """A unit is a diffusion trainer when a noising/denoising objective is visible, not one when
+    another objective is (and no diffusion one), and undecided (None: every rule runs) otherwise."""
+    if not trains(index):
+        return UnitFacts(entry, False, None)
+    evidence = diffusion_evidence(index)
+    if evidence is not None:
+        return UnitFacts(entry, True, True, evidence)
+    other = other_objective(index)
+    return UnitFacts(entry, True, False if other else None, other or "")
+
+
+@dataclass
+class RuleOutcome:
+    """What one rule did on the unit: nothing to judge (``applies`` False), or its hits."""
+
+    code: str
+    severity: Severity
+    title: str
+    applies: bool
+    hits: list = field(default_factory=list)  # (message, Location)
+    blind: tuple[State, str] | None = None  # what not applying means (Rule.when_blind)
+
+
+def verdict(opt: Optimization, index: UnitIndex, facts: UnitFacts, outcomes: list[RuleOutcome]) -> Verdict:
+    if not facts.trains:
+        return Verdict(opt.key, State.UNKNOWN, facts.note)
+    if opt.diffusion_only and facts.diffusion is False:
+        return Verdict(opt.key, State.NOT_APPLICABLE, "not a diffusion trainer: diffusion-specific checks skipped")
+    missing = [o for o in outcomes if o.severity is Severity.MISSING]
+    fired = next((o for o in missing if o.hits), None)
+    if fired is not None:
+        message, location = fired.hits[0]
+        return Verdict(opt.key, State.MISSING, message, location)
+    blind = next((o for o in missing if not o.applies), None)
+    if blind is not None:
+        state, reason = blind.blind or (State.UNKNOWN, f"nothing to judge for {blind.code} ({blind.title})")
+        return Verdict(opt.key, state, reason)
+    if not missing:
+        return Verdict(opt.key, State.UNKNOWN, "no rule of this optimization judges whether it is there")
+    return _present_or_off(opt, index)
+
+
+def _present_or_off(opt: Optimization, index: UnitIndex) -> Verdict:
+    calls: list[CallSite] = opt.implementations(index) if opt.implementations is not None else []
+    if not calls:
+        return Verdict(opt.key, State.PRESENT)
+    switches = [switched_off(index, call.guards) for call in calls]
+    first = calls[0]
+    where = Location(first.path, first.line, first.col)
+    if all(switches):
+        switch = switches[0]
+        how = f"set {switch.setting.name} to turn it on"
+        return Verdict(opt.key, State.OFF, f"{switch.describe()}: {how}", where)
+    return Verdict(opt.key, State.PRESENT, f"{first.func_text or 'found'} at {first.path.name}:{first.line}", where)
+
+
+def counts(units: list[UnitFacts], keys: set[str] | None = None) -> dict[State, int]:
+    """Verdicts by state over ``units`` (only ``keys`` when given), in the order of ``State``."""
+    found = {state: 0 for state in State}
+    for unit in units:
+        for key, v in unit.verdicts.items():
+            if keys is None or key in keys:
+                found[v.state] += 1
+    return {state: n for state, n in found.items() if n}

@@ -1,0 +1,125 @@
+"""A `bug` needs a traced proof. Condensed from false bugs seen on public trainers: each of these
+was reported as a bug before, and the right answer is no bug (the rule cannot prove one)."""
+
+import tempfile
+from pathlib import Path
+
+from optimizer_tool.testing import findings_for
+
+
+def codes(source: str) -> set[str]:
+    with tempfile.TemporaryDirectory() as folder:
+        return {f.code for f in findings_for(source, Path(folder))}
+
+
+HAND_WRITTEN_LERP = """\
+import copy
+import torch
+from diffusers import DDPMScheduler
+
+model = torch.nn.Linear(4, 4)
+ema = copy.deepcopy(model)
+sched = DDPMScheduler()
+opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+for x in loader:
+    loss = model(sched.add_noise(x, torch.randn_like(x), 10)).mean()
+    loss.backward()
+    opt.step()
+    with torch.no_grad():
+        for e, p in zip(ema.parameters(), model.parameters()):
+            e.lerp_(p, 1e-3)
+"""
+
+HELPER_ELSEWHERE = """\
+import copy
+import torch
+from diffusers import DDPMScheduler
+from mypkg.utils import step_ema
+
+model = torch.nn.Linear(4, 4)
+ema = copy.deepcopy(model)
+sched = DDPMScheduler()
+opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+for x in loader:
+    loss = model(sched.add_noise(x, torch.randn_like(x), 10)).mean()
+    loss.backward()
+    opt.step()
+    step_ema(ema, model)
+"""
+
+NEVER_UPDATED = """\
+import copy
+import torch
+from diffusers import DDPMScheduler
+
+model = torch.nn.Linear(4, 4)
+ema = copy.deepcopy(model)
+sched = DDPMScheduler()
+opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+for x in loader:
+    loss = model(sched.add_noise(x, torch.randn_like(x), 10)).mean()
+    loss.backward()
+    opt.step()
+"""
+
+ONE_OFF_INIT = """\
+import copy
+import torch
+from diffusion import create_diffusion
+from models import update_ema
+
+model = torch.nn.Linear(4, 4)
+ema = copy.deepcopy(model)
+diffusion = create_diffusion(timestep_respacing="")
+opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+for epoch in range(10):
+    update_ema(ema, model, decay=0)
+    for i, x in enumerate(loader):
+        loss = diffusion.training_losses(model, x, t)["loss"].mean()
+        loss.backward()
+        if (i + 1) % 4 == 0:
+            opt.step()
+            opt.zero_grad()
+            update_ema(ema, model)
+"""
+
+LOSS_STATISTIC = """\
+import copy
+import torch
+from diffusion import create_diffusion
+from models import update_ema
+
+model = torch.nn.Linear(4, 4)
+ema = copy.deepcopy(model)
+diffusion = create_diffusion(timestep_respacing="")
+opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+loss_ema = None
+for i, x in enumerate(loader):
+    loss = diffusion.training_losses(model, x, t)["loss"].mean()
+    loss.backward()
+    loss_ema_meter.update(loss.item())
+    if (i + 1) % 4 == 0:
+        opt.step()
+        opt.zero_grad()
+        update_ema(ema, model)
+"""
+
+
+def test_an_ema_updated_by_a_hand_written_lerp_loop_is_not_never_updated():
+    assert "EMA002" not in codes(HAND_WRITTEN_LERP)
+
+
+def test_an_ema_handed_to_a_helper_is_not_never_updated():
+    assert "EMA002" not in codes(HELPER_ELSEWHERE)
+
+
+def test_an_ema_nobody_touches_is_still_never_updated():
+    assert "EMA002" in codes(NEVER_UPDATED)
+
+
+def test_the_one_off_decay_zero_copy_is_not_a_per_micro_step_update():
+    assert "EMA003" not in codes(ONE_OFF_INIT)
+
+
+def test_an_average_of_the_loss_is_not_a_weight_ema():
+    assert "EMA003" not in codes(LOSS_STATISTIC)

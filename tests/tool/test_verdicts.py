@@ -1,0 +1,156 @@
+"""Verdicts: `check` says per optimization what it knows (present, missing, off by default,
+decided elsewhere, unknown, n/a), never passes what it did not see, and keeps diffusion advice
+for diffusion trainers. Each case is a condensed form of a failure seen on public trainers."""
+
+import json
+import textwrap
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from optimizer_tool.cli import app
+
+DIFFUSERS_LOOP = """\
+import argparse
+import copy
+import torch
+from diffusers import DDPMScheduler
+
+parser = argparse.ArgumentParser()
+parser.add_argument("--use_ema", action="store_true")
+parser.add_argument("--max_grad_norm", type=float, default=0.0)
+args = parser.parse_args()
+model = torch.nn.Linear(4, 4)
+noise_scheduler = DDPMScheduler(beta_schedule="squaredcos_cap_v2")
+optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+if args.use_ema:
+    ema = torch.optim.swa_utils.AveragedModel(model)
+for x in range(10):
+    noise = torch.randn(4)
+    t = torch.randint(0, 1000, (1,))
+    loss = (model(noise_scheduler.add_noise(x, noise, t)) - noise).pow(2).mean()
+    loss.backward()
+    if args.max_grad_norm > 0:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), args.max_grad_norm)
+    optimizer.step()
+    if args.use_ema:
+        ema.update_parameters(model)
+"""
+
+CLASSIFIER = """\
+import torch
+import torch.nn.functional as F
+
+model = torch.nn.Linear(784, 10)
+optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+for images, labels in loader:
+    loss = F.cross_entropy(model(images), labels)
+    loss.backward()
+    optimizer.step()
+    optimizer.zero_grad()
+"""
+
+NO_TRAINING = """\
+import torch
+
+def build_model():
+    return torch.nn.Linear(4, 4)
+"""
+
+PRETRAINED = """\
+import torch
+from diffusers import DDPMScheduler, UNet2DModel
+
+model = UNet2DModel(sample_size=128)
+noise_scheduler = DDPMScheduler.from_pretrained("some/model", subfolder="scheduler")
+optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+for x in loader:
+    noise = torch.randn_like(x)
+    loss = (model(noise_scheduler.add_noise(x, noise, 10)).sample - noise).pow(2).mean()
+    loss.backward()
+    optimizer.step()
+"""
+
+
+def check(tmp_path: Path, source: str, *args: str, config: str = "") -> tuple[int, dict]:
+    (tmp_path / "train.py").write_text(textwrap.dedent(source), encoding="utf-8")
+    if config:
+        (tmp_path / "pyproject.toml").write_text(textwrap.dedent(config), encoding="utf-8")
+    result = CliRunner().invoke(app, ["check", str(tmp_path / "train.py"), "--output-format", "json", *args])
+    return result.exit_code, json.loads(result.output)
+
+
+def states(document: dict) -> dict[str, str]:
+    (unit,) = document["units"]
+    return {key: v["state"] for key, v in unit["verdicts"].items()}
+
+
+def test_a_flag_that_defaults_off_is_off_by_default_and_named(tmp_path):
+    _, document = check(tmp_path, DIFFUSERS_LOOP)
+    verdicts = document["units"][0]["verdicts"]
+    assert verdicts["ema"]["state"] == "off-by-default"
+    assert "use_ema" in verdicts["ema"]["reason"] and "False" in verdicts["ema"]["reason"]
+    assert verdicts["clipping"]["state"] == "off-by-default"  # max_grad_norm defaults to 0.0
+    assert "max_grad_norm" in verdicts["clipping"]["reason"]
+    assert verdicts["cosine"]["state"] == "present"
+
+
+def test_the_same_code_on_by_default_is_present(tmp_path):
+    source = DIFFUSERS_LOOP.replace('action="store_true"', "type=bool, default=True").replace(
+        "default=0.0", "default=1.0"
+    )
+    _, document = check(tmp_path, source)
+    assert states(document)["ema"] == "present" and states(document)["clipping"] == "present"
+
+
+def test_zero_snr_is_not_applicable_without_v_prediction(tmp_path):
+    _, document = check(tmp_path, DIFFUSERS_LOOP)
+    assert states(document)["zero-snr"] == "n/a"
+
+
+def test_a_classifier_gets_no_diffusion_advice(tmp_path):
+    code, document = check(tmp_path, CLASSIFIER)
+    (unit,) = document["units"]
+    assert unit["diffusion"] is False and "not a diffusion trainer" in unit["note"]
+    diffusion_keys = {"cosine", "offset", "zero-snr", "vpred", "lpips", "resolution"}
+    assert {k for k, s in states(document).items() if s == "n/a"} == diffusion_keys
+    assert not [f for f in document["findings"] if f["optimization"] in diffusion_keys]
+    ema = next(f for f in document["findings"] if f["code"] == "EMA001")
+    assert "diffusion" not in ema["message"]
+    assert code == 1  # the generic findings (EMA, LR schedule, clipping) still fail the gate
+
+
+def test_nothing_seen_is_unknown_never_a_pass(tmp_path):
+    code, document = check(tmp_path, NO_TRAINING)
+    assert set(states(document).values()) == {"unknown"}
+    assert "no optimizer step found" in document["units"][0]["note"]
+    assert code == 0  # unknown does not fail by default...
+    code, _ = check(tmp_path, NO_TRAINING, "--fail-on", "unknown")
+    assert code == 1  # ...but a gate can demand full understanding
+    result = CliRunner().invoke(app, ["check", str(tmp_path / "train.py"), "--output-format", "concise"])
+    assert "All checks passed" not in result.output
+    assert "no optimizer step found in train.py" in result.output and "10 unknown" in result.output
+
+
+def test_required_keys_fail_on_unknown(tmp_path):
+    config = """\
+    [tool.t2s-opt]
+    require = ["ema"]
+    """
+    code, _ = check(tmp_path, NO_TRAINING, config=config)
+    assert code == 1
+
+
+def test_a_pretrained_schedule_is_decided_elsewhere(tmp_path):
+    _, document = check(tmp_path, PRETRAINED)
+    verdicts = document["units"][0]["verdicts"]
+    assert verdicts["cosine"]["state"] == "decided-elsewhere"
+    assert "pretrained" in verdicts["cosine"]["reason"]
+
+
+def test_full_table_shows_verdicts_and_why(tmp_path):
+    (tmp_path / "train.py").write_text(DIFFUSERS_LOOP, encoding="utf-8")
+    result = CliRunner().invoke(app, ["check", str(tmp_path / "train.py")])
+    assert "verdict" in result.output and "off by default" in result.output
+    assert "ema: off-by-default: `args.use_ema` is false by default" in result.output
+    assert "Verdicts:" in result.output

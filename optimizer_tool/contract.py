@@ -32,10 +32,13 @@ class Hit:
     line: int
     col: int = 1
     message: str | None = None
+    # The user-facing setting (a flag, a config key) whose default is what the finding is about:
+    # the verdict is then "off by default" rather than "missing".
+    setting: Setting | None = None
 
     @classmethod
     def at(cls, thing: CallSite | Setting, message: str | None = None) -> "Hit":
-        return cls(thing.path, thing.line, thing.col, message)
+        return cls(thing.path, thing.line, thing.col, message, thing if isinstance(thing, Setting) else None)
 
 
 class Rule:
@@ -59,6 +62,11 @@ class Rule:
     def when_blind(self, index: UnitIndex) -> tuple[State, str] | None:
         """For a ``missing`` rule that does not apply: what that means for the optimization's
         verdict, and why (not applicable, decided elsewhere...). None: ``unknown``."""
+        return None
+
+    def when_passed(self, index: UnitIndex) -> tuple[State, str] | None:
+        """For a ``missing`` rule that found nothing missing: a verdict other than ``present`` when
+        the rule passed without seeing enough (a hand-written schedule it cannot read: ``unknown``)."""
         return None
 
     def check(self, index: UnitIndex) -> Iterable[Hit]:

@@ -179,7 +179,7 @@ def _check_unit(unit: Unit, selected: tuple[Optimization, ...]) -> tuple[list[Fi
             statuses.append(RuleStatus(rule_cls.code, opt.key, rule_cls.title, unit.entry.path, state))
             findings += [
                 Finding(rule_cls.code, opt.key, rule_cls.severity, message, location, opt.fixable(rule_cls.code))
-                for message, location in outcome.hits
+                for message, location, _ in outcome.hits
             ]
         facts.verdicts[opt.key] = verdict(opt, index, facts, outcomes)
     return findings, statuses, facts
@@ -195,9 +195,11 @@ def _run_rule(rule_cls, index: UnitIndex, facts: UnitFacts, entry: Path, errors:
         errors.append(internal_error(rule.code, entry, exc))
         return None
     default = rule.generic_message if facts.diffusion is False and rule.generic_message else rule.message
-    located = [(hit.message or default, Location(hit.path, hit.line, hit.col)) for hit in hits]
-    blind = rule.when_blind(index) if not applies and rule.severity is Severity.MISSING else None
-    return RuleOutcome(rule.code, rule.severity, rule.title, applies, located, blind)
+    located = [(hit.message or default, Location(hit.path, hit.line, hit.col), hit.setting) for hit in hits]
+    missing = rule.severity is Severity.MISSING
+    blind = rule.when_blind(index) if missing and not applies else None
+    passed = rule.when_passed(index) if missing and applies and not hits else None
+    return RuleOutcome(rule.code, rule.severity, rule.title, applies, located, blind, passed)
 
 
 # --- worker processes (check --jobs): top-level functions, so any start method can run them ---

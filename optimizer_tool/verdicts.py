@@ -26,6 +26,10 @@ from optimizer_tool.knowledge.guards import switched_off
 from optimizer_tool.knowledge.training import trains
 from optimizer_tool.registry import Optimization
 
+# Settings a user switches per run (a command-line flag, a config-file key): a default there that
+# leaves an optimization out means the trainer has it, off by default.
+SWITCH_KINDS = ("argparse", "config-file")
+
 
 @dataclass
 class UnitFacts:
@@ -70,8 +74,9 @@ class RuleOutcome:
     severity: Severity
     title: str
     applies: bool
-    hits: list = field(default_factory=list)  # (message, Location)
+    hits: list = field(default_factory=list)  # (message, Location, the Setting it is about or None)
     blind: tuple[State, str] | None = None  # what not applying means (Rule.when_blind)
+    passed: tuple[State, str] | None = None  # what passing means when not simply present (Rule.when_passed)
 
 
 def verdict(opt: Optimization, index: UnitIndex, facts: UnitFacts, outcomes: list[RuleOutcome]) -> Verdict:
@@ -82,7 +87,14 @@ def verdict(opt: Optimization, index: UnitIndex, facts: UnitFacts, outcomes: lis
     missing = [o for o in outcomes if o.severity is Severity.MISSING]
     fired = next((o for o in missing if o.hits), None)
     if fired is not None:
-        message, location = fired.hits[0]
+        message, location, setting = fired.hits[0]
+        if setting is not None and setting.kind in SWITCH_KINDS:
+            where = f"{setting.path.name}:{setting.line}"
+            reason = (
+                f"{setting.name} defaults to {setting.value!r} ({where}), which leaves it off; the code takes "
+                f"other values: set {setting.name} to turn it on ({message})"
+            )
+            return Verdict(opt.key, State.OFF, reason, location)
         return Verdict(opt.key, State.MISSING, message, location)
     blind = next((o for o in missing if not o.applies), None)
     if blind is not None:
@@ -90,6 +102,9 @@ def verdict(opt: Optimization, index: UnitIndex, facts: UnitFacts, outcomes: lis
         return Verdict(opt.key, state, reason)
     if not missing:
         return Verdict(opt.key, State.UNKNOWN, "no rule of this optimization judges whether it is there")
+    doubt = next((o.passed for o in missing if o.passed is not None), None)
+    if doubt is not None:
+        return Verdict(opt.key, doubt[0], doubt[1])
     return _present_or_off(opt, index)
 
 

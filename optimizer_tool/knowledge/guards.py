@@ -14,6 +14,9 @@ from optimizer_tool.index import UNKNOWN, Setting, UnitIndex
 DEFAULT_KINDS = ("argparse", "class-default", "config-file", "param-default", "getattr-default", "dict")
 
 
+NOT_NONE = ("exists", "is_not_none", "not_none", "notnone", "is_exist")
+
+
 @dataclass(frozen=True)
 class Switch:
     """A condition that is false by default, and the setting whose default makes it so."""
@@ -64,6 +67,14 @@ def _evaluate(index: UnitIndex, node: ast.expr) -> tuple[object, Setting | None]
         return _bool_op(index, node)
     if isinstance(node, ast.Compare) and len(node.ops) == 1:
         return _compare(index, node)
+    if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and len(node.args) == 1:
+        value, setting = _evaluate(index, node.args[0])
+        if value is UNKNOWN:
+            return UNKNOWN, None
+        if node.func.id in NOT_NONE:  # lucidrains' ``exists(self.max_grad_norm)``
+            return value is not None, setting
+        if node.func.id == "bool":
+            return bool(value), setting
     name = _leaf(node)
     if name is None:
         return UNKNOWN, None

@@ -488,3 +488,39 @@ def hyperparameter_source(index: UnitIndex, node) -> HyperparameterSource | None
                 spelled = next((literal(a.value) for a in flag.args if str(literal(a.value)).startswith("--")), "")
                 return HyperparameterSource("argparse", prefix, setting, spelled)
     return None
+
+
+def reached(index: UnitIndex, function) -> bool:
+    """Whether code in ``function`` can run when the unit trains: module-level code and methods
+    count (a method's callers are hard to trace), a plain function only when reached from them
+    through calls or by being handed on by name (``LambdaLR(opt, warmup_fn)``). A helper that sits
+    in the package and is never called must not count as the trainer's."""
+    if function is None or function.class_name is not None:
+        return True
+    return function.name in memo(index, "training.reached", lambda: _reached_functions(index))
+
+
+def _reached_functions(index: UnitIndex) -> set[str]:
+    by_function: dict[object, list[CallSite]] = {}
+    for call in index.calls:
+        by_function.setdefault(call.function, []).append(call)
+
+    def used(calls: list[CallSite]) -> set[str]:
+        names: set[str] = set()
+        for call in calls:
+            names.add((call.func_text or "").rsplit(".", 1)[-1])
+            names.add(call.method or "")
+            for arg in call.node.args:
+                names.update(n.rsplit(".", 1)[-1] for n in names_in(arg.value))
+        return names
+
+    plain = [f for f in index.functions if f.class_name is None]
+    roots = [c for fn, calls in by_function.items() if fn is None or fn.class_name is not None for c in calls]
+    wanted, done = used(roots), set()
+    while True:
+        new = [f for f in plain if f.name in wanted and id(f) not in done]
+        if not new:
+            return {f.name for f in plain if id(f) in done}
+        for f in new:
+            done.add(id(f))
+            wanted |= used(by_function.get(f, []))

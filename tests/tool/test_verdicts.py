@@ -154,3 +154,123 @@ def test_full_table_shows_verdicts_and_why(tmp_path):
     assert "verdict" in result.output and "off by default" in result.output
     assert "ema: off-by-default: `args.use_ema` is false by default" in result.output
     assert "Verdicts:" in result.output
+
+
+LUCIDRAINS_STYLE = """\
+import torch
+from denoising_diffusion_pytorch import GaussianDiffusion
+
+
+def exists(x):
+    return x is not None
+
+
+class Trainer:
+    def __init__(self, diffusion, max_grad_norm=None):
+        self.model = diffusion
+        self.max_grad_norm = max_grad_norm
+        self.opt = torch.optim.Adam(diffusion.parameters(), lr=1e-4)
+
+    def train(self, loader):
+        for x in loader:
+            loss = self.model(x)
+            loss.backward()
+            if exists(self.max_grad_norm):
+                torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.max_grad_norm)
+            self.opt.step()
+"""
+
+SELECTED_SCHEDULE = """\
+import argparse
+import torch
+from diffusers import DDPMScheduler
+from diffusers.optimization import get_scheduler
+
+parser = argparse.ArgumentParser()
+parser.add_argument("--lr_scheduler", type=str, default="constant")
+parser.add_argument("--lr_warmup_steps", type=int, default=500)
+args = parser.parse_args()
+model = torch.nn.Linear(4, 4)
+noise_scheduler = DDPMScheduler()
+optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+lr_scheduler = get_scheduler(args.lr_scheduler, optimizer=optimizer, num_warmup_steps=args.lr_warmup_steps)
+for x in loader:
+    loss = model(noise_scheduler.add_noise(x, torch.randn_like(x), 10)).mean()
+    loss.backward()
+    optimizer.step()
+    lr_scheduler.step()
+"""
+
+
+def test_clipping_behind_exists_of_a_none_default_is_off_by_default(tmp_path):
+    _, document = check(tmp_path, LUCIDRAINS_STYLE)
+    clipping = document["units"][0]["verdicts"]["clipping"]
+    assert clipping["state"] == "off-by-default" and "max_grad_norm" in clipping["reason"]
+
+
+def test_a_constant_schedule_chosen_by_a_flag_default_is_off_by_default(tmp_path):
+    _, document = check(tmp_path, SELECTED_SCHEDULE)
+    schedule = document["units"][0]["verdicts"]["lr-schedule"]
+    assert schedule["state"] == "off-by-default"
+    assert "lr_scheduler defaults to 'constant'" in schedule["reason"]
+
+
+HAND_WRITTEN_LR = """\
+import torch
+from diffusers import DDPMScheduler
+
+model = torch.nn.Linear(4, 4)
+noise_scheduler = DDPMScheduler()
+optim = torch.optim.Adam(model.parameters(), lr=1e-4)
+for ep in range(n_epoch):
+    optim.param_groups[0]["lr"] = 1e-4 * (1 - ep / n_epoch)
+    for x in loader:
+        loss = model(noise_scheduler.add_noise(x, torch.randn_like(x), 10)).mean()
+        loss.backward()
+        optim.step()
+"""
+
+UNCALLED_HELPER = {
+    "train.py": """\
+import torch
+from diffusers import DDPMScheduler
+from diffusers.optimization import get_scheduler
+from helpers import build_model
+
+model = build_model()
+noise_scheduler = DDPMScheduler()
+opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+lr_scheduler = get_scheduler("constant", optimizer=opt)
+for x in loader:
+    loss = model(noise_scheduler.add_noise(x, torch.randn_like(x), 10)).mean()
+    loss.backward()
+    opt.step()
+    lr_scheduler.step()
+""",
+    "helpers.py": """\
+import torch
+
+
+def build_model():
+    return torch.nn.Linear(4, 4)
+
+
+def warmup_cosine(optimizer, warmup=500, total=10000):
+    def fn(step):
+        return min(step / warmup, 1.0)
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, fn)
+""",
+}
+
+
+def test_a_hand_written_lr_formula_is_unknown_not_present(tmp_path):
+    _, document = check(tmp_path, HAND_WRITTEN_LR)
+    schedule = document["units"][0]["verdicts"]["lr-schedule"]
+    assert schedule["state"] == "unknown" and "could not be read" in schedule["reason"]
+
+
+def test_a_schedule_helper_the_entry_never_calls_does_not_count(tmp_path):
+    (tmp_path / "helpers.py").write_text(UNCALLED_HELPER["helpers.py"], encoding="utf-8")
+    _, document = check(tmp_path, UNCALLED_HELPER["train.py"])
+    assert document["units"][0]["verdicts"]["lr-schedule"]["state"] == "missing"

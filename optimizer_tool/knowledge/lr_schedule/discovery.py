@@ -28,6 +28,7 @@ from optimizer_tool.knowledge.training import (
     lr_scheduler_steps,
     memo,
     names_in,
+    reached,
 )
 
 # Calls on a scheduler or an optimizer that build no schedule.
@@ -73,7 +74,7 @@ def _schedule_facts(index: UnitIndex) -> ScheduleFacts:
         ):
             schedules.append(Schedule(call, call.path, call.line, call.col, "helper", function=call.function))
     _lightning_schedules(index, schedules)
-    return ScheduleFacts(schedules)
+    return ScheduleFacts([s for s in schedules if reached(index, s.function)])
 
 
 def _attach_parts(index: UnitIndex, schedules: list[Schedule], by_node: dict[int, Schedule]) -> None:

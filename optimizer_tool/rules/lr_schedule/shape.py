@@ -6,8 +6,9 @@ from __future__ import annotations
 from typing import Iterable
 
 from optimizer_tool.contract import Hit, Rule
-from optimizer_tool.findings import Severity
-from optimizer_tool.index import UnitIndex, code_of
+from optimizer_tool.findings import Severity, State
+from optimizer_tool.index import Setting, UnitIndex, code_of, dotted
+from optimizer_tool.knowledge.guards import default_of
 from optimizer_tool.knowledge.lr_schedule import schedule_facts
 from optimizer_tool.knowledge.training import ROLE_CONSTRUCTORS, optimizer_steps, trains
 from optimizer_tool.rules.lr_schedule.base import WithSchedule
@@ -136,6 +137,17 @@ class NoSchedule(Rule):
             optimizer_steps(index) or index.functions_named("configure_optimizers") or index.calls_to(*pats)
         )
 
+    def when_passed(self, index: UnitIndex) -> tuple[State, str] | None:
+        top = schedule_facts(index).top
+        if top and all(s.warmup is None and s.decay is None for s in top):
+            where = f"{top[0].path.name}:{top[0].line}" if hasattr(top[0].path, "name") else str(top[0].line)
+            return (
+                State.UNKNOWN,
+                f"the learning rate is set by a {top[0].kind} schedule ({where}) "
+                "whose warm-up and decay could not be read",
+            )
+        return None
+
     def check(self, index: UnitIndex) -> Iterable[Hit]:
         facts = schedule_facts(index)
         if facts.present:
@@ -149,13 +161,27 @@ class NoSchedule(Rule):
                 constant.path,
                 constant.line,
                 constant.col,
-                (
+                setting=_selected_by(index, constant),
+                message=(
                     "the learning-rate schedule is `constant` (no warm-up, no decay): a warm-up "
                     "steadies the first updates and a decay lets training converge"
                 ),
             )
         else:
             yield anchor
+
+
+def _selected_by(index: UnitIndex, schedule) -> Setting | None:
+    """The flag or config key that names a library schedule (``get_scheduler(args.lr_scheduler, ...)``
+    with ``--lr_scheduler`` defaulting to ``constant``): the trainer then has other schedules, off by
+    default."""
+    if schedule.site is None or not schedule.site.args:
+        return None
+    name = dotted(schedule.site.args[0].value)
+    if not name or "." not in name:
+        return None
+    _, setting = default_of(index, name.rsplit(".", 1)[-1])
+    return setting
 
 
 class NoDecay(WithSchedule):

@@ -54,6 +54,9 @@ class Rule:
     diffusion_only: ClassVar[bool | None] = None
     # The message on trainers that are not diffusion trainers, when ``message`` speaks of diffusion.
     generic_message: ClassVar[str | None] = None
+    # Values of a flag or config key that turn the optimization on: a finding about such a setting's
+    # default is "off by default" only when the flag accepts one of them (argparse ``choices``).
+    switch_values: ClassVar[tuple[str, ...]] = ()
 
     def applies(self, index: UnitIndex) -> bool:
         """False when the rule has nothing to judge (a bug rule where the feature is absent)."""

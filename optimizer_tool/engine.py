@@ -168,7 +168,7 @@ def _check_unit(unit: Unit, selected: tuple[Optimization, ...]) -> tuple[list[Fi
     for opt in selected:
         outcomes = []
         for rule_cls in opt.rules:
-            if not opt.judges(rule_cls, facts.diffusion):
+            if not opt.judges(rule_cls, facts.diffusion, facts.trains):
                 statuses.append(RuleStatus(rule_cls.code, opt.key, rule_cls.title, unit.entry.path, "n/a"))
                 continue
             outcome = _run_rule(rule_cls, index, facts, unit.entry.path, findings)
@@ -199,7 +199,7 @@ def _run_rule(rule_cls, index: UnitIndex, facts: UnitFacts, entry: Path, errors:
     missing = rule.severity is Severity.MISSING
     blind = rule.when_blind(index) if missing and not applies else None
     passed = rule.when_passed(index) if missing and applies and not hits else None
-    return RuleOutcome(rule.code, rule.severity, rule.title, applies, located, blind, passed)
+    return RuleOutcome(rule.code, rule.severity, rule.title, applies, located, blind, passed, rule.switch_values)
 
 
 # --- worker processes (check --jobs): top-level functions, so any start method can run them ---

@@ -36,10 +36,12 @@ class Optimization:
     # tell "off by default" from "present"); None when the module does not say.
     implementations: Callable[[UnitIndex], list[CallSite]] | None = None
 
-    def judges(self, rule: type[Rule], diffusion: bool | None) -> bool:
-        """Whether ``rule`` runs on a unit (``diffusion``: is it a diffusion trainer, None: unknown)."""
+    def judges(self, rule: type[Rule], diffusion: bool | None, trains: bool = True) -> bool:
+        """Whether ``rule`` runs on a unit (``diffusion``: is it a diffusion trainer, None: undecided;
+        diffusion-only rules need the evidence; a unit that does not train, a config or helper module
+        checked on its own, gets every rule)."""
         only = self.diffusion_only if rule.diffusion_only is None else rule.diffusion_only
-        return not (only and diffusion is False)
+        return not only or diffusion is True or not trains
 
     def fix_for(self, code: str) -> type[Fix] | None:
         return next((fix for fix in self.fixes if code in fix.codes), None)

@@ -23,12 +23,14 @@ from optimizer_tool.findings import Location, Severity, State, Verdict
 from optimizer_tool.index import CallSite, UnitIndex
 from optimizer_tool.knowledge.diffusion import diffusion_evidence, other_objective
 from optimizer_tool.knowledge.guards import switched_off
+from optimizer_tool.knowledge.settings import argparse_choices
 from optimizer_tool.knowledge.training import trains
 from optimizer_tool.registry import Optimization
 
 # Settings a user switches per run (a command-line flag, a config-file key): a default there that
 # leaves an optimization out means the trainer has it, off by default.
 SWITCH_KINDS = ("argparse", "config-file")
+UNDECIDED = "no noising/denoising objective recognised: diffusion-specific checks skipped (unknown)"
 
 
 @dataclass
@@ -51,12 +53,15 @@ class UnitFacts:
             )
         if self.diffusion is False:
             return "not a diffusion trainer: diffusion-specific checks skipped"
+        if self.diffusion is None:
+            return UNDECIDED
         return ""
 
 
 def unit_facts(index: UnitIndex, entry: Path) -> UnitFacts:
     """A unit is a diffusion trainer when a noising/denoising objective is visible, not one when
-    another objective is (and no diffusion one), and undecided (None: every rule runs) otherwise."""
+    another objective is (and no diffusion one), and undecided otherwise (None: the diffusion
+    checks do not run and their verdicts are unknown: no diffusion advice without evidence)."""
     if not trains(index):
         return UnitFacts(entry, False, None)
     evidence = diffusion_evidence(index)
@@ -77,6 +82,7 @@ class RuleOutcome:
     hits: list = field(default_factory=list)  # (message, Location, the Setting it is about or None)
     blind: tuple[State, str] | None = None  # what not applying means (Rule.when_blind)
     passed: tuple[State, str] | None = None  # what passing means when not simply present (Rule.when_passed)
+    switch_values: tuple[str, ...] = ()  # Rule.switch_values
 
 
 def verdict(opt: Optimization, index: UnitIndex, facts: UnitFacts, outcomes: list[RuleOutcome]) -> Verdict:
@@ -84,11 +90,13 @@ def verdict(opt: Optimization, index: UnitIndex, facts: UnitFacts, outcomes: lis
         return Verdict(opt.key, State.UNKNOWN, facts.note)
     if opt.diffusion_only and facts.diffusion is False:
         return Verdict(opt.key, State.NOT_APPLICABLE, "not a diffusion trainer: diffusion-specific checks skipped")
+    if opt.diffusion_only and facts.diffusion is None:
+        return Verdict(opt.key, State.UNKNOWN, UNDECIDED)
     missing = [o for o in outcomes if o.severity is Severity.MISSING]
     fired = next((o for o in missing if o.hits), None)
     if fired is not None:
         message, location, setting = fired.hits[0]
-        if setting is not None and setting.kind in SWITCH_KINDS:
+        if _switchable(index, setting, fired.switch_values):
             where = f"{setting.path.name}:{setting.line}"
             reason = (
                 f"{setting.name} defaults to {setting.value!r} ({where}), which leaves it off; the code takes "
@@ -106,6 +114,16 @@ def verdict(opt: Optimization, index: UnitIndex, facts: UnitFacts, outcomes: lis
     if doubt is not None:
         return Verdict(opt.key, doubt[0], doubt[1])
     return _present_or_off(opt, index)
+
+
+def _switchable(index: UnitIndex, setting, switch_values: tuple[str, ...]) -> bool:
+    """A categorical flag or config key (a schedule name, a prediction type) whose default leaves
+    the optimization off, and which accepts a value that turns it on. A number (a resolution) is a
+    size to change, not a switch."""
+    if setting is None or setting.kind not in SWITCH_KINDS or not isinstance(setting.value, (str, bool)):
+        return False
+    choices = argparse_choices(index, setting)
+    return choices is None or not switch_values or bool(set(map(str, choices)) & set(switch_values))
 
 
 def _present_or_off(opt: Optimization, index: UnitIndex) -> Verdict:

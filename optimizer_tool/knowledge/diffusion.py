@@ -6,6 +6,8 @@ from __future__ import annotations
 import re
 from typing import Iterable
 
+import libcst as cst
+
 from optimizer_tool.index import CallSite, Setting, UnitIndex, literal
 from optimizer_tool.knowledge.configured import Configured, configured, find_call, names_in, synthetic_setting
 
@@ -261,8 +263,17 @@ DIFFUSION_CALLS = re.compile(
 # Names a trainer gives its diffusion machinery (read anywhere in a call: ``partial(self.diffusion.training_losses``).
 DIFFUSION_NAMES = re.compile(
     r"^(diffusion|noise_scheduler|schedule_sampler|q_sample|training_losses|p_losses|alphas_cumprod|"
-    r"sqrt_alphas_cumprod|sigma_data|num_train_timesteps|num_timesteps|betas)$"
+    r"sqrt_alphas_cumprod|sigma_data|num_train_timesteps|num_timesteps|betas|noise_pred|pred_noise|eps_pred|"
+    r"noisy\w*|x_noisy|x_t|xt|z_t|noised\w*|v_pred|v_target|x_start)$"
 )
+# Names of other objectives' machinery: adversarial pairs, VAE terms, classifier targets.
+OTHER_NAMES = re.compile(
+    r"^(discriminator|netD|netG|d_loss|g_loss|disc_loss|loss_D|loss_G|optimizer_idx|kld|kl_loss|recon_loss|"
+    r"rec_loss|logits|labels|targets|real_validity|fake_validity)$"
+)
+# A loss that regresses the added noise: ``F.mse_loss(model(x + noise), noise)``, ``criterion(pred, eps)``.
+NOISE_TARGET_LOSS = re.compile(r"(^|\.)(mse_loss|l1_loss|smooth_l1_loss|huber_loss|criterion|loss_fn|MSELoss)$")
+NOISE_TARGETS = {"noise", "eps", "epsilon", "target_noise", "true_noise"}
 NOISE_LEVEL_NAMES = re.compile(r"^(timesteps?|sigmas?|noise_level|log_snr|alphas_cumprod|t_emb|logsnr)$")
 # What other trainers optimise: classification, language modelling, adversarial or VAE objectives.
 OTHER_OBJECTIVES = re.compile(
@@ -282,6 +293,13 @@ def diffusion_evidence(index: UnitIndex) -> str | None:
             return f"calls {call.func_text}()"
     if beta_schedule(index).explicit:
         return "configures a noise schedule"
+    if prediction_type(index).explicit:
+        return "configures a prediction type"
+    for call in index.calls:
+        if NOISE_TARGET_LOSS.search(call.func_text or "") and any(
+            isinstance(arg.value, cst.Name) and arg.value.value in NOISE_TARGETS for arg in call.node.args
+        ):
+            return f"regresses the added noise ({call.func_text})"
     for call in index.calls:
         for name in sorted(names_in(call.node)):
             if DIFFUSION_NAMES.match(name.rsplit(".", 1)[-1]):
@@ -298,4 +316,8 @@ def other_objective(index: UnitIndex) -> str | None:
     for call in index.calls:
         if call.func_text and OTHER_OBJECTIVES.search(call.func_text):
             return f"calls {call.func_text}()"
+    for call in index.calls:
+        for name in sorted(names_in(call.node)):
+            if OTHER_NAMES.match(name.rsplit(".", 1)[-1]):
+                return f"uses {name}"
     return None

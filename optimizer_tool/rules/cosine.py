@@ -93,6 +93,7 @@ def _describe(setting) -> str:
 
 class LinearSchedule(Rule):
     code = "COS001"
+    switch_values = tuple(sorted(COSINE_SCHEDULES))
     severity = Severity.MISSING
     title = "cosine (or other non-linear) noise schedule"
     message = (

@@ -335,6 +335,8 @@ class NoCosineOffset(Rule):
 
     def when_blind(self, index: UnitIndex) -> tuple[State, str] | None:
         schedules = cosine_schedules(index)
+        if not schedules and not beta_schedule(index).by_value:
+            return None  # the schedule itself is not visible here: unknown
         if not schedules:
             return State.NOT_APPLICABLE, "no hand-written cosine schedule: the offset s only concerns one"
         lacking = [s for s in schedules if not (s.has_offset or s.unclear)]

@@ -269,7 +269,11 @@ class LowResolution(Rule):
         return _judged(index)
 
     def when_blind(self, index: UnitIndex) -> tuple[State, str] | None:
-        if resolutions(index).by_value:
+        found = resolutions(index)
+        sizes = sorted(int(v) for v in found.by_value if str(v).isdigit())
+        if sizes and sizes[-1] > 64:
+            return State.PRESENT, f"trains at {sizes[-1]} px"
+        if sizes:
             return State.ELSEWHERE, "a latent or pretrained model: its resolution follows the pretrained autoencoder"
         return State.UNKNOWN, "no training resolution setting found"
 

@@ -62,6 +62,7 @@ def _trainer(prediction: str, target: str = "    loss = F.mse_loss(pred, noise)"
 
 
 class EpsilonPrediction(Rule):
+    switch_values = ("v_prediction", "v", "pred_v", "v-prediction", "velocity")
     code = "VPRED001"
     severity = Severity.MISSING
     title = "v-prediction target"

@@ -263,13 +263,13 @@ DIFFUSION_CALLS = re.compile(
 # Names a trainer gives its diffusion machinery (read anywhere in a call: ``partial(self.diffusion.training_losses``).
 DIFFUSION_NAMES = re.compile(
     r"^(diffusion|noise_scheduler|schedule_sampler|q_sample|training_losses|p_losses|alphas_cumprod|"
-    r"sqrt_alphas_cumprod|sigma_data|num_train_timesteps|num_timesteps|betas|noise_pred|pred_noise|eps_pred|"
+    r"sqrt_alphas_cumprod|sigma_data|num_train_timesteps|num_timesteps|noise_pred|pred_noise|eps_pred|"
     r"noisy\w*|x_noisy|x_t|xt|z_t|noised\w*|v_pred|v_target|x_start)$"
 )
 # Names of other objectives' machinery: adversarial pairs, VAE terms, classifier targets.
 OTHER_NAMES = re.compile(
     r"^(discriminator|netD|netG|d_loss|g_loss|disc_loss|loss_D|loss_G|optimizer_idx|kld|kl_loss|recon_loss|"
-    r"rec_loss|logits|labels|targets|real_validity|fake_validity)$"
+    r"rec_loss|logits|real_validity|fake_validity)$"
 )
 # A loss that regresses the added noise: ``F.mse_loss(model(x + noise), noise)``, ``criterion(pred, eps)``.
 NOISE_TARGET_LOSS = re.compile(r"(^|\.)(mse_loss|l1_loss|smooth_l1_loss|huber_loss|criterion|loss_fn|MSELoss)$")

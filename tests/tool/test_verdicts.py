@@ -274,3 +274,45 @@ def test_a_schedule_helper_the_entry_never_calls_does_not_count(tmp_path):
     (tmp_path / "helpers.py").write_text(UNCALLED_HELPER["helpers.py"], encoding="utf-8")
     _, document = check(tmp_path, UNCALLED_HELPER["train.py"])
     assert document["units"][0]["verdicts"]["lr-schedule"]["state"] == "missing"
+
+
+GAN = """\
+import torch
+
+generator = Generator()
+discriminator = Discriminator()
+optimizer_G = torch.optim.Adam(generator.parameters(), lr=2e-4, betas=(0.5, 0.999))
+optimizer_D = torch.optim.Adam(discriminator.parameters(), lr=2e-4, betas=(0.5, 0.999))
+criterion = torch.nn.MSELoss()
+for real in loader:
+    z = torch.randn(real.shape[0], 100)
+    fake = generator(z)
+    loss_G = criterion(discriminator(fake), torch.ones(real.shape[0]))
+    loss_G.backward()
+    optimizer_G.step()
+"""
+
+EDM_STYLE_LOOP = """\
+import torch
+
+def training_loop(net, loss_fn, loader, lr=1e-3):
+    optimizer = torch.optim.Adam(net.parameters(), lr=lr)
+    for images, labels in loader:
+        loss = loss_fn(net=net, images=images, labels=labels)
+        loss.sum().backward()
+        optimizer.step()
+"""
+
+
+def test_a_gan_with_adam_betas_is_not_a_diffusion_trainer(tmp_path):
+    _, document = check(tmp_path, GAN)
+    assert document["units"][0]["diffusion"] is False
+    assert states(document)["lpips"] == "n/a" and states(document)["cosine"] == "n/a"
+
+
+def test_a_loop_whose_objective_is_passed_in_is_undecided_not_a_classifier(tmp_path):
+    _, document = check(tmp_path, EDM_STYLE_LOOP)
+    (unit,) = document["units"]
+    assert unit["diffusion"] is None and "no noising/denoising objective recognised" in unit["note"]
+    assert states(document)["cosine"] == "unknown"  # not a confident n/a
+    assert not [f for f in document["findings"] if f["optimization"] in ("cosine", "vpred", "lpips")]

@@ -37,6 +37,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import tomllib
+from materialise import selected  # the same --only matching as materialise.py
 
 HERE = Path(__file__).resolve().parent
 LABELS = HERE / "labels"
@@ -51,21 +52,6 @@ TIMEOUT_S = 120
 
 
 # ---------------------------------------------------------------- labels
-def selected(repo: str, only: list[str] | None, all_repos: list[str]) -> bool:
-    """``--only`` matches a full ``owner/name`` or a ``name`` exactly; failing that, a substring."""
-    if not only:
-        return True
-    for o in only:
-        o = o.lower()
-        exact = [r for r in all_repos if o in (r.lower(), r.lower().split("/", 1)[1])]
-        if exact:
-            if repo in exact:
-                return True
-        elif o in repo.lower():
-            return True
-    return False
-
-
 def load_labels(only: list[str] | None) -> list[dict]:
     cases = []
     all_repos = []

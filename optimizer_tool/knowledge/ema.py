@@ -112,7 +112,7 @@ def _is_ema_object(index: UnitIndex, assign: Assign) -> bool:
         and has_role(index, assign.target, "ema")
         and assign.call.names & _ema_constructor_names(index, assign)
     ):
-        return True
+        return _averages_a_model(assign.call)
     return bool(EMA_NAME.search(leaf)) and (
         "deepcopy" in value_code
         or "EMA" in value_code
@@ -121,6 +121,21 @@ def _is_ema_object(index: UnitIndex, assign: Assign) -> bool:
         or "copy" in value_code
         or "clone" in value_code
     )
+
+
+MODEL_LIKE = re.compile(r"model|net|unet|module|parameters|transformer|denoiser|generator|vae", re.I)
+
+
+def _averages_a_model(call: CallSite) -> bool:
+    """A weight EMA is built from a model or its parameters (``EMA(model)``, ``EMAModel(unet.parameters())``,
+    ``AveragedModel(net)``); an EMA class built from sizes and numbers (a VQ codebook's
+    ``EmbeddingEMA(n_embed, dim)``, a loss meter) averages something else."""
+    if not call.node.args:
+        return True
+    if any(dotted(arg.value) == "self" for arg in call.node.args):  # LitEma(self) in a LightningModule
+        return True
+    names = {name for arg in call.node.args for name in names_in(arg.value)}
+    return any(MODEL_LIKE.search(name.rsplit(".", 1)[-1]) for name in names if name != "self")
 
 
 def _injected_ema(assign: Assign, leaf: str, value_code: str) -> bool:

@@ -123,3 +123,40 @@ def test_the_one_off_decay_zero_copy_is_not_a_per_micro_step_update():
 
 def test_an_average_of_the_loss_is_not_a_weight_ema():
     assert "EMA003" not in codes(LOSS_STATISTIC)
+
+
+CODEBOOK_EMA = {
+    "train.py": """\
+import torch
+from quantize import EMAVectorQuantizer
+
+model = torch.nn.Linear(4, 4)
+quantizer = EMAVectorQuantizer(512, 64)
+opt = torch.optim.Adam(model.parameters(), lr=1e-4)
+for x in loader:
+    loss = model(x).mean()
+    loss.backward()
+    opt.step()
+    torch.save({"model": model.state_dict()}, "last.ckpt")
+""",
+    "quantize.py": """\
+import torch
+
+
+class EmbeddingEMA(torch.nn.Module):
+    def __init__(self, num_tokens, dim, decay=0.99):
+        super().__init__()
+        self.weight = torch.nn.Parameter(torch.randn(num_tokens, dim))
+
+
+class EMAVectorQuantizer(torch.nn.Module):
+    def __init__(self, num_tokens, dim):
+        super().__init__()
+        self.embedding = EmbeddingEMA(num_tokens, dim)
+""",
+}
+
+
+def test_an_ema_of_a_codebook_is_not_an_ema_of_the_weights():
+    """VQGAN's EmbeddingEMA averages codebook vectors; checkpoints without it are no EMA006 bug."""
+    assert not {"EMA006", "EMA002"} & codes(CODEBOOK_EMA)

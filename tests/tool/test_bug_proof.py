@@ -160,3 +160,36 @@ class EMAVectorQuantizer(torch.nn.Module):
 def test_an_ema_of_a_codebook_is_not_an_ema_of_the_weights():
     """VQGAN's EmbeddingEMA averages codebook vectors; checkpoints without it are no EMA006 bug."""
     assert not {"EMA006", "EMA002"} & codes(CODEBOOK_EMA)
+
+
+SAMPLES_IN_EMA_SCOPE = """\
+import torch
+from diffusers import DDPMScheduler
+from ema_pytorch import EMA
+
+
+class Trainer:
+    def __init__(self, model):
+        self.model = model
+        self.ema = EMA(model, beta=0.999)
+        self.sched = DDPMScheduler()
+        self.opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+
+    def sample(self, n):
+        with self.ema:
+            return self.model(torch.randn(n, 4))
+
+    def train(self, loader):
+        for x in loader:
+            loss = self.model(self.sched.add_noise(x, torch.randn_like(x), 10)).mean()
+            loss.backward()
+            self.opt.step()
+            self.ema.update()
+            images = self.sample(4)
+"""
+
+
+def test_sampling_inside_the_ema_context_is_sampling_with_the_ema():
+    assert "EMA008" not in codes(SAMPLES_IN_EMA_SCOPE)
+    ldm = SAMPLES_IN_EMA_SCOPE.replace("with self.ema:", "with self.ema_scope():")
+    assert "EMA008" not in codes(ldm)

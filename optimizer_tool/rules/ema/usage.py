@@ -246,7 +246,9 @@ class EmaNotUsedForSampling(EmaBug):
             if (SAMPLING_CALL.search(c.method) or c.method in SAMPLE_LOOPS) and pattern.search(c.text)
         ]
         swapped = [c for c in index.calls if c.method in SWAP_IN and c.receiver in names]
-        if through_ema or swapped:
+        # ``with self.ema:``, ``with ema.average_parameters():``, LDM's ``with self.ema_scope():``
+        in_scope = [c for c in index.calls if any(pattern.search(w) or EMA_SCOPE.search(w) for w in c.with_items)]
+        if through_ema or swapped or in_scope:
             return []
         functions = [
             f
@@ -276,6 +278,9 @@ class EmaNotUsedForSampling(EmaBug):
     def check(self, index: UnitIndex) -> Iterable[Hit]:
         for site in self._sites(index)[:1]:
             yield Hit.at(site) if isinstance(site, CallSite) else Hit(site.path, site.line, 1)
+
+
+EMA_SCOPE = re.compile(r"(^|[._])ema_?scope\b|\bema\w*\.(average_parameters|swap|scope)\(", re.I)
 
 
 class EmaSwapNotRestoredOnError(EmaBug):

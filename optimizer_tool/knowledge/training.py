@@ -182,7 +182,13 @@ def calls_in_functions_with(index: UnitIndex, patterns: tuple[str, ...]) -> list
     return list(dict.fromkeys(c.function for c in index.calls_to(*patterns)))
 
 
-NOT_SAMPLING = re.compile(r"^(train|q_sample)|timestep|noise|_t$", re.I)  # q_sample noises x0: training, not sampling
+# Names that say "sample" but draw no images: q_sample noises x0 (training), a sample budget or
+# batch size, a data sampler, sampled indices or weights.
+NOT_SAMPLING = re.compile(
+    r"^(train|q_sample)|timestep|noise|_t$|budget|batch|size|sampler|indices|index|weights?$|data|loader|"
+    r"count|num_|steps?$|rate",
+    re.I,
+)
 
 
 def sampling_functions(index: UnitIndex) -> list:

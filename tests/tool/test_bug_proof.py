@@ -193,3 +193,31 @@ def test_sampling_inside_the_ema_context_is_sampling_with_the_ema():
     assert "EMA008" not in codes(SAMPLES_IN_EMA_SCOPE)
     ldm = SAMPLES_IN_EMA_SCOPE.replace("with self.ema:", "with self.ema_scope():")
     assert "EMA008" not in codes(ldm)
+
+
+SAMPLE_BUDGET = """\
+import copy
+import torch
+from diffusers import DDPMScheduler
+
+model = torch.nn.Linear(4, 4)
+ema = copy.deepcopy(model)
+sched = DDPMScheduler()
+opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+
+
+def samples_per_batch(batch_size, world_size):
+    return model(torch.zeros(batch_size // world_size, 4)).shape[0]
+
+
+for x in loader:
+    loss = model(sched.add_noise(x, torch.randn_like(x), 10)).mean()
+    loss.backward()
+    opt.step()
+    ema.load_state_dict(model.state_dict())
+    budget = samples_per_batch(64, 8)
+"""
+
+
+def test_a_batch_size_helper_named_sample_is_not_image_sampling():
+    assert "EMA008" not in codes(SAMPLE_BUDGET)

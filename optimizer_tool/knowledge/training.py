@@ -185,8 +185,8 @@ def calls_in_functions_with(index: UnitIndex, patterns: tuple[str, ...]) -> list
 # Names that say "sample" but draw no images: q_sample noises x0 (training), a sample budget or
 # batch size, a data sampler, sampled indices or weights.
 NOT_SAMPLING = re.compile(
-    r"^(train|q_sample)|timestep|noise|_t$|budget|batch|size|sampler|indices|index|weights?$|data|loader|"
-    r"count|num_|steps?$|rate",
+    r"^(train|q_sample)|timestep|noise|_t$|"
+    r"(^|_)(budget|batch|batch_size|size|sampler|indices|weights?|data|loader|count|num|per_batch|rate)(_|$)",
     re.I,
 )
 

@@ -47,7 +47,7 @@ from typing import Iterable, Iterator, Mapping
 
 import libcst as cst
 
-from optimizer_tool.contract import Applicability, CannotFix, Fix, FixContext
+from optimizer_tool.contract import Applicability, CannotFix, FixContext
 from optimizer_tool.engine import apply_suppressions, build_units, check_loaded, check_units, run_check
 from optimizer_tool.errors import UsageError
 from optimizer_tool.findings import Finding, Severity
@@ -293,61 +293,43 @@ def _run_fix(
     targets: list[Finding],
     result: FixPlan,
 ) -> bool:
-    """Run each of ``opt``'s fixes, in turn, on the unit of ``entry``: every fix sees the modules as
-    the fixes before it left them, with a fresh index and fresh findings (their nodes and positions
-    belong to those modules)."""
+    """Run each of ``opt``'s fixes, in turn, on the unit of ``entry``, while ``opt``'s rules report
+    findings of its codes it has not tried yet: every fix sees the modules as the fixes before it
+    left them, with a fresh index and fresh findings (their nodes and positions belong to those
+    modules). A refusal stops the optimization."""
     ran = False
     for fix in opt.fixes:
-        ran = _run_one_fix(opt, fix, entry, work, settings, attempted, targets, result) or ran
-        if result.refused:
-            break
-    return ran
-
-
-def _run_one_fix(
-    opt: Optimization,
-    fix: type[Fix],
-    entry: Path,
-    work: _Workspace,
-    settings: Settings,
-    attempted: set,
-    targets: list[Finding],
-    result: FixPlan,
-) -> bool:
-    """Run ``fix`` on the unit of ``entry`` while ``opt``'s rules report findings of its codes it has
-    not tried yet."""
-    ran = False
-    for _ in range(MAX_PASSES):
-        current = work.unit(entry)
-        if current is None:
-            break
-        unit_paths = {f.path for f in current.files}
-        # a finding may point into the unit's YAML/TOML config: the fix then says what to edit there
-        located = unit_paths | {c.path for c in current.configs}
-        findings = [
-            f
-            for f in _fresh_findings(current, opt, settings, work.root)
-            if f.code in fix.codes and f.location.path in located and _identity(f) not in attempted
-        ]
-        if not findings:
-            break
-        attempted.update(_identity(f) for f in findings)
-        ctx = FixContext(
-            UnitIndex.build(current),
-            {p: work.sources[p].module for p in unit_paths},
-            _ProjectFiles(work, unit_paths),
-        )
-        try:
-            fix().apply(ctx, findings)
-        except CannotFix as exc:
-            exc.key = opt.key
-            result.refused.append(exc)
-            break
-        targets.extend(findings)
-        result.notes.extend((opt.key, note) for note in ctx.notes if (opt.key, note) not in result.notes)
-        ran = True
-        if not work.update(ctx.modules):
-            break  # verified, nothing to change (or a fix that found its work already done)
+        for _ in range(MAX_PASSES):
+            current = work.unit(entry)
+            if current is None:
+                break
+            unit_paths = {f.path for f in current.files}
+            # a finding may point into the unit's YAML/TOML config: the fix then says what to edit there
+            located = unit_paths | {c.path for c in current.configs}
+            findings = [
+                f
+                for f in _fresh_findings(current, opt, settings, work.root)
+                if f.code in fix.codes and f.location.path in located and _identity(f) not in attempted
+            ]
+            if not findings:
+                break
+            attempted.update(_identity(f) for f in findings)
+            ctx = FixContext(
+                UnitIndex.build(current),
+                {p: work.sources[p].module for p in unit_paths},
+                _ProjectFiles(work, unit_paths),
+            )
+            try:
+                fix().apply(ctx, findings)
+            except CannotFix as exc:
+                exc.key = opt.key
+                result.refused.append(exc)
+                return ran
+            targets.extend(findings)
+            result.notes.extend((opt.key, note) for note in ctx.notes if (opt.key, note) not in result.notes)
+            ran = True
+            if not work.update(ctx.modules):
+                break  # verified, nothing to change (or a fix that found its work already done)
     return ran
 
 

@@ -310,9 +310,7 @@ def check_loaded(
     result = check_units(units, settings, loaded.root, selected, pool)
     apply_suppressions(result, loaded.files, settings)
     result.findings = [settings.adjust(f) for f in result.findings if settings.wants(f, loaded.root)]
-    result.statuses = [
-        s for s in result.statuses if (not settings.only or s.key in settings.only) and s.key not in settings.skip
-    ]
+    result.statuses = [s for s in result.statuses if settings.selects_key(s.key)]
     judged = {o.key for o in selected if any(settings.selects_code(r.code) for r in o.rules)}
     for facts in result.facts:
         facts.verdicts = {k: v for k, v in facts.verdicts.items() if settings.selects_key(k) and k in judged}

@@ -47,11 +47,9 @@ class Settings:
         code = finding.code.upper()
         if finding.is_error:
             return True
-        if self.only and finding.key not in self.only and finding.key != "meta":
+        if finding.key != "meta" and not self.selects_key(finding.key):
             return False
-        if finding.key in self.skip:
-            return False
-        if self.select and not any(code.startswith(p.upper()) for p in self.select):
+        if not self.selects_code(code):
             return False
         ignored = list(self.ignore)
         rel = _relative(finding.location.path, root)

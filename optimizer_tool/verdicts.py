@@ -31,6 +31,7 @@ from optimizer_tool.registry import Optimization
 # leaves an optimization out means the trainer has it, off by default.
 SWITCH_KINDS = ("argparse", "config-file")
 UNDECIDED = "no noising/denoising objective recognised: diffusion-specific checks skipped (unknown)"
+NOT_DIFFUSION = "not a diffusion trainer: diffusion-specific checks skipped"
 
 
 @dataclass
@@ -52,7 +53,7 @@ class UnitFacts:
                 "point check at the entry script or the repository root"
             )
         if self.diffusion is False:
-            return "not a diffusion trainer: diffusion-specific checks skipped"
+            return NOT_DIFFUSION
         if self.diffusion is None:
             return UNDECIDED
         return ""
@@ -89,7 +90,7 @@ def verdict(opt: Optimization, index: UnitIndex, facts: UnitFacts, outcomes: lis
     if not facts.trains:
         return Verdict(opt.key, State.UNKNOWN, facts.note)
     if opt.diffusion_only and facts.diffusion is False:
-        return Verdict(opt.key, State.NOT_APPLICABLE, "not a diffusion trainer: diffusion-specific checks skipped")
+        return Verdict(opt.key, State.NOT_APPLICABLE, NOT_DIFFUSION)
     if opt.diffusion_only and facts.diffusion is None:
         return Verdict(opt.key, State.UNKNOWN, UNDECIDED)
     missing = [o for o in outcomes if o.severity is Severity.MISSING]
@@ -140,11 +141,10 @@ def _present_or_off(opt: Optimization, index: UnitIndex) -> Verdict:
     return Verdict(opt.key, State.PRESENT, f"{first.func_text or 'found'} at {first.path.name}:{first.line}", where)
 
 
-def counts(units: list[UnitFacts], keys: set[str] | None = None) -> dict[State, int]:
-    """Verdicts by state over ``units`` (only ``keys`` when given), in the order of ``State``."""
+def counts(units: list[UnitFacts]) -> dict[State, int]:
+    """Verdicts by state over ``units``, in the order of ``State``."""
     found = {state: 0 for state in State}
     for unit in units:
-        for key, v in unit.verdicts.items():
-            if keys is None or key in keys:
-                found[v.state] += 1
+        for v in unit.verdicts.values():
+            found[v.state] += 1
     return {state: n for state, n in found.items() if n}

@@ -128,3 +128,11 @@ def names_in(node) -> set[str]:
                     if isinstance(key, str):
                         found.add(f'["{key}"]')
     return found
+
+
+def memo(index: UnitIndex, key, compute):
+    """A value computed once per unit index (rules ask for the same facts many times)."""
+    store = index.__dict__.setdefault("_memo", {})
+    if key not in store:
+        store[key] = compute()
+    return store[key]

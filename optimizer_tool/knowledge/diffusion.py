@@ -9,7 +9,7 @@ from typing import Iterable
 import libcst as cst
 
 from optimizer_tool.index import CallSite, Setting, UnitIndex, literal
-from optimizer_tool.knowledge.configured import Configured, configured, find_call, names_in, synthetic_setting
+from optimizer_tool.knowledge.configured import Configured, configured, find_call, memo, names_in, synthetic_setting
 
 # use their documented defaults for whatever keyword the call leaves out.
 DIFFUSERS_SCHEDULER = re.compile(r"^diffusers\.(?:schedulers\.)?(?:[\w.]+\.)?(\w+Scheduler)$")
@@ -300,8 +300,8 @@ def diffusion_evidence(index: UnitIndex) -> str | None:
             isinstance(arg.value, cst.Name) and arg.value.value in NOISE_TARGETS for arg in call.node.args
         ):
             return f"regresses the added noise ({call.func_text})"
-    for call in index.calls:
-        for name in sorted(names_in(call.node)):
+    for names in _call_names(index):
+        for name in names:
             if DIFFUSION_NAMES.match(name.rsplit(".", 1)[-1]):
                 return f"uses {name}"
     noisy = {a.target.rsplit(".", 1)[-1] for a in index.assigns}
@@ -311,13 +311,18 @@ def diffusion_evidence(index: UnitIndex) -> str | None:
     return None
 
 
+def _call_names(index: UnitIndex) -> list[list[str]]:
+    """The names each call reads, sorted (walked once per unit: both objective checks scan them)."""
+    return memo(index, "diffusion.call_names", lambda: [sorted(names_in(call.node)) for call in index.calls])
+
+
 def other_objective(index: UnitIndex) -> str | None:
     """What shows the unit trains something else (a classifier, a language model, a GAN or VAE)."""
     for call in index.calls:
         if call.func_text and OTHER_OBJECTIVES.search(call.func_text):
             return f"calls {call.func_text}()"
-    for call in index.calls:
-        for name in sorted(names_in(call.node)):
+    for names in _call_names(index):
+        for name in names:
             if OTHER_NAMES.match(name.rsplit(".", 1)[-1]):
                 return f"uses {name}"
     return None

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Iterator
 
 from optimizer_tool.index import CallSite, Setting, UnitIndex, code_of, dotted, literal
-from optimizer_tool.knowledge.configured import names_in
+from optimizer_tool.knowledge.configured import memo, names_in
 from optimizer_tool.knowledge.diffusion import DIFFUSERS_SCHEDULER
 
 ROLE_CONSTRUCTORS: dict[str, tuple[str, ...]] = {
@@ -299,14 +299,6 @@ def exclusive(a: CallSite, b: CallSite) -> bool:
     """The two calls sit in different branches of one ``if`` (body vs else/elif): never both run."""
     mine = dict(a.branches)
     return any(line in mine and mine[line] != in_else for line, in_else in b.branches)
-
-
-def memo(index: UnitIndex, key, compute):
-    """A value computed once per unit index (rules ask for the same facts many times)."""
-    store = index.__dict__.setdefault("_memo", {})
-    if key not in store:
-        store[key] = compute()
-    return store[key]
 
 
 def call_of(index: UnitIndex, node) -> CallSite | None:

@@ -73,23 +73,49 @@ class FixPlan:
     remaining: list[Finding] = field(default_factory=list)  # findings of the applied optimizations left
     required_by: dict[str, set[str]] = field(default_factory=dict)  # pulled-in key -> keys that needed it
     notes: list[tuple[str, str]] = field(default_factory=list)  # (key, what the fix wants the user to know)
+    held_back: list[HeldBack] = field(default_factory=list)  # optimizations left out, each with its reason
 
     @property
     def ok(self) -> bool:
-        return not self.refused and not self.input_errors and not self.unfixed and not self.blocking
+        """What is left to write holds: every file parses, every targeted finding is gone, no new bug.
+        Optimizations whose fix could not be placed or verified are in ``held_back``, not written."""
+        return not self.input_errors and not self.unfixed and not self.blocking
+
+
+@dataclass
+class HeldBack:
+    """An optimization whose fix is not written, and why: it cannot place its change (``refusal``,
+    with the manual patch), or the re-check still reports what it targeted, or it would leave a new
+    bug (``findings``)."""
+
+    key: str
+    why: str
+    refusal: CannotFix | None = None
+    findings: list[Finding] = field(default_factory=list)
 
 
 def select(
-    keys: list[str] | None, skip: list[str] | None, unsafe: bool, everything: bool = False
+    keys: list[str] | None,
+    skip: list[str] | None,
+    unsafe: bool,
+    everything: bool = False,
+    codes: list[str] | None = None,
 ) -> list[Optimization]:
-    """``--only`` names optimizations explicitly (safe or not); ``--all`` takes every fix but the
-    on-request-only ones; otherwise only safe fixes run, plus the unsafe ones with ``--unsafe``,
-    as ruff does."""
+    """``--only`` names optimizations explicitly (safe or not), ``--select`` names codes (or their
+    prefixes) the same way; ``--all`` takes every fix but the on-request-only ones; otherwise only
+    safe fixes run, plus the unsafe ones with ``--unsafe``, as ruff does."""
     chosen = []
+    prefixes = tuple(codes or ())
     for opt in optimizations():
         if not opt.fixes or (skip and opt.key in skip):
             continue
-        if keys:
+        if prefixes:
+            fixes = tuple(
+                f
+                for f in opt.fixes
+                if f.applicability is not Applicability.DISPLAY_ONLY and any(c.startswith(prefixes) for c in f.codes)
+            )
+        elif keys:
             named = opt.key in keys
             fixes = tuple(f for f in opt.fixes if named and f.applicability is not Applicability.DISPLAY_ONLY)
         else:
@@ -196,7 +222,87 @@ def _fresh_findings(unit: Unit, opt: Optimization, settings: Settings, root: Pat
     return [f for f in result.findings if settings.wants(f, root)]
 
 
-def plan(paths: list[Path], chosen: list[Optimization], settings: Settings, skip: list[str] | None = None) -> FixPlan:
+def plan(
+    paths: list[Path],
+    chosen: list[Optimization],
+    settings: Settings,
+    skip: list[str] | None = None,
+    request: Request | None = None,
+) -> FixPlan:
+    """Every fix that can be placed and verified, ruff-style: an optimization whose fix cannot place
+    its change, does not remove what it targets, or leaves a new bug is held back with its reason,
+    and the others are planned again without it (at most once per optimization)."""
+    request = request or Request(keys=tuple(opt.key for opt in chosen))  # the API's caller named them
+    held: list[HeldBack] = []
+    refused: list[CannotFix] = []
+    current = list(chosen)
+    while True:
+        result = _plan_once(paths, current, settings, skip, request)
+        refused += result.refused
+        if result.input_errors or (result.ok and not result.refused) or not current:
+            break
+        blamed = _blame(result, current) or _blame_alone(paths, current, settings, skip, request)
+        held += blamed
+        current = [opt for opt in current if opt.key not in {h.key for h in blamed}]
+    result.refused, result.held_back = refused, held
+    return result
+
+
+@dataclass(frozen=True)
+class Request:
+    """What the user named: ``--select`` codes (prefixes), ``--only`` keys, ``--all``. Fixes of
+    ``info`` findings run only when named so (a floor of an LR decay is advice, not a defect), never
+    with the default safe set or ``--unsafe``."""
+
+    codes: tuple[str, ...] = ()
+    keys: tuple[str, ...] = ()
+    everything: bool = False
+
+    def wants(self, finding: Finding) -> bool:
+        if self.codes and not finding.code.startswith(self.codes):
+            return False
+        if finding.severity is Severity.INFO:
+            return bool(self.codes) or finding.key in self.keys or self.everything
+        return True
+
+
+def _blame(result: FixPlan, current: list[Optimization]) -> list[HeldBack]:
+    """The optimizations the failed plan names: a refusal's, an unfixed finding's fixer (a fix that
+    another one pulled in is charged to the ones that needed it)."""
+    keys = {opt.key for opt in current}
+    fixer_of = {code: opt.key for opt in optimizations() for code in opt.fixable_codes}
+    held: dict[str, HeldBack] = {}
+
+    def owners(key: str) -> list[str]:
+        return [key] if key in keys else sorted(result.required_by.get(key, set()) & keys)
+
+    for exc in result.refused:
+        for owner in owners(exc.key):
+            held.setdefault(owner, HeldBack(owner, "cannot place its change", refusal=exc))
+    for finding in result.unfixed:
+        for owner in owners(fixer_of.get(finding.code, finding.key)):
+            held.setdefault(owner, HeldBack(owner, "the re-check still reports what it fixed")).findings.append(finding)
+    return list(held.values())
+
+
+def _blame_alone(paths, current, settings, skip, request) -> list[HeldBack]:
+    """A new bug no fix owns: plan each optimization on its own and hold back those that leave one;
+    when each holds alone (they clash together), hold back the last."""
+    held = []
+    for opt in current:
+        alone = _plan_once(paths, [opt], settings, skip, request)
+        if not alone.ok or alone.refused:
+            held += _blame(alone, [opt]) or [HeldBack(opt.key, "would introduce a new bug", findings=alone.blocking)]
+    if held:
+        return held
+    last = current[-1]
+    together = _plan_once(paths, current, settings, skip, request)
+    return [HeldBack(last.key, "clashes with the other fixes", findings=together.blocking or together.unfixed)]
+
+
+def _plan_once(
+    paths: list[Path], chosen: list[Optimization], settings: Settings, skip: list[str] | None, request: Request
+) -> FixPlan:
     before, loaded = run_check(paths, settings)
     result = FixPlan(originals={p: s.text for p, s in loaded.files.items()})
     result.input_errors = [f for f in before.findings if f.is_error]
@@ -218,7 +324,7 @@ def plan(paths: list[Path], chosen: list[Optimization], settings: Settings, skip
             for unit in work.units()
             for opt in list(active)
             if _has_work(opt, unit, pending)
-            and _run_fix(opt, unit.entry.path, work, settings, attempted, targets, result)
+            and _run_fix(opt, unit.entry.path, work, settings, attempted, targets, result, request)
         ]
         changed = work.changed(result.originals)
         if changed != checked:
@@ -292,6 +398,7 @@ def _run_fix(
     attempted: set,
     targets: list[Finding],
     result: FixPlan,
+    request: Request,
 ) -> bool:
     """Run each of ``opt``'s fixes, in turn, on the unit of ``entry``, while ``opt``'s rules report
     findings of its codes it has not tried yet: every fix sees the modules as the fixes before it
@@ -309,7 +416,10 @@ def _run_fix(
             findings = [
                 f
                 for f in _fresh_findings(current, opt, settings, work.root)
-                if f.code in fix.codes and f.location.path in located and _identity(f) not in attempted
+                if f.code in fix.codes
+                and f.location.path in located
+                and _identity(f) not in attempted
+                and request.wants(f)
             ]
             if not findings:
                 break

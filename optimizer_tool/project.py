@@ -35,6 +35,28 @@ SKIP_DIRS = {
     "build",
     "dist",
 }
+# Libraries known by their qualified names (the rules' knowledge), never read as the project's own
+# code even when their source sits in the repository (diffusers' examples import src/diffusers).
+KNOWN_LIBRARIES = frozenset(
+    {
+        "torch",
+        "torchvision",
+        "diffusers",
+        "transformers",
+        "accelerate",
+        "lightning",
+        "pytorch_lightning",
+        "timm",
+        "deepspeed",
+        "peft",
+        "numpy",
+        "lpips",
+        "torchmetrics",
+        "ema_pytorch",
+        "huggingface_hub",
+        "safetensors",
+    }
+)
 CONFIG_SUFFIXES = {".yaml", ".yml", ".toml", ".json"}
 MANIFESTS = ("requirements*.txt", "requirements/*.txt", "pyproject.toml", "setup.cfg", "setup.py", "environment.y*ml")
 INPUT_ERROR_KEY = "input"
@@ -59,6 +81,17 @@ class SourceFile:
             return ast.parse(self.text)
         except (SyntaxError, ValueError):
             return None
+
+    @cached_property
+    def is_script(self) -> bool:
+        """The file runs as a program (``if __name__ == "__main__":``): an entry point whose imports
+        lead to the trainer (``main.py`` -> ``runners/diffusion.py``)."""
+        for node in self.tree.body if self.tree else ():
+            if isinstance(node, ast.If) and isinstance(node.test, ast.Compare):
+                names = [node.test.left, *node.test.comparators]
+                if any(isinstance(n, ast.Name) and n.id == "__name__" for n in names):
+                    return True
+        return False
 
     @cached_property
     def trains(self) -> bool:
@@ -201,7 +234,8 @@ def load(paths: list[Path], overrides: dict[Path, str] | None = None, parse_many
                 errors.append(parsed)
             else:
                 files[path] = parsed
-    queue = [source for source in files.values() if source.trains]
+    named = {Path(p).resolve() for p in paths if Path(p).is_file()}
+    queue = [source for source in files.values() if source.trains or source.path in named or source.is_script]
     seen = {source.path for source in queue}
     while queue:
         source = queue.pop(0)
@@ -215,11 +249,15 @@ def load(paths: list[Path], overrides: dict[Path, str] | None = None, parse_many
     return LoadResult(files, errors, root)
 
 
+ROOT_MARKERS = ("pyproject.toml", ".git", "setup.py", "setup.cfg")
+
+
 def project_root(paths: list[Path]) -> Path:
-    """The nearest folder above the inputs holding pyproject.toml or .git, else their common folder."""
+    """The nearest folder above the inputs holding pyproject.toml, .git, setup.py or setup.cfg (a
+    repository's root, where ``scripts/train.py`` imports its package from), else their common folder."""
     start = Path(_common(paths))
     for folder in [start, *start.parents]:
-        if (folder / "pyproject.toml").exists() or (folder / ".git").exists():
+        if any((folder / marker).exists() for marker in ROOT_MARKERS):
             return folder
     return start
 
@@ -241,6 +279,8 @@ def local_imports(source: SourceFile, root: Path) -> list[Path]:
     next to the file or under the project root (the plan's ``from utils.ema import EMA``)."""
     here = source.path.parent
     bases = [here, *[p for p in here.parents if root in (p, *p.parents)]]
+    if (root / "src").is_dir():
+        bases.append(root / "src")  # a src/ layout: the package lives in root/src
     boundary = _package_boundary(source.path, root)
     out: list[Path] = []
 
@@ -262,8 +302,11 @@ def local_imports(source: SourceFile, root: Path) -> list[Path]:
     for node in ast.walk(source.tree) if source.tree else ():
         if isinstance(node, ast.Import):
             for alias in node.names:
-                resolve(alias.name, 0, [])
-        elif isinstance(node, ast.ImportFrom):
+                if alias.name.split(".")[0] not in KNOWN_LIBRARIES:
+                    resolve(alias.name, 0, [])
+        elif isinstance(node, ast.ImportFrom) and (
+            node.level or (node.module or "").split(".")[0] not in KNOWN_LIBRARIES
+        ):
             resolve(node.module or "", node.level, [a.name for a in node.names if a.name != "*"])
     return [p for p in dict.fromkeys(out) if p != source.path]
 

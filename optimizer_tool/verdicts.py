@@ -22,14 +22,15 @@ from pathlib import Path
 from optimizer_tool.findings import Location, Severity, State, Verdict
 from optimizer_tool.index import CallSite, UnitIndex
 from optimizer_tool.knowledge.diffusion import diffusion_evidence, other_objective
-from optimizer_tool.knowledge.guards import switched_off
-from optimizer_tool.knowledge.settings import argparse_choices
+from optimizer_tool.knowledge.guards import chosen_at_run_time, switched_off
+from optimizer_tool.knowledge.settings import argparse_choices, dispatched_literals, feeds_diffusers_scheduler
 from optimizer_tool.knowledge.training import trains
 from optimizer_tool.registry import Optimization
 
 # Settings a user switches per run (a command-line flag, a config-file key): a default there that
 # leaves an optimization out means the trainer has it, off by default.
-SWITCH_KINDS = ("argparse", "config-file")
+SWITCH_KINDS = ("argparse", "config-file", "dict")
+DEFAULTS_DICT = ("dict", "builtins.dict")
 UNDECIDED = "no noising/denoising objective recognised: diffusion-specific checks skipped (unknown)"
 NOT_DIFFUSION = "not a diffusion trainer: diffusion-specific checks skipped"
 
@@ -119,12 +120,22 @@ def verdict(opt: Optimization, index: UnitIndex, facts: UnitFacts, outcomes: lis
 
 def _switchable(index: UnitIndex, setting, switch_values: tuple[str, ...]) -> bool:
     """A categorical flag or config key (a schedule name, a prediction type) whose default leaves
-    the optimization off, and which accepts a value that turns it on. A number (a resolution) is a
-    size to change, not a switch."""
-    if setting is None or setting.kind not in SWITCH_KINDS or not isinstance(setting.value, (str, bool)):
+    the optimization off, and which accepts a value that turns it on: one of argparse's
+    ``choices``, else a value the code branches on (``elif schedule_name == "cosine":``). A number
+    (a resolution) is a size to change, not a switch; a function's own keyword default is code to
+    edit, not a setting (the defaults dict openai-style scripts turn into flags is one)."""
+    if setting is None or not isinstance(setting.value, (str, bool)):
+        return False
+    if setting.kind not in SWITCH_KINDS and not (setting.kind == "kwarg" and setting.owner in DEFAULTS_DICT):
         return False
     choices = argparse_choices(index, setting)
-    return choices is None or not switch_values or bool(set(map(str, choices)) & set(switch_values))
+    if not switch_values or isinstance(setting.value, bool):
+        # a flag of the optimization's own (--use_ema); not some other bool (predict_xstart is no v switch)
+        return setting.kind in ("argparse", "config-file")
+    if choices is not None:
+        return bool(set(map(str, choices)) & set(switch_values))
+    # a library takes the value (diffusers' schedulers know "squaredcos_cap_v2"), or the code branches on it
+    return feeds_diffusers_scheduler(index, setting) or bool(dispatched_literals(index) & set(switch_values))
 
 
 def _present_or_off(opt: Optimization, index: UnitIndex) -> Verdict:
@@ -134,6 +145,16 @@ def _present_or_off(opt: Optimization, index: UnitIndex) -> Verdict:
     switches = [switched_off(index, call.guards) for call in calls]
     first = calls[0]
     where = Location(first.path, first.line, first.col)
+    chosen = [chosen_at_run_time(index, call.guards) for call in calls]
+    if all(chosen):
+        condition, setting, files = chosen[0]
+        values = sorted({repr(s.value) for s in index.setting(setting.name) if s.kind == "config-file"})
+        reason = (
+            f"`{condition}` reads {setting.name}, which {len(files)} config files set ({', '.join(values)}: "
+            f"{', '.join(f.name for f in files[:4])}{', ...' if len(files) > 4 else ''}): the config chosen at run "
+            "time decides; check the one you train with"
+        )
+        return Verdict(opt.key, State.ELSEWHERE, reason, where)
     if all(switches):
         switch = switches[0]
         how = f"set {switch.setting.name} to turn it on"

@@ -16,6 +16,7 @@ import typer
 from optimizer_tool.apply import (
     ApplyError,
     FixPlan,
+    Request,
     check_inside,
     copy_project,
     display,
@@ -41,6 +42,9 @@ def apply_command(
     everything: bool = typer.Option(
         False, "--all", help="Apply every fix, unsafe ones included, except resolution (only with --only resolution)."
     ),
+    select_codes: Optional[List[str]] = typer.Option(
+        None, "--select", help="Apply the fixes of these codes or prefixes (EMA003,CLIP), safe or not."
+    ),
     skip: Optional[List[str]] = typer.Option(None, "--skip", help="Never apply these optimizations (keys)."),
     unsafe: bool = typer.Option(
         False, "--unsafe", help="Also apply fixes that change the training objective (vpred, lpips, schedules)."
@@ -59,16 +63,19 @@ def apply_command(
     try:
         only_keys = check_keys(split(only), "--only")
         skip_keys = check_keys(split(skip), "--skip")
+        codes = _check_codes(split(select_codes))
         _check_combination(only_keys, everything, diff, out, targets)
+        if codes and (only_keys or everything):
+            raise UsageError("--select names codes; drop --only/--all (or --select)")
         discovered, _ = discover(targets)
         root = project_root(discovered)
         settings = Settings() if no_config else load_settings(root, keys())
-        chosen = select(only_keys, skip_keys, unsafe, everything)
-        result = plan(targets, chosen, settings, skip_keys)
+        chosen = select(only_keys, skip_keys, unsafe, everything, codes)
+        result = plan(targets, chosen, settings, skip_keys, Request(tuple(codes), tuple(only_keys), everything))
     except UsageError as exc:
         raise fail(str(exc))
 
-    if not result.ok:
+    if not result.ok or (result.held_back and not result.changed):
         typer.echo(refusal(result, root), err=True, nl=False)
         raise typer.Exit(2 if result.input_errors or result.refused else 1)
     if diff:
@@ -80,7 +87,19 @@ def apply_command(
     except (UsageError, ApplyError) as exc:
         raise fail(str(exc))
     typer.echo(summary(result, root, written=written), nl=False)
-    raise typer.Exit(1 if result.remaining else 0)
+    if result.held_back:
+        typer.echo(held_back(result, root), err=True, nl=False)
+    raise typer.Exit(1 if result.remaining or result.held_back else 0)
+
+
+def _check_codes(codes: list[str]) -> list[str]:
+    """``--select`` values: codes or prefixes of fixable rules, upper-cased."""
+    wanted = [c.strip().upper() for c in codes if c.strip()]
+    fixable = {code for opt in optimizations() for code in opt.fixable_codes}
+    unknown = [c for c in wanted if not any(code.startswith(c) for code in fixable)]
+    if unknown:
+        raise UsageError(f"--select: {', '.join(unknown)} matches no fixable rule; `t2s-opt rules` lists the codes")
+    return wanted
 
 
 def _check_combination(
@@ -127,22 +146,34 @@ def _line(finding: Finding, root: Path) -> str:
     return f"{where} {finding.code} {finding.message}"
 
 
+def held_back(result: FixPlan, root: Path) -> str:
+    """The optimizations left out, each with its reason and, where there is one, the manual patch."""
+    out: list[str] = []
+    for held in result.held_back:
+        exc = held.refusal
+        if exc is not None:
+            out.append(
+                f"not applied: the {held.key} fix cannot place its change: "
+                f"{display(exc.path, root)}:{exc.line}: {exc.message}\n"
+            )
+            if exc.patch.strip():
+                out.append(
+                    "  suggested manual patch:\n" + "".join(f"    {line}\n" for line in exc.patch.rstrip().splitlines())
+                )
+            out.append(f"  apply it by hand, or leave this optimization out with --skip {held.key}\n")
+        else:
+            out.append(f"not applied: the {held.key} fix {held.why}:\n")
+            out += [f"  {_line(f, root)}\n" for f in held.findings]
+    return "".join(out)
+
+
 def refusal(result: FixPlan, root: Path) -> str:
     """Why nothing was written, with what the user can do about it."""
     out: list[str] = []
     if result.input_errors:
         out.append("refusing to apply: these files cannot be parsed (fix them first):\n")
         out += [f"  {_line(f, root)}\n" for f in result.input_errors]
-    for exc in result.refused:
-        out.append(
-            f"refusing to apply: the {exc.key} fix cannot place its change: "
-            f"{display(exc.path, root)}:{exc.line}: {exc.message}\n"
-        )
-        if exc.patch.strip():
-            out.append(
-                "  suggested manual patch:\n" + "".join(f"    {line}\n" for line in exc.patch.rstrip().splitlines())
-            )
-        out.append(f"  apply it by hand, or leave this optimization out with --skip {exc.key}\n")
+    out.append(held_back(result, root))
     if result.unfixed:
         out.append("aborting: after the fixes the re-check still reports:\n")
         out += [f"  {_line(f, root)}\n" for f in result.unfixed]

@@ -8,8 +8,16 @@ from typing import Iterable
 
 import libcst as cst
 
-from optimizer_tool.index import CallSite, Setting, UnitIndex, literal
-from optimizer_tool.knowledge.configured import Configured, configured, find_call, memo, names_in, synthetic_setting
+from optimizer_tool.index import CallSite, Setting, UnitIndex, dotted, literal
+from optimizer_tool.knowledge.configured import (
+    Configured,
+    configured,
+    expression_nodes,
+    find_call,
+    memo,
+    names_in,
+    synthetic_setting,
+)
 
 # use their documented defaults for whatever keyword the call leaves out.
 DIFFUSERS_SCHEDULER = re.compile(r"^diffusers\.(?:schedulers\.)?(?:[\w.]+\.)?(\w+Scheduler)$")
@@ -304,11 +312,27 @@ def diffusion_evidence(index: UnitIndex) -> str | None:
         for name in names:
             if DIFFUSION_NAMES.match(name.rsplit(".", 1)[-1]):
                 return f"uses {name}"
-    noisy = {a.target.rsplit(".", 1)[-1] for a in index.assigns}
-    levels = sorted(n for n in noisy if NOISE_LEVEL_NAMES.match(n))
+    # a noise level drawn at random (``t = torch.randint(...)``, ``sigma = (randn * P_std + P_mean).exp()``),
+    # not a kernel bandwidth or a VAE's posterior scale computed from data
+    levels = sorted(
+        a.target.rsplit(".", 1)[-1]
+        for a in index.assigns
+        if NOISE_LEVEL_NAMES.match(a.target.rsplit(".", 1)[-1]) and _random(a.value)
+    )
     if levels and any("randn" in (c.func_text or "") for c in index.calls):
         return f"samples noise and noise levels ({levels[0]})"
     return None
+
+
+RANDOM_CALLS = re.compile(
+    r"(^|\.)(randint|rand|randn|rand_like|randn_like|uniform_?|normal_?|lognormal_?|choice|sample\w*)$"
+)
+
+
+def _random(value: cst.BaseExpression) -> bool:
+    return any(
+        isinstance(node, cst.Call) and RANDOM_CALLS.search(dotted(node.func) or "") for node in expression_nodes(value)
+    )
 
 
 def _call_names(index: UnitIndex) -> list[list[str]]:

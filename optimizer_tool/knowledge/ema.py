@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from optimizer_tool.index import Assign, CallSite, UnitIndex, code_of, dotted
+from optimizer_tool.index import Assign, CallSite, UnitIndex, code_of, dotted, literal
 from optimizer_tool.knowledge.training import _is_ema_class, has_role, memo, names_in
 
 Read = Callable[[Path], "str | None"]  # a project file's text, None when the caller has no such file
@@ -59,6 +59,8 @@ def _ema_facts(index: UnitIndex) -> EmaFacts:
     leaves = {n.rsplit(".", 1)[-1] for n in names}
     updates = []
     for call in index.calls:
+        if copies_weights(call):
+            continue  # ``update_ema(ema, model, decay=0)``: the one-off copy that initialises the EMA
         receiver_leaf = call.receiver.rsplit(".", 1)[-1]
         on_ema = call.receiver in names or (call.receiver and receiver_leaf in leaves)
         if on_ema and call.method in UPDATE_METHODS:
@@ -75,6 +77,20 @@ def _ema_facts(index: UnitIndex) -> EmaFacts:
         ):
             updates.append(call)
     return EmaFacts(objects, updates, _ema_aliases(index, objects, names))
+
+
+DECAY_KEYWORDS = ("decay", "rate", "beta", "alpha", "momentum", "ema_decay", "mu")
+
+
+def copies_weights(call: CallSite) -> bool:
+    """An "update" whose decay is the literal 0 or 1 copies (or keeps) the weights: ``update_ema(ema,
+    model, decay=0)`` initialises the EMA before the loop; it is no average to count, move or repeat."""
+    for position, arg in enumerate(call.node.args):
+        named = arg.keyword is not None and arg.keyword.value in DECAY_KEYWORDS
+        value = literal(arg.value)
+        if (named or (arg.keyword is None and position >= 2)) and value in (0, 1) and not isinstance(value, bool):
+            return True
+    return False
 
 
 def _ema_aliases(index: UnitIndex, objects: list[Assign], names: set[str]) -> list[str]:
@@ -366,7 +382,12 @@ def possible_update(index: UnitIndex, facts: EmaFacts) -> CallSite | None:
     leaves = {n.rsplit(".", 1)[-1] for n in names}
     creations = {id(o.call) for o in facts.objects if o.call is not None}
     for call in index.calls:
-        if id(call) in creations or call.method in READ_ONLY_METHODS or READ_ONLY_CALLS.search(call.func_text or ""):
+        if (
+            id(call) in creations
+            or call.method in READ_ONLY_METHODS
+            or READ_ONLY_CALLS.search(call.func_text or "")
+            or copies_weights(call)
+        ):
             continue
         on_ema = call.receiver in names or (call.receiver and call.receiver.rsplit(".", 1)[-1] in leaves)
         if on_ema and call.method in ITERATED:

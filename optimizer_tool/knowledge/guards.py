@@ -140,3 +140,24 @@ def switched_off(index: UnitIndex, guards: tuple[str, ...]) -> Switch | None:
         if value is not UNKNOWN and not value and setting is not None:
             return Switch(guard.strip(), setting)
     return None
+
+
+def chosen_at_run_time(index: UnitIndex, guards: tuple[str, ...]) -> tuple[str, Setting, list] | None:
+    """The first of ``guards`` that reads a key only config files set, and more than one of them
+    (``if self.config.model.ema:`` with ``configs/cifar10.yml``, ``configs/celeba.yml``...): the
+    config is picked on the command line, so the code path is decided there, not by a default.
+    Returns (condition, one of the settings, the config files that set it)."""
+    for guard in guards:
+        try:
+            node = ast.parse(guard.strip(), mode="eval").body
+        except SyntaxError:
+            continue
+        for part in ast.walk(node):
+            name = _leaf(part) if isinstance(part, (ast.Name, ast.Attribute, ast.Subscript, ast.Call)) else None
+            if name is None:
+                continue
+            settings = [s for s in index.setting(name) if s.kind in DEFAULT_KINDS]
+            files = sorted({s.path for s in settings})
+            if settings and len(files) > 1 and all(s.kind == "config-file" for s in settings):
+                return guard.strip(), settings[0], files
+    return None

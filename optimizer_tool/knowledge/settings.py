@@ -20,6 +20,7 @@ from optimizer_tool.index import (
     literal,
     norm,
 )
+from optimizer_tool.knowledge.configured import memo
 from optimizer_tool.knowledge.diffusion import DIFFUSERS_SCHEDULER, diffusers_scheduler_class
 from optimizer_tool.knowledge.training import hyperparameter_source, names_in
 
@@ -218,6 +219,29 @@ def argparse_choices(index: UnitIndex, setting: Setting) -> list | None:
         return None
     choices = literal(site.kwarg("choices"))
     return list(choices) if isinstance(choices, (list, tuple, set)) else None
+
+
+def dispatched_literals(index: UnitIndex) -> frozenset[str]:
+    """String literals the unit's code branches on: compared with ``==``/``in``, keys of a dict
+    literal, ``case`` patterns (``if schedule_name == "cosine":``, ``{"cosine": cosine_betas}``).
+    A setting can be switched to a value only where the code has a branch for it."""
+
+    def compute() -> frozenset[str]:
+        found: set[str] = set()
+        for source in index.files:
+            for node in ast.walk(source.tree) if source.tree else ():
+                if isinstance(node, ast.Compare):
+                    operands = [node.left, *node.comparators]
+                    for operand in operands:
+                        parts = operand.elts if isinstance(operand, (ast.Tuple, ast.List, ast.Set)) else [operand]
+                        found.update(p.value for p in parts if isinstance(p, ast.Constant) and isinstance(p.value, str))
+                elif isinstance(node, ast.Dict):
+                    found.update(k.value for k in node.keys if isinstance(k, ast.Constant) and isinstance(k.value, str))
+                elif isinstance(node, ast.MatchValue) and isinstance(node.value, ast.Constant):
+                    found.add(str(node.value.value))
+        return frozenset(found)
+
+    return memo(index, "dispatched_literals", compute)
 
 
 def feeds_diffusers_scheduler(index: UnitIndex, setting: Setting) -> bool:

@@ -9,13 +9,17 @@ parameters, from conventional names (``optimizer``, ``opt``, ``scaler``).
 
 from __future__ import annotations
 
+import ast
 import re
 from dataclasses import dataclass
 from typing import Iterator
 
+import libcst as cst
+
 from optimizer_tool.index import CallSite, Setting, UnitIndex, code_of, dotted, literal
 from optimizer_tool.knowledge.configured import memo, names_in
 from optimizer_tool.knowledge.diffusion import DIFFUSERS_SCHEDULER
+from optimizer_tool.project import TRAINING_FUNCTIONS
 
 ROLE_CONSTRUCTORS: dict[str, tuple[str, ...]] = {
     "optimizer": (
@@ -489,36 +493,117 @@ def hyperparameter_source(index: UnitIndex, node) -> HyperparameterSource | None
 
 
 def reached(index: UnitIndex, function) -> bool:
-    """Whether code in ``function`` can run when the unit trains: module-level code and methods
-    count (a method's callers are hard to trace), a plain function only when reached from them
-    through calls or by being handed on by name (``LambdaLR(opt, warmup_fn)``). A helper that sits
-    in the package and is never called must not count as the trainer's."""
-    if function is None or function.class_name is not None:
+    """Whether code in ``function`` can run when the unit trains. From an entry script, what its
+    module-level code calls, transitively: plain functions by name, classes it names (their bases,
+    framework hooks and the methods reached code calls by name), so that ``edm_train.py`` does not
+    own the ``CMTrainLoop`` of ``cm_train.py`` in a shared ``train_util.py``. When that trace finds
+    no training (a Lightning model named in a YAML config, a library file checked alone), module-level
+    code and methods count and plain functions only when reached from them (``LambdaLR(opt,
+    warmup_fn)``). A helper that sits in the package and is never called must not count."""
+    if function is None:
+        return True
+    strict = _strict(index)
+    if strict is not None:
+        return id(function) in strict
+    if function.class_name is not None:
         return True
     return function.name in memo(index, "training.reached", lambda: _reached_functions(index))
 
 
-def _reached_functions(index: UnitIndex) -> set[str]:
+def run_by_entry(index: UnitIndex, function) -> bool:
+    """Whether ``function`` runs from the entry script, as far as the trace from it goes: True for
+    any function when there is no such trace (a trainer module checked on its own)."""
+    strict = _strict(index)
+    return function is None or strict is None or id(function) in strict
+
+
+def _strict(index: UnitIndex) -> set[int] | None:
+    return memo(index, "training.reached_strict", lambda: _reached_from_entry(index))
+
+
+# Methods a framework or Python calls without the trainer naming them.
+HOOKS = re.compile(
+    r"^(__\w+__|forward|training_step|train_step|validation_step|test_step|predict_step|configure_\w+|on_\w+|"
+    r"setup|prepare_data|\w+_dataloader|backward|optimizer_step|lr_scheduler_step|run|main)$"
+)
+
+
+def _used(calls: list[CallSite]) -> set[str]:
+    """The names these calls call or hand on (``LambdaLR(opt, warmup_fn)``, ``partial(self.loss)``)."""
+    names: set[str] = set()
+    for call in calls:
+        names.add((call.func_text or "").rsplit(".", 1)[-1])
+        if isinstance(call.node.func, cst.Attribute):  # TrainLoop(...).run_loop()
+            names.add(call.node.func.attr.value)
+        for arg in call.node.args:
+            names.update(n.rsplit(".", 1)[-1] for n in names_in(arg.value))
+    return names
+
+
+def _calls_by_function(index: UnitIndex) -> dict[object, list[CallSite]]:
     by_function: dict[object, list[CallSite]] = {}
     for call in index.calls:
         by_function.setdefault(call.function, []).append(call)
+    return by_function
 
-    def used(calls: list[CallSite]) -> set[str]:
-        names: set[str] = set()
-        for call in calls:
-            names.add((call.func_text or "").rsplit(".", 1)[-1])
-            names.add(call.method or "")
-            for arg in call.node.args:
-                names.update(n.rsplit(".", 1)[-1] for n in names_in(arg.value))
-        return names
 
+def _reached_from_entry(index: UnitIndex) -> set[int] | None:
+    """ids of the functions the entry script's own module-level code reaches, or None when the
+    entry has no such code or the trace reaches no training step."""
+    entry = index.entry.path
+    roots = [c for c in index.calls if c.function is None and c.path == entry]
+    if not roots or not index.entry.is_script:
+        return None
+    by_function = _calls_by_function(index)
+    bases = _class_bases(index)
+    wanted, classes, done = _used(roots), set(), {}
+    while True:
+        named = {c for c in bases if c in wanted}
+        while named - classes:
+            classes |= named
+            named = classes | {b for c in classes for b in bases.get(c, ())}
+        new = [
+            f
+            for f in index.functions
+            if id(f) not in done
+            and (
+                (f.class_name is None and f.name in wanted)
+                or (f.class_name in classes and (f.name in wanted or HOOKS.match(f.name)))
+            )
+        ]
+        if not new:
+            break
+        for f in new:
+            done[id(f)] = f
+            wanted |= _used(by_function.get(f, []))
+    trained = any(f.name in TRAINING_FUNCTIONS for f in done.values()) or any(
+        (c.method or c.func_text or "").endswith("backward")
+        for f in [None, *done.values()]
+        for c in by_function.get(f, [])
+    )
+    return set(done) if trained else None
+
+
+def _class_bases(index: UnitIndex) -> dict[str, set[str]]:
+    """Class name -> the leaf names of its bases, over the unit's files."""
+    found: dict[str, set[str]] = {}
+    for source in index.files:
+        for node in ast.walk(source.tree) if source.tree else ():
+            if isinstance(node, ast.ClassDef):
+                leaves = {b.attr if isinstance(b, ast.Attribute) else getattr(b, "id", "") for b in node.bases}
+                found.setdefault(node.name, set()).update(leaves - {""})
+    return found
+
+
+def _reached_functions(index: UnitIndex) -> set[str]:
+    by_function = _calls_by_function(index)
     plain = [f for f in index.functions if f.class_name is None]
     roots = [c for fn, calls in by_function.items() if fn is None or fn.class_name is not None for c in calls]
-    wanted, done = used(roots), set()
+    wanted, done = _used(roots), set()
     while True:
         new = [f for f in plain if f.name in wanted and id(f) not in done]
         if not new:
             return {f.name for f in plain if id(f) in done}
         for f in new:
             done.add(id(f))
-            wanted |= used(by_function.get(f, []))
+            wanted |= _used(by_function.get(f, []))

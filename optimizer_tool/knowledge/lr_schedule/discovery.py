@@ -104,12 +104,15 @@ def _manual_schedules(index: UnitIndex) -> list[Schedule]:
             decay = True if any(DECAY_WORD.search(n) or DECAY_CALLS.search(n) for n in names) else None
             warm = any(WARMUP_WORD.search(n) for n in names | scope)
             warmup = True if warm else (False if decay else None)
-            if any(
+            off = {
                 _off_by_default(index, n.rsplit(".", 1)[-1])
                 for n in names | scope
                 if LENGTH_WORD.search(n.rsplit(".", 1)[-1])
-            ):
-                decay, warmup = None, None  # improved-diffusion: lr_anneal_steps=0 turns the anneal off
+            }
+            if "run" in off:
+                continue  # improved-diffusion's script: lr_anneal_steps=0 turns the anneal off, so a run has none
+            if "caller" in off:
+                decay, warmup = None, None  # its TrainLoop alone: the caller decides
             found.append(
                 Schedule(
                     None, item.path, item.line, item.col, "manual", warmup=warmup, decay=decay, function=item.function
@@ -168,12 +171,16 @@ def _lightning_schedules(index: UnitIndex, schedules: list[Schedule]) -> None:
             schedules.append(Schedule(None, where.path, where.line, where.col, "helper", function=fn))
 
 
-def _off_by_default(index: UnitIndex, leaf: str) -> bool:
-    """A schedule length whose default is 0 / None (the hand-written schedule is off unless a run sets it)."""
+def _off_by_default(index: UnitIndex, leaf: str) -> str | None:
+    """A schedule length whose default is 0 / None (the hand-written schedule is off unless a run
+    sets it): 'run' when a run's own default says so (a flag, a config, a defaults dict), 'caller'
+    when only a parameter default does (whoever constructs the trainer decides), else None."""
     found = [s for s in index.setting(leaf) if s.known]
     explicit = [s for s in found if s.kind in OFF_KINDS_FIRST]
     chosen = explicit or [s for s in found if s.kind in ("param-default", "getattr-default")]
-    return bool(chosen) and all(s.value in (0, None, False) and not isinstance(s.value, str) for s in chosen)
+    if not chosen or not all(s.value in (0, None, False) and not isinstance(s.value, str) for s in chosen):
+        return None
+    return "run" if explicit else "caller"
 
 
 def _function_names(index: UnitIndex, fn: FunctionInfo | None) -> set[str]:

@@ -11,7 +11,7 @@ import libcst as cst
 from optimizer_tool.index import CallSite, FunctionInfo, UnitIndex, dotted, literal
 from optimizer_tool.knowledge.configured import expression_nodes
 from optimizer_tool.knowledge.diffusion import prediction_type
-from optimizer_tool.knowledge.training import call_of, memo, names_in, sampling_functions
+from optimizer_tool.knowledge.training import call_of, memo, names_in, run_by_entry, sampling_functions
 
 LPIPS_CONSTRUCTORS = (
     "lpips.LPIPS",
@@ -178,11 +178,12 @@ def mse_calls(index: UnitIndex) -> list[CallSite]:
 
 
 def training_function(index: UnitIndex, function: FunctionInfo | None) -> bool:
+    """Code of the training step: reached when the unit trains, and not sampling or evaluation."""
     if function is None:
         return True
     if function in sampling_functions(index) or NOT_TRAINING.search(function.name):
         return False
-    return True
+    return run_by_entry(index, function)
 
 
 def predicts_x0(index: UnitIndex) -> bool:

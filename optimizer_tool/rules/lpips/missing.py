@@ -8,7 +8,13 @@ from optimizer_tool.contract import Hit, Rule
 from optimizer_tool.findings import Severity
 from optimizer_tool.index import CallSite, UnitIndex
 from optimizer_tool.knowledge.training import trains
-from optimizer_tool.rules.lpips.facts import LATENT_HINTS, has_perceptual, mse_calls, training_function
+from optimizer_tool.rules.lpips.facts import (
+    LATENT_HINTS,
+    has_perceptual,
+    mse_calls,
+    perceptual_calls,
+    training_function,
+)
 
 
 class NoPerceptualLoss(Rule):
@@ -79,8 +85,9 @@ class NoPerceptualLoss(Rule):
         return [c for c in mse_calls(index) if training_function(index, c.function)]
 
     def check(self, index: UnitIndex) -> Iterable[Hit]:
-        if has_perceptual(index):
-            return
+        calls = perceptual_calls(index)
+        if any(training_function(index, p.call.function) for p in calls) or (has_perceptual(index) and not calls):
+            return  # a perceptual term in the training step (or a module whose use is not traced)
         site = self._mse(index)[0]
         if any(LATENT_HINTS.search(n) for n in index.names_used()):
             yield Hit.at(

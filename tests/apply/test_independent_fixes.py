@@ -1,0 +1,161 @@
+"""Independent fixes, ruff-style: each fix is written when it can be placed and verified, the others
+are held back with their reason; ``--select`` picks fixes by code; info findings are fixed only
+when asked for; an EMA initialisation (``decay=0``) is never taken for an update.
+
+Condensed from what default ``apply`` did on public trainers (DiT-style scripts, minimal loops):
+one fix that could not place its change (monitoring without a metrics sink, an LR schedule without
+a run length) blocked every correct fix; a DiT-style ``update_ema(ema, model, decay=0)`` before the
+loop was moved after ``opt.step()``, making the EMA a copy of the live weights."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from optimizer_tool.cli import app
+
+# A DiT-style script: the EMA is initialised with decay=0 and then never updated in the loop. It logs
+# with print only (no metrics sink for monitoring) and has no run length for an LR schedule.
+EMA_COPY = """\
+import copy
+from collections import OrderedDict
+
+import torch
+
+
+@torch.no_grad()
+def update_ema(ema_model, model, decay=0.9999):
+    ema_params = OrderedDict(ema_model.named_parameters())
+    for name, param in model.named_parameters():
+        ema_params[name].mul_(decay).add_(param.data, alpha=1 - decay)
+
+
+def main():
+    torch.manual_seed(0)
+    model = torch.nn.Linear(4, 4)
+    ema = copy.deepcopy(model).requires_grad_(False)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    update_ema(ema, model, decay=0)
+    ema.eval()
+    for step in range(20):
+        x = torch.randn(8, 4)
+        loss = (model(x) - x).pow(2).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        print(step, loss.item())
+    torch.save({"model": model.state_dict(), "ema": ema.state_dict()}, "ckpt.pt")
+
+
+if __name__ == "__main__":
+    main()
+"""
+
+
+# Warm-up then a cosine decay that reaches exactly 0 (LR003, info).
+LAMBDA_TO_ZERO = """\
+import math
+
+import torch
+
+
+def train(epochs=10, warmup=5):
+    model = torch.nn.Linear(4, 4)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    loader = [torch.randn(8, 4) for _ in range(5)]
+    total = epochs * len(loader)
+
+    def lr_lambda(step):
+        if step < warmup:
+            return (step + 1) / warmup
+        progress = (step - warmup) / max(1, total - warmup)
+        return 0.5 * (1 + math.cos(math.pi * progress))
+
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda)
+    for epoch in range(epochs):
+        for x in loader:
+            loss = (model(x) - x).pow(2).mean()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            sched.step()
+
+
+if __name__ == "__main__":
+    train()
+"""
+
+
+def run(*args: str):
+    return CliRunner().invoke(app, ["apply", "--no-config", *args])
+
+
+def check_codes(path: Path) -> set[str]:
+    result = CliRunner().invoke(app, ["check", "--no-config", "--output-format", "concise", str(path)])
+    return {token for line in result.stdout.splitlines() for token in line.split()[1:2]}
+
+
+def trainer(tmp_path: Path) -> Path:
+    (tmp_path / "train.py").write_text(EMA_COPY)
+    return tmp_path / "train.py"
+
+
+def test_an_ema_initialised_with_decay_0_and_never_updated_is_a_bug(tmp_path):
+    assert "EMA002" in check_codes(trainer(tmp_path))
+
+
+def test_default_apply_writes_what_it_can_and_holds_back_the_rest(tmp_path):
+    path = trainer(tmp_path)
+    result = run(str(path))
+    assert result.exit_code == 1  # written, with fixes held back
+    assert "fixed EMA002" in result.stdout and "fixed CLIP001" in result.stdout
+    assert "wrote 1 file(s)" in result.stdout
+    assert "not applied: the monitoring fix cannot place its change" in result.stderr
+    assert "not applied: the lr-schedule fix cannot place its change" in result.stderr
+    patched = path.read_text()
+    assert "update_ema(ema, model, decay=0)" in patched  # the initialisation stays where it was
+    assert "clip_grad_norm_" in patched
+    assert not check_codes(path) & {"EMA002", "EMA003", "CLIP001"}
+    # the patched trainer runs, and its EMA really averages: behind the live weights, not a copy
+    # of them (decay 0 moved after the step) nor of the initial ones (never updated)
+    subprocess.run([sys.executable, str(path)], cwd=tmp_path, check=True, capture_output=True, timeout=120)
+    probe = (
+        "import torch, copy\n"
+        "torch.manual_seed(0)\n"
+        "init = torch.nn.Linear(4, 4).state_dict()\n"
+        "ckpt = torch.load('ckpt.pt')\n"
+        "live, ema = ckpt['model']['weight'], ckpt['ema']['weight']\n"
+        "print(float((ema - live).abs().max()), float((ema - init['weight']).abs().max()))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", probe], cwd=tmp_path, check=True, capture_output=True, text=True, timeout=120
+    )
+    from_live, from_init = map(float, out.stdout.split())
+    assert from_live > 1e-4 and from_init > 1e-6
+
+
+def test_select_picks_fixes_by_code(tmp_path):
+    path = trainer(tmp_path)
+    result = run("--select", "CLIP001", str(path))
+    assert result.exit_code == 0, result.output
+    patched = path.read_text()
+    assert "clip_grad_norm_" in patched
+    assert "lerp_" not in patched and "update_ema(ema, model)" not in patched  # EMA002 was not selected
+    bad = run("--select", "NOPE9", str(path))
+    assert bad.exit_code == 2 and "matches no fixable rule" in bad.stderr
+
+
+def test_info_findings_are_fixed_only_when_asked(tmp_path):
+    """LR003 (the decay reaches exactly 0) is advice: default apply leaves it, --select fixes it."""
+    (tmp_path / "train.py").write_text(LAMBDA_TO_ZERO)
+    path = tmp_path / "train.py"
+    assert "LR003" in check_codes(path)
+    before = path.read_text()
+    run("--skip", "ema,clipping,monitoring", str(path))
+    assert path.read_text() == before
+    assert run("--select", "LR003", str(path)).exit_code == 0
+    assert "min_lr_ratio" in path.read_text()
+    assert "LR003" not in check_codes(path)

@@ -1,0 +1,249 @@
+"""Reach: an entry script reaches its project's package, the trace from it decides which code
+runs, configs chosen at run time decide elsewhere. Condensed from real repositories of the
+validation set (validation/check/labels): openai improved/guided-diffusion and consistency
+models (scripts/ beside the package), ermongroup/ddim (configs/*.yml picked by --config),
+AntixK/PyTorch-VAE (a VAE is no diffusion trainer)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from optimizer_tool.cli import app
+
+TRAIN_UTIL = """\
+import torch
+import lpips
+from torch.optim import AdamW
+
+
+def mean_flat(t):
+    return t.mean(dim=list(range(1, len(t.shape))))
+
+
+class Denoiser:
+    def __init__(self, loss_norm="l2"):
+        self.lpips_loss = lpips.LPIPS(net="vgg")
+
+    def training_losses(self, model, x_start, noise, t):
+        x_t = x_start + noise * t
+        return mean_flat((model(x_t, t) - x_start) ** 2)
+
+    def consistency_losses(self, model, x_start, noise, t):
+        return self.lpips_loss(model(x_start + noise, t), x_start)
+
+
+class TrainLoop:
+    def __init__(self, model, diffusion, data, lr):
+        self.model, self.diffusion, self.data = model, diffusion, data
+        self.opt = AdamW(model.parameters(), lr=lr)
+
+    def run_loop(self):
+        for batch in self.data:
+            self.opt.zero_grad()
+            self.forward_backward(batch)
+            self.opt.step()
+
+    def forward_backward(self, batch):
+        noise = torch.randn_like(batch)
+        t = torch.randint(0, 1000, (batch.shape[0],))
+        self.diffusion.training_losses(self.model, batch, noise, t).mean().backward()
+
+
+class CMTrainLoop(TrainLoop):
+    def forward_backward(self, batch):
+        noise = torch.randn_like(batch)
+        t = torch.randint(0, 1000, (batch.shape[0],))
+        self.diffusion.consistency_losses(self.model, batch, noise, t).mean().backward()
+"""
+
+SCRIPT = """\
+import argparse
+
+from mypkg.train_util import {loop}, Denoiser
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--lr", type=float, default=1e-4)
+    args = parser.parse_args()
+    {loop}(model=build(), diffusion=Denoiser(), data=load(), lr=args.lr).run_loop()
+
+
+if __name__ == "__main__":
+    main()
+"""
+
+
+def _write(root: Path, files: dict[str, str]) -> None:
+    (root / "setup.py").write_text("from setuptools import setup\nsetup(name='mypkg')\n")
+    for name, text in files.items():
+        path = root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+
+
+def _verdicts(root: Path, target: str) -> dict:
+    result = CliRunner().invoke(app, ["check", "--no-config", "--output-format", "json", str(root / target)])
+    document = json.loads(result.output)
+    (unit,) = [u for u in document["units"] if u["entry"].endswith(target)]
+    return {key: v["state"] for key, v in unit["verdicts"].items()} | {"_note": unit.get("note", "")}
+
+
+def test_an_entry_script_in_a_subfolder_reaches_its_package(tmp_path):
+    _write(
+        tmp_path,
+        {
+            "mypkg/__init__.py": "",
+            "mypkg/train_util.py": TRAIN_UTIL,
+            "scripts/train.py": SCRIPT.format(loop="TrainLoop"),
+        },
+    )
+    states = _verdicts(tmp_path, "scripts/train.py")
+    assert "no optimizer step found" not in states["_note"]
+    assert states["lr-schedule"] == "missing" and states["clipping"] == "missing"
+
+
+def test_code_the_entry_never_runs_does_not_count(tmp_path):
+    """Two scripts share train_util.py: only the one that builds CMTrainLoop trains with LPIPS."""
+    _write(
+        tmp_path,
+        {
+            "mypkg/__init__.py": "",
+            "mypkg/train_util.py": TRAIN_UTIL,
+            "scripts/edm_train.py": SCRIPT.format(loop="TrainLoop"),
+            "scripts/cm_train.py": SCRIPT.format(loop="CMTrainLoop"),
+        },
+    )
+    assert _verdicts(tmp_path, "scripts/edm_train.py")["lpips"] == "missing"
+    assert _verdicts(tmp_path, "scripts/cm_train.py")["lpips"] == "present"
+
+
+RUNNER = """\
+import torch
+from models.ema import EMAHelper
+
+
+class Diffusion:
+    def __init__(self, config):
+        self.config = config
+
+    def train(self, model, loader):
+        optimizer = torch.optim.Adam(model.parameters(), lr=self.config.optim.lr)
+        if self.config.model.ema:
+            ema_helper = EMAHelper(mu=self.config.model.ema_rate)
+            ema_helper.register(model)
+        for x in loader:
+            e = torch.randn_like(x)
+            t = torch.randint(0, 1000, (x.shape[0],))
+            loss = (model(x + e, t) - e).square().sum()
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            if self.config.model.ema:
+                ema_helper.update(model)
+"""
+
+EMA_HELPER = """\
+class EMAHelper:
+    def __init__(self, mu=0.999):
+        self.mu, self.shadow = mu, {}
+
+    def register(self, module):
+        for name, param in module.named_parameters():
+            self.shadow[name] = param.data.clone()
+
+    def update(self, module):
+        for name, param in module.named_parameters():
+            self.shadow[name].data = (1.0 - self.mu) * param.data + self.mu * self.shadow[name].data
+"""
+
+
+def test_a_guard_read_from_configs_picked_at_run_time_is_decided_elsewhere(tmp_path):
+    config = "model:\n  ema: {ema}\n  ema_rate: 0.9999\noptim:\n  lr: 0.0002\n"
+    files = {
+        "runners/__init__.py": "",
+        "runners/diffusion.py": RUNNER,
+        "models/__init__.py": "",
+        "models/ema.py": EMA_HELPER,
+        "main.py": (
+            "import argparse\nfrom runners.diffusion import Diffusion\n\n"
+            "if __name__ == '__main__':\n"
+            "    parser = argparse.ArgumentParser()\n"
+            "    parser.add_argument('--config', required=True)\n"
+            "    Diffusion(load(parser.parse_args().config)).train(build(), data())\n"
+        ),
+        "configs/cifar10.yml": config.format(ema="true"),
+        "configs/celeba.yml": config.format(ema="true"),
+    }
+    _write(tmp_path, files)
+    assert _verdicts(tmp_path, "main.py")["ema"] == "decided-elsewhere"
+    # one config beside the trainer is its default: the guard is decided by it
+    (tmp_path / "configs" / "celeba.yml").unlink()
+    assert _verdicts(tmp_path, "main.py")["ema"] == "present"
+
+
+DEFAULTS_SCRIPT = """\
+import argparse
+import torch
+
+
+def get_named_beta_schedule(schedule_name, steps):
+    if schedule_name == "linear":
+        return torch.linspace(1e-4, 0.02, steps)
+    {cosine}raise NotImplementedError(schedule_name)
+
+
+def defaults():
+    return dict(noise_schedule="linear", lr=1e-4)
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    for key, value in defaults().items():
+        parser.add_argument(f"--{{key}}", default=value, type=type(value))
+    args = parser.parse_args()
+    betas = get_named_beta_schedule(args.noise_schedule, 1000)
+    opt = torch.optim.AdamW(model.parameters(), lr=args.lr)
+    for x in loader:
+        noise = torch.randn_like(x)
+        t = torch.randint(0, 1000, (x.shape[0],))
+        loss = torch.nn.functional.mse_loss(model(x + betas[t] * noise, t), noise)
+        loss.backward()
+        opt.step()
+
+
+if __name__ == "__main__":
+    main()
+"""
+
+
+def test_a_defaults_dict_switch_is_off_by_default_only_where_the_code_has_the_branch(tmp_path):
+    cosine = 'if schedule_name == "cosine":\n        return cosine_betas(steps)\n    '
+    _write(tmp_path, {"image_train.py": DEFAULTS_SCRIPT.format(cosine=cosine)})
+    assert _verdicts(tmp_path, "image_train.py")["cosine"] == "off-by-default"
+    _write(tmp_path, {"image_train.py": DEFAULTS_SCRIPT.format(cosine="")})
+    assert _verdicts(tmp_path, "image_train.py")["cosine"] == "missing"  # no branch for it: code to write
+
+
+def test_a_vae_posterior_scale_is_no_noise_level(tmp_path):
+    vae = """\
+import torch
+import torch.nn.functional as F
+
+def kernel(x1, x2, z_dim, z_var):
+    sigma = 2.0 * z_dim * z_var
+    return torch.exp(-((x1 - x2).pow(2).mean(-1) / sigma))
+
+opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+for x in loader:
+    mu, log_var = model.encode(x)
+    z = mu + torch.randn_like(mu) * torch.exp(0.5 * log_var)
+    loss = F.mse_loss(model.decode(z), x) + kernel(z, torch.randn_like(z), 8, 2.0).mean()
+    loss.backward()
+    opt.step()
+"""
+    _write(tmp_path, {"train.py": vae})
+    assert _verdicts(tmp_path, "train.py")["cosine"] != "missing"  # no diffusion advice on a VAE

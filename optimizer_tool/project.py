@@ -65,10 +65,32 @@ TRAINING_FUNCTIONS = {"training_step", "train_step", "run_step", "forward_backwa
 
 @dataclass
 class SourceFile:
+    """One Python file: its text, and its libcst tree parsed on first use (``check .`` on a
+    repository reads every file's imports with the stdlib parser, but only the files of a training
+    unit are parsed with libcst, which costs ~20x more)."""
+
     path: Path
     text: str
-    module: cst.Module
+    parsed: cst.Module | None = field(default=None, repr=False, compare=False)
     facts: object = field(default=None, repr=False, compare=False)  # index.FileFacts, built on first use
+
+    @property
+    def module(self) -> cst.Module:
+        """The libcst tree; raises ``cst.ParserSyntaxError`` where only libcst cannot read the file
+        (``parse_source`` already refused what Python itself cannot parse)."""
+        if self.parsed is None:
+            self.parsed = cst.parse_module(self.text)
+        return self.parsed
+
+    def libcst_error(self) -> Finding | None:
+        """The input error of a file Python parses but libcst cannot, else None."""
+        try:
+            self.module
+        except cst.ParserSyntaxError as exc:
+            return input_error(
+                self.path, exc.raw_line, exc.raw_column + 1, f"libcst cannot parse this file: {exc.message}", "E999"
+            )
+        return None
 
     @property
     def lines(self) -> list[str]:
@@ -185,24 +207,17 @@ def parse_source(path: Path, text: str | None = None) -> SourceFile | Finding:
         except UnicodeDecodeError as exc:
             line = raw[: exc.start].count(b"\n") + 1
             return input_error(path, line, 1, f"not valid UTF-8 (byte {exc.start}); re-save the file as UTF-8")
+    # Python's own message and position are what users know from their editor; the libcst tree
+    # is built when a unit needs it (SourceFile.module).
     try:
-        module = cst.parse_module(text)
-    except cst.ParserSyntaxError as exc:
-        # Python's own message and position are what users know from their editor.
-        try:
-            ast.parse(text)
-        except SyntaxError as py:
-            return input_error(
-                path,
-                py.lineno or 1,
-                py.offset or 1,
-                f"syntax error: {py.msg}; fix it so the file can be checked",
-                code="E999",
-            )
-        return input_error(
-            path, exc.raw_line, exc.raw_column + 1, f"libcst cannot parse this file: {exc.message}", code="E999"
-        )
-    return SourceFile(path, text, module)
+        tree = ast.parse(text)
+    except (SyntaxError, ValueError) as py:
+        line, col = (py.lineno or 1, py.offset or 1) if isinstance(py, SyntaxError) else (1, 1)
+        message = py.msg if isinstance(py, SyntaxError) else str(py)
+        return input_error(path, line, col, f"syntax error: {message}; fix it so the file can be checked", code="E999")
+    source = SourceFile(path, text)
+    source.__dict__["tree"] = tree  # the cached_property, filled
+    return source
 
 
 def load(paths: list[Path], overrides: dict[Path, str] | None = None, parse_many=None) -> LoadResult:

@@ -247,3 +247,26 @@ for x in loader:
 """
     _write(tmp_path, {"train.py": vae})
     assert _verdicts(tmp_path, "train.py")["cosine"] != "missing"  # no diffusion advice on a VAE
+
+
+def test_a_repository_check_reads_only_its_training_units_with_libcst(tmp_path):
+    """`check .` on a repository: modules no trainer imports get no table and no libcst parse
+    (indexing timm's 300 library modules was most of its 131 s)."""
+    from optimizer_tool.engine import check_loaded
+    from optimizer_tool.project import load
+    from optimizer_tool.settings import Settings
+
+    _write(
+        tmp_path,
+        {
+            "mypkg/__init__.py": "",
+            "mypkg/train_util.py": TRAIN_UTIL,
+            "mypkg/unused_layers.py": "import torch\n\n\nclass Block(torch.nn.Module):\n    pass\n",
+            "scripts/train.py": SCRIPT.format(loop="TrainLoop"),
+        },
+    )
+    loaded = load([tmp_path])
+    result = check_loaded(loaded, [tmp_path], Settings())
+    assert [f.entry.name for f in result.facts] == ["train.py"]
+    assert loaded.files[(tmp_path / "mypkg/unused_layers.py").resolve()].parsed is None
+    assert loaded.files[(tmp_path / "mypkg/train_util.py").resolve()].parsed is not None

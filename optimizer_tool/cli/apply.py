@@ -71,7 +71,7 @@ def apply_command(
         root = project_root(discovered)
         settings = Settings() if no_config else load_settings(root, keys())
         chosen = select(only_keys, skip_keys, unsafe, everything, codes)
-        result = plan(targets, chosen, settings, skip_keys, Request(tuple(codes), tuple(only_keys), everything))
+        result = plan(targets, chosen, settings, skip_keys, Request(tuple(codes), tuple(only_keys), everything, unsafe))
     except UsageError as exc:
         raise fail(str(exc))
 

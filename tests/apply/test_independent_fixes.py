@@ -159,3 +159,22 @@ def test_info_findings_are_fixed_only_when_asked(tmp_path):
     assert run("--select", "LR003", str(path)).exit_code == 0
     assert "min_lr_ratio" in path.read_text()
     assert "LR003" not in check_codes(path)
+
+
+def test_a_safe_fix_that_changes_a_cli_default_is_held_back_unless_named(tmp_path):
+    """The diffusers example's fix raises `--lr_warmup_steps` and moves `--lr_scheduler` from
+    "constant" to "cosine_with_min_lr": every run (and every script) relying on those defaults
+    changes, so the default safe set does not do it (the diff is the manual patch); naming the
+    optimization does."""
+    from casefiles import case, write_tree
+
+    folder = write_tree(case("lr-schedule/diffusers_text_to_image").inputs, tmp_path / "project")
+    train = next(p for p in folder.rglob("*.py") if "--lr_scheduler" in p.read_text())
+    before = train.read_text()
+    result = run("--skip", "ema,clipping,monitoring", str(folder))
+    assert "the fix changes the default of --lr_warmup_steps from 500 to 2000" in result.stderr
+    assert "review it and apply with --only" in result.stderr
+    assert train.read_text() == before
+    named = run("--only", "lr-schedule", str(folder))
+    assert named.exit_code in (0, 1), named.output
+    assert 'default="cosine_with_min_lr"' in train.read_text()

@@ -17,6 +17,7 @@ from optimizer_tool.knowledge.training import (
     has_role,
     mentions,
     sampling_functions,
+    trained_model,
 )
 from optimizer_tool.rules.ema.base import MODEL_PARAMETER, SAMPLE_LOOPS, EmaBug
 
@@ -41,7 +42,11 @@ class _EmaWithFunctions(EmaBug):
     def check(self, index: UnitIndex) -> Iterable[Hit]:
         functions = self.functions(index)
         names = ema_facts(index).names
-        if not any(mentions(index, functions, name) for name in names) and not self.handled_elsewhere(index, names):
+        if (
+            not any(mentions(index, functions, name) for name in names)
+            and not self.handled_elsewhere(index, names)
+            and not reads_an_ema(index, functions)
+        ):
             site = (
                 next(c for c in index.calls if c.function in functions and c.matches(self.patterns or ("*",)))
                 if self.patterns
@@ -55,6 +60,22 @@ class _EmaWithFunctions(EmaBug):
 
     def handled_elsewhere(self, index: UnitIndex, names: list[str]) -> bool:
         return False
+
+
+EMA_TOKEN = re.compile(r"(?<![a-z])ema(?![a-z])", re.I)
+
+
+def reads_an_ema(index: UnitIndex, functions: list) -> bool:
+    """The functions (or functions nested in them) read an EMA-named object the facts do not hold
+    (``score_model_ema = ScoreModel(nnet_ema)``, ``self.ema_params``), or save what they do not name
+    (``for key, val in self.__dict__.items(): torch.save(val.state_dict(), ...)``): the trace cannot
+    prove the EMA is left out, so there is no bug to report."""
+    spans = [(f.path, f.line, f.end_line) for f in functions if f is not None]
+    return any(
+        EMA_TOKEN.search(c.text) or "__dict__" in c.text or "vars(" in c.text
+        for c in index.calls
+        if any(c.path == path and start <= c.line <= end for path, start, end in spans)
+    )
 
 
 def _registered_for_checkpointing(index: UnitIndex, names: list[str]) -> bool:
@@ -190,16 +211,18 @@ class EmaNotUsedForSampling(EmaBug):
     `log_validation(unet, ...)`) are judged where they are called, not where they are defined.
     """
     INVALID = [
-        "import copy\n"
+        "import copy, torch\n"
         "ema = copy.deepcopy(model)\n"
+        "optimizer = torch.optim.AdamW(model.parameters())\n"
         "def generate_samples(n):\n"
         "    return sampler(model, n)\n"
         "for x in data:\n"
         "    loss(x).backward()\n"
         "    optimizer.step()\n"
         "    update_ema(ema, model)\n",
-        "import copy\n"
+        "import copy, torch\n"
         "ema = copy.deepcopy(model)\n"
+        "opt = torch.optim.AdamW(model.parameters())\n"
         "for x in data:\n"
         "    loss(x).backward()\n"
         "    opt.step()\n"
@@ -262,13 +285,22 @@ class EmaNotUsedForSampling(EmaBug):
             for c in index.calls
             if c.method in sampler_names and c.function is not None and c.function.name != c.method
         }
-        sites = [f for f in functions if f not in delegating and not any(mentions(index, [f], n) for n in names)]
+        live = _live_model(index)
+        sites = [
+            f
+            for f in functions
+            if f not in delegating
+            and not any(mentions(index, [f], n) for n in names)
+            and not reads_an_ema(index, [f])
+            and live(f, [c.text for c in _calls_within(index, f)])
+        ]
         sites += [
             c
             for c in index.calls
             if c.method in SAMPLE_LOOPS
             and c.function not in functions
             and not (c.function and any(MODEL_PARAMETER.match(p) for p in c.function.params))
+            and live(c.function, [c.text])
         ]
         return sites
 
@@ -278,6 +310,34 @@ class EmaNotUsedForSampling(EmaBug):
     def check(self, index: UnitIndex) -> Iterable[Hit]:
         for site in self._sites(index)[:1]:
             yield Hit.at(site) if isinstance(site, CallSite) else Hit(site.path, site.line, 1)
+
+
+def _calls_within(index: UnitIndex, function) -> list[CallSite]:
+    """The calls of ``function`` and of the functions nested in it."""
+    return [
+        c
+        for c in index.calls
+        if c.function is not None and c.path == function.path and function.line <= c.function.line <= function.end_line
+    ]
+
+
+def _live_model(index: UnitIndex):
+    """``live(function, texts)``: the code samples with the network the optimizer trains, spelled as
+    the training step spells it (``model``; ``self.model`` within the trainer's own class). A
+    sampler that runs ``self.net`` of a diffusion or policy object, or a model handed to it, runs
+    weights chosen elsewhere: not proof that sampling skips the EMA."""
+    trained = trained_model(index)
+    if trained is None:
+        return lambda function, texts: False
+    pattern = re.compile(rf"(?<![\w.]){re.escape(trained.name)}(?!\w)")
+    owner = trained.step.function.class_name if trained.step.function else None
+
+    def live(function, texts: list[str]) -> bool:
+        if trained.name.startswith("self.") and (function is None or function.class_name != owner):
+            return False
+        return any(pattern.search(text) for text in texts)
+
+    return live
 
 
 EMA_SCOPE = re.compile(r"(^|[._])ema_?scope\b|\bema\w*\.(average_parameters|swap|scope)\(", re.I)

@@ -36,12 +36,9 @@ whether it is the same one after the change.
 
 from __future__ import annotations
 
-import ast
-import difflib
 import os
 import shutil
 import subprocess
-import sys
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -57,6 +54,7 @@ from optimizer_tool.index import UnitIndex
 from optimizer_tool.project import SKIP_DIRS, LoadResult, SourceFile, Unit, local_imports, parse_source
 from optimizer_tool.registry import Optimization, optimizations
 from optimizer_tool.settings import Settings
+from optimizer_tool.verify import refuse_side_effects, refuse_unbound
 
 # A fix that keeps finding new work after this many passes is looping, not converging.
 MAX_PASSES = 4
@@ -441,8 +439,9 @@ def _run_fix(
             before = dict(ctx.modules)
             try:
                 fix().apply(ctx, findings)
+                refuse_unbound(before, ctx.modules, work.root)
                 if fix.applicability is Applicability.SAFE and not request.accepts_side_effects(opt):
-                    _refuse_side_effects(before, ctx.modules, work.root)
+                    refuse_side_effects(before, ctx.modules, work.root)
             except CannotFix as exc:
                 exc.key = opt.key
                 result.refused.append(exc)
@@ -453,69 +452,6 @@ def _run_fix(
             if not work.update(ctx.modules):
                 break  # verified, nothing to change (or a fix that found its work already done)
     return ran
-
-
-def _refuse_side_effects(before: dict[Path, cst.Module], after: dict[Path, cst.Module], root: Path) -> None:
-    """A safe fix changes its own optimization's knob and nothing else: raise ``CannotFix`` (the
-    change becomes the manual patch) when it changes a command-line default every run relies on,
-    or imports a package the unit did not import (a dependency the project may not have)."""
-    old_imports = {name for module in before.values() for name in _top_imports(module.code)}
-    for path, module in after.items():
-        if module is before.get(path):
-            continue
-        was = before[path].code if path in before else ""
-        patch = unified_diff({path: was}, {path: module.code}, root)
-        added = sorted(_top_imports(module.code) - old_imports - set(sys.stdlib_module_names))
-        if added:
-            raise CannotFix(
-                path,
-                1,
-                f"the fix imports {', '.join(added)}, which this trainer does not import yet: a new dependency is "
-                "not a safe change; review it and apply with --only (or --unsafe)",
-                patch,
-            )
-        old_defaults = _cli_defaults(was)
-        changed = [
-            (line, f"{flag} from {old_defaults[flag][1]!r} to {value!r}")
-            for flag, (line, value) in _cli_defaults(module.code).items()
-            if flag in old_defaults and old_defaults[flag][1] != value
-        ]
-        if changed:
-            raise CannotFix(
-                path,
-                changed[0][0],
-                f"the fix changes the default of {', '.join(text for _, text in changed)}: every run and script "
-                "that relies on it changes too; review it and apply with --only (or --unsafe)",
-                patch,
-            )
-
-
-def _top_imports(code: str) -> set[str]:
-    tree = ast.parse(code)
-    names = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            names.update(alias.name.split(".")[0] for alias in node.names)
-        elif isinstance(node, ast.ImportFrom) and not node.level and node.module:
-            names.add(node.module.split(".")[0])
-    return names
-
-
-def _cli_defaults(code: str) -> dict[str, tuple[int, object]]:
-    """``--flag`` -> (line, literal default) of the argparse options a file declares."""
-    found: dict[str, tuple[int, object]] = {}
-    for node in ast.walk(ast.parse(code)):
-        if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)):
-            continue
-        if node.func.attr != "add_argument" or not node.args or not isinstance(node.args[0], ast.Constant):
-            continue
-        default = next((k.value for k in node.keywords if k.arg == "default"), None)
-        try:
-            value = ast.literal_eval(default) if default is not None else None
-        except ValueError:
-            continue
-        found[str(node.args[0].value)] = (node.lineno, value)
-    return found
 
 
 # --- writing --------------------------------------------------------------------------------
@@ -619,29 +555,3 @@ def _git(folder: Path, *args: str) -> str | None:
     except (OSError, subprocess.TimeoutExpired):
         return None
     return done.stdout if done.returncode == 0 else None
-
-
-def unified_diff(originals: dict[Path, str], changes: dict[Path, str], root: Path) -> str:
-    parts = []
-    for path in sorted(changes):
-        name = display(path, root)
-        lines = list(difflib.unified_diff(_lines(originals[path]), _lines(changes[path]), f"a/{name}", f"b/{name}"))
-        parts.append("".join(lines))
-    return "".join(parts)
-
-
-def _lines(text: str) -> list[str]:
-    lines = text.splitlines(keepends=True)
-    if lines and not lines[-1].endswith(("\n", "\r")):
-        lines[-1] += "\n\\ No newline at end of file\n"
-    return lines
-
-
-def display(path: Path, root: Path) -> str:
-    """A path as the user reads it: relative to the current folder when below it, else to the project."""
-    for base in (Path.cwd(), root):
-        try:
-            return path.resolve().relative_to(base.resolve()).as_posix()
-        except ValueError:
-            continue
-    return str(path)

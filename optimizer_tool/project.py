@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import ast
 import json
+import re
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -60,6 +61,8 @@ KNOWN_LIBRARIES = frozenset(
 CONFIG_SUFFIXES = {".yaml", ".yml", ".toml", ".json"}
 MANIFESTS = ("requirements*.txt", "requirements/*.txt", "pyproject.toml", "setup.cfg", "setup.py", "environment.y*ml")
 INPUT_ERROR_KEY = "input"
+BOM = "\ufeff"
+DOTTED_NAME = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)+$")
 TRAINING_FUNCTIONS = {"training_step", "train_step", "run_step", "forward_backward"}
 
 
@@ -100,7 +103,7 @@ class SourceFile:
     def tree(self) -> ast.Module | None:
         """The stdlib AST: ~20x cheaper than a libcst walk for imports and quick questions."""
         try:
-            return ast.parse(self.text)
+            return ast.parse(self.text.removeprefix(BOM))
         except (SyntaxError, ValueError):
             return None
 
@@ -210,7 +213,7 @@ def parse_source(path: Path, text: str | None = None) -> SourceFile | Finding:
     # Python's own message and position are what users know from their editor; the libcst tree
     # is built when a unit needs it (SourceFile.module).
     try:
-        tree = ast.parse(text)
+        tree = ast.parse(text.removeprefix(BOM))  # a UTF-8 byte-order mark is valid in a file, not in a str
     except (SyntaxError, ValueError) as py:
         line, col = (py.lineno or 1, py.offset or 1) if isinstance(py, SyntaxError) else (1, 1)
         message = py.msg if isinstance(py, SyntaxError) else str(py)
@@ -258,6 +261,8 @@ def load(paths: list[Path], overrides: dict[Path, str] | None = None, parse_many
             if path in seen:
                 continue
             seen.add(path)
+            if any(e.location.path == path for e in errors):
+                continue  # reported once, when it was read as a target
             imported = files.get(path) or parse(path)
             if imported is not None:
                 queue.append(imported)
@@ -323,6 +328,16 @@ def local_imports(source: SourceFile, root: Path) -> list[Path]:
             node.level or (node.module or "").split(".")[0] not in KNOWN_LIBRARIES
         ):
             resolve(node.module or "", node.level, [a.name for a in node.names if a.name != "*"])
+        elif isinstance(node, ast.Constant) and isinstance(node.value, str) and DOTTED_NAME.match(node.value):
+            # dispatch by name: ``construct_class_by_name(class_name="training.loss.EDMLoss")`` imports
+            # training/loss.py as surely as an import statement (the longest module prefix, two parts or more)
+            parts = node.value.split(".")
+            if parts[0] not in KNOWN_LIBRARIES:
+                for cut in range(len(parts), 1, -1):
+                    found = len(out)
+                    resolve(".".join(parts[:cut]), 0, [])
+                    if len(out) > found:
+                        break
     return [p for p in dict.fromkeys(out) if p != source.path]
 
 

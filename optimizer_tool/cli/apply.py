@@ -19,11 +19,9 @@ from optimizer_tool.apply import (
     Request,
     check_inside,
     copy_project,
-    display,
     plan,
     select,
     uncommitted,
-    unified_diff,
     write_all,
 )
 from optimizer_tool.cli.common import check_keys, fail, split
@@ -32,6 +30,7 @@ from optimizer_tool.findings import Finding
 from optimizer_tool.project import discover, project_root
 from optimizer_tool.registry import keys, optimizations, rule_by_code
 from optimizer_tool.settings import Settings, load_settings
+from optimizer_tool.verify import display, unified_diff
 
 
 def apply_command(

@@ -270,3 +270,36 @@ def test_a_repository_check_reads_only_its_training_units_with_libcst(tmp_path):
     assert [f.entry.name for f in result.facts] == ["train.py"]
     assert loaded.files[(tmp_path / "mypkg/unused_layers.py").resolve()].parsed is None
     assert loaded.files[(tmp_path / "mypkg/train_util.py").resolve()].parsed is not None
+
+
+def test_a_file_with_a_byte_order_mark_is_read(tmp_path):
+    """Latte's tools/*.py start with a UTF-8 BOM: valid Python, never an input error."""
+    _write(tmp_path, {"train.py": "\ufeff" + SCRIPT.format(loop="TrainLoop"), "mypkg/train_util.py": TRAIN_UTIL})
+    result = CliRunner().invoke(app, ["check", "--no-config", "--output-format", "json", str(tmp_path / "train.py")])
+    document = json.loads(result.output)
+    assert not [f for f in document["findings"] if f["code"] == "E999"]
+    assert document["units"][0]["verdicts"]["lr-schedule"]["state"] == "missing"
+
+
+def test_a_class_named_by_a_string_is_part_of_the_unit(tmp_path):
+    """EDM: `construct_class_by_name(class_name="training.loss.EDMLoss")` brings training/loss.py
+    into the unit as an import statement would; strings of known libraries do not."""
+    from optimizer_tool.engine import build_units
+    from optimizer_tool.project import load
+
+    _write(
+        tmp_path,
+        {
+            "training/__init__.py": "",
+            "training/loss.py": "class EDMLoss:\n    def __call__(self, net, images):\n        return net(images)\n",
+            "train.py": (
+                "import dnnlib\n"
+                "loss_fn = dnnlib.util.construct_class_by_name(class_name='training.loss.EDMLoss')\n"
+                "dtype = 'torch.float16'\n"
+                "for x in data:\n    loss_fn(net, x).sum().backward()\n    opt.step()\n"
+            ),
+        },
+    )
+    loaded = load([tmp_path / "train.py"])
+    (unit,) = build_units(loaded, [(tmp_path / "train.py").resolve()])
+    assert {f.path.name for f in unit.files} == {"train.py", "loss.py"}

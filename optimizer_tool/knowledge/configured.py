@@ -63,23 +63,32 @@ def configured(index: UnitIndex, names: tuple[str, ...], classify, extra: Iterab
 def param_default_used(index: UnitIndex, setting: Setting) -> bool:
     """Whether some call of the function owning this parameter default leaves the parameter
     out (so the default is what runs). Calls with ``*args``/``**kwargs`` may pass it."""
+    return param_default_calls(index, setting) == "used"
+
+
+def param_default_calls(index: UnitIndex, setting: Setting) -> str:
+    """How the unit calls the function owning a parameter default: 'used' (some call leaves the
+    parameter out), 'passed' (every call passes it, or may), 'uncalled' (no call in the unit), or
+    'unknown' (the function or parameter is not found)."""
     fn = next((f for f in index.functions if f.qualname == setting.owner and f.path == setting.path), None)
     if fn is None:
-        return False
+        return "unknown"
     params = list(fn.params)
     real = next((p for p in params if norm(p) == setting.name), None)
     if real is None:
-        return False
+        return "unknown"
     bound = 1 if fn.class_name and params and params[0] in ("self", "cls") else 0
     position = params.index(real) - bound
     callee = fn.class_name if fn.name == "__init__" and fn.class_name else fn.name
+    called = False
     for call in index.calls:
         if not call.func_text or call.func_text.rsplit(".", 1)[-1] != callee:
             continue
+        called = True
         if any(a.star for a in call.node.args) or call.kwarg(real) is not None or len(call.args) > position:
             continue
-        return True
-    return False
+        return "used"
+    return "passed" if called else "uncalled"
 
 
 def synthetic_setting(name: str, value: object, kind: str, at: CallSite, owner: str = "") -> Setting:

@@ -276,7 +276,7 @@ DIFFUSION_NAMES = re.compile(
 )
 # Names of other objectives' machinery: adversarial pairs, VAE terms, classifier targets.
 OTHER_NAMES = re.compile(
-    r"^(discriminator|netD|netG|d_loss|g_loss|disc_loss|loss_D|loss_G|optimizer_idx|kld|kl_loss|recon_loss|"
+    r"^(discriminator|netD|d_loss|g_loss|disc_loss|loss_D|loss_G|optimizer_idx|kld|kl_loss|recon_loss|"
     r"rec_loss|logits|real_validity|fake_validity)$"
 )
 # A loss that regresses the added noise: ``F.mse_loss(model(x + noise), noise)``, ``criterion(pred, eps)``.

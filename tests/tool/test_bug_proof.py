@@ -221,3 +221,69 @@ for x in loader:
 
 def test_a_batch_size_helper_named_sample_is_not_image_sampling():
     assert "EMA008" not in codes(SAMPLE_BUDGET)
+
+
+# Palette: a generic save helper is handed the EMA network by its caller.
+SAVE_HELPER = """\
+import copy
+import torch
+from diffusers import DDPMScheduler
+
+
+class Model:
+    def __init__(self, net):
+        self.netG = net
+        self.netG_EMA = copy.deepcopy(net)
+        self.opt = torch.optim.AdamW(net.parameters(), lr=1e-4)
+        self.sched = DDPMScheduler()
+
+    def save_network(self, network, label):
+        torch.save(network.state_dict(), f"{label}.pth")
+
+    def save_everything(self):
+        self.save_network(self.netG, "G")
+        self.save_network(self.netG_EMA, "G_ema")
+
+    def train_step(self, x):
+        loss = self.netG(self.sched.add_noise(x, torch.randn_like(x), 10)).mean()
+        loss.backward()
+        self.opt.step()
+        with torch.no_grad():
+            for e, p in zip(self.netG_EMA.parameters(), self.netG.parameters()):
+                e.lerp_(p, 1e-3)
+"""
+
+# U-ViT: sampling goes through an EMA-named wrapper the facts do not hold.
+SAMPLE_THROUGH_WRAPPER = """\
+import copy
+import torch
+from diffusers import DDPMScheduler
+
+nnet = torch.nn.Linear(4, 4)
+nnet_ema = copy.deepcopy(nnet)
+optimizer = torch.optim.AdamW(nnet.parameters(), lr=1e-4)
+sched = DDPMScheduler()
+score_model_ema = ScoreModel(nnet_ema)
+
+
+def sample_images(n):
+    return sampler.sample(ReverseSDE(score_model_ema), torch.randn(n, 4))
+
+
+for x in loader:
+    loss = nnet(sched.add_noise(x, torch.randn_like(x), 10)).mean()
+    loss.backward()
+    optimizer.step()
+    ema(nnet_ema, nnet, 0.9999)
+sample_images(16)
+"""
+
+
+def test_a_save_helper_handed_the_ema_by_its_caller_is_no_bug():
+    assert "EMA006" not in codes(SAVE_HELPER)
+
+
+def test_sampling_through_an_ema_named_wrapper_is_no_bug():
+    assert "EMA008" not in codes(SAMPLE_THROUGH_WRAPPER)
+    # the same sampler running the live network is the bug
+    assert "EMA008" in codes(SAMPLE_THROUGH_WRAPPER.replace("ReverseSDE(score_model_ema)", "ReverseSDE(nnet)"))

@@ -12,6 +12,7 @@ from pathlib import Path
 from typer.testing import CliRunner
 
 from optimizer_tool.cli import app
+from optimizer_tool.testing import write_example
 
 TRAIN_UTIL = """\
 import torch
@@ -78,11 +79,8 @@ if __name__ == "__main__":
 
 
 def _write(root: Path, files: dict[str, str]) -> None:
-    (root / "setup.py").write_text("from setuptools import setup\nsetup(name='mypkg')\n")
-    for name, text in files.items():
-        path = root / name
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text)
+    """The files under ``root``, which setup.py marks as the repository root."""
+    write_example({"setup.py": "from setuptools import setup\nsetup(name='mypkg')\n", **files}, root)
 
 
 def _verdicts(root: Path, target: str) -> dict:
@@ -303,3 +301,51 @@ def test_a_class_named_by_a_string_is_part_of_the_unit(tmp_path):
     loaded = load([tmp_path / "train.py"])
     (unit,) = build_units(loaded, [(tmp_path / "train.py").resolve()])
     assert {f.path.name for f in unit.files} == {"train.py", "loss.py"}
+
+
+PALETTE_MODEL = """\
+import copy
+import torch
+
+
+class Model:
+    def __init__(self, networks, optimizers, ema_scheduler=None):
+        self.netG = networks[0]
+        self.optG = torch.optim.Adam(self.netG.parameters(), **optimizers[0])
+        if ema_scheduler is not None:
+            self.netG_EMA = copy.deepcopy(self.netG)
+
+    def train_step(self, batch):
+        self.optG.zero_grad()
+        loss = self.netG(batch)
+        loss.backward()
+        self.optG.step()
+"""
+
+
+def test_a_class_built_from_a_config_takes_no_parameter_default_as_the_default(tmp_path):
+    """Palette's run.py builds Model by name from its JSON config, which passes ema_scheduler: the
+    parameter's None is no default of that run (off-by-default would be a wrong confident answer);
+    the class checked on its own keeps its default. netG alone is no sign of a GAN: without a
+    visible objective the unit is undecided."""
+    run = (
+        "import json\nfrom core.praser import init_obj\n\n"
+        "if __name__ == '__main__':\n"
+        "    opt = json.load(open('config/train.json'))\n"
+        "    model = init_obj(opt['model'], default_file_name='models.model', init_type='Model')\n"
+        "    for batch in data:\n        model.train_step(batch)\n"
+    )
+    _write(
+        tmp_path,
+        {
+            "models/__init__.py": "",
+            "models/model.py": PALETTE_MODEL,
+            "core/__init__.py": "",
+            "core/praser.py": "",
+            "run.py": run,
+        },
+    )
+    states = _verdicts(tmp_path, "run.py")
+    assert states["ema"] == "present"
+    assert states["cosine"] == "unknown"  # undecided, not n/a for "not a diffusion trainer"
+    assert _verdicts(tmp_path, "models/model.py")["ema"] == "off-by-default"  # the class on its own

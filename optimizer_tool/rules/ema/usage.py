@@ -42,10 +42,15 @@ class _EmaWithFunctions(EmaBug):
     def check(self, index: UnitIndex) -> Iterable[Hit]:
         functions = self.functions(index)
         names = ema_facts(index).names
+        # a helper that saves the network it is given (``save_network(self.netG_EMA, "ema")``) is
+        # judged with its callers
+        named = {f.name for f in functions if f is not None}
+        callers = list(dict.fromkeys(c.function for c in index.calls if c.method in named and c.function is not None))
+        around = [*functions, *callers]
         if (
-            not any(mentions(index, functions, name) for name in names)
+            not any(mentions(index, around, name) for name in names)
             and not self.handled_elsewhere(index, names)
-            and not reads_an_ema(index, functions)
+            and not reads_an_ema(index, around)
         ):
             site = (
                 next(c for c in index.calls if c.function in functions and c.matches(self.patterns or ("*",)))

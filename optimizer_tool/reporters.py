@@ -12,7 +12,7 @@ from rich.table import Table
 
 from optimizer_tool import __version__
 from optimizer_tool.engine import CheckResult
-from optimizer_tool.findings import Finding, State, Verdict
+from optimizer_tool.findings import Finding, Severity, State, Verdict
 from optimizer_tool.registry import optimizations
 from optimizer_tool.verdicts import UnitFacts, counts
 
@@ -72,7 +72,8 @@ def _finding_summary(result: CheckResult) -> str:
     for f in result.findings:
         counts[f.severity.value] = counts.get(f.severity.value, 0) + 1
     parts = ", ".join(f"{n} {sev}" for sev, n in sorted(counts.items()))
-    fixable = sum(f.fixable for f in result.findings)
+    # what `apply` may fix when asked (info findings only with --select, as apply does)
+    fixable = sum(f.fixable and f.severity is not Severity.INFO for f in result.findings)
     tail = f"; {fixable} fixable with `t2s-opt apply`" if fixable else ""
     return f"Found {len(result.findings)} finding(s) ({parts}){tail}."
 

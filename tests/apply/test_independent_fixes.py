@@ -178,3 +178,19 @@ def test_a_safe_fix_that_changes_a_cli_default_is_held_back_unless_named(tmp_pat
     named = run("--only", "lr-schedule", str(folder))
     assert named.exit_code in (0, 1), named.output
     assert 'default="cosine_with_min_lr"' in train.read_text()
+
+
+def test_checks_fixable_count_leaves_out_info_findings_apply_does_not_fix_unasked(tmp_path):
+    import json
+    import re
+
+    (tmp_path / "train.py").write_text(LAMBDA_TO_ZERO)
+    concise = CliRunner().invoke(app, ["check", "--no-config", "--output-format", "concise", str(tmp_path)])
+    document = json.loads(
+        CliRunner().invoke(app, ["check", "--no-config", "--output-format", "json", str(tmp_path)]).output
+    )
+    info = [f for f in document["findings"] if f["severity"] == "info" and f["fixable"]]
+    assert [f["code"] for f in info] == ["LR003"]
+    stated = re.search(r"(\d+) fixable with `t2s-opt apply`", concise.stdout)
+    wanted = len([f for f in document["findings"] if f["fixable"] and f["severity"] != "info"])
+    assert (int(stated.group(1)) if stated else 0) == wanted

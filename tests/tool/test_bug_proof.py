@@ -12,41 +12,7 @@ def codes(source: str) -> set[str]:
         return {f.code for f in findings_for(source, Path(folder))}
 
 
-HAND_WRITTEN_LERP = """\
-import copy
-import torch
-from diffusers import DDPMScheduler
-
-model = torch.nn.Linear(4, 4)
-ema = copy.deepcopy(model)
-sched = DDPMScheduler()
-opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
-for x in loader:
-    loss = model(sched.add_noise(x, torch.randn_like(x), 10)).mean()
-    loss.backward()
-    opt.step()
-    with torch.no_grad():
-        for e, p in zip(ema.parameters(), model.parameters()):
-            e.lerp_(p, 1e-3)
-"""
-
-HELPER_ELSEWHERE = """\
-import copy
-import torch
-from diffusers import DDPMScheduler
-from mypkg.utils import step_ema
-
-model = torch.nn.Linear(4, 4)
-ema = copy.deepcopy(model)
-sched = DDPMScheduler()
-opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
-for x in loader:
-    loss = model(sched.add_noise(x, torch.randn_like(x), 10)).mean()
-    loss.backward()
-    opt.step()
-    step_ema(ema, model)
-"""
-
+# A diffusers-style loop that creates an EMA and never updates it; the cases below add an update.
 NEVER_UPDATED = """\
 import copy
 import torch
@@ -62,7 +28,16 @@ for x in loader:
     opt.step()
 """
 
-ONE_OFF_INIT = """\
+HAND_WRITTEN_LERP = NEVER_UPDATED + (
+    "    with torch.no_grad():\n"
+    "        for e, p in zip(ema.parameters(), model.parameters()):\n"
+    "            e.lerp_(p, 1e-3)\n"
+)
+
+HELPER_ELSEWHERE = "from mypkg.utils import step_ema\n" + NEVER_UPDATED + "    step_ema(ema, model)\n"
+
+# DiT-style: create_diffusion and the project's update_ema helper.
+DIT_HEAD = """\
 import copy
 import torch
 from diffusion import create_diffusion
@@ -72,6 +47,11 @@ model = torch.nn.Linear(4, 4)
 ema = copy.deepcopy(model)
 diffusion = create_diffusion(timestep_respacing="")
 opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+"""
+
+ONE_OFF_INIT = (
+    DIT_HEAD
+    + """\
 for epoch in range(10):
     update_ema(ema, model, decay=0)
     for i, x in enumerate(loader):
@@ -82,17 +62,11 @@ for epoch in range(10):
             opt.zero_grad()
             update_ema(ema, model)
 """
+)
 
-LOSS_STATISTIC = """\
-import copy
-import torch
-from diffusion import create_diffusion
-from models import update_ema
-
-model = torch.nn.Linear(4, 4)
-ema = copy.deepcopy(model)
-diffusion = create_diffusion(timestep_respacing="")
-opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+LOSS_STATISTIC = (
+    DIT_HEAD
+    + """\
 loss_ema = None
 for i, x in enumerate(loader):
     loss = diffusion.training_losses(model, x, t)["loss"].mean()
@@ -103,6 +77,7 @@ for i, x in enumerate(loader):
         opt.zero_grad()
         update_ema(ema, model)
 """
+)
 
 
 def test_an_ema_updated_by_a_hand_written_lerp_loop_is_not_never_updated():

@@ -36,8 +36,7 @@ from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import tomllib
-from materialise import selected  # the same --only matching as materialise.py
+from materialise import load_labels as label_files  # the same labels and --only matching as materialise.py
 
 HERE = Path(__file__).resolve().parent
 LABELS = HERE / "labels"
@@ -53,16 +52,10 @@ TIMEOUT_S = 120
 
 # ---------------------------------------------------------------- labels
 def load_labels(only: list[str] | None) -> list[dict]:
+    """One case per labelled file of the selected repositories (materialise.py reads the same labels)."""
     cases = []
-    all_repos = []
-    for p in sorted(LABELS.glob("*.toml")):
-        with p.open("rb") as fh:
-            all_repos.append(tomllib.load(fh)["repo"])
-    for p in sorted(LABELS.glob("*.toml")):
-        with p.open("rb") as fh:
-            lab = tomllib.load(fh)
-        if not selected(lab["repo"], only, all_repos):
-            continue
+    for lab in label_files(only):
+        p = lab["_label_file"]
         for f in lab.get("files", []):
             verdicts = f.get("verdicts", {})
             bad = {k: v for k, v in verdicts.items() if k not in KEYS or v not in LABEL_STATES}
@@ -334,12 +327,8 @@ def score(cases: list[dict], results: list[dict]) -> dict:
     def ratio(a, b):
         return round(a / b, 3) if b else None
 
-    keys_out = {}
-    tot = Counter()
-    for k in KEYS:
-        c = per_key[k]
-        tot.update(c)
-        keys_out[k] = {
+    def stats(c: Counter) -> dict:
+        return {
             "n": c["n"],
             "given": c["given"],
             "accuracy": ratio(c["correct"], c["given"]),
@@ -347,8 +336,14 @@ def score(cases: list[dict], results: list[dict]) -> dict:
             "unknown_share": ratio(c["unknown"], c["n"]),
             "confidently_wrong": c["wrong"],
             "wrong_pass": c["wrong_pass"],
-            "confusion": dict(sorted(confusion[k].items())),
         }
+
+    keys_out = {}
+    tot = Counter()
+    for k in KEYS:
+        c = per_key[k]
+        tot.update(c)
+        keys_out[k] = {**stats(c), "confusion": dict(sorted(confusion[k].items()))}
     walls = [r["wall_s"] for r in per_file if r.get("wall_s") is not None]
     return {
         "files": len(cases),
@@ -356,15 +351,7 @@ def score(cases: list[dict], results: list[dict]) -> dict:
         "scored_files": len(cases) - len(errors),
         "errors": errors,
         "per_key": keys_out,
-        "overall": {
-            "n": tot["n"],
-            "given": tot["given"],
-            "accuracy": ratio(tot["correct"], tot["given"]),
-            "lenient_accuracy": ratio(tot["lenient"], tot["given"]),
-            "unknown_share": ratio(tot["unknown"], tot["n"]),
-            "confidently_wrong": tot["wrong"],
-            "wrong_pass": tot["wrong_pass"],
-        },
+        "overall": stats(tot),
         "bugs": {
             "bug_findings": bug_tp + bug_fp,
             "true_positives": bug_tp,

@@ -241,7 +241,7 @@ def plan(
         refused += result.refused
         if result.input_errors or (result.ok and not result.refused) or not current:
             break
-        blamed = _blame(result, current) or _blame_alone(paths, current, settings, skip, request)
+        blamed = _blame(result, current) or _blame_alone(result, paths, current, settings, skip, request)
         held += blamed
         current = [opt for opt in current if opt.key not in {h.key for h in blamed}]
     result.refused, result.held_back = refused, held
@@ -292,9 +292,9 @@ def _blame(result: FixPlan, current: list[Optimization]) -> list[HeldBack]:
     return list(held.values())
 
 
-def _blame_alone(paths, current, settings, skip, request) -> list[HeldBack]:
-    """A new bug no fix owns: plan each optimization on its own and hold back those that leave one;
-    when each holds alone (they clash together), hold back the last."""
+def _blame_alone(together: FixPlan, paths, current, settings, skip, request) -> list[HeldBack]:
+    """A new bug no fix owns in the plan of ``current`` together: plan each optimization on its own
+    and hold back those that leave one; when each holds alone (they clash), hold back the last."""
     held = []
     for opt in current:
         alone = _plan_once(paths, [opt], settings, skip, request)
@@ -303,7 +303,6 @@ def _blame_alone(paths, current, settings, skip, request) -> list[HeldBack]:
     if held:
         return held
     last = current[-1]
-    together = _plan_once(paths, current, settings, skip, request)
     return [HeldBack(last.key, "clashes with the other fixes", findings=together.blocking or together.unfixed)]
 
 

@@ -254,15 +254,13 @@ def load(paths: list[Path], overrides: dict[Path, str] | None = None, parse_many
                 files[path] = parsed
     named = {Path(p).resolve() for p in paths if Path(p).is_file()}
     queue = [source for source in files.values() if source.trains or source.path in named or source.is_script]
-    seen = {source.path for source in queue}
+    seen = {source.path for source in queue} | {e.location.path for e in errors}  # an error is reported once
     while queue:
         source = queue.pop(0)
         for path in local_imports(source, root):
             if path in seen:
                 continue
             seen.add(path)
-            if any(e.location.path == path for e in errors):
-                continue  # reported once, when it was read as a target
             imported = files.get(path) or parse(path)
             if imported is not None:
                 queue.append(imported)

@@ -63,9 +63,7 @@ def apply_command(
         only_keys = check_keys(split(only), "--only")
         skip_keys = check_keys(split(skip), "--skip")
         codes = _check_codes(split(select_codes))
-        _check_combination(only_keys, everything, diff, out, targets)
-        if codes and (only_keys or everything):
-            raise UsageError("--select names codes; drop --only/--all (or --select)")
+        _check_combination(only_keys, everything, diff, out, targets, codes)
         discovered, _ = discover(targets)
         root = project_root(discovered)
         settings = Settings() if no_config else load_settings(root, keys())
@@ -102,11 +100,13 @@ def _check_codes(codes: list[str]) -> list[str]:
 
 
 def _check_combination(
-    only_keys: list[str], everything: bool, diff: bool, out: Optional[Path], targets: list[Path]
+    only_keys: list[str], everything: bool, diff: bool, out: Optional[Path], targets: list[Path], codes: list[str]
 ) -> None:
     """Usage errors in how the options combine, found before anything is read."""
     if only_keys and everything:
         raise UsageError("--only and --all exclude each other")
+    if codes and (only_keys or everything):
+        raise UsageError("--select names codes; drop --only/--all (or --select)")
     if diff and out is not None:
         raise UsageError("--diff writes nothing; drop --out (or --diff)")
     if out is not None and len(targets) != 1:

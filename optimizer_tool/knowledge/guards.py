@@ -143,15 +143,20 @@ def _compare(index: UnitIndex, node: ast.Compare) -> tuple[object, Setting | Non
 def switched_off(index: UnitIndex, guards: tuple[str, ...]) -> Switch | None:
     """The first of ``guards`` (enclosing conditions, outermost first) that is false with the
     trainer's defaults, or None when every one is true or undecidable."""
-    for guard in guards:
-        try:
-            node = ast.parse(guard.strip(), mode="eval").body
-        except SyntaxError:
-            continue
+    for guard, node in _parsed(guards):
         value, setting = _evaluate(index, node)
         if value is not UNKNOWN and not value and setting is not None:
-            return Switch(guard.strip(), setting)
+            return Switch(guard, setting)
     return None
+
+
+def _parsed(guards: tuple[str, ...]):
+    """(condition, its expression) for each guard that parses."""
+    for guard in guards:
+        try:
+            yield guard.strip(), ast.parse(guard.strip(), mode="eval").body
+        except SyntaxError:
+            continue
 
 
 def chosen_at_run_time(index: UnitIndex, guards: tuple[str, ...]) -> tuple[str, Setting, list] | None:
@@ -159,17 +164,13 @@ def chosen_at_run_time(index: UnitIndex, guards: tuple[str, ...]) -> tuple[str, 
     (``if self.config.model.ema:`` with ``configs/cifar10.yml``, ``configs/celeba.yml``...): the
     config is picked on the command line, so the code path is decided there, not by a default.
     Returns (condition, one of the settings, the config files that set it)."""
-    for guard in guards:
-        try:
-            node = ast.parse(guard.strip(), mode="eval").body
-        except SyntaxError:
-            continue
+    for guard, node in _parsed(guards):
         for part in ast.walk(node):
-            name = _leaf(part) if isinstance(part, (ast.Name, ast.Attribute, ast.Subscript, ast.Call)) else None
+            name = _leaf(part) if isinstance(part, ast.expr) else None
             if name is None:
                 continue
             settings = [s for s in index.setting(name) if s.kind in DEFAULT_KINDS]
             files = sorted({s.path for s in settings})
             if settings and len(files) > 1 and all(s.kind == "config-file" for s in settings):
-                return guard.strip(), settings[0], files
+                return guard, settings[0], files
     return None

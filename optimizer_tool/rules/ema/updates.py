@@ -176,13 +176,10 @@ class EmaUpdateOrder(EmaBug):
 
 
 def _per_step_weight_update(update: CallSite) -> bool:
-    """Only a recurring average of the weights is judged: not the one-off copy before the loop
-    (DiT's ``update_ema(ema, model, decay=0)``), not an average of a loss statistic
-    (``loss_ema.update(loss.item())``)."""
+    """Only a recurring average of the weights is judged: not a call before the loop, not an
+    average of a loss statistic (``loss_ema.update(loss.item())``). The one-off copy with a decay
+    of 0 (DiT's ``update_ema(ema, model, decay=0)``) is no update at all (``copies_weights``)."""
     if update.loop_depth == 0:
-        return False
-    rate = next((update.kwarg(k) for k in ("decay", "rate", "beta", "momentum") if update.kwarg(k) is not None), None)
-    if rate is not None and literal(rate) in (0, 0.0, 1, 1.0):
         return False
     read = {name for arg in update.node.args for name in names_in(arg.value)}
     return not any("loss" in name.lower() or name == "item" for name in read)

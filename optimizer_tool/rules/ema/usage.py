@@ -75,11 +75,11 @@ def reads_an_ema(index: UnitIndex, functions: list) -> bool:
     (``score_model_ema = ScoreModel(nnet_ema)``, ``self.ema_params``), or save what they do not name
     (``for key, val in self.__dict__.items(): torch.save(val.state_dict(), ...)``): the trace cannot
     prove the EMA is left out, so there is no bug to report."""
-    spans = [(f.path, f.line, f.end_line) for f in functions if f is not None]
     return any(
         EMA_TOKEN.search(c.text) or "__dict__" in c.text or "vars(" in c.text
-        for c in index.calls
-        if any(c.path == path and start <= c.line <= end for path, start, end in spans)
+        for f in functions
+        if f is not None
+        for c in _calls_within(index, f)
     )
 
 

@@ -135,10 +135,6 @@ def _perceptual_calls(index: UnitIndex) -> list[Perceptual]:
     return found
 
 
-def has_perceptual(index: UnitIndex) -> bool:
-    return bool(perceptual_objects(index)) or bool(perceptual_calls(index))
-
-
 def training_calls(index: UnitIndex) -> list[Perceptual]:
     """The perceptual calls of the training step (not of sampling, validation or metrics)."""
     return [p for p in perceptual_calls(index) if training_function(index, p.call.function)]

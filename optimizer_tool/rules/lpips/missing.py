@@ -10,9 +10,9 @@ from optimizer_tool.index import CallSite, UnitIndex
 from optimizer_tool.knowledge.training import trains
 from optimizer_tool.rules.lpips.facts import (
     LATENT_HINTS,
-    has_perceptual,
     mse_calls,
     perceptual_calls,
+    perceptual_objects,
     training_function,
 )
 
@@ -86,7 +86,7 @@ class NoPerceptualLoss(Rule):
 
     def check(self, index: UnitIndex) -> Iterable[Hit]:
         calls = perceptual_calls(index)
-        if any(training_function(index, p.call.function) for p in calls) or (has_perceptual(index) and not calls):
+        if any(training_function(index, p.call.function) for p in calls) or (perceptual_objects(index) and not calls):
             return  # a perceptual term in the training step (or a module whose use is not traced)
         site = self._mse(index)[0]
         if any(LATENT_HINTS.search(n) for n in index.names_used()):

@@ -10,7 +10,7 @@ from optimizer_tool.contract import CannotFix
 from optimizer_tool.edit.ema import EmaTarget, patch_after
 from optimizer_tool.edit.tree import is_call_statement
 from optimizer_tool.index import code_of
-from optimizer_tool.knowledge.ema import copies_weights, ema_facts
+from optimizer_tool.knowledge.ema import ema_facts
 from optimizer_tool.rules.ema.fix.common import EmaEdit, flagged_calls
 from optimizer_tool.rules.ema.fix.placement import after_step
 
@@ -36,17 +36,6 @@ def move_updates(fix: EmaEdit, target: EmaTarget, findings: list) -> None:
     step = fix.trained.step
     moved: list = []
     for call in flagged_calls(ema_facts(fix.index).updates, findings, "EMA003"):
-        if copies_weights(call):
-            raise CannotFix(
-                call.path,
-                call.line,
-                f"`{code_of(call.node).strip()}` passes a decay of 0 or 1: it copies the weights (an initialisation), "
-                "it does not average them; moving it after the optimizer step would make the EMA a copy of the live "
-                "weights. Add an update with the trainer's decay after the step instead",
-                patch_after(
-                    step, [cst.parse_statement(f"{code_of(call.node.func).strip()}(...)  # with the EMA decay")]
-                ),
-            )
         tree = fix.edits.tree(call.path)
         statement = tree.statement(call.node)
         if call.function != step.function or call.path != step.path or not is_call_statement(statement, call.node):

@@ -78,6 +78,7 @@ def apply_command(
     if diff:
         typer.echo(unified_diff(result.originals, result.changed, root), nl=False)
         typer.echo(summary(result, root, written=[]), err=True, nl=False)
+        typer.echo(held_back(result, root), err=True, nl=False)
         raise typer.Exit(1 if result.changed else 0)
     try:
         written = _write(result, targets, out, force)

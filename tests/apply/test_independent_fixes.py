@@ -137,6 +137,14 @@ def test_default_apply_writes_what_it_can_and_holds_back_the_rest(tmp_path):
     assert from_live > 1e-4 and from_init > 1e-6
 
 
+def test_diff_lists_what_would_be_held_back(tmp_path):
+    path = trainer(tmp_path)
+    result = run("--diff", str(path))
+    assert result.exit_code == 1 and "+        torch.nn.utils.clip_grad_norm_" in result.stdout
+    assert "not applied: the monitoring fix cannot place its change" in result.stderr
+    assert path.read_text() == EMA_COPY
+
+
 def test_select_picks_fixes_by_code(tmp_path):
     path = trainer(tmp_path)
     result = run("--select", "CLIP001", str(path))

@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 from typing import Callable, List, Optional, Tuple
 
+import psutil
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -129,7 +130,8 @@ _PNG = typer.Option(None, "--png", help="Loss/lr/grad-norm plot (default: OUT/sm
 _TIMEOUT = typer.Option(
     900.0,
     "--timeout",
-    help="Seconds for the whole smoke test; then every process group is stopped and the partial report written.",
+    help="Seconds for the whole smoke test, counted from the command's start (> 0); then every process the runs "
+    "started is stopped (SIGTERM, 5 s of grace, SIGKILL) and the partial report written.",
 )
 _MAX_MEMORY = typer.Option(
     None, "--max-memory", help="Fail above this peak memory (CUDA max allocated on GPU, RSS on CPU), e.g. 8GiB."
@@ -207,7 +209,7 @@ def smoke_test(
         err.print(text, markup=False, highlight=False, soft_wrap=True)
 
     say(f"smoke-test output folder: {out_dir}")
-    deadline = time.monotonic() + timeout if timeout else None
+    deadline = _deadline(timeout)
     targets = [(compare, "baseline"), (path, "patched")] if compare is not None else [(path, "")]
     try:
         reports, interrupted = _run_targets(targets, options, out_dir, deadline, say, _Display(err))
@@ -217,6 +219,18 @@ def smoke_test(
     exit_code = EXIT_INTERRUPTED if interrupted else _verdict(reports, len(targets))
     _write_outputs(reports, exit_code, png or out_dir / "smoke.png", json_path, say, out_console)
     raise typer.Exit(exit_code)
+
+
+def _deadline(timeout: Optional[float]) -> Optional[float]:
+    """``--timeout`` as a ``time.monotonic()`` value, counted from the start of this process (start-up and
+    imports included): one deadline for every run, of every target."""
+    if timeout is None:
+        return None
+    try:
+        started_ago = max(0.0, time.time() - psutil.Process().create_time())
+    except psutil.Error:
+        started_ago = 0.0
+    return time.monotonic() + timeout - started_ago
 
 
 def _consoles() -> Tuple[Console, Console]:

@@ -1,31 +1,101 @@
 """Reading a saved checkpoint back for the EMA check: which entry holds the EMA weights, which the
 live ones, and which EMA tensor belongs to which live tensor.
 
+A checkpoint is untrusted data: unpickling it can run any code (``__reduce__``). In t2s-opt's own
+process it is only ever read with ``torch.load(weights_only=True)``. A checkpoint that needs full
+unpickling (it pickles an ``argparse.Namespace``, a config class ...) is unpickled by
+``python -m optimizer_tool.smoke.unpickle`` in a separate process, started like the run that wrote
+it, which passes back its containers and tensors in a file that again loads with
+``weights_only=True``; without that process (or when it fails) the check is not judged.
+
 ``torch`` is imported inside the functions that touch tensors, as in the rest of the smoke checks.
 """
 
 from __future__ import annotations
 
+import os
 import re
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
+
+from optimizer_tool.smoke.runner import run_helper
+from optimizer_tool.smoke.unpickle import LOAD_FAILED
+
+TOOL_ROOT = Path(__file__).resolve().parents[2]  # the folder that holds the optimizer_tool package
 
 
 class CheckpointUnreadable(Exception):
-    pass
+    """The file does not load back, in any process: the check fails."""
 
 
-def load_checkpoint(path: str) -> Tuple[Any, str]:
-    """torch.load with weights_only=True first; user checkpoints that pickle objects need False."""
+class CheckpointNotJudged(Exception):
+    """Loading it needs full unpickling, and no separate process could do that: the check is n/a."""
+
+
+@dataclass
+class Unpickler:
+    """Where a checkpoint that ``weights_only=True`` refuses is unpickled: a process of its own, started
+    like the run that wrote it (``cwd``, and ``env`` such as its PYTHONPATH), ended at ``deadline``."""
+
+    cwd: Path
+    env: Dict[str, str] = field(default_factory=dict)
+    deadline: Optional[float] = None  # time.monotonic(): the smoke test's --timeout
+    timeout: float = 300.0
+
+    def load(self, path: str) -> Any:
+        """The checkpoint's containers and tensors, unpickled in the separate process."""
+        import torch
+
+        timeout = self.timeout if self.deadline is None else min(self.timeout, self.deadline - time.monotonic())
+        if timeout <= 0:
+            raise CheckpointNotJudged("--timeout reached before it could be unpickled in a separate process")
+        with tempfile.TemporaryDirectory(prefix="t2s-unpickle-") as tmp:
+            out = Path(tmp) / "tensors.pt"
+            argv = [sys.executable, "-m", "optimizer_tool.smoke.unpickle", path, str(out)]
+            done = run_helper(argv, self.cwd, self._environ(), timeout)
+            why = (done.stderr.strip().splitlines() or [f"exit status {done.returncode}"])[-1]
+            if done.timed_out:
+                raise CheckpointNotJudged(f"unpickling it in a separate process timed out after {timeout:.0f} s")
+            if done.returncode == LOAD_FAILED:
+                raise CheckpointUnreadable(f"{path}: {why}")
+            if done.returncode != 0:
+                raise CheckpointNotJudged(f"unpickling it in a separate process failed: {why}")
+            try:
+                return torch.load(out, map_location="cpu", weights_only=True)
+            except Exception as exc:
+                raise CheckpointNotJudged(f"the separate process passed back no plain tensors: {exc}") from exc
+
+    def _environ(self) -> Dict[str, str]:
+        env = dict(os.environ)
+        env.update(self.env)
+        parts = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p] + [str(TOOL_ROOT)]
+        env["PYTHONPATH"] = os.pathsep.join(parts)
+        return env
+
+
+def load_checkpoint(path: str, unpickler: Optional[Unpickler] = None) -> Tuple[Any, str]:
+    """The checkpoint, and how it was read. Never unpickles in this process beyond ``weights_only=True``.
+
+    Raises :class:`CheckpointUnreadable` (does not load) or :class:`CheckpointNotJudged` (needs a
+    separate process to unpickle it, and there was none or it could not)."""
     import torch
 
     try:
         return torch.load(path, map_location="cpu", weights_only=True), "loads with weights_only=True"
     except Exception as safe_exc:
-        try:
-            obj = torch.load(path, map_location="cpu", weights_only=False)
-        except Exception as exc:
-            raise CheckpointUnreadable(f"{path}: torch.load failed: {type(exc).__name__}: {exc}") from exc
-        return obj, f"loads only with weights_only=False ({_weights_only_reason(safe_exc)})"
+        reason = _weights_only_reason(safe_exc)
+    needs = f"needs weights_only=False ({reason})"
+    if unpickler is None:
+        raise CheckpointNotJudged(f"{needs}; t2s-opt does not unpickle checkpoints in its own process")
+    try:
+        obj = unpickler.load(path)
+    except CheckpointNotJudged as exc:
+        raise CheckpointNotJudged(f"{needs}; {exc}") from exc
+    return obj, f"{needs}: unpickled in a separate process, which passed back its tensors"
 
 
 def _weights_only_reason(exc: Exception) -> str:

@@ -1,7 +1,8 @@
 """One function per smoke check; each returns a :class:`Row` with a status and the measured value.
 
 A check is ``n/a`` when the run gives it nothing to judge (no clipping configured or seen, no EMA
-in the checkpoint, no resume command), never to hide a failure: the row says what was missing.
+in the checkpoint, no resume command, a run stopped before its first optimizer step), never to hide
+a failure: the row says what was missing.
 """
 
 from __future__ import annotations
@@ -13,7 +14,9 @@ from pathlib import Path
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
 from optimizer_tool.smoke.checkpoint import (
+    CheckpointNotJudged,
     CheckpointUnreadable,
+    Unpickler,
     describe_keys,
     find_ema_state,
     find_model_state,
@@ -38,6 +41,9 @@ TITLES = {
     "sample": "sample",
     "resources": "time, memory",
 }
+
+# Judged on the optimizer steps of the training run: not applicable to a run that stopped before step 1.
+STEP_CHECKS = ("finite", "loss_falls", "lr_schedule", "grad_clipping", "ema_checkpoint")
 
 # Relative slack for float comparisons of values the trainer computed itself (lr, norms).
 _REL = 1e-6
@@ -90,6 +96,27 @@ def fmt_bytes(n: Optional[int]) -> str:
 
 def _finite(x: Any) -> bool:
     return isinstance(x, (int, float)) and math.isfinite(x)
+
+
+def unreached(run: RunResult, record: ProbeRecord) -> str:
+    """Why the steps cannot be judged: the run was stopped or failed before its first optimizer step.
+
+    '' when it recorded a step, or exited 0 without one (then nothing was trained: the checks fail)."""
+    if record.steps or run.ok:
+        return ""
+    if run.start_error:
+        how = "did not start" if not run.timed_out else "was not started: --timeout reached"
+    elif run.timed_out:
+        how = f"was stopped by --timeout after {run.wall_s:.1f} s"
+    elif run.interrupted:
+        how = f"was interrupted after {run.wall_s:.1f} s"
+    else:
+        how = f"ended: {run.describe()}"
+    return f"did not reach step 1: the run {how}"
+
+
+def not_judged(keys: Sequence[str], why: str) -> List[Row]:
+    return [Row(key, TITLES[key], NA, why) for key in keys]
 
 
 # ---------------------------------------------------------------------------- exit
@@ -396,7 +423,8 @@ class _EmaVsLive:
     stale: int  # of those, EMA tensors that still hold their initial values
 
 
-def check_ema_checkpoint(record: ProbeRecord, expect: Expectations) -> Row:
+def check_ema_checkpoint(record: ProbeRecord, expect: Expectations, unpickler: Optional[Unpickler] = None) -> Row:
+    """``unpickler``: the separate process for a checkpoint that needs full unpickling (never done here)."""
     title = TITLES["ema_checkpoint"]
     save = existing_checkpoint(record)
     if save is None:
@@ -405,7 +433,9 @@ def check_ema_checkpoint(record: ProbeRecord, expect: Expectations) -> Row:
         return Row("ema_checkpoint", title, NA, "no checkpoint written through torch.save", "")
     path = save["final_path"]
     try:
-        ckpt, load_note = load_checkpoint(path)
+        ckpt, load_note = load_checkpoint(path, unpickler)
+    except CheckpointNotJudged as exc:
+        return Row("ema_checkpoint", title, NA, f"not judged: {Path(path).name} {exc}", "", {"checkpoint": path})
     except CheckpointUnreadable as exc:
         return Row("ema_checkpoint", title, FAIL, f"checkpoint does not load back: {exc}", "")
     name = Path(path).name
@@ -625,7 +655,8 @@ def step_times(record: ProbeRecord) -> List[float]:
     return [b - a for a, b in zip(ts, ts[1:])]
 
 
-def check_resources(record: ProbeRecord, max_memory: Optional[int]) -> Row:
+def check_resources(record: ProbeRecord, max_memory: Optional[int], unreached: str = "") -> Row:
+    """``unreached``: why the run has no step (see :func:`unreached`); then unmeasured memory is n/a."""
     title = TITLES["resources"]
     times = step_times(record)
     mem = record.peak_memory()
@@ -643,7 +674,8 @@ def check_resources(record: ProbeRecord, max_memory: Optional[int]) -> Row:
         f"median step {fmt(data['median_step_s'], 3)} s (p90 {fmt(data['p90_step_s'], 3)} s); {kind} {fmt_bytes(peak)}"
     )
     if peak is None:
-        return Row("resources", title, NA if max_memory is None else FAIL, value, "memory not measured", data)
+        status = NA if max_memory is None or unreached else FAIL
+        return Row("resources", title, status, value, unreached or "memory not measured", data)
     if max_memory is None:
         return Row("resources", title, NA, value, "no --max-memory given", data)
     if peak > max_memory:

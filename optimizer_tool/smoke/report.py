@@ -115,13 +115,13 @@ def write_json(path: Path, data: Dict[str, Any]) -> None:
 
 def plot(reports: List[SmokeReport], path: Path) -> Optional[Path]:
     """Loss, lr and gradient norm per optimizer step; with --compare both trainers on the same axes."""
+    if not any(r.series.get("train") for r in reports):
+        return None  # before the import: matplotlib costs a second, after a --timeout too
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    if not any(r.series.get("train") for r in reports):
-        return None
     fig, axes = plt.subplots(3, 1, figsize=(8, 9), sharex=True)
     # One colour per trainer; baseline dashed, so identical curves stay visible under the patched ones.
     styles = [("--", "C0"), ("-", "C1")] if len(reports) > 1 else [("-", "C0")]

@@ -9,8 +9,8 @@ optionally ``--resume-arg`` and ``--sample-cmd``. Every process runs under the p
 from __future__ import annotations
 
 import json
+import math
 import shlex
-import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,10 +18,19 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from optimizer_tool.errors import UsageError
 from optimizer_tool.smoke import checks
+from optimizer_tool.smoke.checkpoint import Unpickler
 from optimizer_tool.smoke.checks import Expectations, Row
 from optimizer_tool.smoke.records import ProbeRecord, existing_checkpoint, load_probe
 from optimizer_tool.smoke.reference_sample import EMA_VERDICT_FILE, SAMPLE_FILE
-from optimizer_tool.smoke.runner import Interrupted, RunResult, RunSpec, python, run_all, write_sitecustomize
+from optimizer_tool.smoke.runner import (
+    Interrupted,
+    RunResult,
+    RunSpec,
+    python,
+    run_all,
+    run_helper,
+    write_sitecustomize,
+)
 
 PACKAGE = "reference_trainer"
 PACKAGE_FILES = ("__init__.py", "main.py", "trainer.py", "config.py")
@@ -97,9 +106,10 @@ EventSink = Callable[[RunSpec, List[dict]], None]
 
 
 class PresetUnreadable(Exception):
-    def __init__(self, message: str, detail: str):
+    def __init__(self, message: str, detail: str, timed_out: bool = False):
         super().__init__(message)
         self.detail = detail
+        self.timed_out = timed_out
 
 
 class _SessionBase:
@@ -123,6 +133,7 @@ class _SessionBase:
         self.on_start = on_start or (lambda spec: None)
         self.label = label
         self.site_dir = write_sitecustomize(out_dir / ".probe_site")
+        self.train_spec: Optional[RunSpec] = None
         # The report being built; after Ctrl-C the CLI turns what it holds into the partial report.
         self.partial = SmokeReport(
             target=str(options.path), mode="cmd" if options.cmd else "reference", out_dir=str(out_dir), label=label
@@ -146,6 +157,7 @@ class _SessionBase:
         return self.deadline is None or time.monotonic() < self.deadline
 
     def _train(self, spec: RunSpec, report: SmokeReport) -> ProbeRecord:
+        self.train_spec = spec
         try:
             self._runs([spec], report)
         finally:
@@ -155,14 +167,34 @@ class _SessionBase:
         return record
 
     def _common_rows(self, run: RunResult, record: ProbeRecord, expect: Expectations) -> List[Row]:
+        why = checks.unreached(run, record)
+        if why:
+            return [checks.check_exit(run, record)] + checks.not_judged(checks.STEP_CHECKS, why)
+        if run.timed_out or not self._time_left():
+            # Reading a checkpoint (torch, maybe a separate process) would run past the deadline.
+            ema = checks.not_judged(["ema_checkpoint"], "not judged: --timeout reached")[0]
+            self.partial.stopped = self.partial.stopped or "timeout"
+        else:
+            # A checkpoint that needs full unpickling: in a process started like the training run, not here.
+            spec = self.train_spec
+            unpickler = Unpickler(spec.cwd, dict(spec.env), self.deadline) if spec is not None else None
+            ema = checks.check_ema_checkpoint(record, expect, unpickler)
         return [
             checks.check_exit(run, record),
             checks.check_finite(record),
             checks.check_loss_falls(record, expect.min_loss_drop),
             checks.check_lr_schedule(record, expect),
             checks.check_grad_clipping(record, expect),
-            checks.check_ema_checkpoint(record, expect),
+            ema,
         ]
+
+    def _blocked(self, train: RunResult) -> str:
+        """Why nothing runs after the training run ('' when the resume and sample runs may start)."""
+        if train.timed_out or (train.ok and not self._time_left()):
+            return "not run: --timeout reached"
+        if train.interrupted:
+            return "not run: interrupted"
+        return "" if train.ok else "not run: the training run failed"
 
 
 @dataclass
@@ -218,6 +250,7 @@ class _ReferenceRuns(_SessionBase):
         except PresetUnreadable as exc:
             # The trainer's own code does not import: a failed smoke test, not a usage error.
             report.rows = _unreadable_preset_rows(exc)
+            report.stopped = "timeout" if exc.timed_out else None
             return report
         default, smoke = config["default"], config["smoke"]
         report.overrides = reference_overrides(default, smoke, o.epochs, launch.run_dir, o.device)
@@ -231,7 +264,7 @@ class _ReferenceRuns(_SessionBase):
         expect = _reference_expectations(smoke, o)
 
         resume_from, last = launch.checkpoint(o.epochs - 1), launch.checkpoint(o.epochs)
-        why_no_resume, why_no_sample = self._reference_blockers(report.runs[-1].ok, resume_from, last)
+        why_no_resume, why_no_sample = self._reference_blockers(report.runs[-1], resume_from, last)
         specs: List[RunSpec] = []
         if not why_no_resume:
             specs.append(launch.resume(resume_from, steps_per_epoch))
@@ -241,13 +274,9 @@ class _ReferenceRuns(_SessionBase):
         self._judge_reference(report, record, expect, results, resume_from, (why_no_resume, why_no_sample))
         return report
 
-    def _reference_blockers(self, train_ok: bool, resume_from: Path, last: Path) -> Tuple[str, str]:
+    def _reference_blockers(self, train: RunResult, resume_from: Path, last: Path) -> Tuple[str, str]:
         """Why the resume run and the sample run cannot start ('' for one that can)."""
-        why_no_resume = why_no_sample = ""
-        if not train_ok:
-            why_no_resume = why_no_sample = "not run: the training run failed"
-        elif not self._time_left():
-            why_no_resume = why_no_sample = "not run: --timeout reached"
+        why_no_resume = why_no_sample = self._blocked(train)
         if self.o.epochs < 2:
             why_no_resume = "needs --epochs 2 or more (resumes from the epoch N-1 checkpoint)"
         elif not why_no_resume and not resume_from.is_file():
@@ -277,7 +306,7 @@ class _ReferenceRuns(_SessionBase):
         report.rows = self._common_rows(report.runs[0], record, expect) + [
             checks.check_resume(record, results.get("resume"), resumed, start_step, o.resume_rtol, why_no_resume),
             checks.check_sample(results.get("sample"), sample_saves, expect.sample_shape, why_no_sample, ema_sampling),
-            checks.check_resources(record, o.max_memory),
+            checks.check_resources(record, o.max_memory, checks.unreached(report.runs[0], record)),
         ]
 
     def _reference_sample(
@@ -327,9 +356,7 @@ class _CommandRuns(_SessionBase):
             resume_rtol=o.resume_rtol,
         )
 
-        blocked = "" if report.runs[-1].ok else "not run: the training run failed"
-        if not blocked and not self._time_left():
-            blocked = "not run: --timeout reached"
+        blocked = self._blocked(report.runs[-1])
         resume, start_step, why_no_resume = self._cmd_resume(record, blocked, cwd)
         sample, sample_saves, why_no_sample = self._cmd_sample(record, blocked, cwd)
         specs = [spec for spec in (resume, sample) if spec is not None]
@@ -343,7 +370,7 @@ class _CommandRuns(_SessionBase):
         report.rows = self._common_rows(report.runs[0], record, expect) + [
             checks.check_resume(record, results.get("resume"), resumed, start_step, o.resume_rtol, why_no_resume),
             checks.check_sample(results.get("sample"), sample_saves, None, why_no_sample),
-            checks.check_resources(record, o.max_memory),
+            checks.check_resources(record, o.max_memory, checks.unreached(report.runs[0], record)),
         ]
         return report
 
@@ -411,29 +438,24 @@ class Session(_ReferenceRuns, _CommandRuns):
 
 
 def query_config(root: Path, env: Dict[str, str], deadline: Optional[float]) -> Dict[str, Any]:
-    """The copy's default and smoke configs, read by its own code (a patched copy may change both)."""
+    """The copy's default and smoke configs, read by its own code (a patched copy may change both).
+
+    Runs within the smoke test's deadline; at the deadline its process tree is killed."""
     import os
 
     full_env = dict(os.environ)
     full_env["PYTHONPATH"] = os.pathsep.join(p for p in (env["PYTHONPATH"], full_env.get("PYTHONPATH")) if p)
-    timeout = None if deadline is None else max(1.0, deadline - time.monotonic())
-    try:
-        proc = subprocess.run(
-            [python(), "-c", CONFIG_QUERY],
-            cwd=root,
-            env=full_env,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            start_new_session=True,
-        )
-    except subprocess.TimeoutExpired as exc:
-        raise PresetUnreadable(f"reading {root / PACKAGE / 'config.py'} timed out", "") from exc
+    config_py = root / PACKAGE / "config.py"
+    timeout = None if deadline is None else deadline - time.monotonic()
+    if timeout is not None and timeout <= 0:
+        raise PresetUnreadable(f"--timeout reached before {config_py} was read", "", timed_out=True)
+    proc = run_helper([python(), "-c", CONFIG_QUERY], root, full_env, timeout)
+    if proc.timed_out:
+        raise PresetUnreadable(f"reading {config_py} timed out (--timeout)", "", timed_out=True)
     if proc.returncode != 0:
         lines = proc.stderr.strip().splitlines()
         raise PresetUnreadable(
-            f"cannot read the smoke preset of {root / PACKAGE / 'config.py'}: "
-            f"{lines[-1] if lines else f'exit status {proc.returncode}'}",
+            f"cannot read the smoke preset of {config_py}: {lines[-1] if lines else f'exit status {proc.returncode}'}",
             "\n".join(lines[-6:]),
         )
     config = json.loads(proc.stdout.strip().splitlines()[-1])
@@ -489,6 +511,10 @@ def _reference_expectations(smoke: Dict[str, Dict[str, Any]], o: SmokeOptions) -
 def validate(options: SmokeOptions) -> None:
     """Usage errors, found before any folder is made or process started."""
     o = options
+    if o.timeout is not None and not (
+        isinstance(o.timeout, (int, float)) and math.isfinite(o.timeout) and o.timeout > 0
+    ):
+        raise UsageError(f"--timeout {o.timeout}: must be a number of seconds greater than 0")
     if o.cmd is None:
         if reference_root(o.path) is None:
             raise UsageError(
@@ -528,14 +554,22 @@ def partial_rows(report: SmokeReport, options: SmokeOptions) -> List[Row]:
         max_memory=options.max_memory,
     )
     not_run = f"not judged: the smoke test was {report.stopped or 'stopped'}"
+    why = checks.unreached(train, record)
+    step_rows = (
+        checks.not_judged(checks.STEP_CHECKS[:-1], why)
+        if why
+        else [
+            checks.check_finite(record),
+            checks.check_loss_falls(record, expect.min_loss_drop),
+            checks.check_lr_schedule(record, expect),
+            checks.check_grad_clipping(record, expect),
+        ]
+    )
     return [
         checks.check_exit(train, record),
-        checks.check_finite(record),
-        checks.check_loss_falls(record, expect.min_loss_drop),
-        checks.check_lr_schedule(record, expect),
-        checks.check_grad_clipping(record, expect),
-        *(Row(key, checks.TITLES[key], checks.NA, not_run) for key in ("ema_checkpoint", "resume", "sample")),
-        checks.check_resources(record, options.max_memory),
+        *step_rows,
+        *checks.not_judged(("ema_checkpoint", "resume", "sample"), not_run),
+        checks.check_resources(record, options.max_memory, why),
     ]
 
 

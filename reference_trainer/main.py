@@ -1,9 +1,13 @@
 """Command line of the reference trainer.
 
     python -m reference_trainer.main train [--epochs N] [--config FILE] [--data DIR] [--out DIR]
-                                           [--resume CKPT] [--preset smoke] [--set KEY=VALUE ...]
+                                           [--resume CKPT|auto | --overwrite] [--preset smoke]
+                                           [--set KEY=VALUE ...]
     python -m reference_trainer.main generate --checkpoint CKPT --prompt TEXT [--prompt TEXT ...]
                                               [--out DIR] [--steps N]
+
+An --out folder that already holds a run is refused unless --resume (continue it) or --overwrite
+(delete it first) says what to do with it (reference_trainer/run_dir.py; docs/reliability.md).
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from rich.logging import RichHandler
 from t2s.data import DatasetError, ManifestDataset, generate_synthetic_dataset
 from t2s.models import TextEncoderLoadError
 
+from . import run_dir
 from .config import PRESETS, Config, ConfigError, load_config, validate
 from .trainer import CheckpointError, Trainer, console, read_checkpoint_config, sample_filename
 
@@ -41,7 +46,15 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--config", type=Path, help="YAML/TOML file with model/data/train sections, or a config.py copy")
     train.add_argument("--data", type=Path, help="folder holding manifest.jsonl, or the manifest file itself")
     train.add_argument("--out", type=Path, help="output folder for checkpoints, logs and metrics (train.output_dir)")
-    train.add_argument("--resume", type=Path, help="checkpoint to continue from")
+    train.add_argument(
+        "--resume", type=Path, metavar="CKPT|auto",
+        help="checkpoint to continue from; 'auto': the newest complete checkpoint in OUT/checkpoints (a new run "
+        "when there is none); a path ending in latest.pt also means the newest complete checkpoint beside it",
+    )
+    train.add_argument(
+        "--overwrite", action="store_true",
+        help="replace the run that --out already holds: its checkpoints, metrics.jsonl and tensorboard/ are deleted",
+    )
     train.add_argument("--preset", choices=sorted(PRESETS), help="start from a named config (smoke: tiny 2-epoch run)")
     train.add_argument(
         "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
@@ -108,17 +121,18 @@ def cmd_train(args: argparse.Namespace) -> int:
         else:
             config.data.data_dir = str(args.data)
     validate(config)
-    if args.resume is not None and not args.resume.is_file():
-        raise UsageError(f"checkpoint not found: {args.resume}")
+    out = Path(config.train.output_dir)
+    run_dir.check_request(out, args.resume, args.overwrite)
 
     set_threads(config)
-    manifest = prepare_data(config)
-    dataset = ManifestDataset(manifest, num_frames=config.data.num_frames, image_size=config.data.image_size)
-    trainer = Trainer(config, train_dataset=dataset, device=args.device)
-    if args.resume is not None:
-        trainer.load_checkpoint(args.resume)
-    trainer.train()
-    out = Path(config.train.output_dir)
+    with run_dir.lock(out):  # one trainer per folder; refuses or clears a previous run before anything is written
+        checkpoint = run_dir.prepare(out, args.resume, args.overwrite, config.train.num_epochs)
+        manifest = prepare_data(config)
+        dataset = ManifestDataset(manifest, num_frames=config.data.num_frames, image_size=config.data.image_size)
+        trainer = Trainer(config, train_dataset=dataset, device=args.device)
+        if checkpoint is not None:
+            trainer.load_checkpoint(checkpoint)
+        trainer.train()
     console.print(
         f"done: step {trainer.global_step}; checkpoints in {out / 'checkpoints'}, metrics in {trainer.metrics_path}",
         highlight=False, markup=False, soft_wrap=True,
@@ -127,6 +141,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
+    args.checkpoint = run_dir.resolve_latest(args.checkpoint)  # a kill may have left latest.pt behind an epoch file
     if not args.checkpoint.is_file():
         raise UsageError(f"checkpoint not found: {args.checkpoint}")
     config = read_checkpoint_config(args.checkpoint)
@@ -149,7 +164,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     )
     try:
         return cmd_train(args) if args.command == "train" else cmd_generate(args)
-    except (UsageError, ConfigError, CheckpointError, DatasetError, TextEncoderLoadError, FileNotFoundError) as exc:
+    except (
+        UsageError, ConfigError, CheckpointError, DatasetError, TextEncoderLoadError, FileNotFoundError,
+        run_dir.RunDirError,
+    ) as exc:
         message = f"error: {exc}"
         if isinstance(exc, TextEncoderLoadError):
             message += "\nWith this trainer, point at a local copy with --set model.text_encoder=/path/to/folder."

@@ -29,6 +29,7 @@ from torch.utils.tensorboard import SummaryWriter
 from t2s.data import write_video
 from t2s.models import TextEncoder, TextEncoderConfig, UNet3D, UNet3DConfig
 
+from . import run_dir
 from .config import Config, ConfigError, config_from_dict
 from .schedulers.ddim import DDIMScheduler
 
@@ -275,24 +276,18 @@ class Trainer:
         self.writer.flush()
 
     def _save_epoch_checkpoints(self) -> None:
-        """latest.pt after every epoch; epoch_<N>.pt every save_every_epochs and after the last epoch."""
+        """latest.pt after every epoch (a link to epoch_<N>.pt, written every save_every_epochs and after the last)."""
         checkpoint_dir = self.output_dir / "checkpoints"
         latest = checkpoint_dir / "latest.pt"
         if self.epoch % self.train_config.save_every_epochs == 0 or self.epoch == self.train_config.num_epochs:
             path = self.save_checkpoint(checkpoint_dir / f"epoch_{self.epoch}.pt")
-            _atomic_copy(path, latest)
+            run_dir.update_latest(path, latest)
         else:
             self.save_checkpoint(latest)
 
     def _truncate_metrics(self) -> None:
         """Keep only the steps this run has already done (none for a fresh run, up to the checkpoint on resume)."""
-        if not self.metrics_path.exists():
-            return
-        kept = []
-        for line in self.metrics_path.read_text().splitlines():
-            if line.strip() and json.loads(line)["step"] <= self.global_step:
-                kept.append(line + "\n")
-        self.metrics_path.write_text("".join(kept))
+        run_dir.drop_metrics_after(self.metrics_path, self.global_step)
 
     # ------------------------------------------------------------------ checkpoints
 
@@ -305,7 +300,7 @@ class Trainer:
         return {k: v for k, v in self.text_encoder.state_dict().items() if k in trainable}
 
     def save_checkpoint(self, path: str | os.PathLike) -> Path:
-        """Write the full training state atomically (temporary file in the same folder, then rename)."""
+        """Write the full training state atomically (temporary file in the same folder, flushed, then renamed)."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         checkpoint = {
@@ -320,10 +315,10 @@ class Trainer:
             "config": self.config.to_dict(),
             "rng_state": _get_rng_state(),
         }
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        tmp = run_dir.fresh_temp_path(path)
         try:
             torch.save(checkpoint, tmp)
-            os.replace(tmp, path)
+            run_dir.commit(tmp, path)
         finally:
             tmp.unlink(missing_ok=True)
         logger.info("saved checkpoint %s (step %d)", path, self.global_step)
@@ -396,15 +391,6 @@ class Trainer:
 
 
 # ---------------------------------------------------------------------------- helpers
-
-
-def _atomic_copy(src: Path, dst: Path) -> None:
-    tmp = dst.with_name(f".{dst.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_bytes(src.read_bytes())
-        os.replace(tmp, dst)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def _get_rng_state() -> Dict[str, Any]:

@@ -1,8 +1,10 @@
 """Turning findings into code changes: select fixes, transform in memory, re-check, then write.
 
 Nothing is written until every selected fix has run and the re-check in memory shows that each
-fixed finding is gone and no new bug appeared; then all files are written or none (temporary
-files beside their targets, moved into place with ``os.replace``, restored on failure).
+fixed finding is gone and no new bug appeared; then all files are written or none, in each
+file's own encoding, as one transaction (``optimizer_tool.transaction``: a journal, fsynced
+temporary files, a hash check right before each rename, roll-back on a failure or Ctrl-C, and
+recovery of an interrupted run by the next ``apply`` or ``check``; docs/reliability.md).
 
 Which fixes run (``select``):
 - ``--only KEYS`` runs exactly those, safe or not (naming an unsafe fix is asking for it);
@@ -36,10 +38,8 @@ whether it is the same one after the change.
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Iterator, Mapping
@@ -51,9 +51,19 @@ from optimizer_tool.engine import apply_suppressions, build_units, check_loaded,
 from optimizer_tool.errors import UsageError
 from optimizer_tool.findings import Finding, Severity
 from optimizer_tool.index import UnitIndex
-from optimizer_tool.project import SKIP_DIRS, LoadResult, SourceFile, Unit, local_imports, parse_source
+from optimizer_tool.project import (
+    CONFIG_SUFFIXES,
+    SKIP_DIRS,
+    LoadResult,
+    SourceFile,
+    Unit,
+    keep_final_newline,
+    local_imports,
+    parse_source,
+)
 from optimizer_tool.registry import Optimization, optimizations
 from optimizer_tool.settings import Settings
+from optimizer_tool.transaction import TransactionError, commit
 from optimizer_tool.verify import refuse_side_effects, refuse_unbound
 
 # A fix that keeps finding new work after this many passes is looping, not converging.
@@ -64,6 +74,7 @@ MAX_PASSES = 4
 class FixPlan:
     originals: dict[Path, str] = field(default_factory=dict)
     changed: dict[Path, str] = field(default_factory=dict)  # path -> new source
+    encodings: dict[Path, str] = field(default_factory=dict)  # path -> the file's own (PEP 263), kept on write
     fixed: list[Finding] = field(default_factory=list)  # targeted, and gone in the re-check
     refused: list[CannotFix] = field(default_factory=list)
     input_errors: list[Finding] = field(default_factory=list)  # files that do not parse
@@ -80,6 +91,21 @@ class FixPlan:
         """What is left to write holds: every file parses, every targeted finding is gone, no new bug.
         Optimizations whose fix could not be placed or verified are in ``held_back``, not written."""
         return not self.input_errors and not self.unfixed and not self.blocking
+
+    def encoded(self) -> tuple[dict[Path, bytes], dict[Path, bytes]]:
+        """The changed files' new and original bytes, each in the file's own encoding (a coding
+        cookie's, with its byte-order mark where it had one): what ``write_all`` writes and checks."""
+        new: dict[Path, bytes] = {}
+        for path, text in self.changed.items():
+            encoding = self.encodings.get(path, "utf-8")
+            try:
+                new[path] = text.encode(encoding)
+            except UnicodeEncodeError as exc:
+                raise ApplyError(
+                    f"{path}: the fix adds {text[exc.start : exc.end]!r}, which the file's encoding ({encoding}) "
+                    "cannot hold; nothing was written: re-save the file as UTF-8 or apply the fix by hand"
+                ) from exc
+        return new, {p: self.originals[p].encode(self.encodings.get(p, "utf-8")) for p in self.changed}
 
 
 @dataclass
@@ -159,7 +185,10 @@ class _Workspace:
         changed = False
         for path, module in modules.items():
             if module is not self.sources[path].module:
-                self.sources[path] = SourceFile(path, module.code, module)
+                was = self.sources[path]
+                self.sources[path] = SourceFile(
+                    path, keep_final_newline(was.text, module.code), module, encoding=was.encoding
+                )
                 changed = True
         return changed
 
@@ -310,7 +339,10 @@ def _plan_once(
     paths: list[Path], chosen: list[Optimization], settings: Settings, skip: list[str] | None, request: Request
 ) -> FixPlan:
     before, loaded = run_check(paths, settings)
-    result = FixPlan(originals={p: s.text for p, s in loaded.files.items()})
+    result = FixPlan(
+        originals={p: s.text for p, s in loaded.files.items()},
+        encodings={p: s.encoding for p, s in loaded.files.items()},
+    )
     result.input_errors = [f for f in before.findings if f.is_error]
     if result.input_errors:
         return result
@@ -375,7 +407,7 @@ def _verify(paths: list[Path], settings: Settings, loaded: LoadResult, changed: 
     files = dict(loaded.files)
     errors = list(loaded.errors)
     for path, text in changed.items():
-        parsed = parse_source(path, text)
+        parsed = parse_source(path, text, loaded.files[path].encoding)
         if isinstance(parsed, Finding):
             errors.append(parsed)
             files.pop(path, None)
@@ -458,48 +490,14 @@ class ApplyError(Exception):
     """Writing was refused or failed; nothing (or everything restored) was written."""
 
 
-def write_all(changes: dict[Path, str], originals: dict[Path, str]) -> None:
-    """Every file or none. Each new text goes to a temporary file beside its target, then all
-    are moved into place with ``os.replace`` (atomic per file); if one move fails, the files
-    already replaced get their original text back the same way."""
-    for path in changes:
-        if path.read_bytes().decode("utf-8") != originals[path]:
-            raise ApplyError(
-                f"{path} changed on disk while the fixes were computed; nothing was written, run apply again"
-            )
-    temps: dict[Path, Path] = {}
-    replaced: list[Path] = []
+def write_all(changes: dict[Path, bytes], originals: dict[Path, bytes]) -> None:
+    """Every file or none, also across Ctrl-C and crashes: ``optimizer_tool.transaction.commit`` on
+    the new bytes and on the bytes the fixes were computed from (``FixPlan.encoded``). A file
+    changed on disk since then (edited, deleted, re-encoded) is refused, naming it."""
     try:
-        for path, text in changes.items():
-            temps[path] = _temp_copy(path, text)
-        for path, temp in temps.items():
-            os.replace(temp, path)
-            replaced.append(path)
-    except OSError as exc:
-        for path in replaced:
-            os.replace(_temp_copy(path, originals[path]), path)
-        raise ApplyError(
-            f"cannot write {exc.filename or 'a file'}: {exc.strerror or exc}; no file was changed"
-        ) from exc
-    finally:
-        for temp in temps.values():
-            temp.unlink(missing_ok=True)
-
-
-def _temp_copy(path: Path, text: str) -> Path:
-    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".t2s-opt.tmp")
-    temp = Path(name)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(text.encode("utf-8"))  # bytes: the file's own line endings survive
-            handle.flush()
-            os.fsync(handle.fileno())
-        if path.exists():
-            shutil.copymode(path, temp)
-    except BaseException:
-        temp.unlink(missing_ok=True)
-        raise
-    return temp
+        commit(changes, originals)
+    except TransactionError as exc:
+        raise ApplyError(str(exc)) from exc
 
 
 def project_folders(targets: list[Path]) -> list[Path]:
@@ -519,16 +517,33 @@ def check_inside(changes: dict[Path, str], targets: list[Path]) -> None:
         )
 
 
-def copy_project(source: Path, destination: Path, changes: dict[Path, str]) -> dict[Path, Path]:
-    """Copy ``source`` (a folder) to ``destination``; returns where each changed file is in the
-    copy. The original is never touched."""
-    check_inside(changes, [source])
+def check_out(source: Path, destination: Path) -> None:
+    """``--out``: a new or empty folder outside the project it copies (checked before any analysis)."""
     source, destination = source.resolve(), destination.resolve()
     if destination == source or source in destination.parents:
         raise UsageError(f"--out {destination}: must not be inside the project it copies ({source})")
     if destination.exists() and (not destination.is_dir() or any(destination.iterdir())):
-        raise UsageError(f"--out {destination}: exists and is not an empty folder")
-    shutil.copytree(source, destination, ignore=shutil.ignore_patterns(*SKIP_DIRS), dirs_exist_ok=True)
+        raise UsageError(f"--out {destination}: exists and is not an empty folder; name a new folder")
+
+
+def copy_project(
+    source: Path, destination: Path, changes: dict[Path, str], files: Iterable[Path] | None = None
+) -> dict[Path, Path]:
+    """Copy ``source`` (a folder) to ``destination``, or only ``files`` of it and its config files
+    (apply on one file copies the trainer, the modules it imports and the YAML/TOML/JSON beside it,
+    not the folder's datasets); returns where each changed
+    file is in the copy. The original is never touched."""
+    check_inside(changes, [source])
+    check_out(source, destination)
+    source, destination = source.resolve(), destination.resolve()
+    if files is None:
+        shutil.copytree(source, destination, ignore=shutil.ignore_patterns(*SKIP_DIRS), dirs_exist_ok=True)
+    else:
+        configs = [p for p in source.iterdir() if p.suffix in CONFIG_SUFFIXES and p.stat().st_size < 1_000_000]
+        for path in sorted({*files, *changes, *configs}):
+            if source in path.parents:
+                (destination / path.relative_to(source)).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(path, destination / path.relative_to(source))
     return {p: destination / p.relative_to(source) for p in changes}
 
 

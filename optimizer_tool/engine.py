@@ -9,9 +9,19 @@ from concurrent.futures import Executor, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from optimizer_tool.deep import TOO_DEEP, deepest
 from optimizer_tool.findings import Finding, Location, Severity, State, Verdict
 from optimizer_tool.index import UnitIndex
-from optimizer_tool.project import ConfigFile, LoadResult, SourceFile, Unit, load, load_configs, parse_source
+from optimizer_tool.project import (
+    ConfigFile,
+    LoadResult,
+    SourceFile,
+    Unit,
+    input_error,
+    load,
+    load_configs,
+    parse_source,
+)
 from optimizer_tool.registry import Optimization, optimizations
 from optimizer_tool.settings import Settings
 from optimizer_tool.verdicts import RuleOutcome, UnitFacts, unit_facts, verdict
@@ -164,6 +174,19 @@ def _once(findings: list[Finding]) -> list[Finding]:
 
 
 def _check_unit(unit: Unit, selected: tuple[Optimization, ...]) -> tuple[list[Finding], list[RuleStatus], UnitFacts]:
+    """The unit's findings, rule states and facts; code nested deeper than even the analysis
+    thread's stack allows becomes one input error at its deepest file, the other units are checked."""
+    try:
+        return _check_readable_unit(unit, selected)
+    except RecursionError:
+        depth, line, path = max((*deepest(s.tree), s.path) for s in unit.files if s.tree)
+        message = f"{TOO_DEEP} for the analysis (nesting depth {depth}); nothing in this unit was checked: split it"
+        return [input_error(path, line, 1, message, "E999")], [], UnitFacts(unit.entry.path, False, None)
+
+
+def _check_readable_unit(
+    unit: Unit, selected: tuple[Optimization, ...]
+) -> tuple[list[Finding], list[RuleStatus], UnitFacts]:
     findings: list[Finding] = []
     statuses: list[RuleStatus] = []
     unreadable = [e for e in (source.libcst_error() for source in unit.files) if e is not None]
@@ -201,6 +224,8 @@ def _run_rule(rule_cls, index: UnitIndex, facts: UnitFacts, entry: Path, errors:
     try:
         applies = rule.applies(index)
         hits = list(rule.check(index)) if applies else []
+    except RecursionError:
+        raise  # deeply nested code, not a rule's bug: the unit reports it
     except Exception as exc:  # noqa: BLE001 - one rule's crash must not hide the others' findings
         errors.append(internal_error(rule.code, entry, exc))
         return None
@@ -222,7 +247,7 @@ def _parse_in_worker(path: Path, text: str | None) -> SourceFile | Finding:
     if isinstance(parsed, Finding):
         return parsed
     _WORKER_SOURCES[path] = parsed
-    return SourceFile(parsed.path, parsed.text)
+    return SourceFile(parsed.path, parsed.text, encoding=parsed.encoding)
 
 
 def _worker_source(path: Path, text: str) -> SourceFile:

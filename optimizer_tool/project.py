@@ -11,8 +11,10 @@ unrelated trainers in one folder are judged separately.
 from __future__ import annotations
 
 import ast
+import io
 import json
 import re
+import tokenize
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -20,6 +22,7 @@ from pathlib import Path
 import libcst as cst
 import tomllib
 
+from optimizer_tool.deep import TOO_DEEP, python_parse
 from optimizer_tool.errors import UsageError
 from optimizer_tool.findings import Finding, Location, Severity
 
@@ -76,6 +79,7 @@ class SourceFile:
     text: str
     parsed: cst.Module | None = field(default=None, repr=False, compare=False)
     facts: object = field(default=None, repr=False, compare=False)  # index.FileFacts, built on first use
+    encoding: str = "utf-8"  # as Python reads the file (PEP 263); "utf-8-sig" where it starts with a BOM
 
     @property
     def module(self) -> cst.Module:
@@ -103,8 +107,8 @@ class SourceFile:
     def tree(self) -> ast.Module | None:
         """The stdlib AST: ~20x cheaper than a libcst walk for imports and quick questions."""
         try:
-            return ast.parse(self.text.removeprefix(BOM))
-        except (SyntaxError, ValueError):
+            return python_parse(self.text.removeprefix(BOM))
+        except (SyntaxError, ValueError, RecursionError, MemoryError):
             return None
 
     @cached_property
@@ -198,29 +202,58 @@ def discover(paths: list[Path]) -> tuple[list[Path], list[Finding]]:
     return list(dict.fromkeys(p.resolve() for p in found)), errors
 
 
-def parse_source(path: Path, text: str | None = None) -> SourceFile | Finding:
+def parse_source(path: Path, text: str | None = None, encoding: str = "utf-8") -> SourceFile | Finding:
     """Parse one file; a problem comes back as an input-error finding, never an exception."""
     if text is None:
         try:
             raw = path.read_bytes()
         except OSError as exc:
             return input_error(path, 1, 1, f"cannot read file: {exc.strerror}")
-        try:
-            text = raw.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            line = raw[: exc.start].count(b"\n") + 1
-            return input_error(path, line, 1, f"not valid UTF-8 (byte {exc.start}); re-save the file as UTF-8")
+        decoded = decode_source(path, raw)
+        if isinstance(decoded, Finding):
+            return decoded
+        text, encoding = decoded
     # Python's own message and position are what users know from their editor; the libcst tree
     # is built when a unit needs it (SourceFile.module).
     try:
-        tree = ast.parse(text.removeprefix(BOM))  # a UTF-8 byte-order mark is valid in a file, not in a str
+        tree = python_parse(text.removeprefix(BOM))
     except (SyntaxError, ValueError) as py:
         line, col = (py.lineno or 1, py.offset or 1) if isinstance(py, SyntaxError) else (1, 1)
         message = py.msg if isinstance(py, SyntaxError) else str(py)
         return input_error(path, line, col, f"syntax error: {message}; fix it so the file can be checked", code="E999")
-    source = SourceFile(path, text)
+    except (RecursionError, MemoryError):
+        return input_error(
+            path,
+            1,
+            1,
+            f"{TOO_DEEP}: Python itself cannot compile this file (maximum recursion depth exceeded during "
+            "compilation); split the deepest expression or if/elif chain",
+            code="E999",
+        )
+    source = SourceFile(path, text, encoding=encoding)
     source.__dict__["tree"] = tree  # the cached_property, filled
     return source
+
+
+def decode_source(path: Path, raw: bytes) -> tuple[str, str] | Finding:
+    """The text of a Python file and its encoding as Python reads it (PEP 263: a UTF-8 byte-order
+    mark, a ``coding:`` cookie, else UTF-8); apply writes the file back in the same encoding."""
+    try:
+        encoding, _ = tokenize.detect_encoding(io.BytesIO(raw).readline)
+    except SyntaxError as exc:
+        return input_error(path, 1, 1, f"{exc.msg}; fix the coding declaration (PEP 263) or re-save the file as UTF-8")
+    try:
+        return raw.decode(encoding), encoding
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        name = "UTF-8" if encoding.startswith("utf-8") else encoding
+        return input_error(path, line, 1, f"not valid {name} (byte {exc.start}); re-save the file as {name}")
+
+
+def keep_final_newline(before: str, after: str) -> str:
+    """libcst prints a file whose lines end in a bare CR without its last one: put it back."""
+    ending = next((e for e in ("\r\n", "\r", "\n") if before.endswith(e)), "")
+    return after + ending if ending and not after.endswith(("\n", "\r")) else after
 
 
 def load(paths: list[Path], overrides: dict[Path, str] | None = None, parse_many=None) -> LoadResult:

@@ -18,6 +18,7 @@ from optimizer_tool.apply import (
     FixPlan,
     Request,
     check_inside,
+    check_out,
     copy_project,
     plan,
     select,
@@ -25,11 +26,13 @@ from optimizer_tool.apply import (
     write_all,
 )
 from optimizer_tool.cli.common import check_keys, fail, split
+from optimizer_tool.deep import run_deep
 from optimizer_tool.errors import UsageError
 from optimizer_tool.findings import Finding
-from optimizer_tool.project import discover, project_root
+from optimizer_tool.project import SKIP_DIRS, discover, project_root
 from optimizer_tool.registry import keys, optimizations, rule_by_code
 from optimizer_tool.settings import Settings, load_settings
+from optimizer_tool.transaction import Interrupted, recover_targets
 from optimizer_tool.verify import display, unified_diff
 
 
@@ -64,11 +67,14 @@ def apply_command(
         skip_keys = check_keys(split(skip), "--skip")
         codes = _check_codes(split(select_codes))
         _check_combination(only_keys, everything, diff, out, targets, codes)
+        for line in recover_targets(targets, SKIP_DIRS):  # what an interrupted apply left: rolled back
+            typer.echo(f"t2s-opt: {line}", err=True)
         discovered, _ = discover(targets)
         root = project_root(discovered)
         settings = Settings() if no_config else load_settings(root, keys())
         chosen = select(only_keys, skip_keys, unsafe, everything, codes)
-        result = plan(targets, chosen, settings, skip_keys, Request(tuple(codes), tuple(only_keys), everything, unsafe))
+        request = Request(tuple(codes), tuple(only_keys), everything, unsafe)
+        result = run_deep(plan, targets, chosen, settings, skip_keys, request)
     except UsageError as exc:
         raise fail(str(exc))
 
@@ -84,6 +90,9 @@ def apply_command(
         written = _write(result, targets, out, force)
     except (UsageError, ApplyError) as exc:
         raise fail(str(exc))
+    except Interrupted as exc:  # Ctrl-C while writing: rolled back (or finished), and the message says which
+        typer.echo(f"t2s-opt: {exc}", err=True)
+        raise typer.Exit(128 + exc.signum)
     typer.echo(summary(result, root, written=written), nl=False)
     if result.held_back:
         typer.echo(held_back(result, root), err=True, nl=False)
@@ -112,6 +121,8 @@ def _check_combination(
         raise UsageError("--diff writes nothing; drop --out (or --diff)")
     if out is not None and len(targets) != 1:
         raise UsageError("--out copies one project: pass one folder or file")
+    if out is not None and targets[0].exists():
+        check_out(targets[0] if targets[0].is_dir() else targets[0].parent, out)
     without_fix = [k for k in only_keys if not next(o for o in optimizations() if o.key == k).fixes]
     if without_fix:
         raise UsageError(
@@ -123,12 +134,12 @@ def _check_combination(
 def _write(result: FixPlan, targets: list[Path], out: Optional[Path], force: bool) -> list[Path]:
     """The changed files, written into a copy of the project at ``out``, or in place once git shows
     nothing uncommitted in them (unless ``force``); all or nothing. Returns the paths written, sorted."""
-    changes, originals = result.changed, result.originals
+    changes, originals = result.encoded()
     if out is not None:
         source = targets[0] if targets[0].is_dir() else targets[0].parent
-        copies = copy_project(source, out, result.changed)
-        changes = {copies[p]: text for p, text in result.changed.items()}
-        originals = {copies[p]: result.originals[p] for p in result.changed}
+        copies = copy_project(source, out, result.changed, None if targets[0].is_dir() else result.originals)
+        changes = {copies[p]: data for p, data in changes.items()}
+        originals = {copies[p]: data for p, data in originals.items()}
     else:
         check_inside(result.changed, targets)
         dirty = [] if force or not result.changed else uncommitted(list(result.changed))

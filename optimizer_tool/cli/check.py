@@ -5,6 +5,7 @@ Exit codes follow ruff: 0 nothing at or above ``--fail-on``, 1 findings, 2 usage
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import List, Optional
@@ -12,6 +13,7 @@ from typing import List, Optional
 import typer
 
 from optimizer_tool.cli.common import check_keys, fail, split
+from optimizer_tool.deep import run_deep
 from optimizer_tool.errors import UsageError
 from optimizer_tool.registry import keys, optimization_of, optimizations, rule_by_code
 
@@ -37,13 +39,17 @@ def check(
     """Report, per optimization, what is missing and what is implemented wrongly."""
     from optimizer_tool import reporters
     from optimizer_tool.engine import run_check
-    from optimizer_tool.project import discover, project_root
+    from optimizer_tool.project import SKIP_DIRS, discover, project_root
     from optimizer_tool.settings import Settings, load_settings, merge, parse_fail_on
+    from optimizer_tool.transaction import recover_targets
 
     try:
         if output_format not in reporters.FORMATS:
             raise UsageError(f"--output-format must be one of {', '.join(reporters.FORMATS)} (got {output_format!r})")
+        for line in recover_targets(paths, SKIP_DIRS):  # what an interrupted apply left: rolled back
+            typer.echo(f"t2s-opt: {line}", err=True)
         targets, _ = discover(paths)
+        _check_output(output, targets)
         root = project_root(targets)
         base = Settings() if no_config else load_settings(root, keys())
         severity, unknown = parse_fail_on(split(fail_on), "--fail-on")
@@ -56,17 +62,36 @@ def check(
             fail_on=severity,
             fail_on_unknown=unknown,
         )
-        result, _ = run_check(list(paths), settings, jobs=jobs)
+        result, _ = run_deep(run_check, list(paths), settings, jobs=jobs)  # deeply nested code needs the stack
     except UsageError as exc:
         raise fail(str(exc))
     text = reporters.render(result, output_format, color=output is None and sys.stdout.isatty())
     if output is not None:
-        output.write_text(text, encoding="utf-8")
+        try:
+            output.write_text(text, encoding="utf-8")
+        except OSError as exc:
+            raise fail(f"-o {output}: cannot write the report: {exc.strerror or exc}")
     else:
         typer.echo(text, nl=False)
     if any(f.is_error for f in result.findings):
         raise typer.Exit(2)
     raise typer.Exit(1 if result.failing(settings) or result.unknown(settings) else 0)
+
+
+def _check_output(output: Optional[Path], targets: list[Path]) -> None:
+    """``-o`` must name a new or report file that can be written, never one of the files checked."""
+    if output is None:
+        return
+    resolved = output.resolve()
+    if resolved in targets or resolved.suffix == ".py" and resolved.exists():
+        raise UsageError(f"-o {output}: is a Python file (one of the inputs?); write the report to another path")
+    if resolved.is_dir():
+        raise UsageError(f"-o {output}: is a folder; name a file for the report")
+    folder = resolved.parent
+    if not folder.is_dir():
+        raise UsageError(f"-o {output}: folder {folder} does not exist; create it or choose another path")
+    if not os.access(folder, os.W_OK) or resolved.exists() and not os.access(resolved, os.W_OK):
+        raise UsageError(f"-o {output}: not writable; choose another path")
 
 
 def explain(code: str = typer.Argument(..., help="A rule code, e.g. EMA002, or an optimization key.")) -> None:

@@ -11,7 +11,6 @@ import pytest
 from casefiles import case, write_tree
 from typer.testing import CliRunner
 
-from optimizer_tool import apply as apply_module
 from optimizer_tool.apply import select
 from optimizer_tool.cli import app
 from optimizer_tool.quick_optimizations import default_path
@@ -90,9 +89,9 @@ def test_a_failed_write_restores_every_file(project, monkeypatch):
         moved.append(Path(dst).name)
         real_replace(src, dst)
 
-    monkeypatch.setattr(apply_module.os, "replace", replace_then_fail)
+    monkeypatch.setattr(os, "replace", replace_then_fail)  # also in optimizer_tool.transaction
     result = run("--only", "cosine", str(project))
-    monkeypatch.setattr(apply_module.os, "replace", real_replace)
+    monkeypatch.setattr(os, "replace", real_replace)
     assert result.exit_code == 2
     assert "no file was changed" in result.stderr
     assert moved, "the first file should have been replaced before the failure"

@@ -225,3 +225,25 @@ def test_explain_and_rules():
     assert result.exit_code == 2
     result = CliRunner().invoke(app, ["rules"])
     assert "EMA001" in result.output and "MON001" in result.output
+
+
+def test_output_onto_an_input_is_refused_and_the_source_kept(tmp_path):
+    path = write(tmp_path, "train.py", MISSING_EMA)
+    before = path.read_bytes()
+    for target in (path, tmp_path / "." / "train.py"):
+        code, out = run(path, "-o", target)
+        assert code == 2
+        assert f"-o {target}: is a Python file" in out
+    assert path.read_bytes() == before
+
+
+@pytest.mark.parametrize(
+    "target, why",
+    [("missing_folder/report.json", "does not exist"), (".", "is a folder"), ("/proc/report.json", "cannot write")],
+)
+def test_output_that_cannot_be_written_is_a_usage_error(tmp_path, monkeypatch, target, why):
+    monkeypatch.chdir(tmp_path)
+    path = write(tmp_path, "train.py", MISSING_EMA)
+    code, out = run(path, "-o", target)
+    assert code == 2 and "Traceback" not in out
+    assert f"-o {target}:" in out and why in out

@@ -47,7 +47,14 @@ from typing import Iterable, Iterator, Mapping
 import libcst as cst
 
 from optimizer_tool.contract import Applicability, CannotFix, FixContext
-from optimizer_tool.engine import apply_suppressions, build_units, check_loaded, check_units, run_check
+from optimizer_tool.engine import (
+    CheckResult,
+    apply_suppressions,
+    build_units,
+    check_loaded,
+    check_units,
+    run_check,
+)
 from optimizer_tool.errors import UsageError
 from optimizer_tool.findings import Finding, Severity
 from optimizer_tool.index import UnitIndex
@@ -64,7 +71,7 @@ from optimizer_tool.project import (
 from optimizer_tool.registry import Optimization, optimizations
 from optimizer_tool.settings import Settings
 from optimizer_tool.transaction import TransactionError, commit
-from optimizer_tool.verify import refuse_side_effects, refuse_unbound
+from optimizer_tool.verify import Printed, refuse_side_effects, refuse_unbound
 
 # A fix that keeps finding new work after this many passes is looping, not converging.
 MAX_PASSES = 4
@@ -181,13 +188,13 @@ class _Workspace:
     def unit(self, entry: Path) -> Unit | None:
         return next((u for u in self.units() if u.entry.path == entry), None)
 
-    def update(self, modules: dict[Path, cst.Module]) -> bool:
+    def update(self, modules: dict[Path, cst.Module], code: Printed) -> bool:
         changed = False
         for path, module in modules.items():
             if module is not self.sources[path].module:
                 was = self.sources[path]
                 self.sources[path] = SourceFile(
-                    path, keep_final_newline(was.text, module.code), module, encoding=was.encoding
+                    path, keep_final_newline(was.text, code(module)), module, encoding=was.encoding
                 )
                 changed = True
         return changed
@@ -265,12 +272,13 @@ def plan(
     held: list[HeldBack] = []
     refused: list[CannotFix] = []
     current = list(chosen)
+    start = run_check(paths, settings)  # the files as on disk: every round starts from them
     while True:
-        result = _plan_once(paths, current, settings, skip, request)
+        result = _plan_once(paths, current, settings, skip, request, start)
         refused += result.refused
         if result.input_errors or (result.ok and not result.refused) or not current:
             break
-        blamed = _blame(result, current) or _blame_alone(result, paths, current, settings, skip, request)
+        blamed = _blame(result, current) or _blame_alone(result, paths, current, settings, skip, request, start)
         held += blamed
         current = [opt for opt in current if opt.key not in {h.key for h in blamed}]
     result.refused, result.held_back = refused, held
@@ -321,12 +329,12 @@ def _blame(result: FixPlan, current: list[Optimization]) -> list[HeldBack]:
     return list(held.values())
 
 
-def _blame_alone(together: FixPlan, paths, current, settings, skip, request) -> list[HeldBack]:
+def _blame_alone(together: FixPlan, paths, current, settings, skip, request, start) -> list[HeldBack]:
     """A new bug no fix owns in the plan of ``current`` together: plan each optimization on its own
     and hold back those that leave one; when each holds alone (they clash), hold back the last."""
     held = []
     for opt in current:
-        alone = _plan_once(paths, [opt], settings, skip, request)
+        alone = _plan_once(paths, [opt], settings, skip, request, start)
         if not alone.ok or alone.refused:
             held += _blame(alone, [opt]) or [HeldBack(opt.key, "would introduce a new bug", findings=alone.blocking)]
     if held:
@@ -336,9 +344,14 @@ def _blame_alone(together: FixPlan, paths, current, settings, skip, request) -> 
 
 
 def _plan_once(
-    paths: list[Path], chosen: list[Optimization], settings: Settings, skip: list[str] | None, request: Request
+    paths: list[Path],
+    chosen: list[Optimization],
+    settings: Settings,
+    skip: list[str] | None,
+    request: Request,
+    start: tuple[CheckResult, LoadResult],
 ) -> FixPlan:
-    before, loaded = run_check(paths, settings)
+    before, loaded = start
     result = FixPlan(
         originals={p: s.text for p, s in loaded.files.items()},
         encodings={p: s.encoding for p, s in loaded.files.items()},
@@ -468,11 +481,14 @@ def _run_fix(
                 _ProjectFiles(work, unit_paths),
             )
             before = dict(ctx.modules)
+            code = Printed()
+            for path in unit_paths:
+                code.seed(work.sources[path].module, work.sources[path].text)
             try:
                 fix().apply(ctx, findings)
-                refuse_unbound(before, ctx.modules, work.root)
+                refuse_unbound(before, ctx.modules, work.root, code)
                 if fix.applicability is Applicability.SAFE and not request.accepts_side_effects(opt):
-                    refuse_side_effects(before, ctx.modules, work.root)
+                    refuse_side_effects(before, ctx.modules, work.root, code)
             except CannotFix as exc:
                 exc.key = opt.key
                 result.refused.append(exc)
@@ -480,7 +496,7 @@ def _run_fix(
             targets.extend(findings)
             result.notes.extend((opt.key, note) for note in ctx.notes if (opt.key, note) not in result.notes)
             ran = True
-            if not work.update(ctx.modules):
+            if not work.update(ctx.modules, code):
                 break  # verified, nothing to change (or a fix that found its work already done)
     return ran
 

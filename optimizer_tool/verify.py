@@ -18,16 +18,35 @@ from optimizer_tool.contract import CannotFix
 _MAYBE = (ast.For, ast.AsyncFor, ast.While)
 
 
-def refuse_unbound(before: dict[Path, cst.Module], after: dict[Path, cst.Module], root: Path) -> None:
+class Printed:
+    """Each module's source, printed once: ``Module.code`` prints the whole tree on every read (on a
+    50,000-line trainer, seconds each). Seed it with the texts the modules were parsed from."""
+
+    def __init__(self) -> None:
+        self._codes: dict[int, tuple[cst.Module, str]] = {}  # id -> (module kept alive, code)
+
+    def seed(self, module: cst.Module, text: str) -> None:
+        self._codes[id(module)] = (module, text)
+
+    def __call__(self, module: cst.Module) -> str:
+        if id(module) not in self._codes:
+            self._codes[id(module)] = (module, module.code)
+        return self._codes[id(module)][1]
+
+
+def refuse_unbound(
+    before: dict[Path, cst.Module], after: dict[Path, cst.Module], root: Path, code: Printed | None = None
+) -> None:
     """Raise ``CannotFix`` when a name the fix introduced into a function is read on a path where
     it may not be bound (an LPIPS module created inside an ``if`` and used after it: a run-time
     ``UnboundLocalError`` that ``py_compile`` and the rules cannot see)."""
+    code = code or Printed()
     for path, module in after.items():
         if module is before.get(path):
             continue
-        was = before[path].code if path in before else ""
+        was = code(before[path]) if path in before else ""
         old_functions = {name: fn for name, fn in _functions(ast.parse(was))}
-        for name, fn in _functions(ast.parse(module.code)):
+        for name, fn in _functions(ast.parse(code(module))):
             old = old_functions.get(name)
             new_names = _bound(fn) - (_bound(old) if old is not None else set())
             for read in _loads(fn, new_names):
@@ -37,7 +56,7 @@ def refuse_unbound(before: dict[Path, cst.Module], after: dict[Path, cst.Module]
                         read.lineno,
                         f"the patched `{name}` reads `{read.id}` at line {read.lineno}, where it may be unbound "
                         "(it is set only on some paths before); place the change by hand",
-                        unified_diff({path: was}, {path: module.code}, root),
+                        unified_diff({path: was}, {path: code(module)}, root),
                     )
 
 
@@ -144,17 +163,20 @@ def _binds(stmt: ast.stmt, name: str, taken: frozenset[str] | set[str] = frozens
     return any(isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store) and n.id == name for n in ast.walk(stmt))
 
 
-def refuse_side_effects(before: dict[Path, cst.Module], after: dict[Path, cst.Module], root: Path) -> None:
+def refuse_side_effects(
+    before: dict[Path, cst.Module], after: dict[Path, cst.Module], root: Path, code: Printed | None = None
+) -> None:
     """A safe fix changes its own optimization's knob and nothing else: raise ``CannotFix`` (the
     change becomes the manual patch) when it changes a command-line default every run relies on,
     or imports a package the unit did not import (a dependency the project may not have)."""
-    old_imports = {name for module in before.values() for name in _top_imports(module.code)}
+    code = code or Printed()
+    old_imports = {name for module in before.values() for name in _top_imports(code(module))}
     for path, module in after.items():
         if module is before.get(path):
             continue
-        was = before[path].code if path in before else ""
-        patch = unified_diff({path: was}, {path: module.code}, root)
-        added = sorted(_top_imports(module.code) - old_imports - set(sys.stdlib_module_names))
+        was = code(before[path]) if path in before else ""
+        patch = unified_diff({path: was}, {path: code(module)}, root)
+        added = sorted(_top_imports(code(module)) - old_imports - set(sys.stdlib_module_names))
         if added:
             raise CannotFix(
                 path,
@@ -166,7 +188,7 @@ def refuse_side_effects(before: dict[Path, cst.Module], after: dict[Path, cst.Mo
         old_defaults = _cli_defaults(was)
         changed = [
             (line, f"{flag} from {old_defaults[flag][1]!r} to {value!r}")
-            for flag, (line, value) in _cli_defaults(module.code).items()
+            for flag, (line, value) in _cli_defaults(code(module)).items()
             if flag in old_defaults and old_defaults[flag][1] != value
         ]
         if changed:

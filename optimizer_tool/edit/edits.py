@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Callable, Iterable, Union
 
 import libcst as cst
+import libcst.matchers as m
 from libcst.codemod import CodemodContext
 from libcst.codemod.visitors import AddImportsVisitor
 
@@ -47,21 +48,36 @@ class _FileEdits:
     def transformed(self, strict: bool = False) -> cst.Module:
         """The module with every edit applied in one pass. ``strict``: every edited node must be one
         of its own (a fix may also queue edits for nodes a branch it did not take would have used)."""
-        transformer = _Apply(self)
+        transformer = _Apply(self, self._on_the_way() if self._tree is not None else None)
         updated = self.module.visit(transformer)
         missing = len(set(self.replaced) | self.removed | set(self.before) | set(self.after)) - len(transformer.done)
         if strict and missing:
             raise RuntimeError(f"{missing} node(s) to edit are not in the module: it changed after it was indexed")
         return updated
 
+    def _on_the_way(self) -> set[cst.CSTNode]:
+        """The edited nodes and every node above them: the only ones the transformer must enter
+        (a fix touching three statements of a 50,000-line file walks three paths, not the file)."""
+        found: set[cst.CSTNode] = set()
+        for node in (*self.replaced, *self.removed, *self.before, *self.after):
+            while node is not None and node not in found:
+                found.add(node)
+                node = self.tree.parent.get(node)
+        return found
+
 
 class _Apply(cst.CSTTransformer):
-    """The one transformer: replacements, removals and insertions keyed by original node."""
+    """The one transformer: replacements, removals and insertions keyed by original node. Given
+    ``enter``, it skips the subtrees that hold no edited node."""
 
-    def __init__(self, edits: _FileEdits) -> None:
+    def __init__(self, edits: _FileEdits, enter: set[cst.CSTNode] | None = None) -> None:
         super().__init__()
         self.edits = edits
+        self.enter = enter
         self.done: set[int] = set()
+
+    def on_visit(self, node) -> bool:
+        return self.enter is None or node in self.enter
 
     def on_leave(self, original_node, updated_node):
         e = self.edits
@@ -169,8 +185,30 @@ class Edits:
                 continue
             module = edits.transformed()
             if edits.imports:
-                context = CodemodContext()
-                for name, obj, relative in edits.imports:
-                    AddImportsVisitor.add_needed_import(context, name, obj, relative=relative)
-                module = AddImportsVisitor(context).transform_module(module)
+                module = _add_imports(module, edits.imports)
             self.ctx.update(path, module)
+
+
+def _add_imports(module: cst.Module, imports: list[tuple[str, str | None, int]]) -> cst.Module:
+    """libcst's ``AddImportsVisitor`` on the head of the module only: it reads and changes nothing
+    but the leading docstring, the import block under it and the first statement after (which may
+    get an empty line), and run on a whole 50,000-line module it copies and walks every node."""
+    body = module.body
+    start = 1 if body and _docstring_or_strict(body[0]) else 0
+    end = start
+    while end < len(body) and m.matches(body[end], m.SimpleStatementLine(body=[m.Import() | m.ImportFrom()])):
+        end += 1
+    head = module.with_changes(body=body[: end + 1])
+    context = CodemodContext()
+    for name, obj, relative in imports:
+        AddImportsVisitor.add_needed_import(context, name, obj, relative=relative)
+    done = AddImportsVisitor(context).transform_module(head)
+    return module.with_changes(header=done.header, body=(*done.body, *body[end + 1 :]))
+
+
+def _docstring_or_strict(statement: cst.BaseStatement) -> bool:
+    return m.matches(
+        statement,
+        m.SimpleStatementLine(body=[m.Expr(value=m.SimpleString())])
+        | m.SimpleStatementLine(body=[m.Assign(targets=[m.AssignTarget(target=m.Name("__strict__"))])]),
+    )

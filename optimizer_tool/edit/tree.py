@@ -13,13 +13,21 @@ Body = Union[cst.IndentedBlock, cst.Module]
 
 
 class _ParentRecorder(cst.CSTVisitor):
+    """Parent links from the walk's own stack (``node.children`` re-visits every node: on a
+    50,000-line file that made the map 4x slower than the walk)."""
+
     def __init__(self) -> None:
         self.parent: dict[cst.CSTNode, cst.CSTNode] = {}
+        self._stack: list[cst.CSTNode] = []
 
     def on_visit(self, node: cst.CSTNode) -> bool:
-        for child in node.children:
-            self.parent[child] = node
+        if self._stack:
+            self.parent[node] = self._stack[-1]
+        self._stack.append(node)
         return True
+
+    def on_leave(self, original_node: cst.CSTNode) -> None:
+        self._stack.pop()
 
 
 class Tree:

@@ -38,6 +38,7 @@ from 1), ``renamed:N`` (after), ``committed`` (journal committed, temporary file
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -295,16 +296,12 @@ def _sync_folders(entries: list[_Entry]) -> None:
 
 def _sync_folder(folder: Path) -> None:
     """fsync a folder, so that the renames in it survive a power loss (where the system allows)."""
-    try:
+    with contextlib.suppress(OSError):
         fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
 
 # --- recovery -------------------------------------------------------------------------------------

@@ -721,3 +721,71 @@ def test_resume_hook_is_not_fine_tuning(tmp_path):
         "    models.pop().load_state_dict(load_model.state_dict())\n"
     )
     assert codes(example, tmp_path) == {"COS001", "VPRED001", "RES001"}
+
+
+DISPATCHER = """\
+import torch
+from torch.optim.lr_scheduler import CosineAnnealingLR, LambdaLR
+
+
+def warmup_only(optimizer, warmup_steps=5000):
+    return LambdaLR(optimizer, lambda step: min(step / warmup_steps, 1))
+
+
+def get_lr_scheduler(optimizer, name, **kwargs):
+    if name == "customized":
+        return warmup_only(optimizer, **kwargs)
+    elif name == "cosine":
+        return {cosine}
+    else:
+        raise NotImplementedError(name)
+
+
+class TrainState:
+    def __init__(self, optimizer, lr_scheduler):
+        self.optimizer, self.lr_scheduler = optimizer, lr_scheduler
+
+
+def train(model, data, name):
+    optimizer = torch.optim.AdamW(model.parameters(), lr=2e-4)
+    lr_scheduler = get_lr_scheduler(optimizer, name)
+    state = TrainState(optimizer=optimizer, lr_scheduler=lr_scheduler)
+    for x in data:
+        model(x).mean().backward()
+        optimizer.step()
+        lr_scheduler.step()
+    return state
+
+
+if __name__ == "__main__":
+    train(torch.nn.Linear(2, 2), [torch.randn(4, 2)] * 10, "customized")
+"""
+
+
+def lr_verdict(text: str, tmp_path) -> tuple[str, set[str]]:
+    (tmp_path / "train.py").write_text(text)
+    result, _ = run_check([tmp_path / "train.py"], Settings())
+    state = result.facts[0].verdicts["lr-schedule"].state
+    return state.value if hasattr(state, "value") else str(state), {f.code for f in result.findings}
+
+
+def test_alternative_schedules_are_judged_one_at_a_time(tmp_path):
+    """A ``get_lr_scheduler(name)`` dispatcher whose branches give a warm-up-only LambdaLR or a
+    decay-only cosine (U-ViT): a run gets one of them, never both, so no run warms up *and* decays
+    (it was read as present: the warm-up of one branch and the decay of the other)."""
+    state, found = lr_verdict(DISPATCHER.format(cosine="CosineAnnealingLR(optimizer, **kwargs)"), tmp_path)
+    assert state == "missing"
+    assert {"LR002", "LR007"} <= found
+
+
+def test_schedules_that_run_together_or_a_complete_alternative_still_pass(tmp_path):
+    together = DISPATCHER.replace(
+        "    lr_scheduler = get_lr_scheduler(optimizer, name)\n",
+        '    lr_scheduler = get_lr_scheduler(optimizer, "cosine", T_max=100)\n    warm = warmup_only(optimizer)\n',
+    ).replace("        lr_scheduler.step()\n", "        lr_scheduler.step()\n        warm.step()\n")
+    state, found = lr_verdict(together.format(cosine="CosineAnnealingLR(optimizer, **kwargs)"), tmp_path)
+    assert not {"LR002", "LR007"} & found, found
+    complete = "SequentialLR(optimizer, [warmup_only(optimizer), CosineAnnealingLR(optimizer, 100)], [5000])"
+    text = DISPATCHER.format(cosine=complete).replace("LambdaLR\n", "LambdaLR, SequentialLR\n")
+    state, found = lr_verdict(text, tmp_path)
+    assert not {"LR002", "LR007"} & found, found

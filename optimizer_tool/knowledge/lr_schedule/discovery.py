@@ -9,7 +9,7 @@ import re
 
 import libcst as cst
 
-from optimizer_tool.index import FunctionInfo, UnitIndex, dotted, literal
+from optimizer_tool.index import CallSite, FunctionInfo, UnitIndex, dotted, literal
 from optimizer_tool.knowledge.lr_schedule.constructors import defines_local_schedule, from_constructor, is_noise_helper
 from optimizer_tool.knowledge.lr_schedule.lengths import length_unit
 from optimizer_tool.knowledge.lr_schedule.schedule import Schedule, ScheduleFacts
@@ -290,3 +290,57 @@ def schedules_of(index: UnitIndex, facts: ScheduleFacts, receiver: str) -> list[
 
     visit(receiver, 0)
     return list(dict.fromkeys(found))
+
+
+def runs_of(index: UnitIndex, top: list[Schedule]) -> list[list[Schedule]]:
+    """The schedule sets a run may get, to judge warm-up and decay on. Usually every schedule the
+    trainer builds runs together (a warm-up scheduler beside a decay one); but schedules built in
+    opposite branches of one ``if``/``elif`` (a ``get_lr_scheduler(name)`` dispatcher: a warm-up-only
+    ``LambdaLR`` or a decay-only cosine) are alternatives, and when none of them both warms up and
+    decays, each is judged alone: the run gets one, never both."""
+    built = [s for s in top if not _carries(index, s)]
+    if len(built) < 2 or any(s.warmup is None or s.decay is None for s in built):
+        return [top]
+    if any(s.warmup and s.decay for s in built):
+        return [top]
+    top = built
+    sites = [_built_at(index, s) for s in top]
+    exclusive = all(_exclusive(sites[i], sites[j]) for i in range(len(top)) for j in range(i))
+    return [[s] for s in top] if exclusive else [top]
+
+
+def _carries(index: UnitIndex, sched: Schedule) -> bool:
+    """A helper call that is handed a scheduler the trainer built (``TrainState(lr_scheduler=...)``):
+    it keeps that schedule, it is not one of its own."""
+    if sched.kind != "helper" or sched.site is None:
+        return False
+    facts = schedule_facts(index)
+    return any(dotted(a.value) and schedules_of(index, facts, dotted(a.value)) for a in sched.site.node.args)
+
+
+def _built_at(index: UnitIndex, sched: Schedule) -> list[CallSite]:
+    """Where a schedule is built: its own call, and the calls of the function that builds it."""
+    own = [sched.site] if sched.site is not None else []
+    if sched.function is None:
+        return own
+    name = sched.function.name
+    return own + [c for c in index.calls if name in (c.func_text, c.method) and c.function is not sched.function]
+
+
+def _exclusive(a_sites: list[CallSite], b_sites: list[CallSite]) -> bool:
+    """Two schedules never built in one run: some function builds (or calls the builder of) both,
+    and wherever one function does, they sit in opposite branches of one ``if``."""
+    shared = False
+    for a in a_sites:
+        for b in b_sites:
+            if a.path == b.path and a.function == b.function:
+                if not _opposite(a, b):
+                    return False
+                shared = True
+    return shared
+
+
+def _opposite(a: CallSite, b: CallSite) -> bool:
+    """``a`` and ``b`` (in one function) sit in opposite branches of one ``if``."""
+    where_b = dict(b.branches)
+    return any(line in where_b and where_b[line] != in_else for line, in_else in a.branches)

@@ -9,7 +9,7 @@ from optimizer_tool.contract import Hit, Rule
 from optimizer_tool.findings import Severity, State
 from optimizer_tool.index import Setting, UnitIndex, code_of, dotted
 from optimizer_tool.knowledge.guards import default_of
-from optimizer_tool.knowledge.lr_schedule import schedule_facts
+from optimizer_tool.knowledge.lr_schedule import runs_of, schedule_facts
 from optimizer_tool.knowledge.training import ROLE_CONSTRUCTORS, optimizer_steps, trains
 from optimizer_tool.rules.lr_schedule.base import WithSchedule
 
@@ -247,10 +247,10 @@ class NoDecay(WithSchedule):
     ]
 
     def check(self, index: UnitIndex) -> Iterable[Hit]:
-        top = [s for s in schedule_facts(index).top if not s.constant]
-        if top and all(s.decay is False and not s.unbounded for s in top) and any(s.warmup for s in top):
-            s = next(s for s in top if s.warmup)
-            yield Hit(s.path, s.line, s.col)
+        for run in runs_of(index, [s for s in schedule_facts(index).top if not s.constant]):
+            if run and all(s.decay is False and not s.unbounded for s in run) and any(s.warmup for s in run):
+                s = next(s for s in run if s.warmup)
+                yield Hit(s.path, s.line, s.col)
 
 
 class DecaysToZero(WithSchedule):
@@ -398,10 +398,10 @@ class NoWarmup(WithSchedule):
     ]
 
     def check(self, index: UnitIndex) -> Iterable[Hit]:
-        top = [s for s in schedule_facts(index).top if not s.constant]
-        if top and all(s.warmup is False for s in top) and any(s.decay for s in top):
-            s = next(s for s in top if s.decay)
-            yield Hit(s.path, s.line, s.col)
+        for run in runs_of(index, [s for s in schedule_facts(index).top if not s.constant]):
+            if run and all(s.warmup is False for s in run) and any(s.decay for s in run):
+                s = next(s for s in run if s.decay)
+                yield Hit(s.path, s.line, s.col)
 
 
 class WarmupNeverEnds(WithSchedule):

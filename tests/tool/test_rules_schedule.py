@@ -789,3 +789,47 @@ def test_schedules_that_run_together_or_a_complete_alternative_still_pass(tmp_pa
     text = DISPATCHER.format(cosine=complete).replace("LambdaLR\n", "LambdaLR, SequentialLR\n")
     state, found = lr_verdict(text, tmp_path)
     assert not {"LR002", "LR007"} & found, found
+
+
+OPTIMIZE_FN = """\
+import numpy as np
+import torch
+
+LR, WARMUP, TOTAL = 2e-4, 5000, 100000
+
+
+def optimization_manager(lr=LR, warmup=WARMUP):
+    def optimize_fn(optimizer, params, step):
+        if warmup > 0:
+            for g in optimizer.param_groups:
+                g["lr"] = {expression}
+        optimizer.step()
+
+    return optimize_fn
+
+
+def train(model, data):
+    optimizer = torch.optim.Adam(model.parameters(), lr=LR)
+    optimize_fn = optimization_manager()
+    for step, x in enumerate(data):
+        model(x).mean().backward()
+        optimize_fn(optimizer, model.parameters(), step)
+
+
+if __name__ == "__main__":
+    train(torch.nn.Linear(2, 2), [torch.randn(4, 2)] * 10)
+"""
+
+
+@pytest.mark.parametrize(
+    "expression, no_decay",
+    [
+        ("lr * np.minimum(step / warmup, 1.0)", True),  # score_sde: warm-up, then constant
+        ("min(1.0, step / warmup) * lr", True),
+        ("lr * min(step / warmup, 1.0) * 0.5 * (1 + np.cos(np.pi * step / TOTAL))", False),  # and a cosine decay
+    ],
+)
+def test_a_hand_written_warmup_that_then_stays_constant_has_no_decay(tmp_path, expression, no_decay):
+    state, found = lr_verdict(OPTIMIZE_FN.format(expression=expression), tmp_path)
+    assert ("LR002" in found) is no_decay, found
+    assert state == ("missing" if no_decay else "present")

@@ -11,6 +11,7 @@ import libcst as cst
 
 from optimizer_tool.index import CallSite, FunctionInfo, UnitIndex, dotted, literal
 from optimizer_tool.knowledge.lr_schedule.constructors import defines_local_schedule, from_constructor, is_noise_helper
+from optimizer_tool.knowledge.lr_schedule.lambdas import warmup_then_constant
 from optimizer_tool.knowledge.lr_schedule.lengths import length_unit
 from optimizer_tool.knowledge.lr_schedule.schedule import Schedule, ScheduleFacts
 from optimizer_tool.knowledge.lr_schedule.vocabulary import (
@@ -104,6 +105,8 @@ def _manual_schedules(index: UnitIndex) -> list[Schedule]:
             decay = True if any(DECAY_WORD.search(n) or DECAY_CALLS.search(n) for n in names) else None
             warm = any(WARMUP_WORD.search(n) for n in names | scope)
             warmup = True if warm else (False if decay else None)
+            if decay is None and warm and warmup_then_constant(index, item):
+                decay = False
             off = {
                 _off_by_default(index, n.rsplit(".", 1)[-1])
                 for n in names | scope

@@ -169,11 +169,33 @@ def _lambda_lengths(sched: Schedule, names: set[str]) -> None:
             break
 
 
+RAMP_CAPS = {"min", "np.minimum", "numpy.minimum", "torch.minimum"}
+
+
+def warmup_then_constant(index: UnitIndex, item) -> bool:
+    """``param_group["lr"] = lr * min(step / warmup, 1.0)`` (score_sde's ``optimize_fn``): one ramp
+    in the step capped at a constant, times factors that do not read the step: a warm-up, then a
+    constant rate, no decay. ``item`` is the ``ItemAssign``."""
+    factors, todo = [], [item.value]
+    while todo:
+        node = todo.pop()
+        if isinstance(node, cst.BinaryOperation) and isinstance(node.operator, cst.Multiply):
+            todo += [node.left, node.right]
+        else:
+            factors.append(node)
+    for ramp in factors:
+        steps = {n for n in names_in(ramp) if STEP_WORD.search(n.rsplit(".", 1)[-1]) and not WARMUP_WORD.search(n)}
+        others = [f for f in factors if f is not ramp]
+        if steps and _capped_ramp(index, ramp, steps, item) and not any(names_in(f) & steps for f in others):
+            return True
+    return False
+
+
 def _capped_ramp(index: UnitIndex, node, params: set[str], call: CallSite) -> bool:
     """``min(step / warmup, 1.0)`` (either order): a factor that grows with the step up to a constant cap."""
     if not (
         isinstance(node, cst.Call)
-        and dotted(node.func) == "min"
+        and dotted(node.func) in RAMP_CAPS
         and len(node.args) == 2
         and not any(a.star for a in node.args)
     ):

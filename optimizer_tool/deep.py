@@ -58,15 +58,18 @@ def run_deep(fn: Callable[..., T], *args, **kwargs) -> T:
             outcome["error"] = exc
 
     old_size, old_limit = threading.stack_size(), sys.getrecursionlimit()
+    # Raised before the thread starts: set after, it raced the thread's first python_parse, which
+    # saves and restores the limit around its own and could restore the old one for the whole run.
+    sys.setrecursionlimit(max(old_limit, RECURSION_LIMIT))
     try:
         threading.stack_size(STACK_BYTES)
         thread = threading.Thread(target=target, name="t2s-opt-deep", daemon=True)
         thread.start()
     except (RuntimeError, ValueError, MemoryError):
+        sys.setrecursionlimit(old_limit)
         return fn(*args, **kwargs)
     finally:
         threading.stack_size(old_size)
-    sys.setrecursionlimit(max(old_limit, RECURSION_LIMIT))
     try:
         _join(thread)
     finally:

@@ -12,6 +12,19 @@ from optimizer_tool.project import load
 from optimizer_tool.registry import optimizations
 from optimizer_tool.settings import Settings
 
+# The smallest trainer every optimization has something to say about (no EMA, schedule, clipping,
+# monitoring): tests that are about input handling, not about a rule, check or fix it.
+MINIMAL_TRAINER = """\
+import torch
+
+model = torch.nn.Linear(2, 2)
+optimizer = torch.optim.Adam(model.parameters())
+for step in range(3):
+    loss = model(torch.randn(2, 2)).sum()
+    loss.backward()
+    optimizer.step()
+"""
+
 
 def write_example(example: Example, folder: Path) -> Path:
     """Write an example (one file, or {relative path: source}) and return the file to check."""

@@ -9,17 +9,9 @@ from typer.testing import CliRunner
 
 from optimizer_tool import apply as apply_module
 from optimizer_tool.cli import app
+from optimizer_tool.testing import MINIMAL_TRAINER
 
-TRAINER = """\
-import torch
-
-model = torch.nn.Linear(2, 2)
-optimizer = torch.optim.Adam(model.parameters())
-for step in range(3):
-    loss = model(torch.randn(2, 2)).sum()
-    loss.backward()
-    optimizer.step()
-"""
+TRAINER = MINIMAL_TRAINER
 CLIPPED = "torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)"
 
 

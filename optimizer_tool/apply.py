@@ -64,6 +64,7 @@ from optimizer_tool.project import (
     LoadResult,
     SourceFile,
     Unit,
+    decode_source,
     keep_final_newline,
     local_imports,
     parse_source,
@@ -207,7 +208,7 @@ class _ProjectFiles(Mapping[Path, str]):
     """``FixContext.project_files`` of one unit: the Python files in the folders of its files and
     their direct subfolders (none under SKIP_DIRS), as the workspace has them, else as on disk.
     Listed and read only when a fix asks (the EMA fix looking for the project's own helper); a
-    file that cannot be read as UTF-8 has no text (``get`` gives None)."""
+    file that cannot be decoded as Python decodes it has no text (``get`` gives None)."""
 
     def __init__(self, work: _Workspace, unit_paths: Iterable[Path]) -> None:
         self._work = work
@@ -245,9 +246,10 @@ class _ProjectFiles(Mapping[Path, str]):
         if source is not None:
             return source.text
         try:
-            return path.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError):
+            decoded = decode_source(path, path.read_bytes())
+        except OSError:
             return None
+        return None if isinstance(decoded, Finding) else decoded[0]
 
 
 def _fresh_findings(unit: Unit, opt: Optimization, settings: Settings, root: Path) -> list[Finding]:

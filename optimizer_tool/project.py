@@ -64,7 +64,6 @@ KNOWN_LIBRARIES = frozenset(
 CONFIG_SUFFIXES = {".yaml", ".yml", ".toml", ".json"}
 MANIFESTS = ("requirements*.txt", "requirements/*.txt", "pyproject.toml", "setup.cfg", "setup.py", "environment.y*ml")
 INPUT_ERROR_KEY = "input"
-BOM = "\ufeff"
 DOTTED_NAME = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)+$")
 TRAINING_FUNCTIONS = {"training_step", "train_step", "run_step", "forward_backward"}
 
@@ -107,7 +106,7 @@ class SourceFile:
     def tree(self) -> ast.Module | None:
         """The stdlib AST: ~20x cheaper than a libcst walk for imports and quick questions."""
         try:
-            return python_parse(self.text.removeprefix(BOM))
+            return python_parse(self.text)
         except (SyntaxError, ValueError, RecursionError, MemoryError):
             return None
 
@@ -216,7 +215,7 @@ def parse_source(path: Path, text: str | None = None, encoding: str = "utf-8") -
     # Python's own message and position are what users know from their editor; the libcst tree
     # is built when a unit needs it (SourceFile.module).
     try:
-        tree = python_parse(text.removeprefix(BOM))
+        tree = python_parse(text)  # decode_source already dropped a UTF-8 byte-order mark (utf-8-sig)
     except (SyntaxError, ValueError) as py:
         line, col = (py.lineno or 1, py.offset or 1) if isinstance(py, SyntaxError) else (1, 1)
         message = py.msg if isinstance(py, SyntaxError) else str(py)

@@ -25,14 +25,14 @@ from optimizer_tool.apply import (
     uncommitted,
     write_all,
 )
-from optimizer_tool.cli.common import check_keys, fail, split
+from optimizer_tool.cli.common import check_keys, fail, report_recovery, split
 from optimizer_tool.deep import run_deep
 from optimizer_tool.errors import UsageError
 from optimizer_tool.findings import Finding
-from optimizer_tool.project import SKIP_DIRS, discover, project_root
+from optimizer_tool.project import discover, project_root
 from optimizer_tool.registry import keys, optimizations, rule_by_code
 from optimizer_tool.settings import Settings, load_settings
-from optimizer_tool.transaction import Interrupted, recover_targets
+from optimizer_tool.transaction import Interrupted
 from optimizer_tool.verify import display, unified_diff
 
 
@@ -67,8 +67,7 @@ def apply_command(
         skip_keys = check_keys(split(skip), "--skip")
         codes = _check_codes(split(select_codes))
         _check_combination(only_keys, everything, diff, out, targets, codes)
-        for line in recover_targets(targets, SKIP_DIRS):  # what an interrupted apply left: rolled back
-            typer.echo(f"t2s-opt: {line}", err=True)
+        report_recovery(targets)  # what an interrupted apply left: rolled back
         discovered, _ = discover(targets)
         root = project_root(discovered)
         settings = Settings() if no_config else load_settings(root, keys())

@@ -12,7 +12,7 @@ from typing import List, Optional
 
 import typer
 
-from optimizer_tool.cli.common import check_keys, fail, split
+from optimizer_tool.cli.common import check_keys, fail, report_recovery, split
 from optimizer_tool.deep import run_deep
 from optimizer_tool.errors import UsageError
 from optimizer_tool.registry import keys, optimization_of, optimizations, rule_by_code
@@ -39,15 +39,13 @@ def check(
     """Report, per optimization, what is missing and what is implemented wrongly."""
     from optimizer_tool import reporters
     from optimizer_tool.engine import run_check
-    from optimizer_tool.project import SKIP_DIRS, discover, project_root
+    from optimizer_tool.project import discover, project_root
     from optimizer_tool.settings import Settings, load_settings, merge, parse_fail_on
-    from optimizer_tool.transaction import recover_targets
 
     try:
         if output_format not in reporters.FORMATS:
             raise UsageError(f"--output-format must be one of {', '.join(reporters.FORMATS)} (got {output_format!r})")
-        for line in recover_targets(paths, SKIP_DIRS):  # what an interrupted apply left: rolled back
-            typer.echo(f"t2s-opt: {line}", err=True)
+        report_recovery(paths)  # what an interrupted apply left: rolled back
         targets, _ = discover(paths)
         _check_output(output, targets)
         root = project_root(targets)

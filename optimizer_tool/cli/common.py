@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import List, Optional
+from pathlib import Path
+from typing import Iterable, List, Optional
 
 import typer
 
@@ -26,3 +27,13 @@ def check_keys(values: list[str], option: str) -> list[str]:
 def fail(message: str) -> "typer.Exit":
     typer.echo(f"t2s-opt: error: {message}", err=True)
     return typer.Exit(2)
+
+
+def report_recovery(paths: Iterable[Path]) -> None:
+    """Roll back what an interrupted ``apply`` left in the folders of ``paths`` and say so on stderr
+    (``check`` and ``apply`` both do it first)."""
+    from optimizer_tool.project import SKIP_DIRS
+    from optimizer_tool.transaction import recover_targets
+
+    for line in recover_targets(paths, SKIP_DIRS):
+        typer.echo(f"t2s-opt: {line}", err=True)

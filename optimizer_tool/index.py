@@ -99,7 +99,7 @@ class CallSite:
     func_text: str  # dotted callee as written, '' when not a plain chain
     qualnames: frozenset[str]
     function: FunctionInfo | None
-    guards: tuple[str, ...]  # source of every enclosing if/while condition, outermost first
+    guards: tuple[str, ...]  # every enclosing if condition, outermost first; in an else/elif part "not (test)"
     no_grad: bool
     loop_depth: int
     with_items: tuple[str, ...]  # source of every enclosing with-item, outermost first
@@ -107,6 +107,7 @@ class CallSite:
     loops: tuple[Loop, ...] = ()  # every enclosing loop, outermost first (loop_depth == len(loops))
     # every enclosing if statement, outermost first: (line of the `if`, True when in its else/elif part)
     branches: tuple[tuple[int, bool], ...] = ()
+    default_of: str = ""  # the parameter whose default this call is (``criterion=nn.MSELoss()``)
 
     @property
     def method(self) -> str:
@@ -158,6 +159,8 @@ class Assign:
     function: FunctionInfo | None
     call: CallSite | None  # when the value is a call
     source: str = ""  # for `a, b = prepare(x, y)`: the argument text at the same position
+    guards: tuple[str, ...] = ()  # every enclosing if condition, as for CallSite.guards
+    position: int | None = None  # for `a, b = f(x)`: the target's index in the tuple
 
 
 @dataclass(eq=False)
@@ -232,6 +235,7 @@ class _Context(cst.CSTVisitor):
         self.functions: list[FunctionInfo] = []
         self.classes: list[str] = []
         self.guards: list[str] = []
+        self.param_defaults: dict[int, str] = {}  # id of a parameter's default call -> the parameter
         self.withs: list[tuple[str, bool]] = []
         self.loop_depth = 0
         self.finally_depth = 0
@@ -273,6 +277,7 @@ class _Context(cst.CSTVisitor):
             branches=tuple(self.branches),
             with_items=tuple(text for text, _ in self.withs),
             in_finally=self.finally_depth > 0,
+            default_of=self.param_defaults.get(id(node), ""),
         )
 
     # --- scopes --------------------------------------------------------
@@ -311,6 +316,8 @@ class _Context(cst.CSTVisitor):
         self.branches.pop()
 
     def visit_If_orelse(self, node: cst.If) -> None:
+        # The else/elif part runs when the test is false: its guard is the negated test.
+        self.guards[-1] = f"not ({code_of(node.test)})"
         self.branches.append((self.pos(node)[0], True))
 
     def leave_If_orelse(self, node: cst.If) -> None:
@@ -383,6 +390,8 @@ class _Indexer(_Context):
         for param in [*node.params.params, *node.params.kwonly_params]:
             if param.default is not None and param.name.value not in ("self", "cls"):
                 self.setting(param.name.value, param.default, "param-default", param, owner=info.qualname)
+                if isinstance(param.default, cst.Call):
+                    self.param_defaults[id(param.default)] = param.name.value
 
     def visit_Call(self, node: cst.Call) -> None:
         site = self.call_site(node)
@@ -458,7 +467,7 @@ class _Indexer(_Context):
                     name = dotted(element.value)
                     if name:
                         src = dotted(sources[i].value) if i < len(sources) else ""
-                        self._record_assign(node, name, node.value, source=src)
+                        self._record_assign(node, name, node.value, source=src, position=i)
                 continue
             name = dotted(expr)
             if not name:
@@ -469,9 +478,13 @@ class _Indexer(_Context):
                 name.rsplit(".", 1)[-1], node.value, kind, node, owner=self.classes[-1] if self.classes else ""
             )
 
-    def _record_assign(self, node: cst.CSTNode, name: str, value: cst.BaseExpression, source: str = "") -> None:
+    def _record_assign(
+        self, node: cst.CSTNode, name: str, value: cst.BaseExpression, source: str = "", position: int | None = None
+    ) -> None:
         line, col = self.pos(node)
-        self.index.assigns.append(Assign(self.source.path, line, col, name, value, self.function, None, source))
+        self.index.assigns.append(
+            Assign(self.source.path, line, col, name, value, self.function, None, source, tuple(self.guards), position)
+        )
         self.index._pending.append((self.index.assigns[-1], value))
 
 

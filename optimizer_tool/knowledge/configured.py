@@ -145,3 +145,46 @@ def memo(index: UnitIndex, key, compute):
     if key not in store:
         store[key] = compute()
     return store[key]
+
+
+def assignments_of(index: UnitIndex, name: str, function=None, before: int | None = None) -> list:
+    """Assignments to ``name`` in ``function`` (before line ``before``); ``self.x`` is looked up in the whole unit."""
+
+    def table():
+        by_target: dict[str, list] = {}
+        for a in index.assigns:
+            by_target.setdefault(a.target, []).append(a)
+        return by_target
+
+    found = memo(index, "assigns_by_target", table).get(name, [])
+    if name.startswith("self."):
+        return list(found)
+    return [a for a in found if a.function == function and (before is None or a.line <= before)]
+
+
+def feeding_assigns(index: UnitIndex, node, function=None, line: int | None = None, depth: int = 3) -> list:
+    """The assignments (in the same function; ``self.x`` anywhere in the unit) that compute the
+    variables ``node`` reads, and theirs, ``depth`` levels deep (the last three of each name)."""
+    names = names_in(node)
+    frontier = set(names)
+    found = []
+    for _ in range(depth):
+        more: set[str] = set()
+        for name in frontier:
+            for assign in assignments_of(index, name, function, line)[-3:]:
+                found.append(assign)
+                more |= names_in(assign.value)
+        frontier = more - names
+        names |= more
+        if not frontier:
+            break
+    return found
+
+
+def expanded_names(index: UnitIndex, node, function=None, line: int | None = None, depth: int = 3) -> set[str]:
+    """``names_in(node)`` plus the names the variables it reads were computed from
+    (``feeding_assigns``): ``lr`` in ``lr = opt.param_groups[0]["lr"]``."""
+    names = names_in(node)
+    for assign in feeding_assigns(index, node, function, line, depth):
+        names |= names_in(assign.value)
+    return names

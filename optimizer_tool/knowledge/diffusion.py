@@ -13,6 +13,7 @@ from optimizer_tool.knowledge.configured import (
     Configured,
     configured,
     expression_nodes,
+    feeding_assigns,
     find_call,
     memo,
     names_in,
@@ -91,6 +92,20 @@ def pretrained_denoiser(index: UnitIndex) -> CallSite | None:
     )
 
 
+def inherited(index: UnitIndex, what: str = "schedule", keyword: str = "beta_schedule") -> str | None:
+    """Why the noise ``what`` (schedule, prediction type) is not chosen by this code, or None: the
+    trainer fine-tunes a pretrained denoiser, or reads a scheduler config with ``from_pretrained``
+    (without ``keyword``)."""
+    denoiser = pretrained_denoiser(index)
+    if denoiser is not None:
+        where = f"{denoiser.path.name}:{denoiser.line}"
+        return f"fine-tunes a pretrained denoiser ({denoiser.func_text} at {where}): its {what} comes with it"
+    loads = [c for c in pretrained_scheduler_loads(index) if c.kwarg(keyword) is None]
+    if loads:
+        return f"the noise {what} is read from a pretrained scheduler config ({loads[0].path.name}:{loads[0].line})"
+    return None
+
+
 # --- the noise schedule -----------------------------------------------------------
 BETA_SCHEDULE_SETTINGS = (
     "beta_schedule",
@@ -153,29 +168,84 @@ def _passes(call: CallSite, *keywords: str) -> bool:
 
 def _schedule_from_code(index: UnitIndex) -> list[Setting]:
     found = []
-    sources = [(a.target, a.value, a.function) for a in index.assigns if BETAS_TARGET.search(a.target)]
+    sources = [(a.value, a.function, a.guards) for a in index.assigns if BETAS_TARGET.search(a.target)]
     for call in index.method_calls("register_buffer"):
         if (
             len(call.args) >= 2
             and isinstance(literal(call.args[0].value), str)
             and BETAS_TARGET.search(literal(call.args[0].value))
         ):
-            sources.append((literal(call.args[0].value), call.args[1].value, call.function))
-    for _, value, function in sources:
-        if function is not None and SCHEDULE_HELPER.search(function.name):
+            sources.append((call.args[1].value, call.function, call.guards))
+    for value, function, guards in sources:
+        if guards or (
+            function is not None and SCHEDULE_HELPER.search(function.name) and not _always_called(index, function)
+        ):
             continue  # a named schedule option (linear_beta_schedule), chosen elsewhere
-        site = find_call(index, _innermost_call(value))
-        if site is None or site.guards:
-            continue
-        if site.matches(("torch.linspace", "numpy.linspace", "np.linspace", "jax.numpy.linspace")):
-            found.append(synthetic_setting("beta_schedule", "linear", "code", site))
-        elif site.func_text and re.search(r"schedul|beta", leaf := site.func_text.rsplit(".", 1)[-1].lower()):
-            family = (
-                "linear" if "linear" in leaf else "cosine" if "cos" in leaf else "other" if "sigmoid" in leaf else None
-            )
-            if family:
-                found.append(synthetic_setting("beta_schedule", family, "code", site))
+        family = _family_of(index, value, function)
+        if family is not None:
+            found.append(synthetic_setting("beta_schedule", family[0], "code", family[1]))
     return found
+
+
+RAMPS = ("torch.linspace", "numpy.linspace", "np.linspace", "jax.numpy.linspace")
+HAND_RAMPS = {"linspace", "arange"}
+CURVES = {"cos": "cosine", "sigmoid": "other"}
+NOT_AFFINE = {"exp", "log", "sin", "tan", "tanh", "sqrt", "atan", "arctan", "cumprod", "clip", "clamp"}
+
+
+def _family_of(index: UnitIndex, value, function, depth: int = 0) -> tuple[str, CallSite] | None:
+    """The schedule family of a betas expression and the call that shows it: a ``linspace``
+    (squared or not), a helper named after its family (``cosine_beta_schedule(T)``), a helper of
+    the unit followed to what it returns (``self.prepare_noise_schedule()`` returning a
+    ``torch.linspace``), else the arithmetic that computes it (``(b2 - b1) * torch.arange(T + 1) / T + b1``
+    is linear; a ``cos`` makes it cosine)."""
+    site = find_call(index, _innermost_call(value))
+    if site is not None and site.guards:
+        return None
+    if site is not None and site.matches(RAMPS):
+        return "linear", site
+    leaf = site.func_text.rsplit(".", 1)[-1].lower() if site is not None and site.func_text else ""
+    if re.search(r"schedul|beta", leaf):
+        named = "linear" if "linear" in leaf else "cosine" if "cos" in leaf else "other" if "sigmoid" in leaf else None
+        if named:
+            return named, site
+        helper = next((f for f in index.functions_named(site.method) if f.path == site.path), None)
+        if helper is None:
+            helper = next(iter(index.functions_named(site.method)), None)
+        picks = site.matches(SCHEDULE_SELECTORS) or any(site.kwarg(k) is not None for k in BETA_SCHEDULE_SETTINGS)
+        if helper is not None and depth < 2 and not picks:  # a selector's choice is read from its argument
+            for ret in index.returns:
+                if ret.function is helper and (got := _family_of(index, ret.value, helper, depth + 1)):
+                    return got
+        return None
+    return _by_arithmetic(index, value, function)
+
+
+def _by_arithmetic(index: UnitIndex, value, function) -> tuple[str, CallSite] | None:
+    feeding = feeding_assigns(index, value, function)
+    if any(a.guards for a in feeding):
+        return None  # computed differently in different branches
+    nodes = [value, *(a.value for a in feeding)]
+    calls = [
+        site
+        for node in nodes
+        for n in expression_nodes(node)
+        if isinstance(n, cst.Call) and (site := find_call(index, n))
+    ]
+    leaves = {c.method or c.func_text for c in calls}
+    for curve, family in CURVES.items():
+        if curve in leaves:
+            return family, next(c for c in calls if (c.method or c.func_text) == curve)
+    ramps = [c for c in calls if (c.method or c.func_text) in HAND_RAMPS]
+    if ramps and not leaves & NOT_AFFINE:
+        return "linear", ramps[0]
+    return None
+
+
+def _always_called(index: UnitIndex, function) -> bool:
+    """Some code of the unit calls ``function`` outside any condition (DDPM's ``ddpm_schedules(b1, b2, T)``
+    in ``__init__``), rather than dispatching to it by name (``if name == "linear": linear_beta_schedule()``)."""
+    return any(c.method == function.name and not c.guards for c in index.calls)
 
 
 def _innermost_call(node):

@@ -17,7 +17,7 @@ from typing import Iterator
 import libcst as cst
 
 from optimizer_tool.index import CallSite, Setting, UnitIndex, code_of, dotted, literal
-from optimizer_tool.knowledge.configured import memo, names_in
+from optimizer_tool.knowledge.configured import assignments_of, memo, names_in
 from optimizer_tool.knowledge.diffusion import DIFFUSERS_SCHEDULER
 from optimizer_tool.project import TRAINING_FUNCTIONS
 
@@ -309,38 +309,6 @@ def call_of(index: UnitIndex, node) -> CallSite | None:
     """``find_call`` through a per-index table."""
     table = memo(index, "call_of", lambda: {id(c.node): c for c in index.calls})
     return table.get(id(node))
-
-
-def assignments_of(index: UnitIndex, name: str, function=None, before: int | None = None) -> list:
-    """Assignments to ``name`` in ``function`` (before line ``before``); ``self.x`` is looked up in the whole unit."""
-
-    def table():
-        by_target: dict[str, list] = {}
-        for a in index.assigns:
-            by_target.setdefault(a.target, []).append(a)
-        return by_target
-
-    found = memo(index, "assigns_by_target", table).get(name, [])
-    if name.startswith("self."):
-        return list(found)
-    return [a for a in found if a.function == function and (before is None or a.line <= before)]
-
-
-def expanded_names(index: UnitIndex, node, function=None, line: int | None = None, depth: int = 3) -> set[str]:
-    """``names_in(node)`` plus, through assignments in the same function (``self.x`` anywhere in the
-    unit), the names the variables it reads were computed from: ``lr`` in ``lr = opt.param_groups[0]["lr"]``."""
-    names = names_in(node)
-    frontier = set(names)
-    for _ in range(depth):
-        more: set[str] = set()
-        for name in frontier:
-            for assign in assignments_of(index, name, function, line)[-3:]:
-                more |= names_in(assign.value)
-        frontier = more - names
-        names |= more
-        if not frontier:
-            break
-    return names
 
 
 # --- what a trainer trains, and where its hyperparameters come from (used by the fixes) ---------

@@ -27,6 +27,7 @@ from optimizer_tool.index import UnitIndex
 from optimizer_tool.knowledge.diffusion import (
     COSINE_SCHEDULES,
     beta_schedule,
+    inherited,
     pretrained_denoiser,
     pretrained_scheduler_loads,
 )
@@ -210,17 +211,9 @@ class LinearSchedule(Rule):
         return _schedule_known(index)
 
     def when_blind(self, index: UnitIndex) -> tuple[State, str] | None:
-        denoiser = pretrained_denoiser(index)
-        if denoiser is not None:
-            where = f"{denoiser.path.name}:{denoiser.line}"
-            return (
-                State.ELSEWHERE,
-                f"fine-tunes a pretrained denoiser ({denoiser.func_text} at {where}): its schedule comes with it",
-            )
-        loads = [c for c in pretrained_scheduler_loads(index) if c.kwarg("beta_schedule") is None]
-        if loads:
-            where = f"{loads[0].path.name}:{loads[0].line}"
-            return State.ELSEWHERE, f"the noise schedule is read from a pretrained scheduler config ({where})"
+        reason = inherited(index)
+        if reason is not None:
+            return State.ELSEWHERE, reason
         return (
             State.UNKNOWN,
             "no noise schedule found: no beta_schedule setting, scheduler or betas computation reached",

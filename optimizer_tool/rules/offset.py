@@ -32,7 +32,7 @@ from optimizer_tool.edit.tree import enclosing
 from optimizer_tool.findings import Severity, State
 from optimizer_tool.index import CallSite, UnitIndex, code_of, dotted, literal
 from optimizer_tool.knowledge.configured import expression_nodes
-from optimizer_tool.knowledge.diffusion import beta_schedule
+from optimizer_tool.knowledge.diffusion import beta_schedule, inherited
 
 KEY = "offset"
 TITLE = "Cosine-schedule offset s"
@@ -335,6 +335,8 @@ class NoCosineOffset(Rule):
 
     def when_blind(self, index: UnitIndex) -> tuple[State, str] | None:
         schedules = cosine_schedules(index)
+        if not schedules and inherited(index) is not None:
+            return State.NOT_APPLICABLE, f"{inherited(index)}; a library's cosine schedule has its offset built in"
         if not schedules and not beta_schedule(index).by_value:
             return None  # the schedule itself is not visible here: unknown
         if not schedules:

@@ -33,9 +33,11 @@ from optimizer_tool.knowledge.diffusion import (
     SCHEDULE_HELPER,
     beta_schedule,
     diffusers_scheduler_class,
+    inherited,
     prediction_type,
     pretrained_scheduler_loads,
 )
+from optimizer_tool.knowledge.objective import configured_prediction
 
 KEY = "zero-snr"
 TITLE = "Zero terminal SNR with v-prediction"
@@ -153,9 +155,10 @@ class _VPrediction(Rule):
         return prediction_type(index).value == "v"
 
     def when_blind(self, index: UnitIndex) -> tuple[State, str] | None:
-        if prediction_type(index).value is not None:
+        if configured_prediction(index).value is not None:
             return State.NOT_APPLICABLE, "the model does not predict v: zero terminal SNR is for v-prediction"
-        return None
+        reason = inherited(index, "prediction type", "prediction_type")
+        return (State.ELSEWHERE, reason) if reason is not None else None
 
 
 class TerminalSnrNotZero(_VPrediction):

@@ -833,3 +833,56 @@ def test_a_hand_written_warmup_that_then_stays_constant_has_no_decay(tmp_path, e
     state, found = lr_verdict(OPTIMIZE_FN.format(expression=expression), tmp_path)
     assert ("LR002" in found) is no_decay, found
     assert state == ("missing" if no_decay else "present")
+
+
+ADJUST_LR = """\
+import argparse
+import math
+import torch
+
+
+def adjust_learning_rate(optimizer, epoch, args):
+    if epoch < args.warmup_epochs:
+        lr = args.lr * epoch / args.warmup_epochs
+    else:
+        if args.lr_schedule == "constant":
+            lr = args.lr
+        elif args.lr_schedule == "cosine":
+            lr = args.min_lr + (args.lr - args.min_lr) * 0.5 * (
+                1.0 + math.cos(math.pi * (epoch - args.warmup_epochs) / (args.epochs - args.warmup_epochs))
+            )
+        else:
+            raise NotImplementedError
+    for param_group in optimizer.param_groups:
+        param_group["lr"] = lr
+    return lr
+
+
+def main(args):
+    model = torch.nn.Linear(2, 2)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr)
+    for epoch in range(args.epochs):
+        for i, x in enumerate([torch.randn(4, 2)] * 10):
+            adjust_learning_rate(optimizer, i / 10 + epoch, args)
+            model(x).mean().backward()
+            optimizer.step()
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--lr", type=float, default=1e-4)
+    parser.add_argument("--min_lr", type=float, default=0.0)
+    parser.add_argument("--epochs", type=int, default=400)
+    parser.add_argument("--warmup_epochs", type=int, default=100)
+    parser.add_argument("--lr_schedule", type=str, default="{default}")
+    main(parser.parse_args())
+"""
+
+
+@pytest.mark.parametrize("default, state", [("constant", "off-by-default"), ("cosine", "present")])
+def test_a_hand_written_decay_in_a_branch_the_default_never_takes_is_off_by_default(tmp_path, default, state):
+    """MAR's ``adjust_learning_rate``: warm-up, then ``constant`` unless ``--lr_schedule cosine``; the
+    cosine formula feeding ``param_group["lr"]`` made it read as present."""
+    got, found = lr_verdict(ADJUST_LR.replace("{default}", default), tmp_path)
+    assert got == state
+    assert ("LR002" in found) is (state != "present")

@@ -103,6 +103,21 @@ def test_the_same_code_on_by_default_is_present(tmp_path):
     assert states(document)["ema"] == "present" and states(document)["clipping"] == "present"
 
 
+def test_code_in_an_else_branch_runs_when_the_test_is_false(tmp_path):
+    """``if args.no_ema: ... else: ema = ...``: the else part runs by default (the condition was
+    read as if it guarded the else part too, which made a default-on EMA off by default)."""
+    source = DIFFUSERS_LOOP.replace('"--use_ema"', '"--no_ema"').replace(
+        "if args.use_ema:\n    ema", "if args.no_ema:\n    ema = None\nelse:\n    ema"
+    )
+    source = source.replace("    if args.use_ema:\n        ema.update", "    if not args.no_ema:\n        ema.update")
+    assert "else:\n    ema = torch" in source
+    _, document = check(tmp_path, source)
+    assert states(document)["ema"] == "present"
+    flipped = source.replace('"--no_ema", action="store_true"', '"--no_ema", type=bool, default=True')
+    _, document = check(tmp_path, flipped)
+    assert states(document)["ema"] == "off-by-default"
+
+
 def test_zero_snr_is_not_applicable_without_v_prediction(tmp_path):
     _, document = check(tmp_path, DIFFUSERS_LOOP)
     assert states(document)["zero-snr"] == "n/a"

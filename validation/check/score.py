@@ -127,7 +127,7 @@ def _norm_rel(filename: str, root: Path) -> str:
 
 def interpret(raw, case: dict) -> dict:
     root = WORK / case["repo"].replace("/", "__")
-    out = {"shape": None, "verdicts": {}, "unit_diffusion": None, "findings": [], "units": 0}
+    out = {"shape": None, "verdicts": {}, "reasons": {}, "unit_diffusion": None, "findings": [], "units": 0}
     if isinstance(raw, list):
         out["shape"] = "legacy"
         findings = raw
@@ -158,6 +158,7 @@ def interpret(raw, case: dict) -> dict:
                 v = unit.get("verdicts", {}).get(k)
                 st = v.get("state") if isinstance(v, dict) else v
                 out["verdicts"][k] = st if st in STATES else "unknown"
+                out["reasons"][k] = (v.get("reason") or "") if isinstance(v, dict) else ""
         else:
             out["verdicts"] = {k: "unknown" for k in KEYS}
             out["no_unit"] = True
@@ -288,7 +289,7 @@ def score(cases: list[dict], results: list[dict]) -> dict:
                     if got == "present" and want in ("missing", "off-by-default"):
                         c["wrong_pass"] += 1
                         outcome = "WRONG-PASS"
-            row["keys"][k] = {"label": want, "tool": got, "outcome": outcome}
+            row["keys"][k] = {"label": want, "tool": got, "outcome": outcome, "reason": it["reasons"].get(k, "")}
         # duplicates
         seen = Counter((f["code"], f["file"], f["row"], f["column"]) for f in it["findings"])
         dups = sum(n - 1 for n in seen.values() if n > 1)
@@ -429,12 +430,23 @@ def print_report(s: dict) -> None:
             print(f"  {r['repo']}:{r['path']}: " + ", ".join(f"{k} {v}" for k, v in bad.items()))
 
 
+def print_unknowns(s: dict) -> None:
+    """Every ``unknown`` verdict with the label it should have had and the tool's reason, by key."""
+    print("\nunknown verdicts (label: reason):")
+    for k in KEYS:
+        for r in s["per_file"]:
+            v = r.get("keys", {}).get(k)
+            if v and v["tool"] == "unknown":
+                print(f"  {k:<12} {r['repo']}:{r['path']} [{v['label']}] {v.get('reason', '')[:150]}")
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--only", action="append", help="only repositories whose name contains this (repeatable)")
     ap.add_argument("--jobs", "-j", type=int, default=1, help="files checked in parallel (processes)")
     ap.add_argument("--json", dest="json_out", type=Path, default=HERE / "results.json")
     ap.add_argument("--tool", default=default_tool(), help="the t2s-opt executable")
+    ap.add_argument("--unknowns", action="store_true", help="also list every unknown verdict with the tool's reason")
     args = ap.parse_args(argv)
 
     cases = load_labels(args.only)
@@ -448,6 +460,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  {r['wall_s'] or 0:6.1f}s  {c['repo']}:{c['path']}" + (f"  ERROR {r['error']}" if r["error"] else ""))
     s = score(cases, results)
     print_report(s)
+    if args.unknowns:
+        print_unknowns(s)
     args.json_out.write_text(json.dumps(s, indent=1) + "\n")
     print(f"\nwrote {args.json_out}")
     return 0

@@ -9,7 +9,9 @@ import re
 
 import libcst as cst
 
-from optimizer_tool.index import CallSite, FunctionInfo, UnitIndex, dotted, literal
+from optimizer_tool.index import CallSite, FunctionInfo, Setting, UnitIndex, dotted, literal
+from optimizer_tool.knowledge.configured import expanded_names, feeding_assigns
+from optimizer_tool.knowledge.guards import switched_off
 from optimizer_tool.knowledge.lr_schedule.constructors import defines_local_schedule, from_constructor, is_noise_helper
 from optimizer_tool.knowledge.lr_schedule.lambdas import warmup_then_constant
 from optimizer_tool.knowledge.lr_schedule.lengths import length_unit
@@ -25,7 +27,6 @@ from optimizer_tool.knowledge.lr_schedule.vocabulary import (
 from optimizer_tool.knowledge.training import (
     ROLE_CONSTRUCTORS,
     assignments_of,
-    expanded_names,
     lr_scheduler_steps,
     memo,
     names_in,
@@ -102,7 +103,10 @@ def _manual_schedules(index: UnitIndex) -> list[Schedule]:
             scope = _function_names(index, item.function) | set().union(
                 *[_function_names(index, f) for f in _local_callees(index, names)]
             )
-            decay = True if any(DECAY_WORD.search(n) or DECAY_CALLS.search(n) for n in names) else None
+            decay = True if _decays(names) else None
+            switch = _decay_switch(index, item) if decay else None
+            if switch is not None:
+                decay = False
             warm = any(WARMUP_WORD.search(n) for n in names | scope)
             warmup = True if warm else (False if decay else None)
             if decay is None and warm and warmup_then_constant(index, item):
@@ -118,10 +122,34 @@ def _manual_schedules(index: UnitIndex) -> list[Schedule]:
                 decay, warmup = None, None  # its TrainLoop alone: the caller decides
             found.append(
                 Schedule(
-                    None, item.path, item.line, item.col, "manual", warmup=warmup, decay=decay, function=item.function
+                    None,
+                    item.path,
+                    item.line,
+                    item.col,
+                    "manual",
+                    warmup=warmup,
+                    decay=decay,
+                    function=item.function,
+                    decay_switch=switch,
                 )
             )
     return found
+
+
+def _decays(names: set[str]) -> bool:
+    return any(DECAY_WORD.search(n) or DECAY_CALLS.search(n) for n in names)
+
+
+def _decay_switch(index: UnitIndex, item) -> Setting | None:
+    """The setting whose default keeps a hand-written learning rate from decaying: every assignment
+    that brings a decay into ``param_group["lr"] = ...`` sits in a branch the defaults never take
+    (MAR's ``adjust_learning_rate``: the cosine formula under ``elif args.lr_schedule == "cosine":``,
+    ``--lr_schedule`` defaulting to ``constant``)."""
+    if _decays(names_in(item.value)):
+        return None
+    carriers = [a for a in feeding_assigns(index, item.value, item.function, item.line) if _decays(names_in(a.value))]
+    switches = [switched_off(index, a.guards) for a in carriers]
+    return switches[0].setting if switches and all(switches) else None
 
 
 def _helper_calls(index: UnitIndex, schedules: list[Schedule]) -> list[Schedule]:

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import libcst as cst
 
 from optimizer_tool.index import CallSite, FunctionInfo, UnitIndex, dotted
-from optimizer_tool.knowledge.configured import expression_nodes
+from optimizer_tool.knowledge.configured import expanded_names, expression_nodes
 from optimizer_tool.knowledge.lr_schedule.lengths import number_literal
 from optimizer_tool.knowledge.lr_schedule.schedule import Schedule
 from optimizer_tool.knowledge.lr_schedule.vocabulary import (
@@ -22,7 +22,7 @@ from optimizer_tool.knowledge.lr_schedule.vocabulary import (
     TOTAL_SETTINGS,
     WARMUP_WORD,
 )
-from optimizer_tool.knowledge.training import assignments_of, call_of, expanded_names, names_in
+from optimizer_tool.knowledge.training import assignments_of, call_of, names_in
 
 
 def lambda_target(index: UnitIndex, node, call: CallSite, depth: int = 0):

@@ -11,10 +11,10 @@ from dataclasses import dataclass
 import libcst as cst
 
 from optimizer_tool.index import CallSite, UnitIndex, code_of, dotted, literal
-from optimizer_tool.knowledge.configured import configured
+from optimizer_tool.knowledge.configured import configured, expanded_names
 from optimizer_tool.knowledge.lr_schedule.schedule import Schedule
 from optimizer_tool.knowledge.lr_schedule.vocabulary import EPOCH_WORD, NEUTRAL_FACTOR, STEP_WORD, TOTAL_SETTINGS
-from optimizer_tool.knowledge.training import assignments_of, expanded_names
+from optimizer_tool.knowledge.training import assignments_of
 
 
 # --- in which unit a length counts ----------------------------------------------------

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 import libcst as cst
 
-from optimizer_tool.index import CallSite, FunctionInfo
+from optimizer_tool.index import CallSite, FunctionInfo, Setting
 
 
 @dataclass(eq=False)
@@ -30,6 +30,8 @@ class Schedule:
     unbounded: bool = False  # a lambda factor that grows without limit (a warm-up that never ends)
     unbounded_expr: cst.BaseExpression | None = None
     part_of: "Schedule | None" = None
+    # the flag whose default keeps a decay the code has from running (decay is then False)
+    decay_switch: Setting | None = None
 
     @property
     def constant(self) -> bool:

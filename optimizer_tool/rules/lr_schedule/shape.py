@@ -250,7 +250,8 @@ class NoDecay(WithSchedule):
         for run in runs_of(index, [s for s in schedule_facts(index).top if not s.constant]):
             if run and all(s.decay is False and not s.unbounded for s in run) and any(s.warmup for s in run):
                 s = next(s for s in run if s.warmup)
-                yield Hit(s.path, s.line, s.col)
+                switch = next((r.decay_switch for r in run if r.decay_switch is not None), None)
+                yield Hit(s.path, s.line, s.col, setting=switch)
 
 
 class DecaysToZero(WithSchedule):

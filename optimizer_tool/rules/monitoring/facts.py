@@ -10,9 +10,9 @@ from typing import Iterator
 import libcst as cst
 
 from optimizer_tool.index import UNKNOWN, CallSite, FunctionInfo, UnitIndex, dotted, literal
-from optimizer_tool.knowledge.configured import expression_nodes
+from optimizer_tool.knowledge.configured import expanded_names, expression_nodes
 from optimizer_tool.knowledge.ema import EMA_NAME, ema_facts
-from optimizer_tool.knowledge.training import assignments_of, clip_calls, expanded_names, memo
+from optimizer_tool.knowledge.training import assignments_of, clip_calls, memo
 
 SINK_METHODS = {
     "add_scalar",

@@ -17,16 +17,9 @@ from optimizer_tool.knowledge.diffusion import (
     diffusers_scheduler_class,
     prediction_family,
 )
+from optimizer_tool.knowledge.objective import configured_prediction, is_noise, local_assigns, losses_on_noise, operands
 from optimizer_tool.knowledge.settings import spelling
-from optimizer_tool.rules.vpred.facts import (
-    VELOCITY_FUNCTION,
-    computes_velocity,
-    configured_prediction,
-    is_noise,
-    local_assigns,
-    losses_on_noise,
-    operands,
-)
+from optimizer_tool.rules.vpred.facts import VELOCITY_FUNCTION, computes_velocity
 
 # What "v" is called, per setting name; the first spelling the project's code accepts is used.
 V_VALUES = {"objective": ("pred_v",), "parameterization": ("v",), "pred_objective": ("pred_v",)}

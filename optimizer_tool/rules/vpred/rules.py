@@ -5,9 +5,15 @@ from __future__ import annotations
 from typing import Iterable
 
 from optimizer_tool.contract import Hit, Rule
-from optimizer_tool.findings import Severity
+from optimizer_tool.findings import Severity, State
 from optimizer_tool.index import UnitIndex, literal
-from optimizer_tool.knowledge.diffusion import diffusers_scheduler_class, prediction_family, pretrained_denoiser
+from optimizer_tool.knowledge.diffusion import (
+    diffusers_scheduler_class,
+    inherited,
+    prediction_family,
+    pretrained_denoiser,
+)
+from optimizer_tool.knowledge.objective import configured_prediction, losses_on_noise, mentions_prediction
 from optimizer_tool.knowledge.training import SAMPLING_FUNCTION
 from optimizer_tool.rules.vpred.facts import (
     EPS_HELPER,
@@ -15,11 +21,8 @@ from optimizer_tool.rules.vpred.facts import (
     SAMPLER_FUNCTION,
     X0_TARGET,
     computes_velocity,
-    configured_prediction,
     eps_to_x0,
     explicit_v,
-    losses_on_noise,
-    mentions_prediction,
 )
 
 # --- examples -------------------------------------------------------------------------------
@@ -155,6 +158,10 @@ class EpsilonPrediction(Rule):
         prediction = configured_prediction(index)
         # Fine-tuning a pretrained denoiser keeps its prediction type unless the trainer states one.
         return bool(prediction.by_value) and (prediction.explicit or pretrained_denoiser(index) is None)
+
+    def when_blind(self, index: UnitIndex) -> tuple[State, str] | None:
+        reason = inherited(index, "prediction type", "prediction_type")
+        return (State.ELSEWHERE, reason) if reason is not None else None
 
     def check(self, index: UnitIndex) -> Iterable[Hit]:
         prediction = configured_prediction(index)

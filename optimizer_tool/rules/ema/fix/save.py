@@ -3,6 +3,8 @@ style of the others (``ema`` or ``ema_state_dict``)."""
 
 from __future__ import annotations
 
+import re
+
 import libcst as cst
 
 from optimizer_tool.contract import CannotFix
@@ -15,12 +17,9 @@ from optimizer_tool.rules.ema.fix.common import EmaEdit
 
 def save(fix: EmaEdit, target: EmaTarget) -> None:
     saved = False
+    checkpoints = _checkpoints_of(fix, target)
     for function in calls_in_functions_with(fix.index, CHECKPOINT_WRITES):
-        saves = [
-            (c, p)
-            for c in fix.index.calls_in(function)
-            if c.matches(("torch.save",)) and (p := checkpoint_payload(fix, c)) is not None
-        ]
+        saves = [(c, p) for c, p in checkpoints if c.function == function]
         saved = saved or bool(saves)
         if not saves or mentions(fix.index, [function], target.name):
             continue
@@ -47,6 +46,29 @@ def save(fix: EmaEdit, target: EmaTarget) -> None:
             "no checkpoint dict (a dict of state dicts handed to torch.save) to add the EMA to",
             f'checkpoint["ema"] = {target.name}.state_dict()\n',
         )
+
+
+def _checkpoints_of(fix: EmaEdit, target: EmaTarget) -> list:
+    """(``torch.save`` call, payload) of every checkpoint dict; only those holding the averaged
+    model's state when some do (an evaluator that saves its own classifier is another model)."""
+    found = [(c, p) for c in fix.index.calls_to("torch.save") if (p := checkpoint_payload(fix, c)) is not None]
+    ours = [(c, p) for c, p in found if _holds(fix, c, p, target.model)]
+    return ours or found
+
+
+def _holds(fix: EmaEdit, save: CallSite, payload, model: str) -> bool:
+    """The checkpoint's code mentions ``model`` (``self.model.state_dict()``)."""
+    if not model:
+        return False
+    texts = [code_of(payload)] if isinstance(payload, cst.Dict) else []
+    if isinstance(payload, str):
+        texts += [
+            code_of(i.value)
+            for i in fix.index.item_assigns
+            if i.container == payload and i.function == save.function and i.path == save.path
+        ]
+    mention = re.compile(rf"(?<![\w.]){re.escape(model)}\b")
+    return any(mention.search(t) for t in texts)
 
 
 def checkpoint_payload(fix: EmaEdit, save: CallSite):

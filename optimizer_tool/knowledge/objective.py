@@ -1,0 +1,193 @@
+"""What a unit's training loss compares with: a loss (library call, loss module, or written by
+hand) whose target is the sampled Gaussian noise is an epsilon objective; with the configured
+prediction type this gives the objective the unit trains (used by the v-prediction and zero
+terminal SNR checks)."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+import libcst as cst
+
+from optimizer_tool.index import Assign, CallSite, FunctionInfo, UnitIndex, dotted
+from optimizer_tool.knowledge.configured import Configured, expression_nodes, find_call, synthetic_setting
+from optimizer_tool.knowledge.diffusion import (
+    PREDICTION_FLAGS,
+    PREDICTION_SETTINGS_LOOSE,
+    PREDICTION_SETTINGS_STRICT,
+    prediction_type,
+)
+from optimizer_tool.knowledge.training import SAMPLING_FUNCTION
+
+LOSS_FUNCTIONS = (
+    "torch.nn.functional.mse_loss",
+    "torch.nn.functional.l1_loss",
+    "torch.nn.functional.smooth_l1_loss",
+    "torch.nn.functional.huber_loss",
+    "*.mean_flat",
+    "mean_flat",
+)
+LOSS_MODULES = ("torch.nn.MSELoss", "torch.nn.L1Loss", "torch.nn.SmoothL1Loss", "torch.nn.HuberLoss")
+RANDN = (
+    "torch.randn_like",
+    "torch.randn",
+    "torch.normal",
+    "numpy.random.randn",
+    "numpy.random.normal",
+    "torch.randn_like",
+)
+NOISE_NAMES = {"noise", "eps", "epsilon", "gaussian_noise", "noises", "true_noise", "noise_gt", "gt_noise"}
+PREDICTION_NAMES = set(PREDICTION_SETTINGS_STRICT) | set(PREDICTION_SETTINGS_LOOSE) | set(PREDICTION_FLAGS)
+
+
+def _loss_calls(index: UnitIndex) -> list[CallSite]:
+    modules = {a.target for a in index.assigns if a.call is not None and a.call.matches(LOSS_MODULES)}
+    # ``def __init__(self, ..., criterion=nn.MSELoss()): self.criterion = criterion`` (minDiffusion)
+    defaults = {(c.function, c.default_of) for c in index.calls if c.default_of and c.matches(LOSS_MODULES)}
+    modules |= {a.target for a in index.assigns if (a.function, dotted(a.value)) in defaults}
+    calls = [
+        c
+        for c in index.calls
+        if c.matches(LOSS_FUNCTIONS) or (c.func_text and c.func_text in modules) or _squared_difference(c) is not None
+    ]
+    return [
+        c
+        for c in calls
+        if not c.no_grad
+        and not (c.function and SAMPLING_FUNCTION.search(c.function.name) and not c.function.name.startswith("train"))
+    ]
+
+
+SQUARING = {"pow", "square", "abs"}
+STRIPPED = {"float", "to", "double", "half", "detach", "type", "contiguous", "reshape", "view", "flatten"}
+
+
+def _strip(node):
+    """``x`` in ``x.float().detach()`` and in ``(x)``."""
+    while isinstance(node, cst.Call) and isinstance(node.func, cst.Attribute) and node.func.attr.value in STRIPPED:
+        node = node.func.value
+    return node
+
+
+def _squared_difference(call: CallSite) -> cst.BinaryOperation | None:
+    """The ``a - b`` of a loss written by hand: ``((a - b) ** 2).mean()``, ``(a - b).pow(2).mean()``,
+    ``(a - b).square().sum(dim=...)``, ``(a - b).abs().mean()``, ``torch.mean((a - b) ** 2)``."""
+    func = call.node.func
+    method = func.attr.value if isinstance(func, cst.Attribute) else ""
+    if method not in ("mean", "sum"):
+        return None
+    if not call.args and call.func_text not in ("torch.mean", "torch.sum"):
+        node = func.value
+    elif call.args and call.func_text in ("torch.mean", "torch.sum"):
+        node = call.args[0].value
+    else:
+        return None
+    node = _strip(node)
+    if isinstance(node, cst.BinaryOperation) and isinstance(node.operator, cst.Power):
+        node = node.left
+    elif isinstance(node, cst.Call) and isinstance(node.func, cst.Attribute) and node.func.attr.value in SQUARING:
+        node = node.func.value
+    elif isinstance(node, cst.Call) and dotted(node.func) in ("torch.square", "torch.abs") and node.args:
+        node = node.args[0].value
+    else:
+        return None
+    node = _strip(node)
+    if isinstance(node, cst.BinaryOperation) and isinstance(node.operator, cst.Subtract):
+        return node
+    return None
+
+
+def operands(call: CallSite) -> list[str]:
+    difference = _squared_difference(call)
+    if difference is not None:
+        return [n for n in (dotted(_strip(difference.left)), dotted(_strip(difference.right))) if n]
+    if call.matches(("*.mean_flat", "mean_flat")):
+        return (
+            [
+                dotted(n)
+                for n in expression_nodes(call.args[0].value)
+                if isinstance(n, (cst.Name, cst.Attribute)) and dotted(n)
+            ]
+            if call.args
+            else []
+        )
+    nodes = [a.value for a in call.args[:2]] + [call.kwarg(k) for k in ("input", "target") if call.kwarg(k) is not None]
+    return [dotted(_strip(node)) for node in nodes if dotted(_strip(node))]
+
+
+def local_assigns(index: UnitIndex, function: FunctionInfo | None, name: str) -> list[Assign]:
+    return [a for a in index.assigns if a.function == function and a.target == name]
+
+
+def is_noise(index: UnitIndex, function: FunctionInfo | None, name: str, depth: int = 0) -> bool:
+    """``name`` holds the sampled Gaussian noise (``noise = torch.randn_like(x)``, an alias of it,
+    or a parameter/variable conventionally called ``noise``)."""
+    if depth > 4:
+        return False
+    assigns = local_assigns(index, function, name)
+    if not assigns:
+        return name.rsplit(".", 1)[-1] in NOISE_NAMES
+    for assign in assigns:
+        alias = dotted(assign.value)
+        if alias and alias != name:
+            if not is_noise(index, function, alias, depth + 1):
+                return False
+            continue
+        if assign.position is not None:
+            if not _returned_noise(index, assign, depth):
+                return False
+            continue
+        sampled = any(
+            (site := find_call(index, node)) is not None and site.matches(RANDN)
+            for node in expression_nodes(assign.value)
+            if isinstance(node, cst.Call)
+        )
+        if not sampled:
+            return False
+    return True
+
+
+def _returned_noise(index: UnitIndex, assign: Assign, depth: int) -> bool:
+    """``x_t, noise = diffusion.noise_images(x, t)`` where the helper returns ``..., eps`` with
+    ``eps = torch.randn_like(x)`` (a helper of the unit, followed one call deep)."""
+    site = find_call(index, assign.value) if isinstance(assign.value, cst.Call) else None
+    helpers = index.functions_named(site.method) if site is not None and site.method else []
+    for helper in helpers:
+        for ret in index.returns:
+            if ret.function is helper and isinstance(ret.value, cst.Tuple):
+                elements = ret.value.elements
+                if assign.position < len(elements) and (name := dotted(elements[assign.position].value)):
+                    if is_noise(index, helper, name, depth + 1):
+                        return True
+    return False
+
+
+@lru_cache(maxsize=4096)
+def mentions_prediction(guard: str) -> bool:
+    try:
+        expr = cst.parse_expression(guard)
+    except cst.ParserSyntaxError:
+        return False
+    for node in expression_nodes(expr):
+        leaf = (
+            node.value if isinstance(node, cst.Name) else node.attr.value if isinstance(node, cst.Attribute) else None
+        )
+        if leaf and leaf.lower() in PREDICTION_NAMES:
+            return True
+    return False
+
+
+def losses_on_noise(index: UnitIndex) -> list[CallSite]:
+    """Training losses whose target is the sampled noise, with no branch on the prediction type."""
+    found = []
+    for call in _loss_calls(index):
+        if any(mentions_prediction(g) for g in call.guards):
+            continue
+        if any(is_noise(index, call.function, name) for name in operands(call)):
+            found.append(call)
+    return found
+
+
+def configured_prediction(index: UnitIndex) -> Configured:
+    evidence = [synthetic_setting("prediction_type", "epsilon", "code", call) for call in losses_on_noise(index)]
+    return prediction_type(index, evidence)

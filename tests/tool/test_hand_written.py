@@ -1,0 +1,181 @@
+"""Diffusion code written by hand, as small public trainers write it (minDiffusion, the
+Conditional_Diffusion_MNIST script, dome272's DDPM, ermongroup's DDIM): betas computed by
+arithmetic in a helper, a loss module held as a parameter default, noise returned by a helper,
+an MSE written out. Each used to leave the key `unknown`; a selector that picks the schedule
+by a name read from a config must stay undecided."""
+
+from __future__ import annotations
+
+import pytest
+
+from optimizer_tool.engine import run_check
+from optimizer_tool.settings import Settings
+
+TRAIN = """\
+import torch
+import torch.nn as nn
+{helpers}
+
+class DDPM(nn.Module):
+    def __init__(self, eps_model, betas=(1e-4, 0.02), n_T=1000, criterion=nn.MSELoss()):
+        super().__init__()
+        self.eps_model = eps_model
+{init}
+        self.n_T = n_T
+        self.criterion = criterion
+
+    def forward(self, x):
+        _ts = torch.randint(1, self.n_T + 1, (x.shape[0],))
+{forward}
+
+
+def train():
+    ddpm = DDPM(eps_model=nn.Linear(4, 4))
+    optim = torch.optim.Adam(ddpm.parameters(), lr=2e-4)
+    for x in [torch.randn(8, 4)] * 10:
+        optim.zero_grad()
+        loss = ddpm(x)
+        loss.backward()
+        optim.step()
+
+
+if __name__ == "__main__":
+    train()
+"""
+
+SCHEDULES_HELPER = """
+def ddpm_schedules(beta1, beta2, T):
+    beta_t = (beta2 - beta1) * torch.arange(0, T + 1, dtype=torch.float32) / T + beta1
+    sqrt_beta_t = torch.sqrt(beta_t)
+    alphabar_t = torch.cumsum(torch.log(1 - beta_t), dim=0).exp()
+    return {"sqrtab": torch.sqrt(alphabar_t), "sqrtmab": torch.sqrt(1 - alphabar_t), "sqrt_beta_t": sqrt_beta_t}
+"""
+REGISTER = """\
+        for k, v in ddpm_schedules(betas[0], betas[1], n_T).items():
+            self.register_buffer(k, v)"""
+CRITERION_LOSS = """\
+        eps = torch.randn_like(x)
+        x_t = self.sqrtab[_ts, None] * x + self.sqrtmab[_ts, None] * eps
+        return self.criterion(eps, self.eps_model(x_t))"""
+
+METHOD_INIT = """\
+        self.beta = self.prepare_noise_schedule(betas, n_T)
+        self.alpha_hat = torch.cumprod(1.0 - self.beta, dim=0)
+
+    def prepare_noise_schedule(self, betas, n_T):
+        return torch.linspace(betas[0], betas[1], n_T)
+
+    def noise_images(self, x, t):
+        sqrt_alpha_hat = torch.sqrt(self.alpha_hat[t])[:, None]
+        sqrt_one_minus_alpha_hat = torch.sqrt(1 - self.alpha_hat[t])[:, None]
+        e = torch.randn_like(x)
+        return sqrt_alpha_hat * x + sqrt_one_minus_alpha_hat * e, e"""
+TUPLE_LOSS = """\
+        x_t, noise = self.noise_images(x, _ts)
+        predicted_noise = self.eps_model(x_t)
+        return ((noise - predicted_noise) ** 2).mean()"""
+
+
+def verdicts(tmp_path, text: str) -> dict[str, str]:
+    (tmp_path / "train.py").write_text(text)
+    result, _ = run_check([tmp_path / "train.py"], Settings())
+    return {k: v.state.value for k, v in result.facts[0].verdicts.items()}
+
+
+def test_betas_from_a_helper_by_arithmetic_and_a_loss_module_held_as_a_default(tmp_path):
+    got = verdicts(tmp_path, TRAIN.format(helpers=SCHEDULES_HELPER, init=REGISTER, forward=CRITERION_LOSS))
+    assert got["cosine"] == "missing"  # (b2 - b1) * arange(T + 1) / T + b1 is linear
+    assert got["offset"] == "n/a"  # no cosine schedule, no offset to judge
+    assert got["vpred"] == "missing"  # criterion=nn.MSELoss() compares with the sampled eps
+    assert got["zero-snr"] == "n/a"
+
+
+def test_betas_from_a_method_returning_linspace_and_noise_returned_by_a_helper(tmp_path):
+    got = verdicts(tmp_path, TRAIN.format(helpers="", init=METHOD_INIT, forward=TUPLE_LOSS))
+    assert got["cosine"] == "missing"
+    assert got["vpred"] == "missing"  # ((noise - pred) ** 2).mean(), noise from noise_images()[1]
+
+
+@pytest.mark.parametrize(
+    "expression",
+    [
+        "(noise - predicted_noise).pow(2).mean()",
+        "(noise - predicted_noise).square().sum(dim=1).mean()",
+        "torch.mean((noise - predicted_noise) ** 2)",
+    ],
+)
+def test_hand_written_mse_against_the_noise_is_an_epsilon_objective(tmp_path, expression):
+    forward = TUPLE_LOSS.replace("((noise - predicted_noise) ** 2).mean()", expression)
+    assert verdicts(tmp_path, TRAIN.format(helpers="", init=METHOD_INIT, forward=forward))["vpred"] == "missing"
+
+
+def test_a_cosine_helper_written_by_hand_is_cosine(tmp_path):
+    helper = SCHEDULES_HELPER.replace(
+        "    beta_t = (beta2 - beta1) * torch.arange(0, T + 1, dtype=torch.float32) / T + beta1\n",
+        "    steps = torch.arange(0, T + 1, dtype=torch.float32) / T\n"
+        "    alphas_cumprod = torch.cos((steps + 0.008) / 1.008 * 3.14159 / 2) ** 2\n"
+        "    beta_t = 1 - alphas_cumprod[1:] / alphas_cumprod[:-1]\n",
+    )
+    assert (
+        verdicts(tmp_path, TRAIN.format(helpers=helper, init=REGISTER, forward=CRITERION_LOSS))["cosine"] == "present"
+    )
+
+
+SELECTOR = """
+import numpy as np
+
+
+def get_beta_schedule(beta_schedule, *, beta_start, beta_end, num_diffusion_timesteps):
+    if beta_schedule == "quad":
+        betas = np.linspace(beta_start**0.5, beta_end**0.5, num_diffusion_timesteps) ** 2
+    elif beta_schedule == "linear":
+        betas = np.linspace(beta_start, beta_end, num_diffusion_timesteps)
+    else:
+        raise NotImplementedError(beta_schedule)
+    return betas
+"""
+SELECTED = """\
+        self.betas = torch.from_numpy(get_beta_schedule(
+            beta_schedule=self.config.beta_schedule, beta_start=betas[0], beta_end=betas[1], num_diffusion_timesteps=n_T
+        ))"""
+
+
+def test_a_selector_fed_by_a_config_is_not_followed_into_one_of_its_branches(tmp_path):
+    got = verdicts(tmp_path, TRAIN.format(helpers=SELECTOR, init=SELECTED, forward=CRITERION_LOSS))
+    assert got["cosine"] == "unknown"  # the config picks "quad" or "linear": not read from the branches
+
+
+DIFFUSERS_FINETUNE = """\
+import argparse
+import torch
+import torch.nn.functional as F
+from diffusers import DDPMScheduler, UNet2DConditionModel
+
+parser = argparse.ArgumentParser()
+parser.add_argument("--prediction_type", type=str, default=None)
+args = parser.parse_args()
+noise_scheduler = DDPMScheduler.from_pretrained("runwayml/stable-diffusion-v1-5", subfolder="scheduler")
+unet = UNet2DConditionModel.from_pretrained("runwayml/stable-diffusion-v1-5", subfolder="unet")
+optimizer = torch.optim.AdamW(unet.parameters(), lr=1e-5)
+if args.prediction_type is not None:
+    noise_scheduler.register_to_config(prediction_type=args.prediction_type)
+for latents, text in []:
+    noise = torch.randn_like(latents)
+    t = torch.randint(0, 1000, (latents.shape[0],))
+    noisy = noise_scheduler.add_noise(latents, noise, t)
+    if noise_scheduler.config.prediction_type == "epsilon":
+        target = noise
+    elif noise_scheduler.config.prediction_type == "v_prediction":
+        target = noise_scheduler.get_velocity(latents, noise, t)
+    loss = F.mse_loss(unet(noisy, t, text).sample.float(), target.float())
+    loss.backward()
+    optimizer.step()
+"""
+
+
+def test_a_pretrained_scheduler_decides_the_objective_and_its_cosine_has_the_offset(tmp_path):
+    got = verdicts(tmp_path, DIFFUSERS_FINETUNE)
+    assert got["vpred"] == "decided-elsewhere"
+    assert got["zero-snr"] == "decided-elsewhere"
+    assert got["offset"] == "n/a"
+    assert got["cosine"] == "decided-elsewhere"

@@ -142,7 +142,7 @@ def _present_or_off(opt: Optimization, index: UnitIndex) -> Verdict:
     calls: list[CallSite] = opt.implementations(index) if opt.implementations is not None else []
     if not calls:
         return Verdict(opt.key, State.PRESENT)
-    switches = [switched_off(index, call.guards) for call in calls]
+    switches = [_switched_off_through_callers(index, call) for call in calls]
     first = calls[0]
     where = Location(first.path, first.line, first.col)
     chosen = [chosen_at_run_time(index, call.guards) for call in calls]
@@ -160,6 +160,19 @@ def _present_or_off(opt: Optimization, index: UnitIndex) -> Verdict:
         how = f"set {switch.setting.name} to turn it on"
         return Verdict(opt.key, State.OFF, f"{switch.describe()}: {how}", where)
     return Verdict(opt.key, State.PRESENT, f"{first.func_text or 'found'} at {first.path.name}:{first.line}", where)
+
+
+def _switched_off_through_callers(index: UnitIndex, call: CallSite, depth: int = 0):
+    """The condition that keeps ``call`` from running by default: one of its own, else one that
+    guards every call of the function it is in (timm: ``if args.model_ema: task.setup_ema(...)``,
+    the EMA built inside ``setup_ema``)."""
+    switch = switched_off(index, call.guards)
+    fn = call.function
+    if switch is not None or call.guards or fn is None or fn.name.startswith("__") or depth >= 2:
+        return switch
+    callers = [c for c in index.calls if c.method == fn.name and c.function is not fn]
+    switches = [_switched_off_through_callers(index, c, depth + 1) for c in callers]
+    return switches[0] if switches and all(switches) else None
 
 
 def counts(units: list[UnitFacts]) -> dict[State, int]:

@@ -26,12 +26,33 @@ def no_files(path: Path) -> str | None:
 EMA_NAME = re.compile(
     r"(^|_)(ema|emas|ema_model|model_ema|ema_unet|ema_net|ema_params|ema_helper|averaged_model|swa_model)(_|$)", re.I
 )
-NOT_AN_EMA = re.compile(r"rate|decay|beta|every|steps?$|warmup|power|use_|enable|start|after|flag|path|dir|file", re.I)
+NOT_AN_EMA = re.compile(
+    r"rate|decay|beta|every|steps?$|warmup|power|use_|enable|start|after|flag|path|dir|file|metric|loss|score|acc",
+    re.I,
+)
 UPDATE_METHODS = {"update", "step", "update_parameters", "update_ema", "update_average"}
 UPDATE_FUNCTION = re.compile(
     r"(^|_)(update_?ema|ema_?update|ema_?step|step_?ema|update_average|update_moving_average)(_|$)", re.I
 )
 IN_PLACE_AVERAGE = {"lerp_", "mul_", "add_", "_foreach_lerp_", "_foreach_mul_", "_foreach_add_"}
+
+
+SETUP_FUNCTION = re.compile(r"(^|_)(setup|create|init|build|make|add)_?(model_?)?ema(_|$)", re.I)
+
+
+def library_ema_calls(index: UnitIndex) -> list[CallSite]:
+    """Calls of an EMA kept out of sight (``task.setup_ema(decay=...)`` and ``task.update_ema(step=n)``
+    on timm's task object, a library the unit does not read): the setup calls first, then the
+    updates. Only when no EMA object is seen and the callee is not defined in the unit."""
+    found = [
+        c
+        for c in index.calls
+        if c.method
+        and (SETUP_FUNCTION.search(c.method) or UPDATE_FUNCTION.search(c.method))
+        and c.receiver
+        and not index.functions_named(c.method)
+    ]
+    return sorted(found, key=lambda c: not SETUP_FUNCTION.search(c.method))
 
 
 # --- the unit's EMA objects and updates ----------------------------------------------------------

@@ -331,3 +331,47 @@ def test_a_loop_whose_objective_is_passed_in_is_undecided_not_a_classifier(tmp_p
     assert unit["diffusion"] is None and "no noising/denoising objective recognised" in unit["note"]
     assert states(document)["cosine"] == "unknown"  # not a confident n/a
     assert not [f for f in document["findings"] if f["optimization"] in ("cosine", "vpred", "lpips")]
+
+
+TIMM_STYLE = """\
+import argparse
+import torch
+from timm.task import ClassificationTask
+
+parser = argparse.ArgumentParser()
+parser.add_argument("--model-ema", action="store_true", default=False)
+parser.add_argument("--model-ema-decay", type=float, default=0.9998)
+args = parser.parse_args()
+task = ClassificationTask(torch.nn.Linear(4, 4))
+optimizer = torch.optim.SGD(task.parameters(), lr=0.1)
+if args.model_ema:
+    task.setup_ema(decay=args.model_ema_decay)
+for n, (x, y) in enumerate([]):
+    torch.nn.functional.cross_entropy(task(x), y).backward()
+    optimizer.step()
+    task.update_ema(step=n)
+    ema_eval_metrics = validate(task.get_eval_model(ema=True))
+"""
+
+
+def test_an_ema_kept_by_a_library_object_is_judged_by_its_setup_call(tmp_path):
+    """timm's train.py: the EMA lives in a task object of a library the unit does not read; it
+    was `present` (an `ema_eval_metrics = validate(...)` taken for the EMA) and, without it,
+    `missing` (EMA001). The setup call under `if args.model_ema:` makes it off by default."""
+    _, document = check(tmp_path, TIMM_STYLE)
+    verdict = document["units"][0]["verdicts"]["ema"]
+    assert verdict["state"] == "off-by-default" and "model_ema" in verdict["reason"]
+    assert not [f for f in document["findings"] if f["optimization"] == "ema"]
+    _, document = check(tmp_path, TIMM_STYLE.replace('action="store_true", default=False', "type=bool, default=True"))
+    assert states(document)["ema"] == "present"
+
+
+def test_an_ema_built_in_a_helper_only_called_under_a_false_flag_is_off_by_default(tmp_path):
+    source = DIFFUSERS_LOOP.replace(
+        "if args.use_ema:\n    ema = torch.optim.swa_utils.AveragedModel(model)\n",
+        "def make_ema(model):\n    averaged = torch.optim.swa_utils.AveragedModel(model)\n    return averaged\n\n"
+        "if args.use_ema:\n    ema = make_ema(model)\n",
+    ).replace("    if args.use_ema:\n        ema.update_parameters(model)\n", "    ema.update_parameters(model)\n")
+    assert "def make_ema" in source and "    ema.update_parameters(model)\n" in source
+    _, document = check(tmp_path, source)
+    assert states(document)["ema"] == "off-by-default"

@@ -15,7 +15,7 @@ lerp / ``mul_().add_()`` loop (DiT, openai TrainLoop).
 # per code). The EMA facts the monitoring rules share live in ``optimizer_tool.knowledge.ema``.
 
 from optimizer_tool.index import CallSite, UnitIndex
-from optimizer_tool.knowledge.ema import ema_facts
+from optimizer_tool.knowledge.ema import ema_facts, library_ema_calls
 
 KEY = "ema"
 TITLE = "EMA of the weights"
@@ -23,5 +23,9 @@ ORDER = 10  # place in the checklist: the plan's order
 
 
 def implementations(index: UnitIndex) -> list[CallSite]:
-    """The calls that create the unit's EMAs (under ``if args.use_ema:`` the EMA is off by default)."""
-    return [obj.call for obj in ema_facts(index).objects if obj.call is not None]
+    """The calls that create the unit's EMAs (under ``if args.use_ema:`` the EMA is off by default),
+    or, when none is seen, the calls that set up or update an EMA kept by a library object."""
+    facts = ema_facts(index)
+    if facts.objects:
+        return [obj.call for obj in facts.objects if obj.call is not None]
+    return library_ema_calls(index)[:1]

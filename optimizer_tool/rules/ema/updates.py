@@ -9,7 +9,7 @@ from typing import Iterable
 from optimizer_tool.contract import Hit, Rule
 from optimizer_tool.findings import Severity
 from optimizer_tool.index import CallSite, UnitIndex, code_of, literal
-from optimizer_tool.knowledge.ema import UPDATE_METHODS, EmaFacts, ema_facts, possible_update
+from optimizer_tool.knowledge.ema import UPDATE_METHODS, EmaFacts, ema_facts, library_ema_calls, possible_update
 from optimizer_tool.knowledge.training import names_in, optimizer_steps, run_length
 from optimizer_tool.rules.ema.base import EmaBug, gates
 
@@ -56,7 +56,7 @@ class NoEma(Rule):
         return bool(optimizer_steps(index)) or bool(index.functions_named("training_step"))
 
     def check(self, index: UnitIndex) -> Iterable[Hit]:
-        if ema_facts(index).objects:
+        if ema_facts(index).objects or library_ema_calls(index):
             return
         anchor = (optimizer_steps(index) or [None])[0]
         if anchor is not None:

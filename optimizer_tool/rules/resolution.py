@@ -106,6 +106,21 @@ FIXED_SIZE_DATASETS = (
 )
 
 
+# The images of a fixed-size dataset, as torchvision loads them.
+NATIVE_SIZE = {"CIFAR10": 32, "CIFAR100": 32, "SVHN": 32, "MNIST": 28, "FashionMNIST": 28, "KMNIST": 28}
+NATIVE_SIZE |= {"EMNIST": 28, "QMNIST": 28}
+RESIZES = ("*.Resize", "*.RandomResizedCrop", "*.Scale")  # data transforms (a model upsamples with interpolate)
+
+
+def native_size(index: UnitIndex) -> tuple[str, int] | None:
+    """(dataset, side) when the unit trains on a fixed-size torchvision dataset and resizes nothing."""
+    loads = index.calls_to(*FIXED_SIZE_DATASETS)
+    if not loads or index.calls_to(*RESIZES):
+        return None
+    name = loads[0].method or loads[0].func_text.rsplit(".", 1)[-1]
+    return (name, NATIVE_SIZE[name]) if name in NATIVE_SIZE else None
+
+
 def _size(value: object) -> int | None:
     """The spatial size of a setting: 64, (64, 64), [16, 64, 64] (frames first), "64"."""
     if isinstance(value, str) and value.strip().isdigit():
@@ -273,6 +288,10 @@ class LowResolution(Rule):
         sizes = sorted(int(v) for v in found.by_value if str(v).isdigit())
         if sizes and sizes[-1] > 64:
             return State.PRESENT, f"trains at {sizes[-1]} px"
+        native = native_size(index)
+        if native is not None:
+            name, side = native
+            return State.MISSING, f"trains on {name} at its native {side}x{side} px (nothing resizes it)"
         if sizes:
             return State.ELSEWHERE, "a latent or pretrained model: its resolution follows the pretrained autoencoder"
         return State.UNKNOWN, "no training resolution setting found"

@@ -179,3 +179,34 @@ def test_a_pretrained_scheduler_decides_the_objective_and_its_cosine_has_the_off
     assert got["zero-snr"] == "decided-elsewhere"
     assert got["offset"] == "n/a"
     assert got["cosine"] == "decided-elsewhere"
+
+
+CIFAR = """\
+import torch
+import torch.nn.functional as F
+from torchvision import transforms
+from torchvision.datasets import CIFAR10
+
+
+class Up(torch.nn.Module):
+    def forward(self, x):
+        return F.interpolate(x, scale_factor=2, mode="nearest")
+
+
+model = torch.nn.Sequential(torch.nn.Conv2d(3, 3, 3, padding=1), Up())
+dataset = CIFAR10("data", transform=transforms.Compose([{resize}transforms.ToTensor()]))
+optimizer = torch.optim.Adam(model.parameters(), lr=2e-4)
+for x, _ in torch.utils.data.DataLoader(dataset, batch_size=8):
+    noise = torch.randn_like(x)
+    t = torch.randint(0, 1000, (x.shape[0],))
+    loss = F.mse_loss(model(x + noise), noise)
+    loss.backward()
+    optimizer.step()
+"""
+
+
+def test_a_fixed_size_dataset_trained_as_loaded_has_its_native_resolution(tmp_path):
+    """pytorch-ddpm / minDiffusion: CIFAR10 with no size setting trains at 32 px (the model's own
+    ``F.interpolate`` upsampling is not a resize of the data)."""
+    assert verdicts(tmp_path, CIFAR.format(resize=""))["resolution"] == "missing"
+    assert verdicts(tmp_path, CIFAR.format(resize="transforms.Resize(128), "))["resolution"] != "missing"

@@ -130,15 +130,19 @@ _PNG = typer.Option(None, "--png", help="Loss/lr/grad-norm plot (default: OUT/sm
 _TIMEOUT = typer.Option(
     900.0,
     "--timeout",
-    help="Seconds for the whole smoke test, counted from the command's start (> 0); then every process the runs "
-    "started is stopped (SIGTERM, 5 s of grace, SIGKILL) and the partial report written.",
+    help="Seconds for the whole smoke test, counted from the command's start (> 0); with --compare, for each "
+    "side (baseline, then patched, from its own start); then every process the runs started is stopped "
+    "(SIGTERM, 5 s of grace, SIGKILL) and the partial report written.",
 )
 _MAX_MEMORY = typer.Option(
     None, "--max-memory", help="Fail above this peak memory (CUDA max allocated on GPU, RSS on CPU), e.g. 8GiB."
 )
 _DEVICE = typer.Option(None, "--device", help="Reference trainer: cpu, cuda, cuda:1 ...")
 _RESUME_ARG = typer.Option(
-    None, "--resume-arg", help='--cmd trainers: how to resume, e.g. "--resume {ckpt}" (needs {out} in --cmd).'
+    None,
+    "--resume-arg",
+    help='--cmd trainers: how to resume, e.g. "--resume {ckpt}" (a checkpoint file) or "--resume_from_checkpoint '
+    '{ckpt_dir}" (a checkpoint folder, accelerate save_state); needs {out} in --cmd.',
 )
 _SAMPLE_CMD = typer.Option(
     None,
@@ -153,6 +157,19 @@ _MIN_LOSS_DROP = typer.Option(
     0.05, "--min-loss-drop", help="Required fall of the median loss, last quarter vs first quarter."
 )
 _RESUME_RTOL = typer.Option(1e-3, "--resume-rtol", help="Tolerance of the first resumed step's loss.")
+_EXACT_RESUME = typer.Option(
+    False,
+    "--exact-resume",
+    help="Fail when the first resumed step's loss differs (RNG and data order restored too); "
+    "without it that is reported as a warning.",
+)
+_MAX_STEPS = typer.Option(
+    None,
+    "--max-steps",
+    min=1,
+    help="Stop each training run cleanly after N optimizer steps (SystemExit(0) out of optimizer.step(): "
+    "the trainer's finally blocks run); not a failure of exit.",
+)
 _COMPARE = typer.Option(
     None, "--compare", help="Baseline trainer to run the same way, shown side by side (exit status judges PATH)."
 )
@@ -175,6 +192,8 @@ def smoke_test(
     max_grad_norm: Optional[float] = _MAX_GRAD_NORM,
     min_loss_drop: float = _MIN_LOSS_DROP,
     resume_rtol: float = _RESUME_RTOL,
+    exact_resume: bool = _EXACT_RESUME,
+    max_steps: Optional[int] = _MAX_STEPS,
     compare: Optional[Path] = _COMPARE,
     prompt: Optional[List[str]] = _PROMPT,
 ) -> None:
@@ -195,6 +214,8 @@ def smoke_test(
             max_grad_norm=max_grad_norm,
             min_loss_drop=min_loss_drop,
             resume_rtol=resume_rtol,
+            exact_resume=exact_resume,
+            max_steps=max_steps,
             prompts=tuple(prompt or ("HELLO",)),
         )
         validate(options)
@@ -209,10 +230,9 @@ def smoke_test(
         err.print(text, markup=False, highlight=False, soft_wrap=True)
 
     say(f"smoke-test output folder: {out_dir}")
-    deadline = _deadline(timeout)
     targets = [(compare, "baseline"), (path, "patched")] if compare is not None else [(path, "")]
     try:
-        reports, interrupted = _run_targets(targets, options, out_dir, deadline, say, _Display(err))
+        reports, interrupted = _run_targets(targets, options, out_dir, say, _Display(err))
     except UsageError as exc:
         raise fail(str(exc))
 
@@ -221,15 +241,17 @@ def smoke_test(
     raise typer.Exit(exit_code)
 
 
-def _deadline(timeout: Optional[float]) -> Optional[float]:
-    """``--timeout`` as a ``time.monotonic()`` value, counted from the start of this process (start-up and
-    imports included): one deadline for every run, of every target."""
+def _deadline(timeout: Optional[float], first: bool) -> Optional[float]:
+    """``--timeout`` as a ``time.monotonic()`` value for one target (each side of --compare has its own):
+    the first counted from the start of this process (start-up and imports included), a later one from now."""
     if timeout is None:
         return None
-    try:
-        started_ago = max(0.0, time.time() - psutil.Process().create_time())
-    except psutil.Error:
-        started_ago = 0.0
+    started_ago = 0.0
+    if first:
+        try:
+            started_ago = max(0.0, time.time() - psutil.Process().create_time())
+        except psutil.Error:
+            pass
     return time.monotonic() + timeout - started_ago
 
 
@@ -243,29 +265,29 @@ def _consoles() -> Tuple[Console, Console]:
 
 
 def _verdict(reports: List[SmokeReport], targets: int) -> int:
-    """0 when every target ran and the last one (the one judged) passed, else 1."""
-    return 0 if reports and reports[-1].passed and len(reports) == targets else 1
+    """0 when every target ran to the end (none hit its --timeout) and the last one (the one judged) passed."""
+    complete = len(reports) == targets and all(r.stopped is None for r in reports)
+    return 0 if complete and reports[-1].passed else 1
 
 
 def _run_targets(
     targets: List[Tuple[Path, str]],
     options: SmokeOptions,
     out_dir: Path,
-    deadline: Optional[float],
     say: Callable[[str], None],
     display: _Display,
 ) -> Tuple[List[SmokeReport], bool]:
-    """Each target in turn, baseline first; stops after one that was interrupted or timed out.
+    """Each target in turn, baseline first, each within its own --timeout; stops after an interruption.
 
     Returns the reports, and whether the user interrupted (their partial report is the last one)."""
     reports: List[SmokeReport] = []
     with display.progress:
-        for target, label in targets:
+        for i, (target, label) in enumerate(targets):
             display.prefix = f"{label} " if label else ""
             session = Session(
                 SmokeOptions(**{**options.__dict__, "path": target}),
                 out_dir / label if label else out_dir,
-                deadline,
+                _deadline(options.timeout, first=i == 0),
                 say,
                 on_events=display.events,
                 on_start=display.start,
@@ -280,8 +302,6 @@ def _run_targets(
                 reports.append(current)
                 return reports, True
             reports.append(current)
-            if current.stopped:
-                break
     return reports, False
 
 

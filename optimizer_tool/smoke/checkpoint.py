@@ -20,7 +20,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from optimizer_tool.smoke.runner import run_helper
 from optimizer_tool.smoke.unpickle import LOAD_FAILED
@@ -98,6 +98,62 @@ def load_checkpoint(path: str, unpickler: Optional[Unpickler] = None) -> Tuple[A
     return obj, f"{needs}: unpickled in a separate process, which passed back its tensors"
 
 
+SAFETENSORS = ".safetensors"
+
+
+def load_safetensors(path: str) -> Dict[str, Any]:
+    """A safetensors file: plain tensors, no pickle, safe to read in this process."""
+    from safetensors.torch import load_file
+
+    try:
+        return load_file(path, device="cpu")
+    except Exception as exc:
+        raise CheckpointUnreadable(f"{path}: not a readable safetensors file ({type(exc).__name__}: {exc})") from exc
+
+
+@dataclass
+class LoadedCheckpoint:
+    """What the EMA check reads: one file's content, or for a checkpoint folder (accelerate ``save_state``,
+    diffusers ``save_pretrained``) a dict of its files by path relative to the folder."""
+
+    content: Any
+    path: str  # the file, or the folder
+    name: str  # the file name, or "FOLDER/" for a folder
+    note: str  # how it was read
+    not_optimized: List[str] = field(default_factory=list)  # entries the probe saw saved from non-optimized tensors
+
+
+def load_checkpoint_files(saves: List[Dict[str, Any]], unpickler: Optional["Unpickler"] = None) -> LoadedCheckpoint:
+    """The last checkpoint: its one torch.save file (``unpickler`` for one that needs full unpickling), or,
+    when it is several files or safetensors, every file the run wrote at that step plus the other
+    safetensors files under their common folder (torch files there read with ``weights_only=True`` only)."""
+    paths = [s["final_path"] for s in saves]
+    if len(paths) == 1 and not paths[0].endswith(SAFETENSORS):
+        content, note = load_checkpoint(paths[0], unpickler)
+        return LoadedCheckpoint(content, paths[0], Path(paths[0]).name, note)
+    folder = Path(os.path.commonpath([os.path.dirname(p) for p in paths]))
+    unseen = sorted(str(p) for p in folder.glob("**/*" + SAFETENSORS) if str(p) not in paths and _shallow(p, folder))
+    content, notes = {}, []
+    for path in paths + unseen:
+        key = os.path.relpath(path, folder)
+        if path.endswith(SAFETENSORS):
+            content[key] = load_safetensors(path)
+            continue
+        try:  # weights_only=True only: RNG states and configs beside the weights need no separate process
+            content[key], _ = load_checkpoint(path, None)
+        except CheckpointNotJudged as exc:
+            notes.append(f"{key} not read ({str(exc).split(';')[0]})")
+    # The probe compared each safetensors save with the optimizer's parameters: a file of tensors that are
+    # not the optimized ones but share the model's names is an EMA copy (accelerate model_1.safetensors).
+    not_optimized = [os.path.relpath(s["final_path"], folder) for s in saves if s.get("optimized") == 0.0]
+    note = "; ".join([f"{len(content)} files of the folder read"] + notes)
+    return LoadedCheckpoint(content, str(folder), f"{folder.name}/", note, not_optimized)
+
+
+def _shallow(path: Path, folder: Path, depth: int = 2) -> bool:
+    return len(path.relative_to(folder).parts) <= depth
+
+
 def _weights_only_reason(exc: Exception) -> str:
     """The line of torch's long weights_only message that names the refused global."""
     text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc))
@@ -127,16 +183,26 @@ def _float_tensors(flat: Dict[str, Any]) -> Dict[str, Any]:
     return {k: v for k, v in flat.items() if v.is_floating_point()}
 
 
-def find_ema_state(ckpt: Any) -> Tuple[Optional[str], Dict[str, Any]]:
-    """The checkpoint entry holding EMA weights (a key containing "ema", top level or one below)."""
+def _names_ema(key: Any) -> bool:
+    """A key or file name of EMA weights: contains "ema" (ema, ema_unet, unet_ema/...), or diffusers
+    ``EMAModel.state_dict()``'s ``shadow_params`` (saved by accelerate as custom_checkpoint_N.pkl)."""
+    return "ema" in str(key).lower() or str(key) == "shadow_params"
+
+
+def find_ema_state(ckpt: Any, not_optimized: Sequence[str] = ()) -> Tuple[Optional[str], Dict[str, Any]]:
+    """The checkpoint entry holding EMA weights (a key or file name containing "ema", top level or one
+    below); else one of ``not_optimized`` (entries saved from tensors no optimizer updates) that shares
+    most tensor names with the live weights."""
     if not isinstance(ckpt, dict):
         return None, {}
     candidates = []
     for key, value in ckpt.items():
-        if "ema" in str(key).lower():
+        if _names_ema(key):
             candidates.append((str(key), value))
         elif isinstance(value, dict):
-            candidates += [(f"{key}.{k}", v) for k, v in value.items() if "ema" in str(k).lower()]
+            candidates += [(f"{key}.{k}", v) for k, v in value.items() if _names_ema(k)]
+    if not candidates:
+        return _unnamed_ema(ckpt, not_optimized)
     best: Tuple[Optional[str], Dict[str, Any]] = (None, {})
     for key, value in candidates:
         # ema_pytorch keeps the live model inside its state ("online_model.*"); that is not the average.
@@ -146,11 +212,23 @@ def find_ema_state(ckpt: Any) -> Tuple[Optional[str], Dict[str, Any]]:
     return best
 
 
+def _unnamed_ema(ckpt: Dict[str, Any], not_optimized: Sequence[str]) -> Tuple[Optional[str], Dict[str, Any]]:
+    """An EMA copy without "ema" in its name: not the optimized tensors, and at least half of its tensor
+    names are names of the live weights (a frozen text encoder or VAE shares none)."""
+    for key in not_optimized:
+        tensors = _float_tensors(_flatten(ckpt.get(key)))
+        _, model = find_model_state({k: v for k, v in ckpt.items() if k not in not_optimized}, key, tensors)
+        named = sum(1 for name in tensors if _suffix_match(name, model) is not None)
+        if tensors and named * 2 >= len(tensors):
+            return key, tensors
+    return None, {}
+
+
 def find_model_state(ckpt: Dict[str, Any], ema_key: str, ema: Dict[str, Any]) -> Tuple[Optional[str], Dict[str, Any]]:
     """The live weights: the non-EMA, non-optimizer entry that shares the most tensor names with the EMA."""
     best: Tuple[Optional[str], Dict[str, Any], int] = (None, {}, -1)
     for key, value in ckpt.items():
-        if "ema" in str(key).lower() or not isinstance(value, dict):
+        if _names_ema(key) or key == ema_key or not isinstance(value, dict):
             continue
         if "param_groups" in value:
             continue  # optimizer state

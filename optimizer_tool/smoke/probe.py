@@ -10,14 +10,28 @@ use torch pay nothing. Then it records, as JSON lines appended to the file named
 - ``step``: per ``optimizer.step()`` (global optimizer hooks): the loss (sum of the scalars passed
   to ``backward()`` since the previous step, unscaled when they came from ``GradScaler.scale``),
   every param group's lr and configured base lr, the gradient norm the optimizer sees, each
-  ``clip_grad_norm_`` call (max_norm, the returned pre-clip norm, the post-clip norm, and the norm
-  of the same gradients when the optimizer steps), peak RSS and CUDA memory, elapsed time;
+  gradient-norm clip (max_norm, the pre-clip norm, the post-clip norm, and the norm of the same
+  gradients when the optimizer steps), peak RSS and CUDA memory, elapsed time. Clips are seen where
+  every norm clip of torch >= 2.6 ends (``torch.nn.utils.clip_grads_with_norm_``, which
+  ``clip_grad_norm_``, accelerate and Lightning reach), so a ``clip_grad_norm_`` bound before the
+  probe is seen too; on older torch ``clip_grad_norm_`` itself is wrapped;
+- ``state``: before the first optimizer step of the process and before the first step after a
+  checkpoint was written, fingerprints of the training state (L1 norms: the optimized weights, each
+  optimizer state tensor kind per param group such as ``exp_avg``, the optimizer's ``step``, and the
+  tensors of every module and EMA helper outside the optimizer), for the resume check;
 - ``init``: a fingerprint of every parameter before the first update (shape and a few sampled
   values), so a checkpoint's EMA can be recognised as the untouched initial weights;
-- ``save``: every ``torch.save`` (path, top-level keys, tensor and non-finite tensor counts, the
-  summary of a bare tensor such as generated samples), and ``move`` when that file is renamed
-  (atomic-save patterns); with ``$T2S_SMOKE_SNAPSHOTS=N`` a copy of the N latest checkpoints;
-- ``exception``: uncaught exceptions, also in threads; ``start`` and ``exit``.
+- ``save``: every ``torch.save`` and ``safetensors.torch.save_file`` (path, top-level keys, tensor and
+  non-finite tensor counts, the share of tensors that are the optimized weights, the summary of a
+  bare tensor such as generated samples), and ``move`` when that file is renamed (atomic-save
+  patterns); with ``$T2S_SMOKE_SNAPSHOTS=N`` a copy of the N latest checkpoint files, and with
+  ``$T2S_SMOKE_SNAPSHOT_DIRS=1`` a copy of the N latest checkpoint folders (the folder that holds
+  the files written between two optimizer steps, copied at the next step or at exit: before a
+  trainer overwrites or deletes it);
+- ``max_steps``: with ``$T2S_SMOKE_MAX_STEPS=N``, after the N-th optimizer step the probe raises
+  ``SystemExit(0)`` out of ``optimizer.step()``: the trainer's ``finally`` blocks and atexit run;
+- ``exception``: uncaught exceptions, also in threads; ``start`` and ``exit`` (with the training
+  frameworks loaded, e.g. ``deepspeed``, whose clipping the probe cannot see).
 
 This file imports nothing from ``optimizer_tool`` (it runs under the trainer's interpreter, which
 may not have it) and never lets its own errors reach the trainer: they become ``probe_error`` lines.
@@ -26,6 +40,7 @@ may not have it) and never lets its own errors reach the trainer: they become ``
 from __future__ import annotations
 
 import atexit
+import gc
 import importlib.util
 import json
 import os
@@ -34,12 +49,18 @@ import sys
 import threading
 import time
 import traceback
+import warnings
+import weakref
 from typing import Any, Dict, List, Optional
 
 ENV_LOG = "T2S_SMOKE_PROBE"
 ENV_SNAPSHOTS = "T2S_SMOKE_SNAPSHOTS"
+ENV_SNAPSHOT_DIRS = "T2S_SMOKE_SNAPSHOT_DIRS"
+ENV_MAX_STEPS = "T2S_SMOKE_MAX_STEPS"
 SAMPLES_PER_TENSOR = 16
 _MAX_KEYS = 64
+# Loaded frameworks named in the exit event: their own clipping or checkpointing is out of the probe's sight.
+_FRAMEWORKS = ("deepspeed", "accelerate", "lightning", "pytorch_lightning", "diffusers")
 
 
 def sample_indices(numel: int) -> List[int]:
@@ -81,6 +102,58 @@ def _total_norm(grads: List[Any]) -> Optional[float]:
             per_tensor = [torch.linalg.vector_norm(t.float()) for t in tensors]
         norms.append(torch.linalg.vector_norm(torch.stack(per_tensor)).cpu())
     return float(torch.linalg.vector_norm(torch.stack(norms)))
+
+
+def _l1(tensors: List[Any]) -> float:
+    """Sum of |values| over ``tensors`` (float64 on the CPU): one batched norm per device and dtype."""
+    import torch
+
+    groups: Dict[Any, List[Any]] = {}
+    for t in tensors:
+        if t.numel() and not t.is_complex() and t.layout == torch.strided:
+            groups.setdefault((t.device, t.dtype), []).append(t.detach())
+    total = 0.0
+    for (_, dtype), group in groups.items():
+        if dtype.is_floating_point and hasattr(torch, "_foreach_norm"):
+            norms = torch._foreach_norm(group, 1)
+        else:  # integer counters (step, n_averaged), bool flags
+            norms = [t.double().abs().sum() for t in group]
+        total += float(torch.stack([n.double() for n in norms]).sum().cpu())
+    return total
+
+
+def _outside_optimizer(optimized: set) -> List[Any]:
+    """The tensors of every live module and EMA helper that the optimizer does not update: EMA copies
+    (AveragedModel, timm ModelEma, ema_pytorch), diffusers ``EMAModel.shadow_params``, buffers, frozen parts."""
+    import torch
+
+    seen, out = set(), []
+    with warnings.catch_warnings():  # deprecated module attributes (torch.distributed.reduce_op) warn when touched
+        warnings.simplefilter("ignore")
+        objects = [obj for obj in gc.get_objects() if not isinstance(obj, _PLAIN)]
+        owned = [t for obj in objects for t in _own_tensors(obj, torch)]
+    for t in owned:
+        if isinstance(t, torch.Tensor) and id(t) not in optimized and id(t) not in seen:
+            seen.add(id(t))
+            out.append(t)
+    return out
+
+
+_PLAIN = (dict, list, tuple, set, frozenset, type(len), type(_l1), type)
+
+
+def _own_tensors(obj: Any, torch: Any) -> List[Any]:
+    """A module's own parameters and buffers (not its children's), or an EMA helper's shadow params."""
+    if isinstance(obj, _PLAIN):
+        return []
+    if isinstance(obj, torch.nn.Module):
+        return [*obj._parameters.values(), *obj._buffers.values()]
+    try:
+        attrs = object.__getattribute__(obj, "__dict__")
+    except Exception:
+        return []
+    shadow = attrs.get("shadow_params") if isinstance(attrs, dict) else None
+    return list(shadow) if isinstance(shadow, list) else []
 
 
 def _peak_rss_bytes() -> Optional[int]:
@@ -138,14 +211,18 @@ class _EventLog:
 class _StepRecorder(_EventLog):
     """``init`` and ``step`` events: the losses and clips seen since the previous optimizer step."""
 
-    def __init__(self, log_path: str):
+    def __init__(self, log_path: str, max_steps: int = 0):
         super().__init__(log_path)
+        self.max_steps = max_steps  # 0: no limit
         self.optimizer_index: Dict[int, int] = {}
         self.step_counts: Dict[int, int] = {}
         self.pending_losses: List[Any] = []
         self.pending_clips: List[Dict[str, Any]] = []
         self.scaled_outputs: Dict[int, Any] = {}  # id(scaled loss) -> unscaled loss
+        self.norm_types: Dict[int, float] = {}  # id(total norm from get_total_norm) -> its norm_type
+        self.optimizers: Any = weakref.WeakSet()  # every optimizer that stepped: whose weights are live
         self.fingerprinted = False
+        self.state_due = True  # the state fingerprint: first step, and first step after a checkpoint
 
     def _on_backward(self, tensors: Any) -> None:
         import torch
@@ -153,6 +230,15 @@ class _StepRecorder(_EventLog):
         if isinstance(tensors, torch.Tensor) and tensors.numel() == 1:
             unscaled = self.scaled_outputs.pop(id(tensors), None)
             self.pending_losses.append((unscaled if unscaled is not None else tensors).detach())
+
+    def _on_total_norm(self, total: Any, norm_type: Any) -> None:
+        self.norm_types[id(total)] = float(norm_type)
+
+    def _on_clip_with_norm(self, params: List[Any], max_norm: Any, total: Any) -> None:
+        """``clip_grads_with_norm_``: where every norm clip of torch >= 2.6 ends; the norm type is the one
+        ``get_total_norm`` computed ``total`` with (2 when the trainer computed it some other way)."""
+        norm_type = self.norm_types.pop(id(total), 2.0)
+        self._on_clip(params, max_norm, norm_type, total)
 
     def _on_clip(self, params: List[Any], max_norm: Any, norm_type: Any, total: Any) -> None:
         post = _total_norm([p.grad for p in params]) if float(norm_type) == 2.0 else None
@@ -168,6 +254,12 @@ class _StepRecorder(_EventLog):
         )
 
     def _before_step(self, optimizer: Any, args: Any, kwargs: Any) -> None:
+        key = id(optimizer)
+        index = self.optimizer_index.setdefault(key, len(self.optimizer_index))
+        self.optimizers.add(optimizer)
+        if self.state_due and index == 0:
+            self.state_due = False
+            self.emit("state", opt=index, n=self.step_counts.get(key, 0) + 1, **_state_fingerprint(optimizer))
         if self.fingerprinted:
             return
         self.fingerprinted = True
@@ -212,17 +304,53 @@ class _StepRecorder(_EventLog):
         counts = list(self.step_counts.values())
         return counts[0] if counts else 0
 
+    def _stop_at_max_steps(self, optimizer: Any, args: Any, kwargs: Any) -> None:
+        """``--max-steps``: out of ``optimizer.step()`` once the first optimizer made N steps. SystemExit(0),
+        not an error: the trainer's ``finally`` blocks and atexit handlers run, ``except Exception`` lets it pass."""
+        if self.max_steps and self.optimizer_index.get(id(optimizer)) == 0:
+            if self.step_counts.get(id(optimizer), 0) >= self.max_steps:
+                self.emit("max_steps", steps=self.max_steps)
+                self.max_steps = 0  # once: a finally block that steps again must not be stopped twice
+                raise SystemExit(0)
+
+
+def _state_fingerprint(optimizer: Any) -> Dict[str, Any]:
+    """L1 norms of what a resumed run must restore, read before an optimizer step (the gradients of that
+    step do not enter): the optimized weights, per param group each optimizer state kind (exp_avg,
+    exp_avg_sq, momentum_buffer ...) and the largest ``step``, and every tensor outside the optimizer."""
+    import torch
+
+    params = [p for g in optimizer.param_groups for p in g["params"]]
+    groups, steps = [], []
+    for group in optimizer.param_groups:
+        kinds: Dict[str, List[Any]] = {}
+        for p in group["params"]:
+            for name, value in optimizer.state.get(p, {}).items():
+                if name == "step":
+                    steps.append(float(value))
+                elif isinstance(value, torch.Tensor):
+                    kinds.setdefault(str(name), []).append(value)
+        groups.append({name: _l1(tensors) for name, tensors in sorted(kinds.items())})
+    return {
+        "weights": _l1(params),
+        "moments": groups,
+        "opt_step": max(steps) if steps else None,
+        "outside": _l1(_outside_optimizer({id(p) for p in params})),
+    }
+
 
 class Probe(_StepRecorder):
     """The probe of one process: patches torch once it is imported; adds ``save`` / ``move`` events
     (with snapshots) and the process events ``exception`` and ``exit``."""
 
-    def __init__(self, log_path: str, snapshots: int = 0):
-        super().__init__(log_path)
+    def __init__(self, log_path: str, snapshots: int = 0, snapshot_dirs: bool = False, max_steps: int = 0):
+        super().__init__(log_path, max_steps)
         self.snapshots = snapshots
+        self.snapshot_dirs = snapshot_dirs
         self.snapshot_dir = os.path.join(os.path.dirname(self.log_path), "snapshots")
         self.saved_paths: set = set()
         self.snapshot_paths: List[str] = []
+        self.burst: List[str] = []  # checkpoint files written since the last optimizer step
         self.installed = False
 
     # ------------------------------------------------------------------ hooks
@@ -234,10 +362,12 @@ class Probe(_StepRecorder):
         self.installed = True
         from torch.optim.optimizer import register_optimizer_step_post_hook, register_optimizer_step_pre_hook
 
+        register_optimizer_step_pre_hook(self._guard("snapshot_dir", self._snapshot_burst))
         register_optimizer_step_pre_hook(self._guard("optimizer_pre_hook", self._before_step))
         register_optimizer_step_post_hook(self._guard("optimizer_post_hook", self._after_step))
+        register_optimizer_step_post_hook(self._stop_at_max_steps)  # unguarded: its SystemExit must pass
         _patch_backward(self, torch)
-        _patch_clip_grad_norm(self, torch)
+        _patch_clipping(self, torch)
         _patch_grad_scaler(self, torch)
         _patch_save(self, torch)
         _patch_moves(self)
@@ -255,19 +385,45 @@ class Probe(_StepRecorder):
         if isinstance(obj, torch.Tensor):
             fields["tensor"] = _tensor_summary(obj)
         else:
-            tensors = list(_iter_tensors(obj))
-            floating = [t for t in tensors if t.is_floating_point() or t.is_complex()]
-            nonfinite = 0
-            if floating:
-                flags = [(~torch.isfinite(t.detach())).any().cpu() for t in floating]
-                nonfinite = int(torch.stack(flags).sum())
-            fields.update(n_tensors=len(tensors), n_nonfinite=nonfinite)
-            if isinstance(obj, dict):
-                fields["keys"] = [str(k) for k in list(obj)[:_MAX_KEYS]]
+            fields.update(_dict_summary(obj))
+        self._saved(obj, path, fields)
+
+    def _on_safetensors_save(self, tensors: Any, filename: Any) -> None:
+        """``safetensors.torch.save_file``: a dict of tensors; which of them are the optimized weights."""
+        path = os.path.abspath(os.fspath(filename))
+        fields: Dict[str, Any] = {"path": path, "type": "safetensors", "step": self._main_step()}
+        fields.update(_dict_summary(tensors))
+        fields["optimized"] = self._optimized_share(tensors.values())
+        self._saved(tensors, path, fields)
+
+    def _optimized_share(self, tensors: Any) -> float:
+        """Share of ``tensors`` that are (views of) the parameters an optimizer updates: 1 for the live model's
+        state dict, 0 for an EMA copy. Compared by storage address, as a state dict shares the parameters'."""
+        if not self.optimizers:
+            return 0.0
+        live = {p.data_ptr() for opt in self.optimizers for g in opt.param_groups for p in g["params"]}
+        tensors = [t for t in tensors if hasattr(t, "data_ptr") and t.numel()]
+        return sum(1 for t in tensors if t.data_ptr() in live) / len(tensors) if tensors else 0.0
+
+    def _saved(self, obj: Any, path: str, fields: Dict[str, Any]) -> None:
         self.saved_paths.add(path)
-        if self.snapshots and isinstance(obj, dict) and os.path.isfile(path):
+        if isinstance(obj, dict):
+            self.state_due = True  # a checkpoint: fingerprint the state again before the next step
+            self.burst.append(path)
+        if self.snapshots and not self.snapshot_dirs and isinstance(obj, dict) and os.path.isfile(path):
             fields["snapshot"] = self._snapshot(path, fields["step"])
         self.emit("save", **fields)
+
+    def _snapshot_burst(self, *_: Any) -> None:
+        """Copy the folder that holds the checkpoint files written since the last step (their common
+        folder), once they are complete: at the next optimizer step, or at exit."""
+        burst, self.burst = self.burst, []
+        if not (self.snapshots and self.snapshot_dirs and burst):
+            return
+        folder = os.path.commonpath([os.path.dirname(p) for p in burst])
+        if os.path.isdir(folder):
+            copy = self._snapshot(folder, self._main_step())
+            self.emit("snapshot_dir", dir=folder, snapshot=copy, step=self._main_step())
 
     def _snapshot(self, path: str, step: int) -> str:
         """Keep a copy: trainers overwrite one checkpoint.pt, and the resume check needs an older one."""
@@ -275,11 +431,16 @@ class Probe(_StepRecorder):
         copy = os.path.join(
             self.snapshot_dir, f"step{step:07d}_{len(self.snapshot_paths):03d}_{os.path.basename(path)}"
         )
-        shutil.copyfile(path, copy)
+        if os.path.isdir(path):
+            shutil.copytree(path, copy)
+        else:
+            shutil.copyfile(path, copy)
         self.snapshot_paths.append(copy)
         while len(self.snapshot_paths) > self.snapshots:
             old = self.snapshot_paths.pop(0)
-            if os.path.exists(old):
+            if os.path.isdir(old):
+                shutil.rmtree(old, ignore_errors=True)
+            elif os.path.exists(old):
                 os.remove(old)
         return copy
 
@@ -306,7 +467,9 @@ class Probe(_StepRecorder):
         )
 
     def on_exit(self) -> None:
-        self.emit("exit", steps=self._main_step(), **self.memory())
+        self._guard("snapshot_dir", self._snapshot_burst)()
+        frameworks = [name for name in _FRAMEWORKS if name in sys.modules]
+        self.emit("exit", steps=self._main_step(), frameworks=frameworks, **self.memory())
 
 
 # ---------------------------------------------------------------------------- patches
@@ -322,6 +485,42 @@ def _patch_backward(probe: Probe, torch: Any) -> None:
         return original_backward(tensors, *args, **kwargs)
 
     torch.autograd.backward = backward
+
+
+def _patch_clipping(probe: Probe, torch: Any) -> None:
+    """torch >= 2.6: every norm clip (``clip_grad_norm_``, accelerate's, Lightning's, a trainer's own
+    ``get_total_norm`` + ``clip_grads_with_norm_``) ends in ``clip_grad._clip_grads_with_norm_``, which
+    ``clip_grad_norm_`` looks up at each call: wrapping it sees a ``clip_grad_norm_`` bound anywhere,
+    before the probe too. Older torch: ``clip_grad_norm_`` itself."""
+    import torch.nn.utils as nn_utils
+    import torch.nn.utils.clip_grad as clip_grad
+
+    if not hasattr(clip_grad, "_clip_grads_with_norm_"):
+        _patch_clip_grad_norm(probe, torch)
+        return
+    original_total = clip_grad._get_total_norm
+    original_clip = clip_grad._clip_grads_with_norm_
+
+    def get_total_norm(tensors, norm_type=2.0, *args, **kwargs):
+        total = original_total(tensors, norm_type, *args, **kwargs)
+        probe._guard("get_total_norm", probe._on_total_norm)(total, norm_type)
+        return total
+
+    def clip_grads_with_norm_(parameters, max_norm, total_norm, *args, **kwargs):
+        params = [parameters] if isinstance(parameters, torch.Tensor) else list(parameters)
+        result = original_clip(params, max_norm, total_norm, *args, **kwargs)
+        probe._guard("clip_grads_with_norm_", probe._on_clip_with_norm)(params, max_norm, total_norm)
+        return result
+
+    for module, name, wrapper, original in (
+        (clip_grad, "_get_total_norm", get_total_norm, original_total),
+        (nn_utils, "get_total_norm", get_total_norm, original_total),
+        (clip_grad, "_clip_grads_with_norm_", clip_grads_with_norm_, original_clip),
+        (nn_utils, "clip_grads_with_norm_", clip_grads_with_norm_, original_clip),
+    ):
+        wrapper.__wrapped__ = original
+        if getattr(module, name, None) is original:
+            setattr(module, name, wrapper)
 
 
 def _patch_clip_grad_norm(probe: Probe, torch: Any) -> None:
@@ -341,6 +540,24 @@ def _patch_clip_grad_norm(probe: Probe, torch: Any) -> None:
     torch.nn.utils.clip_grad_norm_ = clip_grad_norm_
 
 
+def _patch_safetensors(probe: Probe, module: Any) -> None:
+    """``safetensors.torch.save_file``: accelerate ``save_state``, diffusers ``save_pretrained``."""
+    _wrap_save(module, "save_file", probe._guard("safetensors.save_file", probe._on_safetensors_save))
+
+
+def _wrap_save(module: Any, name: str, hook: Any) -> None:
+    """``module.name(obj, f, ...)`` saves first, then calls ``hook(obj, f)``."""
+    original = getattr(module, name)
+
+    def save(obj, f, *args, **kwargs):
+        result = original(obj, f, *args, **kwargs)
+        hook(obj, f)
+        return result
+
+    save.__wrapped__ = original
+    setattr(module, name, save)
+
+
 def _patch_grad_scaler(probe: Probe, torch: Any) -> None:
     from torch.amp.grad_scaler import GradScaler
 
@@ -356,14 +573,7 @@ def _patch_grad_scaler(probe: Probe, torch: Any) -> None:
 
 
 def _patch_save(probe: Probe, torch: Any) -> None:
-    original_save = torch.save
-
-    def save(obj, f, *args, **kwargs):
-        result = original_save(obj, f, *args, **kwargs)
-        probe._guard("torch.save", probe._on_save)(obj, f)
-        return result
-
-    torch.save = save
+    _wrap_save(torch, "save", probe._guard("torch.save", probe._on_save))
 
 
 def _patch_moves(probe: Probe) -> None:
@@ -377,6 +587,22 @@ def _patch_moves(probe: Probe) -> None:
             return result
 
         setattr(os, name, moved)
+
+
+def _dict_summary(obj: Any) -> Dict[str, Any]:
+    """Tensor and non-finite tensor counts of a saved container, and its first keys when it is a dict."""
+    import torch
+
+    tensors = list(_iter_tensors(obj))
+    floating = [t for t in tensors if t.is_floating_point() or t.is_complex()]
+    nonfinite = 0
+    if floating:
+        flags = [(~torch.isfinite(t.detach())).any().cpu() for t in floating]
+        nonfinite = int(torch.stack(flags).sum())
+    fields: Dict[str, Any] = {"n_tensors": len(tensors), "n_nonfinite": nonfinite}
+    if isinstance(obj, dict):
+        fields["keys"] = [str(k) for k in list(obj)[:_MAX_KEYS]]
+    return fields
 
 
 def _tensor_summary(t: Any) -> Dict[str, Any]:
@@ -411,15 +637,17 @@ def _iter_tensors(obj: Any, depth: int = 0):
             yield from _iter_tensors(value, depth + 1)
 
 
-class _AfterTorchImport:
-    """Meta-path finder that installs the probe right after ``import torch`` completes."""
+class _AfterImport:
+    """Meta-path finder that runs a hook right after a module's import completes: the probe's patches of
+    ``torch`` and ``safetensors.torch`` are in place before the trainer binds any of their names."""
 
-    def __init__(self, probe: Probe):
-        self.probe = probe
+    def __init__(self, hooks: Dict[str, Any], on_error: Any):
+        self.hooks = dict(hooks)  # module name -> callable(module)
+        self.on_error = on_error
         self.busy = False
 
     def find_spec(self, fullname: str, path: Any = None, target: Any = None):
-        if fullname != "torch" or self.busy:
+        if fullname not in self.hooks or self.busy:
             return None
         self.busy = True
         try:
@@ -429,28 +657,29 @@ class _AfterTorchImport:
         if spec is None or spec.loader is None or not hasattr(spec.loader, "exec_module"):
             return spec
         original_exec = spec.loader.exec_module
+        hook = self.hooks.pop(fullname)
 
         def exec_module(module):
             original_exec(module)
-            if self in sys.meta_path:
+            if not self.hooks and self in sys.meta_path:
                 sys.meta_path.remove(self)
             try:
-                self.probe.install(module)
+                hook(module)
             except Exception as exc:
-                self.probe.error("install", exc)
+                self.on_error(fullname, exc)
 
         spec.loader.exec_module = exec_module  # this import's loader instance only
         return spec
 
 
-def activate(log_path: str, snapshots: int = 0) -> Probe:
+def activate(log_path: str, snapshots: int = 0, snapshot_dirs: bool = False, max_steps: int = 0) -> Probe:
     """Start recording into ``log_path``; idempotent (sitecustomize and the launcher may both call it)."""
     # Kept on ``sys``: the launcher runs this file as ``__main__`` while sitecustomize loads it under
     # another name, and the two copies must share one probe.
     existing = getattr(sys, "_t2s_smoke_probe", None)
     if existing is not None:
         return existing
-    probe = Probe(log_path, snapshots)
+    probe = Probe(log_path, snapshots, snapshot_dirs, max_steps)
     sys._t2s_smoke_probe = probe
     probe.emit("start", argv=list(sys.argv), cwd=os.getcwd(), python=sys.executable)
 
@@ -472,10 +701,11 @@ def activate(log_path: str, snapshots: int = 0) -> Probe:
 
     threading.excepthook = thread_excepthook
     atexit.register(probe._guard("atexit", probe.on_exit))
-    if "torch" in sys.modules:
-        probe.install(sys.modules["torch"])
-    else:
-        sys.meta_path.insert(0, _AfterTorchImport(probe))
+    hooks = {"torch": probe.install, "safetensors.torch": lambda module: _patch_safetensors(probe, module)}
+    for name in [name for name in hooks if name in sys.modules]:
+        hooks.pop(name)(sys.modules[name])
+    if hooks:
+        sys.meta_path.insert(0, _AfterImport(hooks, probe.error))
     return probe
 
 
@@ -483,11 +713,14 @@ def activate_from_env() -> Optional[Probe]:
     path = os.environ.get(ENV_LOG)
     if not path:
         return None
+    return activate(path, _env_int(ENV_SNAPSHOTS), os.environ.get(ENV_SNAPSHOT_DIRS) == "1", _env_int(ENV_MAX_STEPS))
+
+
+def _env_int(name: str) -> int:
     try:
-        snapshots = int(os.environ.get(ENV_SNAPSHOTS, "0") or 0)
+        return max(0, int(os.environ.get(name, "0") or 0))
     except ValueError:
-        snapshots = 0
-    return activate(path, snapshots)
+        return 0
 
 
 def main(argv: Optional[List[str]] = None) -> None:

@@ -26,6 +26,9 @@ class ProbeRecord:
     exceptions: List[Dict[str, Any]] = field(default_factory=list)
     probe_errors: List[Dict[str, Any]] = field(default_factory=list)
     exit: Optional[Dict[str, Any]] = None
+    states: List[Dict[str, Any]] = field(default_factory=list)  # state fingerprints before some steps
+    snapshot_dirs: List[Dict[str, Any]] = field(default_factory=list)  # copies of checkpoint folders
+    max_steps: Optional[int] = None  # the run was stopped after this many steps by --max-steps
     partial_lines: int = 0
 
     @property
@@ -36,6 +39,15 @@ class ProbeRecord:
     @property
     def tensor_saves(self) -> List[Dict[str, Any]]:
         return [s for s in self.saves if "tensor" in s]
+
+    @property
+    def frameworks(self) -> List[str]:
+        """Training frameworks the process had loaded at exit (``deepspeed`` ...)."""
+        return list((self.exit or {}).get("frameworks") or [])
+
+    def state_before(self, step: int) -> Optional[Dict[str, Any]]:
+        """The state fingerprint taken just before optimizer step ``step``, if the probe took one there."""
+        return next((s for s in self.states if s.get("n") == step), None)
 
     def peak_memory(self) -> Dict[str, Optional[int]]:
         rows = self.steps + ([self.exit] if self.exit else [])
@@ -92,6 +104,12 @@ def load_probe(path: Path) -> ProbeRecord:
             moves[e["src"]] = e["dst"]
         elif kind == "exit":
             record.exit = e
+        elif kind == "state" and e.get("opt", 0) == 0:
+            record.states.append(e)
+        elif kind == "snapshot_dir":
+            record.snapshot_dirs.append(e)
+        elif kind == "max_steps":
+            record.max_steps = e.get("steps")
     for save in record.saves:
         final = save.get("path")
         seen = set()
@@ -109,3 +127,18 @@ def existing_checkpoint(record: ProbeRecord) -> Optional[Dict[str, Any]]:
         if isinstance(path, str) and os.path.isfile(path):
             return save
     return None
+
+
+def checkpoint_files(record: ProbeRecord) -> List[Dict[str, Any]]:
+    """The saves of the last checkpoint that still exists: every checkpoint file (torch.save dict or
+    safetensors) written at the same optimizer step as it, each file once (its last save), oldest first."""
+    last = existing_checkpoint(record)
+    if last is None:
+        return []
+    by_path: Dict[str, Dict[str, Any]] = {}
+    for save in record.checkpoints:
+        path = save.get("final_path")
+        if save.get("step") == last.get("step") and isinstance(path, str) and os.path.isfile(path):
+            by_path.pop(path, None)
+            by_path[path] = save
+    return list(by_path.values())

@@ -13,11 +13,11 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from optimizer_tool.smoke.checks import FAIL, NA, PASS
+from optimizer_tool.smoke.checks import FAIL, NA, PASS, WARN
 from optimizer_tool.smoke.session import SmokeReport
 
 JSON_VERSION = 1
-STYLE = {PASS: "bold green", FAIL: "bold red", NA: "dim"}
+STYLE = {PASS: "bold green", FAIL: "bold red", NA: "dim", WARN: "bold yellow"}
 
 
 def _status(status: str) -> Text:

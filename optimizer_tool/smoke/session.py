@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from optimizer_tool.errors import UsageError
-from optimizer_tool.smoke import checks
+from optimizer_tool.smoke import checks, media
 from optimizer_tool.smoke.checkpoint import Unpickler
 from optimizer_tool.smoke.checks import Expectations, Row
 from optimizer_tool.smoke.records import ProbeRecord, existing_checkpoint, load_probe
@@ -68,6 +68,8 @@ class SmokeOptions:
     max_grad_norm: Optional[float] = None
     min_loss_drop: float = 0.05
     resume_rtol: float = 1e-3
+    exact_resume: bool = False
+    max_steps: Optional[int] = None
     prompts: Sequence[str] = ("HELLO",)
 
 
@@ -153,6 +155,12 @@ class _SessionBase:
             report.stopped = "timeout"
         return results
 
+    def _limit(self, done: int = 0) -> Dict[str, str]:
+        """The probe's --max-steps for a run that starts after ``done`` steps (a resumed run: the rest)."""
+        if not self.o.max_steps:
+            return {}
+        return {"T2S_SMOKE_MAX_STEPS": str(max(1, self.o.max_steps - done))}
+
     def _time_left(self) -> bool:
         return self.deadline is None or time.monotonic() < self.deadline
 
@@ -220,15 +228,17 @@ class _ReferenceLaunch:
     def _train_argv(self) -> List[str]:
         return [python(), "-m", f"{PACKAGE}.main", "train", "--preset", "smoke", "--epochs", str(self.epochs)]
 
-    def train(self, expected_steps: int) -> RunSpec:
+    def train(self, expected_steps: int, limit: Dict[str, str]) -> RunSpec:
         argv = self._train_argv() + ["--out", str(self.run_dir)] + self.device
-        return RunSpec("train", argv, self.root, self.out / "train", self.env, expected_steps=expected_steps)
+        env = {**self.env, **limit}
+        return RunSpec("train", argv, self.root, self.out / "train", env, expected_steps=expected_steps)
 
-    def resume(self, checkpoint: Path, expected_steps: int) -> RunSpec:
+    def resume(self, checkpoint: Path, expected_steps: int, limit: Dict[str, str]) -> RunSpec:
         """Training again from ``checkpoint``, on the data the first run wrote, into a folder of its own."""
         data, out = str(self.run_dir / "data"), str(self.out / "resume_run")
         argv = self._train_argv() + ["--data", data, "--out", out, "--resume", str(checkpoint)] + self.device
-        return RunSpec("resume", argv, self.root, self.out / "resume", self.env, expected_steps=expected_steps)
+        env = {**self.env, **limit}
+        return RunSpec("resume", argv, self.root, self.out / "resume", env, expected_steps=expected_steps)
 
     def sample(self, checkpoint: Path, prompts: Sequence[str]) -> RunSpec:
         module = "optimizer_tool.smoke.reference_sample"
@@ -260,14 +270,14 @@ class _ReferenceRuns(_SessionBase):
         self.say(describe_reference(root, report.overrides, o.epochs))
 
         report.series["train"] = []
-        record = self._train(launch.train(steps_per_epoch * o.epochs), report)
+        record = self._train(launch.train(steps_per_epoch * o.epochs, self._limit()), report)
         expect = _reference_expectations(smoke, o)
 
         resume_from, last = launch.checkpoint(o.epochs - 1), launch.checkpoint(o.epochs)
         why_no_resume, why_no_sample = self._reference_blockers(report.runs[-1], resume_from, last)
         specs: List[RunSpec] = []
         if not why_no_resume:
-            specs.append(launch.resume(resume_from, steps_per_epoch))
+            specs.append(launch.resume(resume_from, steps_per_epoch, self._limit(steps_per_epoch * (o.epochs - 1))))
         if not why_no_sample:
             specs.append(launch.sample(last, o.prompts))
         results = {r.name: r for r in self._runs(specs, report)} if specs else {}
@@ -303,8 +313,9 @@ class _ReferenceRuns(_SessionBase):
         sample_saves, ema_sampling = self._reference_sample(sampled)
         if resumed is not None:
             report.series["resume"] = series(resumed, offset=start_step or 0)
+        resume = checks.ResumeRuns(record, results.get("resume"), resumed, start_step, why_no_resume)
         report.rows = self._common_rows(report.runs[0], record, expect) + [
-            checks.check_resume(record, results.get("resume"), resumed, start_step, o.resume_rtol, why_no_resume),
+            *checks.check_resume(resume, o.resume_rtol, o.exact_resume),
             checks.check_sample(results.get("sample"), sample_saves, expect.sample_shape, why_no_sample, ema_sampling),
             checks.check_resources(record, o.max_memory, checks.unreached(report.runs[0], record)),
         ]
@@ -344,9 +355,9 @@ class _CommandRuns(_SessionBase):
             + "".join(f"\n  {ov.key} -> {ov.after}" for ov in report.overrides)
             + "".join(f"\n  note: {n}" for n in report.notes)
         )
-        env = {"T2S_SMOKE_SNAPSHOTS": "2"} if o.resume_arg else {}
-        train = RunSpec("train", argv, cwd, self.out / "train", env)
+        train = RunSpec("train", argv, cwd, self.out / "train", {**self._snapshot_env(), **self._limit()})
         report.series["train"] = []
+        started = time.time()
         record = self._train(train, report)
         expect = Expectations(
             warmup_steps=o.warmup_steps,
@@ -354,25 +365,39 @@ class _CommandRuns(_SessionBase):
             max_memory=o.max_memory,
             min_loss_drop=o.min_loss_drop,
             resume_rtol=o.resume_rtol,
+            exact_resume=o.exact_resume,
         )
 
         blocked = self._blocked(report.runs[-1])
         resume, start_step, why_no_resume = self._cmd_resume(record, blocked, cwd)
         sample, sample_saves, why_no_sample = self._cmd_sample(record, blocked, cwd)
         specs = [spec for spec in (resume, sample) if spec is not None]
+        media_roots, media_since = [run_dir, cwd], started
+        if sample is not None:
+            media_roots, media_since = [cwd], time.time()
         results = {r.name: r for r in self._runs(specs, report)} if specs else {}
         resumed = load_probe(self.out / "resume" / "probe.jsonl") if "resume" in results else None
         if "sample" in results:
             sample_saves = load_probe(self.out / "sample" / "probe.jsonl").tensor_saves
-            why_no_sample = "the sample command saved no tensor through torch.save"
+            why_no_sample = "the sample command saved no tensor through torch.save and wrote no sample image or video"
+        sample_media = self._sample_media(media_roots, media_since, sample is not None)
         if resumed is not None:
             report.series["resume"] = series(resumed, offset=start_step or 0)
+        resume_runs = checks.ResumeRuns(record, results.get("resume"), resumed, start_step, why_no_resume)
         report.rows = self._common_rows(report.runs[0], record, expect) + [
-            checks.check_resume(record, results.get("resume"), resumed, start_step, o.resume_rtol, why_no_resume),
-            checks.check_sample(results.get("sample"), sample_saves, None, why_no_sample),
+            *checks.check_resume(resume_runs, o.resume_rtol, o.exact_resume),
+            checks.check_sample(results.get("sample"), sample_saves, None, why_no_sample, None, sample_media),
             checks.check_resources(record, o.max_memory, checks.unreached(report.runs[0], record)),
         ]
         return report
+
+    def _sample_media(self, roots: List[Path], since: float, sample_cmd: bool) -> List[media.MediaFile]:
+        """Sample images and videos written since ``since`` (a second of slack for coarse file times) under
+        ``roots``; with a --sample-cmd, every image or video in its {out} folder too."""
+        found = media.find_sample_media(roots, since - 1.0)
+        if sample_cmd:
+            found += media.find_sample_media([self.out / "samples"], since - 1.0, every_media_file=True)
+        return [media.inspect_media(p) for p in dict.fromkeys(found)]
 
     def _note_placeholders(self, report: SmokeReport, run_dir: Path) -> None:
         """What ``{out}`` and ``{epochs}`` in --cmd became, or what their absence means."""
@@ -397,14 +422,28 @@ class _CommandRuns(_SessionBase):
         if blocked:
             return None, None, blocked
         final = record.steps[-1]["n"] if record.steps else 0
-        snapshots = [s for s in record.checkpoints if s.get("snapshot") and s["step"] < final]
+        folders = "{ckpt_dir}" in o.resume_arg
+        kept = record.snapshot_dirs if folders else [s for s in record.checkpoints if s.get("snapshot")]
+        snapshots = [s for s in kept if s["step"] < final]
         if not snapshots:
-            return None, None, "no checkpoint saved before the last step"
+            what = "checkpoint folder" if folders else "checkpoint file"
+            return None, None, f"no {what} saved before the last step (the probe keeps the two latest)"
         snap = snapshots[-1]
+        placeholder = "{ckpt_dir}" if folders else "{ckpt}"
         resume_argv = expand(o.cmd, out=self.out / "resume_run", epochs=o.epochs) + [
-            t.replace("{ckpt}", snap["snapshot"]) for t in shlex.split(o.resume_arg)
+            t.replace(placeholder, snap["snapshot"]) for t in shlex.split(o.resume_arg)
         ]
-        return RunSpec("resume", resume_argv, cwd, self.out / "resume"), snap["step"], ""
+        spec = RunSpec("resume", resume_argv, cwd, self.out / "resume", self._limit(snap["step"]))
+        return spec, snap["step"], ""
+
+    def _snapshot_env(self) -> Dict[str, str]:
+        """What the probe keeps for --resume-arg: copies of the two latest checkpoint files, or folders."""
+        if not self.o.resume_arg:
+            return {}
+        return {
+            "T2S_SMOKE_SNAPSHOTS": "2",
+            "T2S_SMOKE_SNAPSHOT_DIRS": "1" if "{ckpt_dir}" in self.o.resume_arg else "0",
+        }
 
     def _cmd_sample(
         self, record: ProbeRecord, blocked: str, cwd: Path
@@ -414,7 +453,7 @@ class _CommandRuns(_SessionBase):
         if not o.sample_cmd:
             # Trainers that sample at the end of training (samples.pt) show it in the same run.
             saves = [s for s in record.tensor_saves if "sample" in Path(str(s.get("final_path"))).name.lower()]
-            return None, saves, "no --sample-cmd, and the run saved no tensor named *sample*"
+            return None, saves, "no --sample-cmd, and the run saved no tensor or image/video named *sample*"
         ckpt = existing_checkpoint(record)
         if blocked:
             return None, [], blocked
@@ -505,6 +544,7 @@ def _reference_expectations(smoke: Dict[str, Dict[str, Any]], o: SmokeOptions) -
         max_memory=o.max_memory,
         min_loss_drop=o.min_loss_drop,
         resume_rtol=o.resume_rtol,
+        exact_resume=o.exact_resume,
     )
 
 
@@ -515,6 +555,8 @@ def validate(options: SmokeOptions) -> None:
         isinstance(o.timeout, (int, float)) and math.isfinite(o.timeout) and o.timeout > 0
     ):
         raise UsageError(f"--timeout {o.timeout}: must be a number of seconds greater than 0")
+    if o.max_steps is not None and o.max_steps < 1:
+        raise UsageError(f"--max-steps {o.max_steps}: must be 1 or more optimizer steps")
     if o.cmd is None:
         if reference_root(o.path) is None:
             raise UsageError(
@@ -537,8 +579,11 @@ def validate(options: SmokeOptions) -> None:
         raise UsageError(f"cannot split the command line: {exc}") from exc
     if o.resume_arg and "{out}" not in o.cmd:
         raise UsageError("--resume-arg needs {out} in --cmd, so the resumed run writes to its own folder")
-    if o.resume_arg and "{ckpt}" not in o.resume_arg:
-        raise UsageError('--resume-arg must contain {ckpt}, e.g. --resume-arg "--resume {ckpt}"')
+    if o.resume_arg and ("{ckpt}" in o.resume_arg) == ("{ckpt_dir}" in o.resume_arg):
+        raise UsageError(
+            "--resume-arg must contain one of {ckpt} (a checkpoint file) or {ckpt_dir} (a checkpoint folder, "
+            'such as accelerate\'s checkpoint-500/), e.g. --resume-arg "--resume {ckpt}"'
+        )
 
 
 def partial_rows(report: SmokeReport, options: SmokeOptions) -> List[Row]:
@@ -568,7 +613,7 @@ def partial_rows(report: SmokeReport, options: SmokeOptions) -> List[Row]:
     return [
         checks.check_exit(train, record),
         *step_rows,
-        *checks.not_judged(("ema_checkpoint", "resume", "sample"), not_run),
+        *checks.not_judged(("ema_checkpoint", *checks.RESUME_CHECKS, "sample"), not_run),
         checks.check_resources(record, options.max_memory, why),
     ]
 

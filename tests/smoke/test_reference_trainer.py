@@ -11,7 +11,7 @@ import pytest
 from smoke_helpers import PYTHON, REPO, explain, run_smoke, smoke_env
 
 REFERENCE = REPO / "reference_trainer"
-PASSING = {"exit", "finite", "loss_falls", "lr_schedule", "grad_clipping", "resume", "sample"}
+PASSING = {"exit", "finite", "loss_falls", "lr_schedule", "grad_clipping", "resume_state", "resume_exact", "sample"}
 
 
 def test_unpatched_reference_trainer_passes_with_ema_not_applicable(tmp_path):
@@ -42,8 +42,10 @@ def test_unpatched_reference_trainer_passes_with_ema_not_applicable(tmp_path):
     assert loss["window"] == 8 and loss["median_last"] < 0.9 * loss["median_first"]
     lr = result.row("lr_schedule")["data"]
     assert lr["peak_step"] == 3 and lr["peak_lr"] == pytest.approx(3e-3) and lr["last_lr"] < lr["peak_lr"]
-    resume = result.row("resume")["data"]
+    resume = result.row("resume_exact")["data"]
     assert resume["compared_step"] == 17 and resume["rel_diff"] <= 1e-3 and resume["steps_compared"] == 16
+    state = result.row("resume_state")
+    assert state["status"] == "pass" and state["data"]["compared_step"] == 17 and not state["data"]["differ"]
     sample = result.row("sample")["data"]
     assert sample["shape"] == [1, 3, 4, 16, 16] and sample["n_nonfinite"] == 0
     assert [r["step"] for r in report["series"]["train"]] == list(range(1, 33))

@@ -67,4 +67,5 @@ def test_ctrl_c_stops_the_process_group_and_writes_the_partial_json(tmp_path):
     assert report["stopped"] == "interrupted" and report["exit_code"] == 130
     run = report["runs"][0]
     assert run["interrupted"] and group_members(run["pgid"]) == []
-    assert report["series"]["train"] and {r["key"] for r in report["checks"]} >= {"exit", "finite", "resume"}
+    assert report["series"]["train"]
+    assert {r["key"] for r in report["checks"]} >= {"exit", "finite", "resume_state", "resume_exact"}

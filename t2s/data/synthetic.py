@@ -26,7 +26,15 @@ import numpy as np
 
 from .video_io import write_frames
 
-__all__ = ["GLOSSES", "Signer", "generate_synthetic_dataset", "render_sentence"]
+__all__ = [
+    "GLOSSES",
+    "SKIN_TONES",
+    "Signer",
+    "generate_synthetic_dataset",
+    "hand_positions",
+    "render_sentence",
+    "skin_template",
+]
 
 FORMATS = {"mp4": ".mp4", "gif": ".gif", "frames": ""}
 MAX_GLOSSES_PER_SENTENCE = 3
@@ -138,6 +146,13 @@ _GLOSS_TABLE: dict[str, Gloss] = {
 }
 GLOSSES: tuple[str, ...] = tuple(_GLOSS_TABLE)
 
+# The palettes random signers are drawn from (RGB 0-255). Hands are drawn in the skin tone,
+# which is how an evaluator finds them in a clip (t2s.eval.hands).
+BACKGROUNDS = ((214, 222, 230), (232, 228, 214), (200, 214, 200), (226, 214, 226))
+SKIN_TONES = ((236, 188, 150), (198, 140, 100), (140, 96, 66), (250, 214, 180))
+SHIRTS = ((40, 70, 140), (30, 30, 36), (120, 40, 40), (40, 100, 70), (90, 60, 120))
+HAIR_COLOURS = ((60, 40, 30), (20, 20, 20), (150, 110, 60), (120, 120, 120))
+
 _DOMINANT_SHOULDER = (0.3, 0.5)
 _PASSIVE_SHOULDER = (0.7, 0.5)
 
@@ -157,14 +172,14 @@ class Signer:
     def random(cls, rng: np.random.Generator) -> "Signer":
         """A plausible variation: colours from small palettes, a small shift and hand size."""
 
-        def pick(palette: list[tuple[int, int, int]]) -> tuple[int, int, int]:
+        def pick(palette: tuple[tuple[int, int, int], ...]) -> tuple[int, int, int]:
             return palette[rng.integers(len(palette))]
 
         return cls(
-            background=pick([(214, 222, 230), (232, 228, 214), (200, 214, 200), (226, 214, 226)]),
-            skin=pick([(236, 188, 150), (198, 140, 100), (140, 96, 66), (250, 214, 180)]),
-            shirt=pick([(40, 70, 140), (30, 30, 36), (120, 40, 40), (40, 100, 70), (90, 60, 120)]),
-            hair=pick([(60, 40, 30), (20, 20, 20), (150, 110, 60), (120, 120, 120)]),
+            background=pick(BACKGROUNDS),
+            skin=pick(SKIN_TONES),
+            shirt=pick(SHIRTS),
+            hair=pick(HAIR_COLOURS),
             shift_x=float(rng.uniform(-0.04, 0.04)),
             hand_scale=float(rng.uniform(0.9, 1.1)),
         )
@@ -239,6 +254,44 @@ def _hand_tracks(glosses: Sequence[str], num_frames: int) -> dict[str, np.ndarra
     return {key: np.concatenate(parts) for key, parts in tracks.items()}
 
 
+def _pixel_grid(image_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Pixel-centre coordinates ``X [1, 1, W]`` and ``Y [1, H, 1]``, broadcasting against ``[T, 1, 1]``."""
+    coords = np.arange(image_size, dtype=np.float32) + 0.5
+    return coords[None, None, :], coords[None, :, None]
+
+
+def hand_positions(
+    glosses: Sequence[str], num_frames: int = 16, image_size: int = 64, signer: Signer = Signer()
+) -> np.ndarray:
+    """Where :func:`render_sentence` puts the hands' centres: float ``[T, 2, 2]`` in pixels.
+
+    Axis 1 is the hand (0: dominant, 1: non-dominant), axis 2 is ``(x, y)``, with pixel
+    ``(i, j)`` covering ``[j, j + 1] x [i, i + 1]`` (its centre is ``(j + 0.5, i + 0.5)``).
+    """
+    _check_glosses(glosses, num_frames)
+    tracks = _hand_tracks(glosses, num_frames)
+    hands = [np.stack([(tracks[p + "x"] + signer.shift_x), tracks[p + "y"]], axis=-1) for p in ("d", "p")]
+    return np.stack(hands, axis=1).astype(np.float64) * image_size
+
+
+def skin_template(image_size: int = 64, shift_x: float = 0.0, hair: bool = False) -> np.ndarray:
+    """Coverage in ``[0, 1]`` (``[H, W]``) of the still body's skin, the face and neck, for a signer
+    moved by ``shift_x``: the places where a hand, drawn in the same colour, cannot be told apart.
+    ``hair=True`` covers the hair too (the whole head)."""
+    head = (255, 255, 255) if hair else (0, 0, 0)
+    marker = Signer(background=(0, 0, 0), skin=(255, 255, 255), shirt=(0, 0, 0), hair=head, shift_x=shift_x)
+    X, Y = _pixel_grid(image_size)
+    return _body(X[0], Y[0], marker, float(image_size))[..., 0] / 255.0
+
+
+def _check_glosses(glosses: Sequence[str], num_frames: int) -> None:
+    unknown = [g for g in glosses if g not in _GLOSS_TABLE]
+    if unknown:
+        raise ValueError(f"unknown glosses {unknown}; the vocabulary is {', '.join(GLOSSES)}")
+    if not 1 <= len(glosses) <= num_frames:
+        raise ValueError(f"need 1 to num_frames={num_frames} glosses, got {len(glosses)}")
+
+
 def render_sentence(
     glosses: Sequence[str], num_frames: int = 16, image_size: int = 64, signer: Signer = Signer()
 ) -> np.ndarray:
@@ -247,14 +300,9 @@ def render_sentence(
     The glosses share the frames in order, as evenly as possible; each needs at
     least one frame.
     """
-    unknown = [g for g in glosses if g not in _GLOSS_TABLE]
-    if unknown:
-        raise ValueError(f"unknown glosses {unknown}; the vocabulary is {', '.join(GLOSSES)}")
-    if not 1 <= len(glosses) <= num_frames:
-        raise ValueError(f"need 1 to num_frames={num_frames} glosses, got {len(glosses)}")
+    _check_glosses(glosses, num_frames)
     s = float(image_size)
-    coords = np.arange(image_size, dtype=np.float32) + 0.5  # pixel centres
-    Y, X = coords[None, :, None], coords[None, None, :]  # broadcast against [T, 1, 1]
+    X, Y = _pixel_grid(image_size)
     tracks = _hand_tracks(glosses, num_frames)
     canvas = np.broadcast_to(_body(X[0], Y[0], signer, s), (num_frames, image_size, image_size, 3)).copy()
     hand_size = 0.075 * s * signer.hand_scale

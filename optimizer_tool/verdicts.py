@@ -23,6 +23,7 @@ from optimizer_tool.findings import Location, Severity, State, Verdict
 from optimizer_tool.index import CallSite, UnitIndex
 from optimizer_tool.knowledge.diffusion import diffusion_evidence, other_objective
 from optimizer_tool.knowledge.guards import chosen_at_run_time, switched_off
+from optimizer_tool.knowledge.objective import handed_in
 from optimizer_tool.knowledge.settings import argparse_choices, dispatched_literals, feeds_diffusers_scheduler
 from optimizer_tool.knowledge.training import trains
 from optimizer_tool.registry import Optimization
@@ -44,6 +45,7 @@ class UnitFacts:
     diffusion: bool | None  # None: undecided (no training step, or no objective recognised)
     evidence: str = ""  # what shows it is (or is not) a diffusion trainer
     verdicts: dict[str, Verdict] = field(default_factory=dict)
+    handed_in: str | None = None  # the objective arrives from the caller (a parameter): where
 
     @property
     def note(self) -> str:
@@ -68,7 +70,7 @@ def unit_facts(index: UnitIndex, entry: Path) -> UnitFacts:
         return UnitFacts(entry, False, None)
     evidence = diffusion_evidence(index)
     if evidence is not None:
-        return UnitFacts(entry, True, True, evidence)
+        return UnitFacts(entry, True, True, evidence, handed_in=handed_in(index))
     other = other_objective(index)
     return UnitFacts(entry, True, False if other else None, other or "")
 
@@ -109,6 +111,8 @@ def verdict(opt: Optimization, index: UnitIndex, facts: UnitFacts, outcomes: lis
     blind = next((o for o in missing if not o.applies), None)
     if blind is not None:
         state, reason = blind.blind or (State.UNKNOWN, f"nothing to judge for {blind.code} ({blind.title})")
+        if state is State.UNKNOWN and opt.diffusion_only and facts.handed_in:
+            return Verdict(opt.key, State.ELSEWHERE, facts.handed_in)
         return Verdict(opt.key, state, reason)
     if not missing:
         return Verdict(opt.key, State.UNKNOWN, "no rule of this optimization judges whether it is there")

@@ -5,6 +5,7 @@ terminal SNR checks)."""
 
 from __future__ import annotations
 
+import re
 from functools import lru_cache
 
 import libcst as cst
@@ -191,3 +192,43 @@ def losses_on_noise(index: UnitIndex) -> list[CallSite]:
 def configured_prediction(index: UnitIndex) -> Configured:
     evidence = [synthetic_setting("prediction_type", "epsilon", "code", call) for call in losses_on_noise(index)]
     return prediction_type(index, evidence)
+
+
+LOSS_METHOD = re.compile(
+    r"^(training_losses?|p_losses|compute_losses?|get_losses?|losses?|forward_loss|calc_loss|diffusion_loss)$"
+)
+PARTIALS = ("functools.partial", "partial")
+
+
+def handed_in(index: UnitIndex) -> str | None:
+    """Where the objective comes from when the unit only receives it: the loss is a method of an
+    object stored from a parameter (openai's ``TrainLoop(model, diffusion, ...)`` keeps
+    ``self.diffusion = diffusion`` and trains on ``self.diffusion.training_losses``, also through
+    ``functools.partial``). Returns a sentence naming the parameter, or None."""
+    methods = [c.func_text for c in index.calls if LOSS_METHOD.match(c.method)]
+    methods += [dotted(c.args[0].value) for c in index.calls if c.matches(PARTIALS) and c.args]
+    for text in methods:
+        if not text or text.count(".") != 2 or not text.startswith("self."):
+            continue
+        holder, method = text.rsplit(".", 1)
+        if not LOSS_METHOD.match(method):
+            continue
+        for assign in index.assigns:
+            fn = assign.function
+            name = dotted(assign.value)
+            if assign.target == holder and fn is not None and name in fn.params and not _built_here(index, fn):
+                return (
+                    f"the loss is `{text}` of an object the trainer receives (parameter `{name}` of "
+                    f"{fn.qualname}, {assign.path.name}:{fn.line}): whoever builds it decides; check the entry script"
+                )
+    return None
+
+
+def _built_here(index: UnitIndex, fn: FunctionInfo) -> bool:
+    """The object's origin is in the unit even where this model cannot follow it: ``fn`` is not in
+    the entry file (an entry script that imports the trainer class builds it, or a subclass of it),
+    or some code of the unit calls ``fn`` (builds its class)."""
+    if fn.path != index.entry.path:
+        return True
+    callee = fn.class_name if fn.name == "__init__" and fn.class_name else fn.name
+    return any((c.method or c.func_text) == callee for c in index.calls)

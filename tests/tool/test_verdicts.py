@@ -375,3 +375,41 @@ def test_an_ema_built_in_a_helper_only_called_under_a_false_flag_is_off_by_defau
     assert "def make_ema" in source and "    ema.update_parameters(model)\n" in source
     _, document = check(tmp_path, source)
     assert states(document)["ema"] == "off-by-default"
+
+
+TRAIN_LOOP = """\
+import functools
+import torch
+
+
+class TrainLoop:
+    def __init__(self, model, diffusion, data, lr=1e-4):
+        self.model = model
+        self.diffusion = diffusion
+        self.data = data
+        self.opt = torch.optim.AdamW(self.model.parameters(), lr=lr)
+
+    def run_step(self, batch):
+        t = torch.randint(0, 1000, (batch.shape[0],))
+        compute_losses = functools.partial(self.diffusion.training_losses, self.model, batch, t)
+        loss = compute_losses()["loss"].mean()
+        loss.backward()
+        self.opt.step()
+"""
+
+
+def test_an_objective_handed_in_by_the_caller_is_decided_elsewhere(tmp_path):
+    """openai's train_util.py checked on its own: the diffusion object is a constructor parameter,
+    so its schedule, objective and image size are chosen by whoever builds the TrainLoop."""
+    _, document = check(tmp_path, TRAIN_LOOP)
+    verdicts = document["units"][0]["verdicts"]
+    for key in ("cosine", "vpred", "resolution"):
+        assert verdicts[key]["state"] == "decided-elsewhere", (key, verdicts[key])
+        assert "parameter `diffusion` of TrainLoop.__init__" in verdicts[key]["reason"]
+    # the same class with a script that builds it: the origin is in the unit, not "elsewhere"
+    built = (
+        TRAIN_LOOP
+        + "\n\nif __name__ == '__main__':\n    TrainLoop(torch.nn.Linear(2, 2), make_diffusion(), []).run_step(None)\n"
+    )
+    _, document = check(tmp_path, built)
+    assert states(document)["cosine"] != "decided-elsewhere"

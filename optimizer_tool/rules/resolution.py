@@ -26,6 +26,7 @@ from optimizer_tool.findings import Severity, State
 from optimizer_tool.index import Setting, UnitIndex
 from optimizer_tool.knowledge.configured import Configured, configured
 from optimizer_tool.knowledge.diffusion import pretrained_denoiser
+from optimizer_tool.knowledge.domain import sign_language
 
 KEY = "resolution"
 TITLE = "Training resolution"
@@ -214,8 +215,8 @@ class LowResolution(Rule):
     severity = Severity.MISSING
     title = "training resolution above 64x64"
     message = (
-        "the model trains at 64x64 or less: hand shapes and finger positions, which carry most of a sign's"
-        " meaning, are a few pixels wide and cannot be resolved"
+        "the model trains at 64x64 or less: fine detail (for sign language: hand shapes and finger positions)"
+        " is a few pixels wide and cannot be resolved"
     )
     explain = """
     64x64 is very low for sign language: hands, fingers and facial expressions are a few pixels across,
@@ -304,11 +305,15 @@ class LowResolution(Rule):
         setting = found.where(str(sizes[-1]))
         frames = _number(index, FRAME_SETTINGS)
         shape = f"{sizes[-1]}x{sizes[-1]}" + (f"x{frames[0]}" if frames and frames[0] > 1 else "")
+        why = (
+            "hands and fingers, which carry most of a sign's meaning, are a few pixels wide"
+            if sign_language(index)
+            else "fine detail (edges, small parts, text) is a few pixels wide"
+        )
         yield Hit.at(
             setting,
-            f"the model trains at {shape} ({setting.name} = {setting.value!r}): hands and fingers, which carry most"
-            " of a sign's meaning, are a few pixels wide; train at 96x96 with model_channels 80 (~2x memory) or"
-            " 128x128 with 64",
+            f"the model trains at {shape} ({setting.name} = {setting.value!r}): {why}; train at 96x96 with"
+            " model_channels 80 (~2x memory) or 128x128 with 64",
         )
 
 

@@ -210,3 +210,17 @@ def test_a_fixed_size_dataset_trained_as_loaded_has_its_native_resolution(tmp_pa
     ``F.interpolate`` upsampling is not a resize of the data)."""
     assert verdicts(tmp_path, CIFAR.format(resize=""))["resolution"] == "missing"
     assert verdicts(tmp_path, CIFAR.format(resize="transforms.Resize(128), "))["resolution"] != "missing"
+
+
+def test_sign_language_wording_only_for_sign_language_trainers(tmp_path):
+    """Issue 11: 'hands and fingers, which carry most of a sign's meaning' on a CIFAR trainer."""
+    (tmp_path / "train.py").write_text(CIFAR.format(resize="transforms.Resize(64), "))
+    result, _ = run_check([tmp_path / "train.py"], Settings())
+    messages = [f.message for f in result.findings if f.key in ("lpips", "resolution")]
+    assert messages and not [m for m in messages if "hand" in m or "sign" in m], messages
+    signs = CIFAR.format(resize="transforms.Resize(64), ").replace(
+        "dataset = CIFAR10", "glosses = []\ndataset = CIFAR10"
+    )
+    (tmp_path / "train.py").write_text(signs)
+    result, _ = run_check([tmp_path / "train.py"], Settings())
+    assert any("hand" in f.message for f in result.findings if f.key == "lpips")

@@ -7,6 +7,7 @@ from typing import Iterable
 from optimizer_tool.contract import Hit, Rule
 from optimizer_tool.findings import Severity
 from optimizer_tool.index import CallSite, UnitIndex
+from optimizer_tool.knowledge.domain import sign_language
 from optimizer_tool.knowledge.training import trains
 from optimizer_tool.rules.lpips.facts import (
     LATENT_HINTS,
@@ -23,7 +24,7 @@ class NoPerceptualLoss(Rule):
     title = "perceptual (LPIPS) loss term"
     message = (
         "the loss is MSE only: a small LPIPS term on the x0 estimate (weight ~0.1) gives sharper textures"
-        " and hand detail"
+        " and finer detail"
     )
     explain = """
     MSE treats every pixel alike and favours blurry averages. Adding `lpips_weight * lpips(x0_pred, x0).mean()`
@@ -92,8 +93,16 @@ class NoPerceptualLoss(Rule):
         if any(LATENT_HINTS.search(n) for n in index.names_used()):
             yield Hit.at(
                 site,
-                "the loss is MSE only: a perceptual (LPIPS) term on the decoded x0 estimate sharpens textures and"
-                " hand detail (in latent space it needs a VAE decode, which costs memory and time)",
+                f"the loss is MSE only: a perceptual (LPIPS) term on the decoded x0 estimate sharpens textures and"
+                f" {_detail(index)} (in latent space it needs a VAE decode, which costs memory and time)",
             )
         else:
-            yield Hit.at(site)
+            yield Hit.at(
+                site,
+                "the loss is MSE only: a small LPIPS term on the x0 estimate (weight ~0.1) gives sharper textures"
+                f" and {_detail(index)}",
+            )
+
+
+def _detail(index: UnitIndex) -> str:
+    return "hand detail" if sign_language(index) else "finer detail"

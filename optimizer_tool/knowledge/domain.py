@@ -1,0 +1,26 @@
+"""What a unit trains on, for the wording of messages: sign-language video (the plan's own
+domain: hands and fingers carry a sign's meaning) or anything else (CIFAR, faces, latents), where
+advice speaks of fine detail in general."""
+
+from __future__ import annotations
+
+import re
+
+from optimizer_tool.index import UnitIndex
+from optimizer_tool.knowledge.configured import memo
+
+SIGN_WORDS = re.compile(
+    r"(^|[_.])(glosse?s?|signers?|how2sign|phoenix\w*|sign_?language|signlang|text2sign|t2s|sign_videos?)([_.]|$)",
+    re.I,
+)
+
+
+def sign_language(index: UnitIndex) -> bool:
+    """The unit names sign-language data or models: glosses, signers, How2Sign, PHOENIX-2014T."""
+
+    def compute() -> bool:
+        names = {a.target for a in index.assigns} | {s.name for s in index.settings} | set(index.names_used())
+        names |= {f.path.stem for f in index.files}
+        return any(SIGN_WORDS.search(n) for n in names)
+
+    return memo(index, "domain.sign", compute)

@@ -13,7 +13,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+import libcst as cst
+
 from optimizer_tool.index import Assign, CallSite, UnitIndex, code_of, dotted, literal
+from optimizer_tool.knowledge.configured import find_call
 from optimizer_tool.knowledge.training import _is_ema_class, has_role, memo, names_in
 
 Read = Callable[[Path], "str | None"]  # a project file's text, None when the caller has no such file
@@ -75,7 +78,7 @@ def ema_facts(index: UnitIndex) -> EmaFacts:
 
 
 def _ema_facts(index: UnitIndex) -> EmaFacts:
-    objects = [a for a in index.assigns if _is_ema_object(index, a)]
+    objects = [a for a in index.assigns if _is_ema_object(index, a)] + _appended_emas(index)
     names = {a.target for a in objects}
     leaves = {n.rsplit(".", 1)[-1] for n in names}
     updates = []
@@ -84,6 +87,10 @@ def _ema_facts(index: UnitIndex) -> EmaFacts:
             continue  # ``update_ema(ema, model, decay=0)``: the one-off copy that initialises the EMA
         receiver_leaf = call.receiver.rsplit(".", 1)[-1]
         on_ema = call.receiver in names or (call.receiver and receiver_leaf in leaves)
+        # one EMA of a list of them (imagen: ``ema_unet = self.get_ema_unet(n); ema_unet.update()``)
+        on_ema = on_ema or bool(
+            objects and receiver_leaf and EMA_NAME.search(receiver_leaf) and not NOT_AN_EMA.search(receiver_leaf)
+        )
         if on_ema and call.method in UPDATE_METHODS:
             updates.append(call)
         elif call.func_text in names:  # LitEma-style: ``self.model_ema(self.model)`` updates
@@ -112,6 +119,23 @@ def copies_weights(call: CallSite) -> bool:
         if (named or (arg.keyword is None and position >= 2)) and value in (0, 1) and not isinstance(value, bool):
             return True
     return False
+
+
+def _appended_emas(index: UnitIndex) -> list[Assign]:
+    """EMAs built into a list (imagen: ``self.ema_unets.append(EMA(unet, **ema_kwargs))``), as if
+    assigned to the list: one per model of a cascade."""
+    found = []
+    for call in index.calls:
+        leaf = call.receiver.rsplit(".", 1)[-1]
+        if call.method != "append" or not call.args or not EMA_NAME.search(leaf) or NOT_AN_EMA.search(leaf):
+            continue
+        value = call.args[0].value
+        built = find_call(index, value) if isinstance(value, cst.Call) else None
+        if built is not None and re.search(r"EMA|Ema|Averaged", built.func_text):
+            found.append(
+                Assign(call.path, call.line, call.col, call.receiver, value, call.function, built, "", call.guards)
+            )
+    return found
 
 
 def _ema_aliases(index: UnitIndex, objects: list[Assign], names: set[str]) -> list[str]:

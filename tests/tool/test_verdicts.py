@@ -413,3 +413,43 @@ def test_an_objective_handed_in_by_the_caller_is_decided_elsewhere(tmp_path):
     )
     _, document = check(tmp_path, built)
     assert states(document)["cosine"] != "decided-elsewhere"
+
+
+CASCADE = """\
+import torch
+from ema_pytorch import EMA
+
+
+class Trainer:
+    def __init__(self, unets, use_ema=True):
+        self.unets = unets
+        self.use_ema = use_ema
+        self.ema_unets = torch.nn.ModuleList([])
+        self.opt = torch.optim.Adam([p for u in unets for p in u.parameters()], lr=1e-4)
+        for unet in unets:
+            if self.use_ema:
+                self.ema_unets.append(EMA(unet, beta=0.995))
+
+    def get_ema_unet(self, index):
+        return self.ema_unets[index]
+
+    def update(self, index):
+        self.opt.step()
+        if self.use_ema:
+            ema_unet = self.get_ema_unet(index)
+            ema_unet.update()
+
+    def train_step(self, x, index=0):
+        noise = torch.randn_like(x)
+        loss = torch.nn.functional.mse_loss(self.unets[index](x + noise), noise)
+        loss.backward()
+        self.update(index)
+"""
+
+
+def test_emas_built_into_a_list_and_updated_one_at_a_time_are_present(tmp_path):
+    """imagen-pytorch: ``self.ema_unets.append(EMA(unet))``, updated through ``get_ema_unet(i).update()``;
+    EMA001 said there was no EMA at all."""
+    _, document = check(tmp_path, CASCADE)
+    assert states(document)["ema"] == "present"
+    assert not [f for f in document["findings"] if f["code"] in ("EMA001", "EMA002")]

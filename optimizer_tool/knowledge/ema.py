@@ -79,6 +79,7 @@ def ema_facts(index: UnitIndex) -> EmaFacts:
 
 def _ema_facts(index: UnitIndex) -> EmaFacts:
     objects = [a for a in index.assigns if _is_ema_object(index, a)] + _appended_emas(index)
+    objects += _averaged_by_hand(index, objects)
     names = {a.target for a in objects}
     leaves = {n.rsplit(".", 1)[-1] for n in names}
     updates = []
@@ -91,10 +92,13 @@ def _ema_facts(index: UnitIndex) -> EmaFacts:
         on_ema = on_ema or bool(
             objects and receiver_leaf and EMA_NAME.search(receiver_leaf) and not NOT_AN_EMA.search(receiver_leaf)
         )
+        first = dotted(call.args[0].value) if call.args else ""
         if on_ema and call.method in UPDATE_METHODS:
             updates.append(call)
-        elif call.func_text in names:  # LitEma-style: ``self.model_ema(self.model)`` updates
-            updates.append(call)
+        elif call.func_text in names and MODEL_LIKE.search(code_of(call.node.args[0].value) if call.args else ""):
+            updates.append(call)  # LitEma-style: ``self.model_ema(self.model)`` updates (not ``g_ema([z])``)
+        elif first in names and (call.method or call.func_text) in _averaging_functions(index):
+            updates.append(call)  # ``accumulate(g_ema, g_module, accum)``
         elif UPDATE_FUNCTION.search(call.method or call.func_text) and (
             call.function is None or not UPDATE_FUNCTION.search(call.function.name)
         ):
@@ -119,6 +123,41 @@ def copies_weights(call: CallSite) -> bool:
         if (named or (arg.keyword is None and position >= 2)) and value in (0, 1) and not isinstance(value, bool):
             return True
     return False
+
+
+def _averaged_by_hand(index: UnitIndex, known: list[Assign]) -> list[Assign]:
+    """An EMA-named model handed as the first argument to a function of the unit that averages
+    parameters in place (stylegan2's ``accumulate(g_ema, g_module, accum)`` with
+    ``par1[k].data.mul_(decay).add_(par2[k].data, alpha=1 - decay)``): its last assignment."""
+    averaging = _averaging_functions(index)
+    seen = {a.target for a in known}
+    found = []
+    for call in index.calls:
+        first = dotted(call.args[0].value) if call.args else ""
+        leaf = first.rsplit(".", 1)[-1]
+        if call.method in averaging and first and first not in seen and EMA_NAME.search(leaf):
+            assigns = [a for a in index.assigns if a.target == first and a.function == call.function]
+            if assigns and not NOT_AN_EMA.search(leaf):
+                found.append(assigns[-1])
+                seen.add(first)
+    return found
+
+
+def _averaging_functions(index: UnitIndex) -> set[str]:
+    """Functions of the unit, of two or more parameters, that average tensors in place (``mul_``,
+    ``add_``, ``lerp_``): a hand-written EMA update."""
+
+    def compute() -> set[str]:
+        return {
+            c.function.name
+            for c in index.calls
+            if c.function is not None
+            and isinstance(c.node.func, cst.Attribute)
+            and c.node.func.attr.value in IN_PLACE_AVERAGE | {"lerp"}
+            and len(c.function.params) >= 2
+        }
+
+    return memo(index, "ema.averaging_functions", compute)
 
 
 def _appended_emas(index: UnitIndex) -> list[Assign]:

@@ -453,3 +453,42 @@ def test_emas_built_into_a_list_and_updated_one_at_a_time_are_present(tmp_path):
     _, document = check(tmp_path, CASCADE)
     assert states(document)["ema"] == "present"
     assert not [f for f in document["findings"] if f["code"] in ("EMA001", "EMA002")]
+
+
+ACCUMULATE = """\
+import torch
+
+
+def accumulate(model1, model2, decay=0.999):
+    par1 = dict(model1.named_parameters())
+    par2 = dict(model2.named_parameters())
+    for k in par1.keys():
+        par1[k].data.mul_(decay).add_(par2[k].data, alpha=1 - decay)
+
+
+def train(generator, g_ema, g_optim, loader, accum):
+    for real in loader:
+        noise = torch.randn_like(real)
+        loss = torch.nn.functional.mse_loss(generator(real + noise), noise)
+        loss.backward()
+        g_optim.step()
+        accumulate(g_ema, generator, accum)
+        sample = g_ema([torch.randn(4, 8)])
+
+
+if __name__ == "__main__":
+    generator = torch.nn.Linear(8, 8)
+    g_ema = torch.nn.Linear(8, 8)
+    accumulate(g_ema, generator, 0)
+    g_optim = torch.optim.Adam(generator.parameters(), lr=2e-3)
+    train(generator, g_ema, g_optim, [], 0.5 ** (32 / (10 * 1000)))
+"""
+
+
+def test_an_ema_averaged_by_a_hand_written_helper_is_present_without_guessed_bugs(tmp_path):
+    """stylegan2: ``accumulate(g_ema, g_module, accum)`` (mul_/add_ over named parameters) is the
+    update; sampling ``g_ema([z])`` is not; the rate is computed, so no horizon is claimed (EMA005
+    read the helper's default 0.999 and the sampling call as the update)."""
+    _, document = check(tmp_path, ACCUMULATE)
+    assert states(document)["ema"] == "present"
+    assert not [f for f in document["findings"] if f["optimization"] == "ema" and f["severity"] == "bug"]

@@ -269,6 +269,8 @@ def _decay(index: UnitIndex, facts: EmaFacts) -> float | None:
             value = literal(arg.value)
             if isinstance(value, float) and 0.9 <= value < 1:
                 return value
+    if any(_computed_rate(update) for update in facts.updates):
+        return None  # ``accumulate(g_ema, g_module, accum)``: the rate is computed, not a setting
     for setting in index.setting("ema_decay", "ema_rate", "decay", "ema_beta", "ema_max_decay"):
         value = setting.value
         if isinstance(value, str):
@@ -276,6 +278,15 @@ def _decay(index: UnitIndex, facts: EmaFacts) -> float | None:
         if isinstance(value, float) and 0.9 <= value < 1:
             return value
     return None
+
+
+def _computed_rate(update: CallSite) -> bool:
+    """An update handed its rate as an expression (a third positional argument or a rate keyword
+    that is not a literal number): the decay is whatever that computes."""
+    rate = update.kwarg("decay") or update.kwarg("rate") or update.kwarg("beta")
+    if rate is None and len(update.args) >= 3:
+        rate = update.args[2].value
+    return rate is not None and not isinstance(literal(rate), (int, float))
 
 
 def _first_float(text: str) -> float | None:

@@ -16,7 +16,7 @@ from typing import Callable
 import libcst as cst
 
 from optimizer_tool.index import Assign, CallSite, UnitIndex, code_of, dotted, literal
-from optimizer_tool.knowledge.configured import find_call
+from optimizer_tool.knowledge.configured import assignments_of, find_call
 from optimizer_tool.knowledge.training import _is_ema_class, has_role, memo, names_in
 
 Read = Callable[[Path], "str | None"]  # a project file's text, None when the caller has no such file
@@ -88,10 +88,7 @@ def _ema_facts(index: UnitIndex) -> EmaFacts:
             continue  # ``update_ema(ema, model, decay=0)``: the one-off copy that initialises the EMA
         receiver_leaf = call.receiver.rsplit(".", 1)[-1]
         on_ema = call.receiver in names or (call.receiver and receiver_leaf in leaves)
-        # one EMA of a list of them (imagen: ``ema_unet = self.get_ema_unet(n); ema_unet.update()``)
-        on_ema = on_ema or bool(
-            objects and receiver_leaf and EMA_NAME.search(receiver_leaf) and not NOT_AN_EMA.search(receiver_leaf)
-        )
+        on_ema = on_ema or _fetched_ema(index, call, names)
         first = dotted(call.args[0].value) if call.args else ""
         if on_ema and call.method in UPDATE_METHODS:
             updates.append(call)
@@ -141,6 +138,21 @@ def _averaged_by_hand(index: UnitIndex, known: list[Assign]) -> list[Assign]:
                 found.append(assigns[-1])
                 seen.add(first)
     return found
+
+
+def _fetched_ema(index: UnitIndex, call: CallSite, names: set[str]) -> bool:
+    """``call`` is on one EMA of a list, fetched by a getter of the unit (imagen:
+    ``ema_unet = self.get_ema_unet(n); ema_unet.update()``, ``get_ema_unet`` returning
+    ``self.ema_unets[index]``)."""
+    if not names or not call.receiver or "." in call.receiver:
+        return False
+    for assign in assignments_of(index, call.receiver, call.function, call.line)[-1:]:
+        getter = assign.call or (find_call(index, assign.value) if isinstance(assign.value, cst.Call) else None)
+        leaf = getter.method if getter is not None else ""
+        for fn in index.functions_named(leaf) if leaf else []:
+            if any(r.function is fn and names_in(r.value) & names for r in index.returns):
+                return True
+    return False
 
 
 def _averaging_functions(index: UnitIndex) -> set[str]:

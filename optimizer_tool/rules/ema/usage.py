@@ -9,6 +9,7 @@ from typing import Iterable
 from optimizer_tool.contract import Hit
 from optimizer_tool.findings import Severity
 from optimizer_tool.index import CallSite, UnitIndex, code_of
+from optimizer_tool.knowledge.configured import assignments_of
 from optimizer_tool.knowledge.ema import ema_facts
 from optimizer_tool.knowledge.training import (
     CHECKPOINT_READS,
@@ -275,7 +276,9 @@ class EmaNotUsedForSampling(EmaBug):
         ]
         swapped = [c for c in index.calls if c.method in SWAP_IN and c.receiver in names]
         # ``with self.ema:``, ``with ema.average_parameters():``, LDM's ``with self.ema_scope():``
-        in_scope = [c for c in index.calls if any(pattern.search(w) or EMA_SCOPE.search(w) for w in c.with_items)]
+        in_scope = [
+            c for c in index.calls if any(pattern.search(w) or EMA_SCOPE.search(w) for w in _with_texts(index, c))
+        ]
         if through_ema or swapped or in_scope:
             return []
         functions = [
@@ -345,7 +348,20 @@ def _live_model(index: UnitIndex):
     return live
 
 
-EMA_SCOPE = re.compile(r"(^|[._])ema_?scope\b|\bema\w*\.(average_parameters|swap|scope)\(", re.I)
+EMA_SCOPE = re.compile(
+    r"(^|[._])ema_?scope\b|\bema\w*\.(average_parameters|swap|scope)\(|(^|[._])use_ema\w*\b(?!\s*=)", re.I
+)
+
+
+def _with_texts(index: UnitIndex, call: CallSite) -> list[str]:
+    """The with-items around ``call``, and for ``with context():`` what ``context`` was assigned in
+    that function (imagen: ``context = nullcontext if ... else self.use_ema_unets``)."""
+    texts = list(call.with_items)
+    for item in call.with_items:
+        name = item.removesuffix("()").strip()
+        if name.isidentifier():
+            texts += [code_of(a.value) for a in assignments_of(index, name, call.function, call.line)]
+    return texts
 
 
 class EmaSwapNotRestoredOnError(EmaBug):

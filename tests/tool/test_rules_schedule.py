@@ -886,3 +886,34 @@ def test_a_hand_written_decay_in_a_branch_the_default_never_takes_is_off_by_defa
     got, found = lr_verdict(ADJUST_LR.replace("{default}", default), tmp_path)
     assert got == state
     assert ("LR002" in found) is (state != "present")
+
+
+NAMED_BY_A_PARAMETER = """\
+import torch
+from diffusers.optimization import get_scheduler
+
+
+def main(lr_scheduler: str = "constant", lr_warmup_steps: int = 0, **kwargs):
+    model = torch.nn.Linear(2, 2)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    scheduler = get_scheduler(lr_scheduler, optimizer=optimizer, num_warmup_steps=lr_warmup_steps,
+                              num_training_steps=1000)
+    for x in [torch.randn(4, 2)] * 10:
+        model(x).mean().backward()
+        optimizer.step()
+        scheduler.step()
+
+
+if __name__ == "__main__":
+    import sys
+    from omegaconf import OmegaConf
+
+    main(**OmegaConf.load(sys.argv[1]))
+"""
+
+
+def test_a_schedule_named_by_a_variable_is_not_a_pass(tmp_path):
+    """AnimateDiff: ``get_scheduler(lr_scheduler, ...)`` with the name a parameter filled from a YAML
+    and no warm-up: whether it decays is not known here, so no `present` (it was a wrong pass)."""
+    state, found = lr_verdict(NAMED_BY_A_PARAMETER, tmp_path)
+    assert state == "unknown", (state, found)

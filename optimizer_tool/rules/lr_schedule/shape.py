@@ -139,13 +139,20 @@ class NoSchedule(Rule):
 
     def when_passed(self, index: UnitIndex) -> tuple[State, str] | None:
         top = schedule_facts(index).top
-        if top and all(s.warmup is None and s.decay is None for s in top):
-            where = f"{top[0].path.name}:{top[0].line}" if hasattr(top[0].path, "name") else str(top[0].line)
+        if not top or any(s.warmup and s.decay for s in top):
+            return None
+        where = f"{top[0].path.name}:{top[0].line}" if hasattr(top[0].path, "name") else str(top[0].line)
+        if all(s.warmup is None and s.decay is None for s in top):
             return (
                 State.UNKNOWN,
                 f"the learning rate is set by a {top[0].kind} schedule ({where}) "
                 "whose warm-up and decay could not be read",
             )
+        # one half is known, the other not (a schedule named by a variable: `get_scheduler(lr_scheduler, ...)`)
+        unread = next((s for s in top if s.decay is None or s.warmup is None), None)
+        if unread is not None and not any(s.warmup is False and s.decay is False for s in top):
+            half = "decay" if unread.decay is None else "warm-up"
+            return State.UNKNOWN, f"the {unread.kind} schedule ({where}): whether it has a {half} could not be read"
         return None
 
     def check(self, index: UnitIndex) -> Iterable[Hit]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import typer
 
+from optimizer_tool.cli.ablate import ablate_command
 from optimizer_tool.cli.apply import apply_command
 from optimizer_tool.cli.check import check, explain, list_rules
 from optimizer_tool.cli.smoke import smoke_test
@@ -14,6 +15,7 @@ app.command()(explain)
 app.command("rules")(list_rules)
 app.command("apply")(apply_command)
 app.command("smoke-test")(smoke_test)
+app.command("ablate")(ablate_command)
 
 
 def main() -> None:

@@ -27,7 +27,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("optimizer_tool.verdicts",),
     ("optimizer_tool.engine",),
     ("optimizer_tool.verify",),
-    ("optimizer_tool.apply", "optimizer_tool.reporters", "optimizer_tool.smoke"),
+    ("optimizer_tool.apply", "optimizer_tool.reporters", "optimizer_tool.smoke", "optimizer_tool.ablate"),
     ("optimizer_tool.cli", "optimizer_tool.testing"),
     ("optimizer_tool.quick_optimizations",),
 ]

@@ -68,6 +68,7 @@ from optimizer_tool.project import (
     keep_final_newline,
     local_imports,
     parse_source,
+    project_root,
 )
 from optimizer_tool.registry import Optimization, optimizations
 from optimizer_tool.settings import Settings
@@ -545,8 +546,15 @@ def write_all(changes: dict[Path, bytes], originals: dict[Path, bytes]) -> None:
 
 
 def project_folders(targets: list[Path]) -> list[Path]:
-    """What apply may change: the folders given, and the folders of the files given."""
-    return [(t if t.is_dir() else t.parent).resolve() for t in targets]
+    """What apply may change: the folders given, and for a file given the project it belongs to
+    (the root check resolves its imports from: ``scripts/image_train.py`` trains with the package's
+    ``train_util.py`` beside ``scripts/``)."""
+    return [source_of(t) for t in targets]
+
+
+def source_of(target: Path) -> Path:
+    """The project folder of one apply target: the folder itself, or a file's project root."""
+    return target.resolve() if target.is_dir() else project_root([target.resolve()])
 
 
 def check_inside(changes: dict[Path, str], targets: list[Path]) -> None:

@@ -22,6 +22,7 @@ from optimizer_tool.apply import (
     copy_project,
     plan,
     select,
+    source_of,
     uncommitted,
     write_all,
 )
@@ -121,7 +122,7 @@ def _check_combination(
     if out is not None and len(targets) != 1:
         raise UsageError("--out copies one project: pass one folder or file")
     if out is not None and targets[0].exists():
-        check_out(targets[0] if targets[0].is_dir() else targets[0].parent, out)
+        check_out(source_of(targets[0]), out)
     without_fix = [k for k in only_keys if not next(o for o in optimizations() if o.key == k).fixes]
     if without_fix:
         raise UsageError(
@@ -135,8 +136,9 @@ def _write(result: FixPlan, targets: list[Path], out: Optional[Path], force: boo
     nothing uncommitted in them (unless ``force``); all or nothing. Returns the paths written, sorted."""
     changes, originals = result.encoded()
     if out is not None:
-        source = targets[0] if targets[0].is_dir() else targets[0].parent
-        copies = copy_project(source, out, result.changed, None if targets[0].is_dir() else result.originals)
+        copies = copy_project(
+            source_of(targets[0]), out, result.changed, None if targets[0].is_dir() else result.originals
+        )
         changes = {copies[p]: data for p, data in changes.items()}
         originals = {copies[p]: data for p, data in originals.items()}
     else:

@@ -522,7 +522,7 @@ def _run_fix(
                 exc.key = opt.key
                 result.refused.append(exc)
                 return ran
-            targets.extend(findings)
+            targets.extend(f for f in findings if f.code not in ctx.left)
             result.notes.extend((opt.key, note) for note in ctx.notes if (opt.key, note) not in result.notes)
             ran = True
             if not work.update(ctx.modules, code):

@@ -104,6 +104,14 @@ class FixContext:
         self.modules = modules
         self.project_files: Mapping[Path, str] = MappingProxyType({}) if project_files is None else project_files
         self.notes: list[str] = []
+        self.left: set[str] = set()  # codes the fix was handed but could not fix (the rest it fixed)
+
+    def leave(self, code: str, why: CannotFix) -> None:
+        """Fix the other findings and leave ``code`` as it is, saying why (a fix of several parts
+        whose one part cannot be placed: the gradient norm is logged, the EMA drift is not)."""
+        self.left.add(code)
+        where = f"{why.path.name}:{why.line}" if hasattr(why.path, "name") else str(why.line)
+        self.note(f"{code} left as it is: {why.message} ({where})")
 
     def note(self, message: str) -> None:
         """Tell the user something the diff does not show (what was verified, what was also

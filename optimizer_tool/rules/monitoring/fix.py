@@ -114,7 +114,12 @@ class LogTrainingSignals(Fix):
         if "MON002" in codes and not lr_logged(index):
             curves.append(Curve("lr", template_expression(edits.module(sink.call.path), lr_expression(index, trained))))
         if "MON003" in codes and not ema_drift_logged(index):
-            curves.append(self.ema_drift(index, trained, sink, edits))
+            try:
+                curves.append(self.ema_drift(index, trained, sink, edits))
+            except CannotFix as why:
+                if not curves:
+                    raise
+                ctx.leave("MON003", why)  # the gradient norm and lr are logged; the EMA drift by hand
         if not curves:
             return
         emit(edits, sink, curves)

@@ -1,0 +1,59 @@
+"""A fix of several parts places the parts it can: the monitoring fix logs the gradient norm even
+when the EMA drift cannot be logged where the metrics are (an EMA that exists only under
+``if args.use_ema:`` and a metrics dict built before the sink: the diffusers example scripts).
+It used to hold the whole optimization back ("ema_model only exists when args.use_ema")."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from typer.testing import CliRunner
+
+from optimizer_tool.cli import app
+
+TRAIN = """\
+import argparse
+
+import torch
+from accelerate import Accelerator
+from diffusers.training_utils import EMAModel
+
+parser = argparse.ArgumentParser()
+parser.add_argument("--use_ema", action="store_true")
+args = parser.parse_args()
+accelerator = Accelerator()
+model = torch.nn.Linear(4, 4)
+optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+if args.use_ema:
+    ema_model = EMAModel(model.parameters())
+global_step = 0
+for x in [torch.randn(2, 4)] * 3:
+    noise = torch.randn_like(x)
+    loss = torch.nn.functional.mse_loss(model(x + noise), noise)
+    accelerator.backward(loss)
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    optimizer.step()
+    optimizer.zero_grad()
+    if args.use_ema:
+        ema_model.step(model.parameters())
+    global_step += 1
+    logs = {"step_loss": loss.detach().item(), "lr": optimizer.param_groups[0]["lr"]}
+    accelerator.log(logs, step=global_step)
+    print(logs)
+"""
+
+
+def test_the_gradient_norm_is_logged_and_the_ema_drift_left_with_its_reason(tmp_path):
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "train.py").write_text(TRAIN)
+    out = tmp_path / "patched"
+    result = CliRunner().invoke(app, ["apply", "--only", "monitoring", "--out", str(out), str(tmp_path / "src")])
+    assert result.exit_code == 1, result.output  # applied; MON003 still reported
+    assert "fixed MON001" in result.output
+    assert "MON003 left as it is" in result.output and "only exists when `args.use_ema`" in result.output
+    patched = (out / "train.py").read_text()
+    assert '"grad_norm": float(grad_norm)' in patched
+    done = subprocess.run([sys.executable, "train.py"], cwd=out, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "'grad_norm':" in done.stdout

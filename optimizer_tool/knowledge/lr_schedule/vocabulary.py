@@ -87,6 +87,11 @@ TOTAL_SETTINGS = (
     "max_iterations",
     "total_iters_train",
     "num_iterations",
+    "iterations",
+    "num_iters",
+    "n_iters",
+    "train_iters",
+    "total_iterations",
     "lr_anneal_steps",
 )
 NEUTRAL_FACTOR = re.compile(r"(^|\.)(num_processes|world_size|num_gpus|n_gpus|num_devices)$")

@@ -5,6 +5,8 @@ and saved/restored beside the optimizer in the checkpoint dict."""
 
 from __future__ import annotations
 
+import re
+
 import libcst as cst
 import libcst.matchers as m
 
@@ -29,7 +31,7 @@ from optimizer_tool.rules.lr_schedule.fix.common import (
     warmup_then,
 )
 
-EPOCH_SETTINGS = ("num_epochs", "epochs", "num_train_epochs", "max_epochs", "n_epochs")
+EPOCH_SETTINGS = ("num_epochs", "epochs", "num_train_epochs", "max_epochs", "n_epochs", "n_epoch", "total_epochs")
 ACCUMULATION_SETTINGS = (
     "gradient_accumulation_steps",
     "grad_accum_steps",
@@ -151,14 +153,10 @@ def _run_total(index: UnitIndex, edits: Edits, home, opt_call: CallSite, opt_stm
     if same_class:
         return same_class[0].target, opt_stmt
     epochs = next((home.read(n) for n in EPOCH_SETTINGS if home is not None and home.has(n)), None)
-    loaders = [
-        a
-        for a in index.assigns
-        if a.call is not None
-        and a.call.matches(DATALOADER)
-        and a.path == opt_call.path
-        and a.function == opt_call.function
-    ]
+    here = [a for a in index.assigns if a.path == opt_call.path and a.function == opt_call.function]
+    loaders = [a for a in here if a.call is not None and a.call.matches(DATALOADER)]
+    if not loaders:  # ``dataloader = get_data(args)``: a loader built by a helper, iterated in this function
+        loaders = [a for a in here if LOADER_NAME.search(a.target) and a.call is not None and _iterated(index, a)]
     if epochs is None or len(loaders) != 1:
         raise CannotFix(
             opt_call.path,
@@ -183,6 +181,19 @@ def _run_total(index: UnitIndex, edits: Edits, home, opt_call: CallSite, opt_stm
     if accumulation:
         edits.add_import(opt_call.path, "math")
     return f"{epochs} * {per_epoch}", anchor
+
+
+LOADER_NAME = re.compile(r"(^|_)(data_?loader|train_?loader|loader|train_dl|dl)$")
+
+
+def _iterated(index: UnitIndex, loader) -> bool:
+    """``loader`` is what the function's training loop walks (``for batch in loader``, ``enumerate(loader)``)."""
+    return any(
+        loop.iter and re.search(rf"(?<![\w.]){re.escape(loader.target)}(?![\w.])", loop.iter)
+        for call in index.calls
+        if call.function == loader.function
+        for loop in call.loops
+    )
 
 
 def _scheduler_key(optimizer_key: str) -> str:

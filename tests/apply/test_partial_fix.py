@@ -1,6 +1,6 @@
 """A fix of several parts places the parts it can: the monitoring fix logs the gradient norm even
 when the EMA drift cannot be logged where the metrics are (an EMA that exists only under
-``if args.use_ema:`` and a metrics dict built before the sink: the diffusers example scripts).
+``if args.use_ema:`` and a metrics dict built before the sink, as in the diffusers example scripts).
 It used to hold the whole optimization back ("ema_model only exists when args.use_ema")."""
 
 from __future__ import annotations
@@ -17,7 +17,6 @@ import argparse
 
 import torch
 from accelerate import Accelerator
-from diffusers.training_utils import EMAModel
 
 parser = argparse.ArgumentParser()
 parser.add_argument("--use_ema", action="store_true")
@@ -26,7 +25,7 @@ accelerator = Accelerator()
 model = torch.nn.Linear(4, 4)
 optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
 if args.use_ema:
-    ema_model = EMAModel(model.parameters())
+    ema_model = torch.optim.swa_utils.AveragedModel(model)
 global_step = 0
 for x in [torch.randn(2, 4)] * 3:
     noise = torch.randn_like(x)
@@ -36,7 +35,7 @@ for x in [torch.randn(2, 4)] * 3:
     optimizer.step()
     optimizer.zero_grad()
     if args.use_ema:
-        ema_model.step(model.parameters())
+        ema_model.update_parameters(model)
     global_step += 1
     logs = {"step_loss": loss.detach().item(), "lr": optimizer.param_groups[0]["lr"]}
     accelerator.log(logs, step=global_step)

@@ -38,6 +38,7 @@ whether it is the same one after the change.
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 from dataclasses import dataclass, field
@@ -545,22 +546,29 @@ def write_all(changes: dict[Path, bytes], originals: dict[Path, bytes]) -> None:
         raise ApplyError(str(exc)) from exc
 
 
-def project_folders(targets: list[Path]) -> list[Path]:
-    """What apply may change: the folders given, and for a file given the project it belongs to
-    (the root check resolves its imports from: ``scripts/image_train.py`` trains with the package's
-    ``train_util.py`` beside ``scripts/``)."""
-    return [source_of(t) for t in targets]
+def project_folders(targets: list[Path], files: Iterable[Path] = ()) -> list[Path]:
+    """What apply may change: the folders given, and for a file given its folder widened to the
+    files of its unit (``source_of``)."""
+    return [source_of(t, files) for t in targets]
 
 
-def source_of(target: Path) -> Path:
-    """The project folder of one apply target: the folder itself, or a file's project root."""
-    return target.resolve() if target.is_dir() else project_root([target.resolve()])
+def source_of(target: Path, files: Iterable[Path] = ()) -> Path:
+    """The project folder of one apply target: the folder itself; for a file, its folder widened to
+    the common folder of ``files`` (the unit's files: ``scripts/image_train.py`` trains with the
+    package's ``train_util.py`` beside ``scripts/``), counting only files under the file's project
+    root (pyproject/.git/setup), so an installed library never widens it."""
+    target = target.resolve()
+    if target.is_dir():
+        return target
+    root = project_root([target])
+    inside = [Path(f).resolve().parent for f in files if root in Path(f).resolve().parents]
+    return Path(os.path.commonpath([str(target.parent), *map(str, inside)]))
 
 
 def check_inside(changes: dict[Path, str], targets: list[Path]) -> None:
     """A fix may reach a file the trainer imports from elsewhere (an installed-in-place library):
     apply changes only the project it was pointed at."""
-    folders = project_folders(targets)
+    folders = project_folders(targets, changes)
     outside = [p for p in changes if not any(f == p.parent or f in p.parents for f in folders)]
     if outside:
         raise UsageError(

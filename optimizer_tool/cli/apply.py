@@ -136,9 +136,8 @@ def _write(result: FixPlan, targets: list[Path], out: Optional[Path], force: boo
     nothing uncommitted in them (unless ``force``); all or nothing. Returns the paths written, sorted."""
     changes, originals = result.encoded()
     if out is not None:
-        copies = copy_project(
-            source_of(targets[0]), out, result.changed, None if targets[0].is_dir() else result.originals
-        )
+        files = None if targets[0].is_dir() else result.originals
+        copies = copy_project(source_of(targets[0], result.originals), out, result.changed, files)
         changes = {copies[p]: data for p, data in changes.items()}
         originals = {copies[p]: data for p, data in originals.items()}
     else:

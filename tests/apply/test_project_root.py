@@ -84,3 +84,20 @@ def test_in_place_apply_on_an_entry_script_changes_the_package_file(tmp_path):
     result = CliRunner().invoke(app, ["apply", "--select", "CLIP001", "--force", str(repo / "scripts/train.py")])
     assert result.exit_code == 0, result.output
     assert "clip_grad_norm_" in (repo / "mypkg" / "train_util.py").read_text()
+
+
+def test_a_trainer_folder_inside_a_larger_repository_stays_its_own_project(tmp_path):
+    """A trainer checked out (or materialised) inside another repository: its project is its own
+    folder when everything it trains with is there, so ``--out`` beside it is accepted (the
+    repository root above made the copy 'inside the project it copies')."""
+    outer = tmp_path / "outer"
+    (outer / "work" / "trainer").mkdir(parents=True)
+    (outer / "pyproject.toml").write_text('[project]\nname = "outer"\nversion = "0"\n')
+    (outer / "work" / "trainer" / "train_util.py").write_text(TRAIN_UTIL)
+    (outer / "work" / "trainer" / "train.py").write_text(SCRIPT.replace("from mypkg.train_util", "from train_util"))
+    out = outer / "work" / "patched"
+    result = CliRunner().invoke(
+        app, ["apply", "--select", "CLIP001", "--out", str(out), str(outer / "work" / "trainer" / "train.py")]
+    )
+    assert result.exit_code == 0, result.output
+    assert "clip_grad_norm_" in (out / "train_util.py").read_text()

@@ -16,6 +16,7 @@ from optimizer_tool.edit.settings import module_name
 from optimizer_tool.edit.templates import expression, insert_dict_element, statement, string_literal
 from optimizer_tool.edit.tree import is_call_statement, names_in_node
 from optimizer_tool.index import CallSite, UnitIndex, code_of, dotted, literal
+from optimizer_tool.knowledge.configured import names_in
 from optimizer_tool.knowledge.lr_schedule.vocabulary import TOTAL_SETTINGS
 from optimizer_tool.knowledge.optimizers import OPTIMIZER_CONSTRUCTORS, optimizer_construction
 from optimizer_tool.knowledge.settings import settings_home
@@ -187,9 +188,16 @@ LOADER_NAME = re.compile(r"(^|_)(data_?loader|train_?loader|loader|train_dl|dl)$
 
 
 def _iterated(index: UnitIndex, loader) -> bool:
-    """``loader`` is what the function's training loop walks (``for batch in loader``, ``enumerate(loader)``)."""
+    """``loader`` is what the function's training loop walks (``for batch in loader``, ``enumerate(loader)``,
+    or a wrapper of it: ``pbar = tqdm(dataloader)`` then ``for i, batch in enumerate(pbar)``)."""
+    walked = {loader.target} | {
+        a.target
+        for a in index.assigns
+        if a.function == loader.function and loader.target in names_in(a.value) and a.call is not None
+    }
+    pattern = re.compile("|".join(rf"(?<![\w.]){re.escape(n)}(?![\w.])" for n in walked))
     return any(
-        loop.iter and re.search(rf"(?<![\w.]){re.escape(loader.target)}(?![\w.])", loop.iter)
+        loop.iter and pattern.search(loop.iter)
         for call in index.calls
         if call.function == loader.function
         for loop in call.loops

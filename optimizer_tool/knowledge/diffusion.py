@@ -209,9 +209,8 @@ def _family_of(index: UnitIndex, value, function, depth: int = 0) -> tuple[str, 
         named = "linear" if "linear" in leaf else "cosine" if "cos" in leaf else "other" if "sigmoid" in leaf else None
         if named:
             return named, site
-        helper = next((f for f in index.functions_named(site.method) if f.path == site.path), None)
-        if helper is None:
-            helper = next(iter(index.functions_named(site.method)), None)
+        # the helper of that name, the one in the caller's file first
+        helper = min(index.functions_named(site.method), key=lambda f: f.path != site.path, default=None)
         picks = site.matches(SCHEDULE_SELECTORS) or any(site.kwarg(k) is not None for k in BETA_SCHEDULE_SETTINGS)
         if helper is not None and depth < 2 and not picks:  # a selector's choice is read from its argument
             for ret in index.returns:

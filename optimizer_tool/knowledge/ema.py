@@ -47,15 +47,19 @@ def library_ema_calls(index: UnitIndex) -> list[CallSite]:
     """Calls of an EMA kept out of sight (``task.setup_ema(decay=...)`` and ``task.update_ema(step=n)``
     on timm's task object, a library the unit does not read): the setup calls first, then the
     updates. Only when no EMA object is seen and the callee is not defined in the unit."""
-    found = [
-        c
-        for c in index.calls
-        if c.method
-        and (SETUP_FUNCTION.search(c.method) or UPDATE_FUNCTION.search(c.method))
-        and c.receiver
-        and not index.functions_named(c.method)
-    ]
-    return sorted(found, key=lambda c: not SETUP_FUNCTION.search(c.method))
+
+    def compute() -> list[CallSite]:
+        found = [
+            c
+            for c in index.calls
+            if c.method
+            and (SETUP_FUNCTION.search(c.method) or UPDATE_FUNCTION.search(c.method))
+            and c.receiver
+            and not index.functions_named(c.method)
+        ]
+        return sorted(found, key=lambda c: not SETUP_FUNCTION.search(c.method))
+
+    return memo(index, "ema.library_calls", compute)
 
 
 # --- the unit's EMA objects and updates ----------------------------------------------------------

@@ -335,8 +335,9 @@ class NoCosineOffset(Rule):
 
     def when_blind(self, index: UnitIndex) -> tuple[State, str] | None:
         schedules = cosine_schedules(index)
-        if not schedules and inherited(index) is not None:
-            return State.NOT_APPLICABLE, f"{inherited(index)}; a library's cosine schedule has its offset built in"
+        library = inherited(index) if not schedules else None
+        if library is not None:
+            return State.NOT_APPLICABLE, f"{library}; a library's cosine schedule has its offset built in"
         if not schedules and not beta_schedule(index).by_value:
             return None  # the schedule itself is not visible here: unknown
         if not schedules:

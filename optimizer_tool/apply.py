@@ -324,9 +324,15 @@ def _blame(result: FixPlan, current: list[Optimization]) -> list[HeldBack]:
     held: dict[str, HeldBack] = {}
 
     def owners(key: str) -> list[str]:
-        return [key] if key in keys else sorted(result.required_by.get(key, set()) & keys)
+        # A fix pulled in by several others is charged to one of them only when that one alone needed
+        # it: otherwise ``_blame_alone`` plans each on its own (clipping must not be held back because
+        # the lr schedule made an EMA finding appear that the EMA fix cannot resolve).
+        needers = sorted(result.required_by.get(key, set()) & keys)
+        return [key] if key in keys else needers if len(needers) == 1 else []
 
     for exc in result.refused:
+        if getattr(exc, "late", False):
+            continue
         for owner in owners(exc.key):
             held.setdefault(owner, HeldBack(owner, "cannot place its change", refusal=exc))
     for finding in result.unfixed:
@@ -434,7 +440,13 @@ def _run_or_hold(
     the time on a large file. Other refusals stay in ``result.refused`` for ``plan`` to blame."""
     sources, marks, refused = dict(work.sources), (len(targets), len(result.notes)), len(result.refused)
     ran = _run_fix(opt, entry, work, settings, attempted, targets, result, request)
-    if len(result.refused) == refused or not fresh:
+    if len(result.refused) == refused:
+        return ran
+    if not fresh:
+        # A fix that already ran refuses a finding that appeared after other fixes: which of them
+        # made it appear is for ``_blame_alone`` to find, not this optimization's to carry.
+        for exc in result.refused[refused:]:
+            exc.late = True
         return ran
     exc = result.refused.pop(refused)
     work.sources = sources

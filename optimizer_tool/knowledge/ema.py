@@ -228,7 +228,7 @@ def _is_ema_object(index: UnitIndex, assign: Assign) -> bool:
         and has_role(index, assign.target, "ema")
         and assign.call.names & _ema_constructor_names(index, assign)
     ):
-        return _averages_a_model(assign.call)
+        return _averages_a_model(index, assign.call)
     return bool(EMA_NAME.search(leaf)) and (
         "deepcopy" in value_code
         or "EMA" in value_code
@@ -242,16 +242,19 @@ def _is_ema_object(index: UnitIndex, assign: Assign) -> bool:
 MODEL_LIKE = re.compile(r"model|net|unet|module|parameters|transformer|denoiser|generator|vae", re.I)
 
 
-def _averages_a_model(call: CallSite) -> bool:
+def _averages_a_model(index: UnitIndex, call: CallSite) -> bool:
     """A weight EMA is built from a model or its parameters (``EMA(model)``, ``EMAModel(unet.parameters())``,
-    ``AveragedModel(net)``); an EMA class built from sizes and numbers (a VQ codebook's
-    ``EmbeddingEMA(n_embed, dim)``, a loss meter) averages something else."""
+    ``AveragedModel(net)``, ``AveragedModel(ddpm)`` of a network whose ``.parameters()`` the unit reads);
+    an EMA class built from sizes and numbers (a VQ codebook's ``EmbeddingEMA(n_embed, dim)``, a loss
+    meter) averages something else."""
     if not call.node.args:
         return True
     if any(dotted(arg.value) == "self" for arg in call.node.args):  # LitEma(self) in a LightningModule
         return True
     names = {name for arg in call.node.args for name in names_in(arg.value)}
-    return any(MODEL_LIKE.search(name.rsplit(".", 1)[-1]) for name in names if name != "self")
+    if any(MODEL_LIKE.search(name.rsplit(".", 1)[-1]) for name in names if name != "self"):
+        return True
+    return any(c.receiver in names for c in index.method_calls("parameters", "named_parameters", "state_dict"))
 
 
 def _injected_ema(assign: Assign, leaf: str, value_code: str) -> bool:

@@ -460,7 +460,9 @@ def test_lightning_yaml_gradient_clip_val(tmp_path):
 
 
 # --- monitoring ----------------------------------------------------------------------------
-def test_print_is_not_a_sink(tmp_path):
+def test_print_counts_as_logging_only_without_a_tracker(tmp_path):
+    """A trainer whose only log is its progress line logs the gradient norm by printing it each step
+    (logger.info, print: what DiT and the tutorial loops do); with a tracker the curve belongs there."""
     src = (
         "import torch\n"
         "for x in data:\n"
@@ -468,9 +470,16 @@ def test_print_is_not_a_sink(tmp_path):
         "    loss.backward()\n"
         "    grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)\n"
         "    optimizer.step()\n"
-        "    print(f'grad_norm={grad_norm}')\n"
+        "    print(f'loss={loss.item()} grad_norm={grad_norm}')\n"
     )
-    assert "MON001" in codes(src, tmp_path)
+    assert "MON001" not in codes(src, tmp_path)
+    with_tracker = src + "    writer.add_scalar('loss', loss.item(), step)\n"
+    assert "MON001" in codes(with_tracker, tmp_path / "tracker")
+    once = (
+        src.replace("    print(f'loss={loss.item()} grad_norm={grad_norm}')\n", "")
+        + "print(f'grad_norm={grad_norm}')\n"
+    )
+    assert "MON001" in codes(once, tmp_path / "once")  # printed once after training: not a curve
 
 
 def test_grad_norm_through_a_logging_helper(tmp_path):

@@ -65,6 +65,58 @@ def is_sink(call: CallSite) -> bool:
     return bool(call.receiver) or call.method != "log"
 
 
+TEXT_SINKS = ("print", "info", "debug", "warning", "write", "set_description", "set_postfix", "set_postfix_str")
+
+
+def is_text_sink(call: CallSite) -> bool:
+    """A line of text a person reads: ``print(f"... {loss:.4f}")``, ``logger.info(...)``, a progress bar's
+    ``set_description``/``set_postfix``, ``tqdm.write``; not a file's ``write`` of non-text."""
+    name = call.method or call.func_text
+    if name not in TEXT_SINKS or not call.node.args or any(NOT_SINKS.search(n) for n in call.names):
+        return False
+    if name in ("print", "set_postfix"):
+        return True
+    return any(isinstance(a.value, (cst.FormattedString, cst.ConcatenatedString, cst.Call)) for a in call.node.args)
+
+
+def _text_items(call: CallSite) -> Iterator[Logged]:
+    """The values a text line shows, keyed by the words before them (``f"grad_norm {g:.3f}"``: ``grad_norm``)."""
+    for arg in call.node.args:
+        if arg.keyword is not None and (call.method or call.func_text) not in ("set_postfix",):
+            continue
+        if arg.keyword is not None:
+            yield Logged(arg.keyword.value, arg.value, call.function, call.line, call)
+            continue
+        for node in expression_nodes(arg.value):
+            if isinstance(node, cst.FormattedString):
+                words = None
+                for part in node.parts:
+                    if isinstance(part, cst.FormattedStringText):
+                        words = part.value.strip(" :=,|/-")
+                    else:
+                        yield Logged(words or None, part.expression, call.function, call.line, call)
+                        words = None
+        if not isinstance(arg.value, (cst.FormattedString, cst.ConcatenatedString, cst.SimpleString)):
+            yield Logged(None, arg.value, call.function, call.line, call)
+
+
+def text_lines(index: UnitIndex) -> list[Logged]:
+    """What the unit's text lines inside loops show (the gradient norm printed each step is logged too;
+    a line printed once before training shows settings, not curves)."""
+    return memo(
+        index,
+        "monitoring.text",
+        lambda: [i for c in index.calls if c.loop_depth > 0 and is_text_sink(c) for i in _text_items(c)],
+    )
+
+
+def shown_values(index: UnitIndex) -> list[Logged]:
+    """What reaches a metrics sink; for a unit that has none, what its progress lines show (curves
+    belong in the tracker when there is one: a learning rate shown only on the progress bar of a
+    TensorBoard-logged run is not logged)."""
+    return logged_values(index) or text_lines(index)
+
+
 def _json_sinks(index: UnitIndex) -> list[CallSite]:
     """``f.write(json.dumps({...}) + "\\n")`` and ``json.dump({...}, f)``: a metrics file."""
     return [c for c in index.calls if c.matches(("json.dumps", "json.dump")) and c.args]
@@ -248,7 +300,7 @@ def grad_norm_logged(index: UnitIndex) -> bool:
             return True
     if any(c.kwarg("track_grad_norm") is not None for c in index.calls):
         return True
-    for item in logged_values(index):
+    for item in shown_values(index):
         names, _ = _facts(index, item)
         if names & returned or any(
             GRAD_NORM.search(n) or GRAD_NORM_CALLS.search(n) or n.endswith(".grad") for n in names
@@ -262,7 +314,7 @@ def grad_norm_logged(index: UnitIndex) -> bool:
 def lr_logged(index: UnitIndex) -> bool:
     if any(c.method == "LearningRateMonitor" or c.func_text.endswith("LearningRateMonitor") for c in index.calls):
         return True
-    for item in logged_values(index):
+    for item in shown_values(index):
         names, _ = _facts(index, item)
         if any(
             n.rsplit(".", 1)[-1] in ("get_last_lr", "get_lr", "param_groups") or n == '["lr"]' or LR_NAME.search(n)
@@ -277,7 +329,7 @@ def lr_logged(index: UnitIndex) -> bool:
 def ema_drift_logged(index: UnitIndex) -> bool:
     ema_names = set(ema_facts(index).names)
     ema_leaves = {n.rsplit(".", 1)[-1] for n in ema_names}
-    for item in logged_values(index):
+    for item in shown_values(index):
         names, has_difference = _facts(index, item)
         refers = any(
             n in ema_names

@@ -11,9 +11,15 @@ from optimizer_tool.contract import Applicability, CannotFix, Fix, FixContext
 from optimizer_tool.edit.edits import Edits
 from optimizer_tool.edit.ema import ema_target
 from optimizer_tool.edit.settings import module_name
-from optimizer_tool.edit.templates import insert_dict_element, string_literal, template_expression, template_statements
+from optimizer_tool.edit.templates import (
+    insert_dict_element,
+    keyword,
+    string_literal,
+    template_expression,
+    template_statements,
+)
 from optimizer_tool.edit.tree import is_call_statement
-from optimizer_tool.index import CallSite, UnitIndex, dotted
+from optimizer_tool.index import CallSite, UnitIndex, code_of, dotted
 from optimizer_tool.knowledge.ema import ema_facts
 from optimizer_tool.knowledge.training import (
     assignments_of,
@@ -25,7 +31,13 @@ from optimizer_tool.knowledge.training import (
     stepped_optimizer,
     trained_model,
 )
-from optimizer_tool.rules.monitoring.facts import ema_drift_logged, grad_norm_logged, logged_values, lr_logged
+from optimizer_tool.rules.monitoring.facts import (
+    ema_drift_logged,
+    grad_norm_logged,
+    is_text_sink,
+    logged_values,
+    lr_logged,
+)
 
 # --- the fix ------------------------------------------------------------------------------------
 # ``t2s-opt apply --only monitoring``: the missing curves go to the sink the trainer already uses for
@@ -64,6 +76,7 @@ class Sink:
     call: CallSite
     key: str | None  # the loss key, e.g. "train/loss" (its prefix names the new curves)
     entries: cst.Dict | None = None  # the dict the call logs, when it logs a dict
+    text: bool = False  # a progress line (print, logger.info, a progress bar): the curves get a line of their own
 
     @property
     def prefix(self) -> str:
@@ -98,12 +111,12 @@ class LogTrainingSignals(Fix):
                 ),
                 MONITORING_PATCH,
             )
-        sink = loss_sink(index, trained.step)
+        sink = loss_sink(index, trained.step) or text_sink(index, trained.step)
         if sink is None:
             raise CannotFix(
                 where.path,
                 where.line,
-                f"no metrics sink (SummaryWriter.add_scalar, accelerator.log, wandb.log, a JSON-lines file) logs the loss in `{trained.step.function.name if trained.step.function else 'the training loop'}`; add one, then run the fix again",  # noqa: E501
+                f"no metrics sink (SummaryWriter.add_scalar, accelerator.log, wandb.log, a JSON-lines file) and no progress line (print, logger.info, a progress bar) shows the loss in `{trained.step.function.name if trained.step.function else 'the training loop'}`; add one, then run the fix again",  # noqa: E501
                 MONITORING_PATCH,
             )
         edits = Edits(ctx)
@@ -113,7 +126,7 @@ class LogTrainingSignals(Fix):
             curves.append(Curve("grad_norm", self.grad_norm(index, trained, sink, edits)))
         if "MON002" in codes and not lr_logged(index):
             curves.append(Curve("lr", template_expression(edits.module(sink.call.path), lr_expression(index, trained))))
-        if "MON003" in codes and not ema_drift_logged(index):
+        if "MON003" in codes and not ema_drift_logged(index) and ema_facts(index).objects:
             try:
                 curves.append(self.ema_drift(index, trained, sink, edits))
             except CannotFix as why:
@@ -188,8 +201,11 @@ class LogTrainingSignals(Fix):
     def ema_drift(self, index: UnitIndex, trained, sink: Sink, edits: Edits) -> Curve:
         """``ema_drift``: the mean absolute difference between averaged and live weights, computed
         where the loss is logged (under the EMA's own ``if``, when it is created under one)."""
+        objects = ema_facts(index).objects
+        if not objects:
+            raise CannotFix(sink.call.path, sink.call.line, "the trainer keeps no EMA to measure", MONITORING_PATCH)
         target = ema_target(index, trained.name, edits.ctx.project_files)
-        obj = ema_facts(index).objects[0]
+        obj = objects[0]
         if target is None or target.api.drift is None:
             raise CannotFix(
                 obj.path,
@@ -298,11 +314,30 @@ def _with_torch(edits: Edits, index: UnitIndex, path, template: str, **values: s
     return template_statements(edits.module(path), template.replace("torch.", f"{torch}."), **values)
 
 
+def text_sink(index: UnitIndex, step: CallSite) -> Sink | None:
+    """The progress line that shows the loss in the function that steps the optimizer (``print``,
+    ``logger.info``, ``pbar.set_description``), when there is no metrics sink: the curves are shown
+    on a line of their own at its cadence. Latest after the step first."""
+    lines = [
+        c
+        for c in index.calls
+        if c.function == step.function
+        and c.path == step.path
+        and c.loop_depth > 0
+        and is_text_sink(c)
+        and any("loss" in code_of(a.value).lower() for a in c.node.args)
+    ]
+    ranked = sorted(lines, key=lambda c: (c.line < step.line, -c.line))
+    return Sink(ranked[0], None, text=True) if ranked else None
+
+
 def emit(edits: Edits, sink: Sink, curves: list[Curve]) -> None:
     """Log ``curves`` through ``sink``: one ``add_scalar`` per curve after the last one of the block,
-    or new entries in the logged dict (as Python floats: tensors are not JSON). A conditional curve
-    gets its own sink call under its condition."""
-    if sink.entries is None:
+    or new entries in the logged dict (as Python floats: tensors are not JSON), or a progress line of
+    their own. A conditional curve gets its own sink call under its condition."""
+    if sink.text:
+        _emit_text(edits, sink, curves)
+    elif sink.entries is None:
         _emit_scalars(edits, sink, curves)
     else:
         _emit_entries(edits, sink, curves)
@@ -365,3 +400,115 @@ def _emit_entries(edits: Edits, sink: Sink, curves: list[Curve]) -> None:
         edits.insert_after(
             path, statement, curve.conditional.when_present(module, lines, sink.call, "the loss is logged")
         )
+
+
+TEXT_FORMATS = {"grad_norm": "{float(%s):.4g}", "lr": "{%s:.3g}"}
+
+
+def _emit_text(edits: Edits, sink: Sink, curves: list[Curve]) -> None:
+    """A line of its own beside the loss's: after it when the loss is shown after the optimizer step,
+    else right after the step (the gradient norm exists only from there). A progress bar's
+    description gets the curves as its postfix (``set_postfix_str``), not a new description."""
+    path, call = sink.call.path, sink.call
+    module = edits.module(path)
+    anchor = _step_after(edits, sink) or edits.statement_of(call)
+    if call.method == "set_postfix":
+        _extend_postfix(edits, sink, curves, anchor)
+        return
+    if call.method in ("set_description", "set_postfix_str"):
+        postfixes = [c for c in edits.ctx.index.method_calls("set_postfix") if c.receiver == call.receiver]
+        if postfixes:
+            raise CannotFix(
+                call.path,
+                call.line,
+                f"`{call.receiver}` shows a postfix of its own that a new one would replace; "
+                "show the curves there by hand",
+                MONITORING_PATCH,
+            )
+        func = f"{call.receiver}.set_postfix_str"
+    else:
+        func = call.func_text
+    new: list[cst.BaseStatement] = []
+    plain = [c for c in curves if c.conditional is None]
+    if plain:
+        new += [s for c in plain for s in c.setup] + [_text_line(module, func, plain)]
+    for curve in curves:
+        if curve.conditional is not None:
+            lines = [*curve.setup, _text_line(module, func, [curve])]
+            new += curve.conditional.when_present(module, lines, call, "the loss is shown")
+    edits.insert_after(path, anchor, new)
+
+
+def _extend_postfix(edits: Edits, sink: Sink, curves: list[Curve], anchor) -> None:
+    """``pbar.set_postfix(loss=...)`` after the optimizer step gets the curves as keywords (or entries of
+    the dict it shows): a second postfix would replace the loss's."""
+    call = sink.call
+    if anchor is not edits.statement_of(call) or any(c.conditional is not None for c in curves):
+        raise CannotFix(
+            call.path,
+            call.line,
+            "the loss is shown with `set_postfix` before the optimizer step (or a curve exists only under a "
+            "condition); show the curves there by hand",
+            MONITORING_PATCH,
+        )
+    shown = [cst.Call(cst.Name("float"), [cst.Arg(c.value)]) for c in curves]
+    dict_arg = next((a for a in call.node.args if isinstance(a.value, cst.Dict)), None)
+    edits.insert_before(call.path, anchor, [s for c in curves for s in c.setup])
+    if dict_arg is not None:
+
+        def extend(node: cst.Dict) -> cst.Dict:
+            for curve, value in zip(curves, shown):
+                node = insert_dict_element(node, len(node.elements) - 1, cst.SimpleString(f'"{curve.name}"'), value)
+            return node
+
+        edits.replace(call.path, dict_arg.value, extend)
+        return
+    keywords = [keyword(c.name, value) for c, value in zip(curves, shown)]
+    edits.replace(call.path, call.node, lambda node: node.with_changes(args=[*node.args, *keywords]))
+
+
+def _text_line(module: cst.Module, func: str, curves: list[Curve]) -> cst.BaseStatement:
+    parts = []
+    for curve in curves:
+        value = code_of(curve.value).strip()
+        shown = TEXT_FORMATS.get(curve.name, "{float(%s):.3g}") % value
+        parts.append(f"{curve.name} {shown}")
+    body = ", ".join(parts)
+    quote = "'" if '"' in body else '"'
+    return template_statements(module, f"{func}(f{quote}{body}{quote})")[0]
+
+
+def _step_after(edits: Edits, sink: Sink):
+    """The optimizer-step statement to log after, when the loss line comes before the step (in the
+    same block, or in a loop nested in it: never under an ``if`` the step is not under). None when
+    the line comes after the step."""
+    index = edits.ctx.index
+    trained = trained_model(index)
+    step = trained.step
+    if sink.call.line > step.line:
+        return None
+    tree = edits.tree(step.path)
+    step_stmt = edits.statement_of(step)
+    block = tree.block(step_stmt)
+    line_stmt = edits.statement_of(sink.call)
+    outer = tree.enclosing_in(line_stmt, block)
+    if outer is None or (
+        outer is not line_stmt and any(isinstance(a, cst.If) for a in _between(tree, line_stmt, outer))
+    ):
+        raise CannotFix(
+            sink.call.path,
+            sink.call.line,
+            "the loss is shown before the optimizer step under a condition the step is not under; "
+            "show the gradient norm after the step by hand",
+            MONITORING_PATCH,
+        )
+    return step_stmt
+
+
+def _between(tree, node, outer) -> list:
+    found = []
+    for ancestor in tree.ancestors(node):
+        found.append(ancestor)
+        if ancestor is outer:
+            break
+    return found

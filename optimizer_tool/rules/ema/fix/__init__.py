@@ -44,7 +44,8 @@ class AddEma(Fix):
         _require_trained_network(fix, findings)
         facts = ema_facts(fix.index)
         target: EmaTarget
-        if "EMA001" in codes and not facts.objects:
+        created = "EMA001" in codes and not facts.objects
+        if created:
             target = create_ema(fix)
             codes |= {"EMA002", "EMA006", "EMA007", "EMA008"}
         else:
@@ -53,7 +54,7 @@ class AddEma(Fix):
             gate_once(fix, findings)
         if "EMA003" in codes:
             move_updates(fix, target, findings)
-        elif "EMA002" in codes and not facts.updates:
+        elif "EMA002" in codes and (created or not facts.updates):  # updates elsewhere are not of a new EMA
             add_update(fix, target)
         if "EMA005" in codes and list(EmaHorizonTooLong().check(fix.index)):
             warm_up(fix, target)

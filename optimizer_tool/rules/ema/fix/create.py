@@ -67,7 +67,8 @@ def _constructor(fix: EmaEdit, path: Path) -> tuple[EmaApi, str]:
     fix.edits.add_import(path, "torch.optim.swa_utils", "get_ema_multi_avg_fn")
     return (
         AVERAGED_MODEL,
-        "{ema} = AveragedModel({model}, multi_avg_fn=get_ema_multi_avg_fn({decay}), use_buffers=True)",
+        "{ema} = AveragedModel({model}, multi_avg_fn=get_ema_multi_avg_fn({decay}), use_buffers=True)\n"
+        "{ema}.eval()  # only sampled from: dropout off, batch norm on its averaged statistics\n",
     )
 
 

@@ -105,7 +105,7 @@ def _sampler_calls(fix: EmaEdit, target: EmaTarget, swap: Swap, wrapped: list) -
         ):
             continue
         if (
-            not any(model.search(code_of(a.value)) for a in call.node.args)
+            not (any(model.search(code_of(a.value)) for a in call.node.args) or _on_model(call, target.model))
             or call.function in wrapped
             or not fix.visible(target, call.function, call.path)
         ):
@@ -122,8 +122,9 @@ def _sample_with_averaged(fix: EmaEdit, target: EmaTarget, swap: Swap, call: Cal
     module = fix.edits.module(call.path)
     if target.api.weights and not target.missing_conditions(call):
         averaged = template_expression(module, target.api.weights, ema=target.name)
-        for arg in call.node.args:
-            for node in _model_references(arg.value, target.model):
+        receivers = [call.node.func.value] if _on_model(call, target.model) else []
+        for value in [*receivers, *(a.value for a in call.node.args)]:
+            for node in _model_references(value, target.model):
                 fix.edits.replace(call.path, node, lambda _, averaged=averaged: averaged)
         return
     before, after = _swap_statements(fix, target, call.path, swap, call)
@@ -134,6 +135,16 @@ def _sample_with_averaged(fix: EmaEdit, target: EmaTarget, swap: Swap, call: Cal
     )
     for imported in swap[2]:
         fix.edits.add_import(call.path, imported)
+
+
+def _on_model(call: CallSite, model: str) -> bool:
+    """A sampler that is a method of the trained network itself (minDiffusion's ``ddpm.sample(8, shape)``)."""
+    return (
+        bool(model)
+        and call.receiver == model
+        and isinstance(call.node.func, cst.Attribute)
+        and call.method not in ("eval", "train")  # ``model.eval()`` sets a mode, it draws nothing
+    )
 
 
 def _export(fix: EmaEdit, target: EmaTarget) -> None:

@@ -9,9 +9,17 @@ import libcst as cst
 
 from optimizer_tool.contract import CannotFix
 from optimizer_tool.edit.ema import EmaTarget
+from optimizer_tool.edit.settings import module_name
+from optimizer_tool.edit.sidecar import sidecar_path
 from optimizer_tool.edit.templates import insert_dict_element, string_literal, template_expression, template_statements
 from optimizer_tool.index import CallSite, code_of, dotted, literal
-from optimizer_tool.knowledge.training import CHECKPOINT_WRITES, assignments_of, calls_in_functions_with, mentions
+from optimizer_tool.knowledge.training import (
+    CHECKPOINT_WRITES,
+    assignments_of,
+    calls_in_functions_with,
+    mentions,
+    same_object,
+)
 from optimizer_tool.rules.ema.fix.common import EmaEdit
 
 
@@ -37,15 +45,67 @@ def save(fix: EmaEdit, target: EmaTarget) -> None:
             if not any(payload is done for done in extended):  # one dict saved to two files
                 _add_to_checkpoint(fix, target, call, payload)
                 extended.append(payload)
-    if not saved and fix.accelerator() is None:
+    if not saved and fix.accelerator() is None and not _beside_bare_saves(fix, target):
         writes = fix.index.calls_to(*CHECKPOINT_WRITES)
         path, line = (writes[0].path, writes[0].line) if writes else (target.path, 1)
         raise CannotFix(
             path,
             line,
-            "no checkpoint dict (a dict of state dicts handed to torch.save) to add the EMA to",
+            "no checkpoint dict (a dict of state dicts handed to torch.save) to add the EMA to, "
+            "and no `torch.save(model.state_dict(), path)` to save it beside",
             f'checkpoint["ema"] = {target.name}.state_dict()\n',
         )
+
+
+def _beside_bare_saves(fix: EmaEdit, target: EmaTarget) -> bool:
+    """A trainer that saves the bare state dict of the averaged model (``torch.save(model.state_dict(),
+    f"model_{ep}.pth")``) gets the EMA's state in a file beside each such file (``model_{ep}_ema.pth``),
+    written right after it under the EMA's own conditions. False when there is no such save."""
+    bare = [c for c in fix.index.calls_to("torch.save") if _saves_state_of(c, target.model)]
+    for call in bare:
+        if not fix.visible(target, call.function, call.path):
+            raise fix.unreachable(
+                target, call.function, call.path, call.line, "saving the model", _SIDECAR_PATCH.format(ema=target.name)
+            )
+        os_name = module_name(fix.edits, fix.index, call.path, "os") if _needs_os(call) else None
+        path = sidecar_path(call.arg(1, "f"), "ema", os_name)
+        if path is None:
+            raise CannotFix(
+                call.path,
+                call.line,
+                "cannot name a file beside the one the model is saved to",
+                _SIDECAR_PATCH.format(ema=target.name),
+            )
+        module = fix.edits.module(call.path)
+        torch = dotted(call.node.func).rsplit(".", 1)[0] or "torch"
+        value = template_expression(module, target.api.save, ema=target.name)
+        new = template_statements(module, f"{torch}.save({{value}}, {{path}})", value=value, path=path)
+        fix.edits.insert_after(
+            call.path, fix.edits.statement_of(call), target.when_present(module, new, call, "the model is saved")
+        )
+    return bool(bare)
+
+
+_SIDECAR_PATCH = 'torch.save({ema}.state_dict(), "{{}}_ema{{}}".format(*os.path.splitext(path)))\n'
+
+
+def _saves_state_of(call: CallSite, model: str) -> bool:
+    """``torch.save(model.state_dict(), path)``: the bare state of ``model`` (or of its DDP ``.module``)."""
+    obj, path = call.arg(0, "obj"), call.arg(1, "f")
+    return (
+        path is not None
+        and isinstance(obj, cst.Call)
+        and isinstance(obj.func, cst.Attribute)
+        and obj.func.attr.value == "state_dict"
+        and not obj.args
+        and bool(model)
+        and any(same_object(dotted(obj.func.value), name) for name in (model, f"{model}.module"))
+    )
+
+
+def _needs_os(call: CallSite) -> bool:
+    """The saved-to path is not written out as a literal, so its name is split at run time."""
+    return sidecar_path(call.arg(1, "f"), "ema", None) is None
 
 
 def _checkpoints_of(fix: EmaEdit, target: EmaTarget) -> list:

@@ -159,12 +159,16 @@ def _run_total(index: UnitIndex, edits: Edits, home, opt_call: CallSite, opt_stm
     if not loaders:  # ``dataloader = get_data(args)``: a loader built by a helper, iterated in this function
         loaders = [a for a in here if LOADER_NAME.search(a.target) and a.call is not None and _iterated(index, a)]
     if epochs is None or len(loaders) != 1:
-        raise CannotFix(
-            opt_call.path,
-            opt_call.line,
-            "cannot compute the run's optimizer steps (no epochs setting and dataloader, no max-steps setting)",
-            manual_schedule_patch(),
-        )
+        counted = _loop_total(index, edits, opt_call, opt_stmt, here)
+        if counted is None:
+            raise CannotFix(
+                opt_call.path,
+                opt_call.line,
+                "cannot compute the run's optimizer steps (no epochs setting and dataloader, no max-steps setting, "
+                "and the loops around the optimizer step do not say how often they run)",
+                manual_schedule_patch(),
+            )
+        return counted
     loader = loaders[0]
     anchor = opt_stmt
     loader_stmt = tree.statement(loader.call.node)
@@ -185,6 +189,89 @@ def _run_total(index: UnitIndex, edits: Edits, home, opt_call: CallSite, opt_stm
 
 
 LOADER_NAME = re.compile(r"(^|_)(data_?loader|train_?loader|loader|train_dl|dl)$")
+WRAPPERS = ("tqdm", "tqdm.tqdm", "tqdm.auto.tqdm", "tqdm.notebook.tqdm", "enumerate", "iter")
+RANGES = ("range", "trange", "tqdm.trange", "tqdm.auto.trange")
+
+
+def _loop_total(
+    index: UnitIndex, edits: Edits, opt_call: CallSite, opt_stmt, here: list
+) -> tuple[str, cst.BaseStatement] | None:
+    """The run's optimizer steps read off the loops around the optimizer step, when no setting names
+    them: ``for epoch in range(n_epoch):`` around ``for x in dataloader:`` is ``n_epoch * len(dataloader)``,
+    a step loop ``for it in range(1, args.iterations + 1):`` is ``len(range(1, args.iterations + 1))``.
+    None when a loop is a ``while``, walks something else, or the step is conditional inside the loops
+    (gradient accumulation: fewer optimizer steps than batches)."""
+    own = [s for s in optimizer_steps(index) if s.function == opt_call.function and s.path == opt_call.path]
+    if not own or len({tuple((lp.line, lp.col) for lp in s.loops) for s in own}) != 1 or not own[0].loops:
+        return None
+    step = own[0]
+    loops = step.loops
+    if loops[0].line <= opt_call.line or any(line > loops[0].line for line, _ in step.branches):
+        return None
+    tree = edits.tree(opt_call.path)
+    anchor, anchor_line, counts = opt_stmt, opt_call.line, []
+    for loop in loops:
+        if not loop.target:
+            return None
+        count = _loop_count(index, opt_call, here, loop)
+        if count is None:
+            return None
+        text, built = count
+        if built is not None and built.line > anchor_line:  # a loader built after the optimizer, same block
+            built_stmt = tree.statement(built.call.node) if built.call is not None else None
+            if built_stmt is None or tree.block(built_stmt) is not tree.block(opt_stmt):
+                return None
+            anchor, anchor_line = built_stmt, built.line
+        counts.append(text)
+    total = " * ".join(counts)
+    for name in {n.split(".")[0] for n in names_in(cst.parse_expression(total))}:
+        bound = [a for a in here if a.target.split(".")[0] == name]
+        if bound and all(a.line > anchor_line for a in bound):
+            return None  # set only after the point where the schedule is built
+    return total, anchor
+
+
+def _loop_count(index: UnitIndex, opt_call: CallSite, here: list, loop) -> tuple[str, object] | None:
+    """How many times ``loop`` runs, as code readable before it: ``E`` for ``range(E)``,
+    ``len(range(a, b))``, ``len(loader)`` for a loader (through ``tqdm``/``enumerate`` and a
+    ``pbar = tqdm(loader)`` made inside the loops); with the assignment that built the loader."""
+    try:
+        node = cst.parse_expression(loop.iter)
+    except cst.ParserSyntaxError:
+        return None
+    for _ in range(4):
+        if isinstance(node, cst.Call) and dotted(node.func) in WRAPPERS and node.args:
+            node = node.args[0].value
+            continue
+        name = dotted(node)
+        made = [a for a in here if a.target == name and a.line > opt_call.line and a.call is not None]
+        if name and made and dotted(made[-1].call.node.func) in WRAPPERS and made[-1].call.node.args:
+            node = made[-1].call.node.args[0].value  # ``pbar = tqdm(dataloader)`` inside the epoch loop
+            continue
+        break
+    if isinstance(node, cst.Call) and dotted(node.func) in RANGES:
+        positional = [a for a in node.args if a.keyword is None and not a.star]
+        if len(positional) == 1 and len(node.args) == 1:
+            value = positional[0].value
+            text = code_of(value).strip()
+            return (
+                text if isinstance(value, (cst.Name, cst.Attribute, cst.Integer, cst.Subscript)) else f"({text})"
+            ), None
+        return f"len(range({', '.join(code_of(a.value).strip() for a in positional)}))", None
+    name = dotted(node)
+    if not name:
+        return None
+    built = [
+        a for a in index.assigns if a.target == name and a.function == opt_call.function and a.path == opt_call.path
+    ]
+    is_param = opt_call.function is not None and name in opt_call.function.params
+    if LOADER_NAME.search(name.rsplit(".", 1)[-1]) or any(
+        b.call is not None and b.call.matches(DATALOADER) for b in built
+    ):
+        if not built and not is_param and not name.startswith("self."):
+            return None
+        return f"len({name})", (built[-1] if built else None)
+    return None
 
 
 def _iterated(index: UnitIndex, loader) -> bool:

@@ -1,7 +1,8 @@
 """A fix of several parts places the parts it can: the monitoring fix logs the gradient norm even
 when the EMA drift cannot be logged where the metrics are (an EMA that exists only under
-``if args.use_ema:`` and a metrics dict built before the sink, as in the diffusers example scripts).
-It used to hold the whole optimization back ("ema_model only exists when args.use_ema")."""
+``if args.use_ema:`` and a JSON line written from one dict literal). It used to hold the whole
+optimization back ("ema_model only exists when args.use_ema"). A metrics dict built by name before
+the sink (the diffusers example scripts) gets the drift as a conditional entry."""
 
 from __future__ import annotations
 
@@ -43,9 +44,33 @@ for x in [torch.randn(2, 4)] * 3:
 """
 
 
-def test_the_gradient_norm_is_logged_and_the_ema_drift_left_with_its_reason(tmp_path):
+def test_a_named_metrics_dict_gets_the_conditional_ema_drift(tmp_path):
     (tmp_path / "src").mkdir()
     (tmp_path / "src" / "train.py").write_text(TRAIN)
+    out = tmp_path / "patched"
+    result = CliRunner().invoke(app, ["apply", "--only", "monitoring", "--out", str(out), str(tmp_path / "src")])
+    assert result.exit_code == 0, result.output
+    assert "fixed MON001" in result.output and "fixed MON003" in result.output
+    patched = (out / "train.py").read_text()
+    assert "if args.use_ema:\n        ema_drift = " in patched and 'logs["ema_drift"] = float(ema_drift)' in patched
+    for flags in ([], ["--use_ema"]):
+        done = subprocess.run(
+            [sys.executable, "train.py", *flags], cwd=out, capture_output=True, text=True, timeout=300
+        )
+        assert done.returncode == 0, done.stderr
+        assert ("'ema_drift':" in done.stdout) == bool(flags), done.stdout
+
+
+def test_the_gradient_norm_is_logged_and_the_ema_drift_left_with_its_reason(tmp_path):
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "train.py").write_text(
+        TRAIN.replace(
+            '    logs = {"step_loss": loss.detach().item(), "lr": optimizer.param_groups[0]["lr"]}\n'
+            "    accelerator.log(logs, step=global_step)\n"
+            "    print(logs)\n",
+            '    print(json.dumps({"step_loss": loss.detach().item(), "lr": optimizer.param_groups[0]["lr"]}))\n',
+        ).replace("import argparse\n", "import argparse\nimport json\n")
+    )
     out = tmp_path / "patched"
     result = CliRunner().invoke(app, ["apply", "--only", "monitoring", "--out", str(out), str(tmp_path / "src")])
     assert result.exit_code == 1, result.output  # applied; MON003 still reported
@@ -55,4 +80,4 @@ def test_the_gradient_norm_is_logged_and_the_ema_drift_left_with_its_reason(tmp_
     assert '"grad_norm": float(grad_norm)' in patched
     done = subprocess.run([sys.executable, "train.py"], cwd=out, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
-    assert "'grad_norm':" in done.stdout
+    assert '"grad_norm":' in done.stdout

@@ -5,6 +5,7 @@ dict", "cannot compute the run's optimizer steps"); the patched trainers run and
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
@@ -184,3 +185,60 @@ if __name__ == "__main__":
     assert "total_steps = len(range(1, steps + 1))" in (out / "train.py").read_text()
     lrs = [float(line.split()[1]) for line in _run(out).stdout.splitlines()]
     assert len(lrs) == 4 and lrs[-1] < lrs[1], lrs
+
+
+def test_a_clip_under_a_condition_logs_its_norm_under_that_condition(tmp_path):
+    """lucidrains' video Trainer clips only ``if exists(self.max_grad_norm)``, diffusers only ``if
+    accelerator.sync_gradients``: the captured norm exists only there, so it is shown only there (the
+    fix once read it unconditionally: refused by the def-use check, or an UnboundLocalError)."""
+    text = TUTORIAL.replace(
+        'def train(n_epoch: int = 3, out: str = "."):', 'def train(n_epoch: int = 3, out: str = ".", max_norm=None):'
+    ).replace(
+        "            optim.step()\n",
+        "            if max_norm is not None:\n"
+        "                torch.nn.utils.clip_grad_norm_(ddpm.parameters(), max_norm)\n"
+        "            optim.step()\n",
+    )
+    result, out = _apply(tmp_path, text, "--only", "monitoring")
+    assert "fixed MON001" in result.output, result.output
+    patched = (out / "train.py").read_text()
+    assert "grad_norm = torch.nn.utils.clip_grad_norm_(ddpm.parameters(), max_norm)" in patched
+    assert '            if max_norm is not None:\n                pbar.set_postfix_str(f"grad_norm' in patched
+    _run(out)  # without clipping: nothing shown, nothing unbound
+    (out / "train.py").write_text(patched.replace("    train()\n", "    train(max_norm=1.0)\n"))
+    assert "grad_norm" in _run(out).stderr
+
+
+def test_a_named_metrics_dict_gets_a_conditional_entry_before_it_is_logged(tmp_path):
+    text = """\
+import json
+
+import torch
+
+
+def main(sync_every=1):
+    model = torch.nn.Linear(4, 4)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    with open("metrics.jsonl", "w") as f:
+        for step in range(6):
+            x = torch.randn(8, 4)
+            loss = ((model(x) - x) ** 2).mean()
+            loss.backward()
+            if step % sync_every == 0:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            optimizer.step()
+            optimizer.zero_grad()
+            logs = {"loss": loss.item(), "step": step}
+            f.write(json.dumps(logs) + "\\n")
+
+
+if __name__ == "__main__":
+    main()
+"""
+    result, out = _apply(tmp_path, text, "--only", "monitoring")
+    assert "fixed MON001" in result.output, result.output
+    patched = (out / "train.py").read_text()
+    assert 'if step % sync_every == 0:\n                logs["grad_norm"] = float(grad_norm)' in patched
+    _run(out)
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert len(rows) == 6 and all(r["grad_norm"] > 0 for r in rows)

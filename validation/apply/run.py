@@ -457,7 +457,8 @@ def run_one(recipe: dict, kinds: dict[str, str], skip_smoke: bool) -> dict:
 def totals(results: list[dict]) -> dict:
     fixable = sum(len(r.get("check", {}).get("fixable", [])) for r in results)
     fixable_default = sum(len(r.get("check", {}).get("fixable_default", [])) for r in results)
-    applied = sum(len(r.get("apply", {}).get("fixed", [])) for r in results)
+    applied = sum(_applied_of_found(r) for r in results)
+    follow_on = sum(len(r.get("apply", {}).get("fixed", [])) for r in results) - applied
     refused = Counter()
     refused_key = Counter()
     for r in results:
@@ -483,6 +484,7 @@ def totals(results: list[dict]) -> dict:
         "fixable_default": fixable_default,
         "fixable_optin": fixable - fixable_default,
         "applied_by_default": applied,
+        "follow_on_fixed": follow_on,
         "applied_pct_of_fixable": round(100 * applied / fixable, 1) if fixable else None,
         "applied_pct_of_default_fixable": round(100 * applied / fixable_default, 1) if fixable_default else None,
         "refused": sum(refused.values()),
@@ -491,6 +493,14 @@ def totals(results: list[dict]) -> dict:
         "outcomes": dict(outcomes.most_common()),
         "breaks": breaks,
     }
+
+
+def _applied_of_found(r: dict) -> int:
+    """Fixed findings that `check` reported before apply; a finding that one fix creates and another
+    resolves in the same run (MON002 once LR001 adds a schedule) is a follow-on, not counted here."""
+    found = Counter(r.get("check", {}).get("fixable", []))
+    fixed = Counter(f["code"] for f in r.get("apply", {}).get("fixed", []))
+    return sum((fixed & found).values())
 
 
 def table(results: list[dict], tot: dict) -> str:
@@ -509,7 +519,13 @@ def table(results: list[dict], tot: dict) -> str:
                 r["name"],
                 str(len(r.get("check", {}).get("fixable", []))),
                 str(len(r.get("check", {}).get("fixable_default", []))),
-                (",".join(f["code"] for f in r.get("apply", {}).get("fixed", [])) or "-")
+                (
+                    ",".join(
+                        f["code"] + ("" if f["code"] in r.get("check", {}).get("fixable", []) else "+")
+                        for f in r.get("apply", {}).get("fixed", [])
+                    )
+                    or "-"
+                )
                 + (" [apply .]" if r.get("apply", {}).get("fallback") else ""),
                 ",".join(h["key"] for h in r.get("apply", {}).get("held_back", [])) or "-",
                 fmt("baseline"),
@@ -529,7 +545,8 @@ def table(results: list[dict], tot: dict) -> str:
     )
     lines.append(
         f"applied by default: {tot['applied_by_default']} = {tot['applied_pct_of_fixable']}% of fixable, "
-        f"{tot['applied_pct_of_default_fixable']}% of the default-fixable"
+        f"{tot['applied_pct_of_default_fixable']}% of the default-fixable "
+        f"(+{tot.get('follow_on_fixed', 0)} follow-on findings created and fixed in the same run, marked +)"
     )
     lines.append(f"refused (held back): {tot['refused']}  by key {tot['refused_by_key']}")
     for k, v in tot["refused_by_reason"].items():

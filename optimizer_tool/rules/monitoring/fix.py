@@ -14,6 +14,7 @@ from optimizer_tool.edit.settings import module_name
 from optimizer_tool.edit.templates import (
     insert_dict_element,
     keyword,
+    parse_expression,
     string_literal,
     template_expression,
     template_statements,
@@ -83,6 +84,24 @@ class Sink:
         return self.key.rsplit("/", 1)[0] + "/" if self.key and "/" in self.key else ""
 
 
+@dataclass
+class Guarded:
+    """A curve whose value exists only under conditions the sink is not under (the gradient norm a
+    clip under ``if accelerator.sync_gradients:`` returns): it is logged under them."""
+
+    conditions: tuple[str, ...]
+
+    def when_present(self, module: cst.Module, statements: list, at: CallSite, what: str) -> list:
+        test = " and ".join(f"({c})" if len(self.conditions) > 1 else c for c in self.conditions)
+        return [cst.If(test=parse_expression(module, test), body=cst.IndentedBlock(body=statements))]
+
+
+def _logged_at(sink: "Sink", step: CallSite) -> CallSite:
+    """Where the new curves are logged: at the sink, or right after the optimizer step for a progress
+    line shown before it."""
+    return step if sink.text and sink.call.line < step.line else sink.call
+
+
 class LogTrainingSignals(Fix):
     """Logs the gradient norm, the learning rate and the EMA drift next to the loss."""
 
@@ -123,7 +142,9 @@ class LogTrainingSignals(Fix):
         codes = {f.code for f in findings}
         curves: list[Curve] = []
         if "MON001" in codes and not grad_norm_logged(index):
-            curves.append(Curve("grad_norm", self.grad_norm(index, trained, sink, edits)))
+            value, made_at = self.grad_norm(index, trained, sink, edits)
+            missing = tuple(g for g in made_at.guards if g not in _logged_at(sink, trained.step).guards)
+            curves.append(Curve("grad_norm", value, conditional=Guarded(missing) if missing else None))
         if "MON002" in codes and not lr_logged(index):
             curves.append(Curve("lr", template_expression(edits.module(sink.call.path), lr_expression(index, trained))))
         if "MON003" in codes and not ema_drift_logged(index) and ema_facts(index).objects:
@@ -138,9 +159,10 @@ class LogTrainingSignals(Fix):
         emit(edits, sink, curves)
         edits.apply()
 
-    def grad_norm(self, index: UnitIndex, trained, sink: Sink, edits: Edits) -> cst.BaseExpression:
+    def grad_norm(self, index: UnitIndex, trained, sink: Sink, edits: Edits) -> tuple[cst.BaseExpression, CallSite]:
         """``grad_norm``: what the clipping call returns (captured where it is discarded), or the
-        norm computed right before the optimizer step."""
+        norm computed right before the optimizer step; with the call it is made next to (a clip under
+        ``if accelerator.sync_gradients:`` makes a norm that exists only under that condition)."""
         step = trained.step
         clips = [
             c for c in clip_calls(index) if c.function == step.function and c.path == step.path and c.line <= step.line
@@ -162,7 +184,7 @@ class LogTrainingSignals(Fix):
                 None,
             )
             if captured:
-                return cst.parse_expression(captured)
+                return cst.parse_expression(captured), clip
             statement = edits.statement_of(clip)
             if is_call_statement(statement, clip.node):
                 edits.replace(
@@ -172,7 +194,7 @@ class LogTrainingSignals(Fix):
                         body=[cst.Assign(targets=[cst.AssignTarget(cst.Name("grad_norm"))], value=node.body[0].value)]
                     ),
                 )
-                return cst.Name("grad_norm")
+                return cst.Name("grad_norm"), clip
         if index.method_calls("unscale_") or any(has_role(index, c.receiver, "scaler") for c in optimizer_steps(index)):
             unscale = next((c for c in index.method_calls("unscale_") if c.function == step.function), None)
             if unscale is None:
@@ -190,13 +212,13 @@ class LogTrainingSignals(Fix):
                 edits.statement_of(unscale),
                 _with_torch(edits, index, step.path, GRAD_NORM_TEMPLATE, model=trained.name),
             )
-        else:
-            edits.insert_before(
-                step.path,
-                edits.statement_of(step),
-                _with_torch(edits, index, step.path, GRAD_NORM_TEMPLATE, model=trained.name),
-            )
-        return cst.Name("grad_norm")
+            return cst.Name("grad_norm"), unscale
+        edits.insert_before(
+            step.path,
+            edits.statement_of(step),
+            _with_torch(edits, index, step.path, GRAD_NORM_TEMPLATE, model=trained.name),
+        )
+        return cst.Name("grad_norm"), step
 
     def ema_drift(self, index: UnitIndex, trained, sink: Sink, edits: Edits) -> Curve:
         """``ema_drift``: the mean absolute difference between averaged and live weights, computed
@@ -231,7 +253,7 @@ class LogTrainingSignals(Fix):
         if target.missing_conditions(sink.call):
             # The EMA may not exist here (``if args.use_ema:``): its curve gets a sink call of its own.
             inline = sink.entries is None or any(a.value is sink.entries for a in sink.call.node.args)
-            if not inline or sink.call.matches(("json.dumps", "json.dump")):
+            if inline and sink.entries is not None and sink.call.matches(("json.dumps", "json.dump")):
                 raise CannotFix(
                     sink.call.path,
                     sink.call.line,
@@ -296,6 +318,17 @@ def _logged_dict(index: UnitIndex, call: CallSite) -> cst.Dict | None:
         )
         if built and isinstance(built[-1].value, cst.Dict):
             return built[-1].value
+    return None
+
+
+def _dict_variable(sink: Sink) -> str | None:
+    """The name the logged dict is held in, when the sink call takes it by name."""
+    if sink.entries is None or any(a.value is sink.entries for a in sink.call.node.args):
+        return None
+    for arg in sink.call.node.args:
+        name = dotted(arg.value)
+        if name and (arg.keyword is None or arg.keyword.value in DICT_SINK_KEYWORDS):
+            return name
     return None
 
 
@@ -387,9 +420,27 @@ def _emit_entries(edits: Edits, sink: Sink, curves: list[Curve]) -> None:
 
     if plain:
         edits.replace(path, sink.entries, lambda node: extend(node, plain))
+    held = _dict_variable(sink)
     for curve in curves:
         if curve.conditional is None:
             continue
+        if held is not None:  # ``logs = {...}`` then ``accelerator.log(logs)``: the entry is added before
+            value = cst.Call(cst.Name("float"), [cst.Arg(curve.value)])
+            lines = [
+                *curve.setup,
+                *template_statements(module, f"{held}[{curve.tag(sink, sample)}] = {{value}}", value=value),
+            ]
+            edits.insert_before(
+                path, statement, curve.conditional.when_present(module, lines, sink.call, "the loss is logged")
+            )
+            continue
+        if not any(a.value is sink.entries for a in sink.call.node.args):
+            raise CannotFix(
+                sink.call.path,
+                sink.call.line,
+                f"a curve exists only when `{curve.conditional.conditions[0]}`, and the metrics are logged as one dict",
+                MONITORING_PATCH,
+            )
         own = sink.call.node.with_changes(
             args=[
                 a.with_changes(value=extend(cst.Dict([]), [curve])) if a.value is sink.entries else a

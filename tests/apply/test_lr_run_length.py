@@ -69,3 +69,115 @@ def test_an_iterations_flag_is_the_run_length(tmp_path):
     (tmp_path / "src" / "ddpm.py").write_text(text)
     result = CliRunner().invoke(app, ["apply", "--only", "lr-schedule", "--diff", str(tmp_path / "src")])
     assert "total_steps = args.iterations" in result.output, result.output
+
+
+RESUME_FIRST = """\
+import argparse
+
+import torch
+
+
+def main(args):
+    model = torch.nn.Linear(4, 4)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    start = 0
+    if args.ckpt is not None:
+        state = torch.load(args.ckpt)
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["opt"])
+        start = state["epoch"] + 1
+    data = torch.utils.data.TensorDataset(torch.randn(16, 4))
+    loader = torch.utils.data.DataLoader(data, batch_size=4)
+    for epoch in range(start, args.epochs):
+        for (x,) in loader:
+            loss = ((model(x) - x) ** 2).mean()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        print("lr", opt.param_groups[0]["lr"])
+        torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "epoch": epoch}, f"ckpt_{epoch}.pt")
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--epochs", type=int, default=4)
+    parser.add_argument("--ckpt", type=str, default=None)
+    main(parser.parse_args())
+"""
+
+
+def test_a_resume_before_the_schedule_is_built_restores_it_after(tmp_path):
+    """SiT-style: the checkpoint is loaded before the loader the schedule's length needs is built, so
+    the schedule is restored right after it is built, under the resume's own condition (it was
+    restored before it existed: refused by the def-use check)."""
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "train.py").write_text(RESUME_FIRST)
+    out = tmp_path / "patched"
+    result = CliRunner().invoke(app, ["apply", "--only", "lr-schedule", "--out", str(out), str(tmp_path / "src")])
+    assert "fixed LR001" in result.output, result.output
+    assert 'if args.ckpt is not None:\n        if "lr_scheduler" in state:' in (out / "train.py").read_text()
+
+    def lrs(*flags):
+        done = subprocess.run(
+            [sys.executable, "train.py", *flags], cwd=out, capture_output=True, text=True, timeout=300
+        )
+        assert done.returncode == 0, done.stderr
+        return [float(line.split()[1]) for line in done.stdout.splitlines()]
+
+    straight = lrs()
+    resumed = lrs("--ckpt", "ckpt_1.pt")
+    assert len(straight) == 4 and resumed == straight[2:], (straight, resumed)
+
+
+WARMUP_ONLY = """\
+import argparse
+
+import torch
+from tqdm import trange
+
+parser = argparse.ArgumentParser()
+parser.add_argument("--total_steps", type=int, default=40)
+parser.add_argument("--warmup", type=int, default=3)
+args = parser.parse_args()
+
+
+def warmup_lr(step):
+    return min(step, args.warmup) / args.warmup
+
+
+def train():
+    model = torch.nn.Linear(4, 4)
+    optim = torch.optim.Adam(model.parameters(), lr=1e-3)
+    sched = torch.optim.lr_scheduler.LambdaLR(optim, lr_lambda=warmup_lr)
+    with trange(args.total_steps, dynamic_ncols=True) as pbar:
+        for step in pbar:
+            x = torch.randn(8, 4)
+            loss = ((model(x) - x) ** 2).mean()
+            optim.zero_grad()
+            loss.backward()
+            optim.step()
+            sched.step()
+            print("lr", sched.get_last_lr()[0])
+
+
+if __name__ == "__main__":
+    train()
+"""
+
+
+def test_a_warm_up_only_lambda_gets_a_cosine_factor(tmp_path):
+    """pytorch-ddpm: ``LambdaLR(optim, lr_lambda=warmup_lr)`` with a module-level warm-up that then stays
+    at 1 (LR002): the factor is multiplied by a cosine over the run down to 1% (it was refused: the
+    function is not defined inside the function that builds the schedule)."""
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "main.py").write_text(WARMUP_ONLY)
+    out = tmp_path / "patched"
+    result = CliRunner().invoke(app, ["apply", "--only", "lr-schedule", "--out", str(out), str(tmp_path / "src")])
+    assert "fixed LR002" in result.output, result.output
+    assert "lr_lambda=lambda step: warmup_lr(step) * (args.min_lr_ratio + " in (out / "main.py").read_text()
+    done = subprocess.run([sys.executable, "main.py"], cwd=out, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    lrs = [float(line.split()[1]) for line in done.stdout.splitlines()]
+    peak = max(lrs)
+    assert lrs.index(peak) <= 3 and 0.9e-3 < peak <= 1e-3, lrs  # the warm-up is kept
+    assert 1e-5 - 1e-12 <= lrs[-1] < 0.05 * peak, lrs  # decays to the 1% floor by the end

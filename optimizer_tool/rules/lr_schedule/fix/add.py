@@ -62,7 +62,7 @@ def add_schedule(ctx: FixContext, edits: Edits, where) -> None:
     if not own_steps:
         raise CannotFix(opt_call.path, opt_call.line, f"`{optimizer}` is never stepped", manual_schedule_patch())
     home = settings_home(index, opt_call.function, opt_call.kwarg("lr"))
-    total, anchor = _run_total(index, edits, home, opt_call, opt_stmt)
+    total, anchor = run_total(index, edits, home, opt_call, opt_stmt)
     scheduler = "self.lr_scheduler" if optimizer.startswith("self.") else "lr_scheduler"
     _check_room(edits, opt_call, optimizer, own_steps, scheduler)
     warmup = warmup_setting(edits, index, home)
@@ -86,7 +86,19 @@ def add_schedule(ctx: FixContext, edits: Edits, where) -> None:
             after_scaler_update(index, edits, step, step_stmt),
             [statement(edits.module(step.path), f"{scheduler}.step()")],
         )
-    _checkpoint_schedule(index, edits, optimizer, scheduler)
+    built_at = opt_call
+    if anchor is not opt_stmt:  # after a loader built later in the same block
+        built_at = next(
+            (
+                a.call
+                for a in index.assigns
+                if a.call is not None
+                and a.path == opt_call.path
+                and edits.tree(a.path).statement(a.call.node) is anchor
+            ),
+            opt_call,
+        )
+    _checkpoint_schedule(index, edits, optimizer, scheduler, (anchor, built_at))
 
 
 def _optimizer_call(index: UnitIndex, where, steps: list[CallSite]) -> CallSite:
@@ -133,7 +145,7 @@ def _check_room(edits: Edits, opt_call: CallSite, optimizer: str, own_steps: lis
             )
 
 
-def _run_total(index: UnitIndex, edits: Edits, home, opt_call: CallSite, opt_stmt) -> tuple[str, cst.BaseStatement]:
+def run_total(index: UnitIndex, edits: Edits, home, opt_call: CallSite, opt_stmt) -> tuple[str, cst.BaseStatement]:
     """The run's optimizer steps as code, and the statement after which it can be computed: a
     run-length setting, else epochs x ceil(len(dataloader) / accumulation)."""
     tree = edits.tree(opt_call.path)
@@ -210,10 +222,17 @@ def _loop_total(
         return None
     tree = edits.tree(opt_call.path)
     anchor, anchor_line, counts = opt_stmt, opt_call.line, []
+    aliases = {  # ``with trange(FLAGS.total_steps) as pbar: for step in pbar:``
+        dotted(item.asname.name): item.item
+        for node in tree.ancestors(step.node)
+        if isinstance(node, cst.With)
+        for item in node.items
+        if item.asname is not None and dotted(item.asname.name)
+    }
     for loop in loops:
         if not loop.target:
             return None
-        count = _loop_count(index, opt_call, here, loop)
+        count = _loop_count(index, opt_call, here, loop, aliases)
         if count is None:
             return None
         text, built = count
@@ -231,7 +250,7 @@ def _loop_total(
     return total, anchor
 
 
-def _loop_count(index: UnitIndex, opt_call: CallSite, here: list, loop) -> tuple[str, object] | None:
+def _loop_count(index: UnitIndex, opt_call: CallSite, here: list, loop, aliases: dict) -> tuple[str, object] | None:
     """How many times ``loop`` runs, as code readable before it: ``E`` for ``range(E)``,
     ``len(range(a, b))``, ``len(loader)`` for a loader (through ``tqdm``/``enumerate`` and a
     ``pbar = tqdm(loader)`` made inside the loops); with the assignment that built the loader."""
@@ -244,6 +263,9 @@ def _loop_count(index: UnitIndex, opt_call: CallSite, here: list, loop) -> tuple
             node = node.args[0].value
             continue
         name = dotted(node)
+        if name in aliases:
+            node = aliases.pop(name)
+            continue
         made = [a for a in here if a.target == name and a.line > opt_call.line and a.call is not None]
         if name and made and dotted(made[-1].call.node.func) in WRAPPERS and made[-1].call.node.args:
             node = made[-1].call.node.args[0].value  # ``pbar = tqdm(dataloader)`` inside the epoch loop
@@ -251,7 +273,7 @@ def _loop_count(index: UnitIndex, opt_call: CallSite, here: list, loop) -> tuple
         break
     if isinstance(node, cst.Call) and dotted(node.func) in RANGES:
         positional = [a for a in node.args if a.keyword is None and not a.star]
-        if len(positional) == 1 and len(node.args) == 1:
+        if len(positional) == 1:  # ``trange(n, dynamic_ncols=True)``: keywords are the bar's
             value = positional[0].value
             text = code_of(value).strip()
             return (
@@ -297,9 +319,10 @@ def _scheduler_key(optimizer_key: str) -> str:
     return optimizer_key.replace("optimizer", "lr_scheduler") if "optimizer" in optimizer_key else "lr_scheduler"
 
 
-def _checkpoint_schedule(index: UnitIndex, edits: Edits, optimizer: str, scheduler: str) -> None:
+def _checkpoint_schedule(index: UnitIndex, edits: Edits, optimizer: str, scheduler: str, built) -> None:
     """Save the new schedule beside the optimizer in checkpoint dicts, and restore it where the optimizer
-    is restored."""
+    is restored; where that happens before the schedule is built (``built``: the statement it follows
+    and the call there), right after it is built, under the conditions the restore ran under."""
     for path in {f.path for f in index.files}:
         module = edits.module(path)
         for node in m.findall(module, m.Dict()):
@@ -328,14 +351,22 @@ def _checkpoint_schedule(index: UnitIndex, edits: Edits, optimizer: str, schedul
         if isinstance(literal(key), str) and is_call_statement(stmt, call.node):
             checkpoint = code_of(source.value).strip()
             saved = string_literal(_scheduler_key(literal(key)), key)
-            edits.insert_after(
-                call.path,
-                stmt,
-                [
-                    statement(
-                        edits.module(call.path),
-                        f"if {saved} in {checkpoint}:  # checkpoints from before the schedule have none\n"
-                        f"    {scheduler}.load_state_dict({checkpoint}[{saved}])\n",
-                    )
-                ],
+            restore = (
+                f"if {saved} in {checkpoint}:  # checkpoints from before the schedule have none\n"
+                f"    {scheduler}.load_state_dict({checkpoint}[{saved}])\n"
             )
+            anchor, at = built
+            if call.path == at.path and call.function == at.function and call.line < at.line:
+                # Building the schedule after the optimizer's state came back reset its rate: the
+                # restored schedule's last rate goes back into the optimizer.
+                restore += (
+                    f"    for group, lr in zip({optimizer}.param_groups, {scheduler}.get_last_lr()):\n"
+                    '        group["lr"] = lr\n'
+                )
+                missing = [g for g in call.guards if g not in at.guards]
+                if missing:  # ``if args.ckpt is not None:`` resumed before the schedule existed
+                    test = " and ".join(f"({g})" if len(missing) > 1 else g for g in missing)
+                    restore = f"if {test}:\n" + "".join(f"    {line}\n" for line in restore.splitlines())
+                edits.insert_after(call.path, anchor, [statement(edits.module(call.path), restore)])
+                continue
+            edits.insert_after(call.path, stmt, [statement(edits.module(call.path), restore)])

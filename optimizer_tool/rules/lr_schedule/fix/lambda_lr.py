@@ -11,13 +11,16 @@ import libcst.matchers as m
 
 from optimizer_tool.contract import CannotFix, FixContext
 from optimizer_tool.edit.edits import Edits
+from optimizer_tool.edit.settings import module_name
 from optimizer_tool.edit.templates import expression, statement
 from optimizer_tool.edit.tree import names_in_node
-from optimizer_tool.index import CallSite, FunctionInfo, UnitIndex, dotted
+from optimizer_tool.index import CallSite, FunctionInfo, UnitIndex, code_of, dotted
 from optimizer_tool.knowledge.lr_schedule import Schedule, end_value, lambda_target, number_literal
 from optimizer_tool.knowledge.lr_schedule.vocabulary import WARMUP_WORD
+from optimizer_tool.knowledge.optimizers import optimizer_construction
 from optimizer_tool.knowledge.settings import settings_home
 from optimizer_tool.knowledge.training import names_in
+from optimizer_tool.rules.lr_schedule.fix.add import run_total
 from optimizer_tool.rules.lr_schedule.fix.common import (
     atom,
     capped,
@@ -36,10 +39,13 @@ TOTAL_NAME = re.compile(
 def lambda_lr(ctx: FixContext, edits: Edits, sched: Schedule, codes: set[str]) -> None:
     index, call = ctx.index, sched.site
     tree = edits.tree(call.path)
+    home = settings_home(index, call.function, lr_node(index, call.arg(0, "optimizer")))
+    if codes == {"LR002"}:  # a warm-up that then stays constant: a cosine decay multiplies it
+        _append_decay(index, edits, call, home)
+        return
     target = lambda_target(index, call.arg(1, "lr_lambda"), call)
     if target is None:
         raise CannotFix(call.path, call.line, "the LambdaLR's function is not defined here", manual_schedule_patch())
-    home = settings_home(index, call.function, lr_node(index, call.arg(0, "optimizer")))
     if isinstance(target, cst.Lambda):
         bodies = [target.body]
         holder = tree.statement(call.node)
@@ -83,6 +89,55 @@ def lambda_lr(ctx: FixContext, edits: Edits, sched: Schedule, codes: set[str]) -
             "cannot find the warm-up length the LambdaLR reads, to cap it at 10% of the run",
             manual_schedule_patch(),
         )
+
+
+def _append_decay(index: UnitIndex, edits: Edits, call: CallSite, home) -> None:
+    """``LambdaLR(opt, lr_lambda=warmup_lr)`` whose factor rises to 1 and stays there gets a cosine
+    factor over the run, down to ``min_lr_ratio``: ``lambda step: warmup_lr(step) * (r + (1 - r) *
+    0.5 * (1 + cos(pi * min(step, total) / total)))``. The run's length is the one the schedule-adding
+    fix reads (a total-steps setting, epochs x loader, the loops around the optimizer step), and must
+    be known where the LambdaLR is built."""
+    factor = call.arg(1, "lr_lambda")
+    optimizer = dotted(call.arg(0, "optimizer")) if call.arg(0, "optimizer") is not None else ""
+    opt_call = optimizer_construction(index, optimizer) if optimizer else None
+    if factor is None or opt_call is None or opt_call.path != call.path or opt_call.function != call.function:
+        raise CannotFix(
+            call.path,
+            call.line,
+            "cannot find the optimizer this LambdaLR drives, in the same function",
+            manual_schedule_patch(),
+        )
+    tree = edits.tree(call.path)
+    total, anchor = run_total(index, edits, home, opt_call, tree.statement(opt_call.node))
+    anchor_lines = [
+        a.line
+        for a in index.assigns
+        if a.call is not None
+        and a.path == call.path
+        and a.function == call.function
+        and a.line > opt_call.line
+        and tree.statement(a.call.node) is anchor
+    ]
+    if anchor_lines and anchor_lines[0] > call.line:
+        raise CannotFix(
+            call.path, call.line, "the run's length is known only after the LambdaLR is built", manual_schedule_patch()
+        )
+    math = module_name(edits, index, call.path, "math")
+    ratio = min_lr_ratio(edits, index, home)
+    module = edits.module(call.path)
+    if isinstance(factor, cst.Lambda) and len(factor.params.params) == 1:
+        step = factor.params.params[0].name.value
+        warm = f"({code_of(factor.body).strip()})"
+    else:
+        step = "step"
+        warm = f"{code_of(factor).strip()}(step)"
+    total = f"({total})" if re.search(r"[\s+\-*/%]", total) else total
+    decayed = expression(
+        module,
+        f"lambda {step}: {warm} * ({ratio} + (1.0 - {ratio}) * 0.5 * "
+        f"(1.0 + {math}.cos({math}.pi * min({step}, {total}) / {total})))",
+    )
+    edits.replace(call.path, factor, decayed)
 
 
 def _floor_lambda(index: UnitIndex, edits: Edits, call: CallSite, bodies: list, holder, home, reword: bool) -> None:

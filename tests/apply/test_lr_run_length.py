@@ -181,3 +181,38 @@ def test_a_warm_up_only_lambda_gets_a_cosine_factor(tmp_path):
     peak = max(lrs)
     assert lrs.index(peak) <= 3 and 0.9e-3 < peak <= 1e-3, lrs  # the warm-up is kept
     assert 1e-5 - 1e-12 <= lrs[-1] < 0.05 * peak, lrs  # decays to the 1% floor by the end
+
+
+def test_a_run_length_that_defaults_to_zero_is_no_end(tmp_path):
+    """improved-diffusion: ``lr_anneal_steps=0`` means "train until stopped"; a schedule over it ended
+    after one step (it was refused only by accident, on a later pass)."""
+    text = """\
+import torch
+
+
+class TrainLoop:
+    def __init__(self, model, lr=1e-4, lr_anneal_steps=0):
+        self.model = model
+        self.lr_anneal_steps = lr_anneal_steps
+        self.opt = torch.optim.AdamW(self.model.parameters(), lr=lr)
+        self.step = 0
+
+    def run_step(self, x):
+        loss = ((self.model(x) - x) ** 2).mean()
+        self.opt.zero_grad()
+        loss.backward()
+        self.opt.step()
+        self.step += 1
+
+    def run_loop(self):
+        while not self.lr_anneal_steps or self.step < self.lr_anneal_steps:
+            self.run_step(torch.randn(4, 4))
+
+
+if __name__ == "__main__":
+    TrainLoop(torch.nn.Linear(4, 4)).run_loop()
+"""
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "train_util.py").write_text(text)
+    result = CliRunner().invoke(app, ["apply", "--only", "lr-schedule", "--diff", str(tmp_path / "src")])
+    assert "the run length `lr_anneal_steps` defaults to 0 (train until stopped)" in result.output, result.output

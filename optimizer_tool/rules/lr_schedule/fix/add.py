@@ -151,6 +151,7 @@ def run_total(index: UnitIndex, edits: Edits, home, opt_call: CallSite, opt_stmt
     tree = edits.tree(opt_call.path)
     for name in TOTAL_SETTINGS:
         if home is not None and home.has(name):
+            _refuse_endless(index, opt_call, name)
             return home.read(name), opt_stmt
     same_class = [
         a
@@ -164,6 +165,7 @@ def run_total(index: UnitIndex, edits: Edits, home, opt_call: CallSite, opt_stmt
         and a.line < opt_call.line
     ]
     if same_class:
+        _refuse_endless(index, opt_call, same_class[0].target.rsplit(".", 1)[-1])
         return same_class[0].target, opt_stmt
     epochs = next((home.read(n) for n in EPOCH_SETTINGS if home is not None and home.has(n)), None)
     here = [a for a in index.assigns if a.path == opt_call.path and a.function == opt_call.function]
@@ -198,6 +200,21 @@ def run_total(index: UnitIndex, edits: Edits, home, opt_call: CallSite, opt_stmt
     if accumulation:
         edits.add_import(opt_call.path, "math")
     return f"{epochs} * {per_epoch}", anchor
+
+
+def _refuse_endless(index: UnitIndex, opt_call: CallSite, name: str) -> None:
+    """A length setting whose every known default is 0 means "train until stopped" (improved-diffusion's
+    ``lr_anneal_steps=0``): a schedule over it would be over in one step. None is not: diffusers'
+    ``--max_train_steps`` None is derived from the epochs before the schedule is built."""
+    values = [s.value for s in index.setting(name) if s.known]
+    if values and all(v == 0 and not isinstance(v, bool) for v in values):
+        raise CannotFix(
+            opt_call.path,
+            opt_call.line,
+            f"the run length `{name}` defaults to {values[0]!r} (train until stopped): a schedule needs the "
+            "run's end; set it and run the fix again",
+            manual_schedule_patch(),
+        )
 
 
 LOADER_NAME = re.compile(r"(^|_)(data_?loader|train_?loader|loader|train_dl|dl)$")

@@ -216,3 +216,33 @@ if __name__ == "__main__":
     (tmp_path / "src" / "train_util.py").write_text(text)
     result = CliRunner().invoke(app, ["apply", "--only", "lr-schedule", "--diff", str(tmp_path / "src")])
     assert "the run length `lr_anneal_steps` defaults to 0 (train until stopped)" in result.output, result.output
+
+
+def test_an_epochs_count_set_after_the_optimizer_moves_the_schedule_after_it(tmp_path):
+    """A module-level loop whose ``num_epochs = 10`` is set after the optimizer: the schedule is built
+    after that line (the loop-read length was refused: its name was not bound yet)."""
+    text = """\
+import torch
+from torch.utils.data import DataLoader
+
+model = torch.nn.Linear(2, 2)
+optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+loader = DataLoader(torch.randn(64, 2), batch_size=8)
+num_epochs = 3
+for epoch in range(num_epochs):
+    for x in loader:
+        loss = model(x).pow(2).mean()
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    print("lr", optimizer.param_groups[0]["lr"])
+"""
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "train.py").write_text(text)
+    out = tmp_path / "patched"
+    result = CliRunner().invoke(app, ["apply", "--only", "lr-schedule", "--out", str(out), str(tmp_path / "src")])
+    assert "fixed LR001" in result.output, result.output
+    patched = (out / "train.py").read_text()
+    assert patched.index("num_epochs = 3") < patched.index("total_steps = num_epochs * len(loader)")
+    done = subprocess.run([sys.executable, "train.py"], cwd=out, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr

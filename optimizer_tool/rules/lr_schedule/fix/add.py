@@ -263,7 +263,12 @@ def _loop_total(
     for name in {n.split(".")[0] for n in names_in(cst.parse_expression(total))}:
         bound = [a for a in here if a.target.split(".")[0] == name]
         if bound and all(a.line > anchor_line for a in bound):
-            return None  # set only after the point where the schedule is built
+            # ``num_epochs = 10`` set after the optimizer: the schedule follows it, in the same block
+            last = max(bound, key=lambda a: a.line)
+            last_stmt = tree.statement(last.value)
+            if last.line >= loops[0].line or tree.block(last_stmt) is not tree.block(opt_stmt):
+                return None
+            anchor, anchor_line = last_stmt, last.line
     return total, anchor
 
 

@@ -12,6 +12,23 @@ from typer.testing import CliRunner
 
 from optimizer_tool.cli import app
 
+
+def _apply_lr(tmp_path, name: str, text: str):
+    """``apply --only lr-schedule --out`` on a one-file project: (report, patched folder)."""
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / name).write_text(text)
+    out = tmp_path / "patched"
+    result = CliRunner().invoke(app, ["apply", "--only", "lr-schedule", "--out", str(out), str(tmp_path / "src")])
+    return result, out
+
+
+def _printed_lrs(folder, script: str, *flags: str) -> list[float]:
+    """Run the patched trainer; the learning rates it prints (``lr <value>`` or ``<epoch> <value>``)."""
+    done = subprocess.run([sys.executable, script, *flags], cwd=folder, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    return [float(line.split()[1]) for line in done.stdout.splitlines()]
+
+
 TRAIN = """\
 import argparse
 
@@ -49,15 +66,10 @@ if __name__ == "__main__":
 
 
 def test_epochs_times_a_helper_built_loader_is_the_run_length(tmp_path):
-    (tmp_path / "src").mkdir()
-    (tmp_path / "src" / "ddpm.py").write_text(TRAIN)
-    out = tmp_path / "patched"
-    result = CliRunner().invoke(app, ["apply", "--only", "lr-schedule", "--out", str(out), str(tmp_path / "src")])
+    result, out = _apply_lr(tmp_path, "ddpm.py", TRAIN)
     assert "fixed LR001" in result.output, result.output
     assert "total_steps = args.epochs * len(dataloader)" in (out / "ddpm.py").read_text()
-    done = subprocess.run([sys.executable, "ddpm.py"], cwd=out, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr
-    lrs = [float(line.split()[1]) for line in done.stdout.splitlines()]
+    lrs = _printed_lrs(out, "ddpm.py")
     assert len(lrs) == 3 and lrs[-1] < lrs[0] < 3e-4 + 1e-12, lrs  # decays over the run, never above the base
 
 
@@ -110,22 +122,11 @@ def test_a_resume_before_the_schedule_is_built_restores_it_after(tmp_path):
     """SiT-style: the checkpoint is loaded before the loader the schedule's length needs is built, so
     the schedule is restored right after it is built, under the resume's own condition (it was
     restored before it existed: refused by the def-use check)."""
-    (tmp_path / "src").mkdir()
-    (tmp_path / "src" / "train.py").write_text(RESUME_FIRST)
-    out = tmp_path / "patched"
-    result = CliRunner().invoke(app, ["apply", "--only", "lr-schedule", "--out", str(out), str(tmp_path / "src")])
+    result, out = _apply_lr(tmp_path, "train.py", RESUME_FIRST)
     assert "fixed LR001" in result.output, result.output
     assert 'if args.ckpt is not None:\n        if "lr_scheduler" in state:' in (out / "train.py").read_text()
-
-    def lrs(*flags):
-        done = subprocess.run(
-            [sys.executable, "train.py", *flags], cwd=out, capture_output=True, text=True, timeout=300
-        )
-        assert done.returncode == 0, done.stderr
-        return [float(line.split()[1]) for line in done.stdout.splitlines()]
-
-    straight = lrs()
-    resumed = lrs("--ckpt", "ckpt_1.pt")
+    straight = _printed_lrs(out, "train.py")
+    resumed = _printed_lrs(out, "train.py", "--ckpt", "ckpt_1.pt")
     assert len(straight) == 4 and resumed == straight[2:], (straight, resumed)
 
 
@@ -169,15 +170,10 @@ def test_a_warm_up_only_lambda_gets_a_cosine_factor(tmp_path):
     """pytorch-ddpm: ``LambdaLR(optim, lr_lambda=warmup_lr)`` with a module-level warm-up that then stays
     at 1 (LR002): the factor is multiplied by a cosine over the run down to 1% (it was refused: the
     function is not defined inside the function that builds the schedule)."""
-    (tmp_path / "src").mkdir()
-    (tmp_path / "src" / "main.py").write_text(WARMUP_ONLY)
-    out = tmp_path / "patched"
-    result = CliRunner().invoke(app, ["apply", "--only", "lr-schedule", "--out", str(out), str(tmp_path / "src")])
+    result, out = _apply_lr(tmp_path, "main.py", WARMUP_ONLY)
     assert "fixed LR002" in result.output, result.output
     assert "lr_lambda=lambda step: warmup_lr(step) * (args.min_lr_ratio + " in (out / "main.py").read_text()
-    done = subprocess.run([sys.executable, "main.py"], cwd=out, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr
-    lrs = [float(line.split()[1]) for line in done.stdout.splitlines()]
+    lrs = _printed_lrs(out, "main.py")
     peak = max(lrs)
     assert lrs.index(peak) <= 3 and 0.9e-3 < peak <= 1e-3, lrs  # the warm-up is kept
     assert 1e-5 - 1e-12 <= lrs[-1] < 0.05 * peak, lrs  # decays to the 1% floor by the end
@@ -237,12 +233,9 @@ for epoch in range(num_epochs):
         optimizer.zero_grad()
     print("lr", optimizer.param_groups[0]["lr"])
 """
-    (tmp_path / "src").mkdir()
-    (tmp_path / "src" / "train.py").write_text(text)
-    out = tmp_path / "patched"
-    result = CliRunner().invoke(app, ["apply", "--only", "lr-schedule", "--out", str(out), str(tmp_path / "src")])
+    result, out = _apply_lr(tmp_path, "train.py", text)
     assert "fixed LR001" in result.output, result.output
     patched = (out / "train.py").read_text()
     assert patched.index("num_epochs = 3") < patched.index("total_steps = num_epochs * len(loader)")
-    done = subprocess.run([sys.executable, "train.py"], cwd=out, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr
+    lrs = _printed_lrs(out, "train.py")
+    assert len(lrs) == 3 and lrs[-1] < lrs[0], lrs

@@ -344,9 +344,15 @@ def run_one(recipe: dict, kinds: dict[str, str], skip_smoke: bool) -> dict:
     shutil.copytree(base, patched, ignore=SKIP, symlinks=True)
     diff_text = []
     changed = []
-    # `apply --out DIR path/to/entry.py` roots the copy at the entry's folder (path/to/), not at the
-    # repository: staging/<x> is base/path/to/<x>
+    # `apply --out DIR path/to/entry.py` roots the copy at the entry's project: its folder, widened up
+    # to the files its unit reads (abarankab's scripts/train_cifar.py reads ddpm/ at the repository
+    # root): staging/<x> is base/<root>/<x> for the deepest root under which every staged file exists
     if staging.is_dir():
+        staged = [p.relative_to(staging) for p in staging.rglob("*") if p.is_file()]
+        if rec["apply"].get("fallback") != "folder":
+            entry_dir = Path(recipe["entry"]).parent
+            roots = [entry_dir, *entry_dir.parents]
+            root = next((r for r in roots if all((base / r / f).is_file() for f in staged)), root)
         for f in sorted(p for p in staging.rglob("*") if p.is_file()):
             rel = root / f.relative_to(staging)
             old = (base / rel).read_text(errors="replace") if (base / rel).is_file() else ""

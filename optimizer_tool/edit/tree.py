@@ -94,6 +94,19 @@ class Tree:
             raise KeyError(node)
         return found
 
+    def statement_beside(self, node: cst.CSTNode, other: cst.CSTNode) -> cst.BaseStatement:
+        """The statement holding ``node`` in the innermost block that also holds ``other``: code
+        inserted after it runs before ``other`` whichever branch ``node`` sits in (a model built in
+        ``if CIFAR: ... else: ...`` under ``if __name__ == "__main__":``, trained in a loop below)."""
+        blocks = {id(a) for a in self.ancestors(other) if isinstance(a, (cst.IndentedBlock, cst.Module))}
+        current = node
+        while current in self.parent:
+            parent = self.parent[current]
+            if id(parent) in blocks and isinstance(current, cst.BaseStatement):
+                return current
+            current = parent
+        raise KeyError(node)
+
     def following(self, statement: cst.BaseStatement) -> list[cst.BaseStatement]:
         """The statements after ``statement`` in its block."""
         siblings = list(self.block(statement).body)

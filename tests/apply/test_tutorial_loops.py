@@ -242,3 +242,67 @@ if __name__ == "__main__":
     _run(out)
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert len(rows) == 6 and all(r["grad_norm"] > 0 for r in rows)
+
+
+MAIN_GUARD = """\
+import argparse
+
+import torch
+
+
+class RF:
+    def __init__(self, model):
+        self.model = model
+
+    def forward(self, x):
+        noise = torch.randn_like(x)
+        return ((self.model(x + noise) - noise) ** 2).mean()
+
+    @torch.no_grad()
+    def sample(self, z):
+        return self.model(z)
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--wide", action="store_true")
+    args = parser.parse_args()
+    torch.manual_seed(0)
+    if args.wide:
+        model = torch.nn.Sequential(torch.nn.Linear(4, 32), torch.nn.ReLU(), torch.nn.Linear(32, 4))
+    else:
+        model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 4))
+    rf = RF(model)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+    for epoch in range(3):
+        for _ in range(10):
+            loss = rf.forward(torch.randn(8, 4))
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+        images = rf.sample(torch.ones(2, 4))
+        print("sample", float(images.sum()), float(model(torch.ones(2, 4)).sum()))
+"""
+
+
+def test_an_ema_in_a_main_block_with_a_wrapped_sampler_and_no_checkpoint(tmp_path):
+    """minRF's shape: the network is built in ``if CIFAR: ... else: ...`` under ``if __name__ ==
+    "__main__":``, sampled through ``rf = RF(model)``, and nothing is ever saved. The EMA was created
+    after the whole ``__main__`` block (its update then read an unbound name) or refused ("no checkpoint
+    dict"); it is built after the branches, averaged each step, and swapped in around ``rf.sample``."""
+    result, out = _apply(tmp_path, MAIN_GUARD, "--only", "ema")
+    assert "fixed EMA001" in result.output, result.output
+    patched = (out / "train.py").read_text()
+    assert patched.index("ema_model = AveragedModel(model") < patched.index("    rf = RF(model)")
+    assert "model.load_state_dict(ema_model.module.state_dict())" in patched
+    for line in _run(out).stdout.splitlines():
+        _, averaged, live = line.split()
+        assert averaged != live  # the sample comes from the averaged weights, the live ones come back
+
+
+def test_an_ema_that_would_be_neither_saved_nor_sampled_is_refused(tmp_path):
+    """A loop that saves nothing and draws no samples the fix can point at the EMA (andiac's MNIST
+    script samples inline): a new EMA would be averaged and never used, so it is not added."""
+    text = MAIN_GUARD.replace("        images = rf.sample(torch.ones(2, 4))\n", "        images = torch.ones(2, 4)\n")
+    result, _ = _apply(tmp_path, text, "--only", "ema")
+    assert "a new EMA would be averaged and never used" in result.output, result.output

@@ -58,12 +58,19 @@ class AddEma(Fix):
             add_update(fix, target)
         if "EMA005" in codes and list(EmaHorizonTooLong().check(fix.index)):
             warm_up(fix, target)
-        if "EMA006" in codes:
-            save(fix, target)
+        kept = save(fix, target) if "EMA006" in codes else True
         if "EMA007" in codes:
             restore(fix, target)
-        if "EMA008" in codes:
-            sample_with(fix, target)
+        sampled = sample_with(fix, target) if "EMA008" in codes else True
+        if created and not kept and not sampled:
+            where = findings[0].location
+            raise CannotFix(
+                where.path,
+                where.line,
+                "the trainer saves nothing and samples nowhere the averaged weights can be swapped in: "
+                "a new EMA would be averaged and never used",
+                EMA_PATCH,
+            )
         fix.edits.apply()
 
 

@@ -31,7 +31,11 @@ def create_ema(fix: EmaEdit) -> EmaTarget:
     trained, index = fix.trained, fix.index
     anchor_fact = trained.assignment or trained.optimizer
     path = anchor_fact.path
-    anchor = fix.edits.tree(path).top_statement(anchor_fact.value)
+    tree = fix.edits.tree(path)
+    anchor = tree.top_statement(anchor_fact.value)
+    step = trained.step
+    if step.path == path and tree.function(step.node) is tree.function(anchor_fact.value):
+        anchor = tree.statement_beside(anchor_fact.value, step.node)  # not after a whole `if __name__` block
     leaf = trained.name.rsplit(".", 1)[-1]
     name = "self.ema" if trained.name.startswith("self.") else ("ema_model" if leaf == "model" else f"ema_{leaf}")
     if index.assigns_to(name):
@@ -49,6 +53,11 @@ def create_ema(fix: EmaEdit) -> EmaTarget:
     accelerator = fix.accelerator()
     if accelerator is not None:
         created += fix.statements(path, f"{accelerator}.register_for_checkpointing({{ema}})", target)
+        fix.ctx.note(
+            f"`{accelerator}.load_state` now expects the EMA in every checkpoint folder: folders saved before "
+            "this change cannot be resumed by it (accelerate: 'Found checkpoints: 0, Registered objects: 1'); "
+            "start from them with the model weights only"
+        )
     fix.edits.insert_after(path, anchor, created)
     return target
 

@@ -13,6 +13,7 @@ from optimizer_tool.edit.ema import EmaTarget
 from optimizer_tool.edit.templates import guarded, template_expression
 from optimizer_tool.edit.tree import split_docstring
 from optimizer_tool.index import CallSite, code_of, dotted
+from optimizer_tool.knowledge.ema import ema_facts
 from optimizer_tool.knowledge.training import (
     NOT_SAMPLING,
     SAMPLING_FUNCTION,
@@ -26,13 +27,14 @@ from optimizer_tool.rules.ema.fix.common import EmaEdit
 Swap = tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]  # swap in, swap out, imports
 
 
-def sample_with(fix: EmaEdit, target: EmaTarget) -> None:
+def sample_with(fix: EmaEdit, target: EmaTarget) -> bool:
     """Sampling functions that use the model get the averaged weights swapped in around their
-    body; sampler calls that receive the model get the averaged module (or a swap around them)."""
+    body; sampler calls that receive the model get the averaged module (or a swap around them).
+    Whether any sampling now uses the averaged weights."""
     swap = target.api.swap()
     wrapped = _wrap_samplers(fix, target, swap)
-    _sampler_calls(fix, target, swap, wrapped)
-    _export(fix, target)
+    calls = _sampler_calls(fix, target, swap, wrapped)
+    return bool(wrapped or calls) | _export(fix, target)
 
 
 def _wrap_samplers(fix: EmaEdit, target: EmaTarget, swap: Swap) -> list:
@@ -91,10 +93,11 @@ def _swap_statements(fix: EmaEdit, target: EmaTarget, path, swap: Swap, at: Call
     return before, after
 
 
-def _sampler_calls(fix: EmaEdit, target: EmaTarget, swap: Swap, wrapped: list) -> None:
+def _sampler_calls(fix: EmaEdit, target: EmaTarget, swap: Swap, wrapped: list) -> int:
     """Sampler calls that receive the model, outside the wrapped functions: the averaged module is
     passed instead, or the weights are swapped around the call."""
     names = {f.name for f in wrapped}
+    done = 0
     model = re.compile(rf"(?<![\w.]){re.escape(target.model)}(?![\w])")
     for call in fix.index.calls:
         callee = call.method or call.func_text
@@ -104,8 +107,9 @@ def _sampler_calls(fix: EmaEdit, target: EmaTarget, swap: Swap, wrapped: list) -
             or callee in names
         ):
             continue
+        holder = _holds_model(fix, call, target.model)
         if (
-            not (any(model.search(code_of(a.value)) for a in call.node.args) or _on_model(call, target.model))
+            not (any(model.search(code_of(a.value)) for a in call.node.args) or _on_model(call, target.model) or holder)
             or call.function in wrapped
             or not fix.visible(target, call.function, call.path)
         ):
@@ -115,12 +119,33 @@ def _sampler_calls(fix: EmaEdit, target: EmaTarget, swap: Swap, wrapped: list) -
             for a in fix.edits.tree(call.path).ancestors(call.node)
         ):
             continue  # already swapped in, and out in `finally`
-        _sample_with_averaged(fix, target, swap, call)
+        _sample_with_averaged(fix, target, swap, call, by_swap=holder and not _on_model(call, target.model))
+        done += 1
+    return done
 
 
-def _sample_with_averaged(fix: EmaEdit, target: EmaTarget, swap: Swap, call: CallSite) -> None:
+def _holds_model(fix: EmaEdit, call: CallSite, model: str) -> bool:
+    """A sampler that is a method of an object built around the network (minRF's ``rf = RF(model)``
+    then ``rf.sample(...)``): the averaged weights are swapped into the network around the call."""
+    if (
+        not model
+        or not call.receiver
+        or not isinstance(call.node.func, cst.Attribute)
+        or call.method in ("eval", "train")  # a mode switch, not a sampler
+        or call.receiver in (model, *ema_facts(fix.index).names)  # ``model = accelerator.prepare(model)``
+    ):
+        return False
+    built = [
+        a
+        for a in fix.index.assigns
+        if a.target == call.receiver and a.path == call.path and a.call is not None and a.function == call.function
+    ]
+    return any(dotted(arg.value) == model for a in built for arg in a.call.node.args)
+
+
+def _sample_with_averaged(fix: EmaEdit, target: EmaTarget, swap: Swap, call: CallSite, by_swap: bool = False) -> None:
     module = fix.edits.module(call.path)
-    if target.api.weights and not target.missing_conditions(call):
+    if target.api.weights and not target.missing_conditions(call) and not by_swap:
         averaged = template_expression(module, target.api.weights, ema=target.name)
         receivers = [call.node.func.value] if _on_model(call, target.model) else []
         for value in [*receivers, *(a.value for a in call.node.args)]:
@@ -147,11 +172,12 @@ def _on_model(call: CallSite, model: str) -> bool:
     )
 
 
-def _export(fix: EmaEdit, target: EmaTarget) -> None:
+def _export(fix: EmaEdit, target: EmaTarget) -> bool:
     """diffusers: after training, the exported model gets the averaged weights
     (``unet = accelerator.unwrap_model(unet)`` then ``ema_unet.copy_to(unet.parameters())``)."""
     if target.api.export is None:
-        return
+        return False
+    exported = False
     step = fix.trained.step
     for assign in fix.index.assigns:
         if (
@@ -175,6 +201,8 @@ def _export(fix: EmaEdit, target: EmaTarget) -> None:
             "the model is exported",
         )
         fix.edits.insert_after(assign.path, statement, new)
+        exported = True
+    return exported
 
 
 def _swap_patch(swap_in: tuple[str, ...], swap_out: tuple[str, ...], target: EmaTarget) -> str:

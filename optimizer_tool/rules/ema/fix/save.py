@@ -23,7 +23,8 @@ from optimizer_tool.knowledge.training import (
 from optimizer_tool.rules.ema.fix.common import EmaEdit
 
 
-def save(fix: EmaEdit, target: EmaTarget) -> None:
+def save(fix: EmaEdit, target: EmaTarget) -> bool:
+    """Whether the EMA now goes into a checkpoint (False: the trainer saves nothing at all)."""
     saved = False
     checkpoints = _checkpoints_of(fix, target)
     for function in calls_in_functions_with(fix.index, CHECKPOINT_WRITES):
@@ -47,6 +48,8 @@ def save(fix: EmaEdit, target: EmaTarget) -> None:
                 extended.append(payload)
     if not saved and fix.accelerator() is None and not _beside_bare_saves(fix, target):
         writes = fix.index.calls_to(*CHECKPOINT_WRITES)
+        if not writes:
+            return False  # the trainer saves nothing at all (minRF): the EMA lives as long as the model
         path, line = (writes[0].path, writes[0].line) if writes else (target.path, 1)
         raise CannotFix(
             path,
@@ -55,6 +58,7 @@ def save(fix: EmaEdit, target: EmaTarget) -> None:
             "and no `torch.save(model.state_dict(), path)` to save it beside",
             f'checkpoint["ema"] = {target.name}.state_dict()\n',
         )
+    return True
 
 
 def _beside_bare_saves(fix: EmaEdit, target: EmaTarget) -> bool:

@@ -17,7 +17,7 @@ from optimizer_tool.edit.ema import EmaTarget
 from optimizer_tool.knowledge.ema import ema_facts
 from optimizer_tool.knowledge.training import is_lightning
 from optimizer_tool.rules.ema.fix.common import EMA_PATCH, LIGHTNING_EMA_PATCH, EmaEdit
-from optimizer_tool.rules.ema.fix.create import create_ema
+from optimizer_tool.rules.ema.fix.create import create_ema, place_created
 from optimizer_tool.rules.ema.fix.existing import existing_ema
 from optimizer_tool.rules.ema.fix.gate import gate_once
 from optimizer_tool.rules.ema.fix.restore import restore
@@ -62,6 +62,8 @@ class AddEma(Fix):
         if "EMA007" in codes:
             restore(fix, target)
         sampled = sample_with(fix, target) if "EMA008" in codes else True
+        if created:
+            place_created(fix, saved=kept, sampled=sampled)
         if created and not kept and not sampled:
             where = findings[0].location
             raise CannotFix(

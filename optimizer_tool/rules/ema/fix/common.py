@@ -66,6 +66,7 @@ class EmaEdit:
         self.edits = Edits(ctx)
         self.trained = trained_model(self.index)
         self.key: str | None = None  # the checkpoint key the EMA is saved under
+        self.created: tuple | None = None  # a new EMA's (path, anchor, statements), placed last
         self._decay: str | None = None
 
     def statements(self, path: Path, template: str, target: EmaTarget, **values) -> list:

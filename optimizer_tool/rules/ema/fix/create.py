@@ -23,8 +23,6 @@ from optimizer_tool.knowledge.training import module_imports
 from optimizer_tool.project import SKIP_DIRS
 from optimizer_tool.rules.ema.fix.common import EMA_PATCH, EmaEdit
 
-WHY_EMA = "EMA of the weights: updated once per optimizer step, saved with the checkpoints, used for sampling"
-
 
 def create_ema(fix: EmaEdit) -> EmaTarget:
     """Build the EMA after the model (or, when the model arrives as a parameter, the optimizer)."""
@@ -49,7 +47,6 @@ def create_ema(fix: EmaEdit) -> EmaTarget:
     api, template = _constructor(fix, path)
     target = EmaTarget(name, api, trained.name, anchor_fact.function, path)
     created = fix.statements(path, template, target, decay=decay)
-    created[0] = with_comment(created[0], WHY_EMA)
     accelerator = fix.accelerator()
     if accelerator is not None:
         created += fix.statements(path, f"{accelerator}.register_for_checkpointing({{ema}})", target)
@@ -58,8 +55,19 @@ def create_ema(fix: EmaEdit) -> EmaTarget:
             "this change cannot be resumed by it (accelerate: 'Found checkpoints: 0, Registered objects: 1'); "
             "start from them with the model weights only"
         )
-    fix.edits.insert_after(path, anchor, created)
+    fix.created = (path, anchor, created)  # inserted by ``place_created`` once the comment is known
     return target
+
+
+def place_created(fix: EmaEdit, saved: bool, sampled: bool) -> None:
+    """Insert the new EMA with a comment that says only what the fix made true."""
+    path, anchor, created = fix.created
+    why = ", ".join(
+        ["EMA of the weights: updated once per optimizer step"]
+        + (["saved with the checkpoints"] if saved else [])
+        + (["used for sampling"] if sampled else [])
+    )
+    fix.edits.insert_after(path, anchor, [with_comment(created[0], why), *created[1:]])
 
 
 def _constructor(fix: EmaEdit, path: Path) -> tuple[EmaApi, str]:

@@ -306,3 +306,16 @@ def test_an_ema_that_would_be_neither_saved_nor_sampled_is_refused(tmp_path):
     text = MAIN_GUARD.replace("        images = rf.sample(torch.ones(2, 4))\n", "        images = torch.ones(2, 4)\n")
     result, _ = _apply(tmp_path, text, "--only", "ema")
     assert "a new EMA would be averaged and never used" in result.output, result.output
+
+
+def test_a_progress_bar_fed_a_named_dict_gets_the_curves_in_that_dict(tmp_path):
+    """``logs = {"loss": ...}; progress_bar.set_postfix(**logs)`` (simple-diffusion) shows the loss: it was
+    reported as "no progress line shows the loss"; the curves go into ``logs``."""
+    text = TUTORIAL.replace('            pbar.set_description(f"loss: {loss.item():.4f}")\n', "").replace(
+        "            optim.step()\n",
+        '            optim.step()\n            logs = {"loss": loss.item()}\n            pbar.set_postfix(**logs)\n',
+    )
+    result, out = _apply(tmp_path, text, "--only", "monitoring")
+    assert "fixed MON001" in result.output, result.output
+    assert '"grad_norm": float(grad_norm)' in (out / "train.py").read_text()
+    assert "grad_norm" in _run(out).stderr

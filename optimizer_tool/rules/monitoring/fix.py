@@ -358,10 +358,16 @@ def text_sink(index: UnitIndex, step: CallSite) -> Sink | None:
         and c.path == step.path
         and c.loop_depth > 0
         and is_text_sink(c)
-        and any("loss" in code_of(a.value).lower() for a in c.node.args)
+        and any("loss" in code_of(a.value).lower() for a in c.node.args) | _shows_loss_dict(index, c)
     ]
     ranked = sorted(lines, key=lambda c: (c.line < step.line, -c.line))
     return Sink(ranked[0], None, text=True) if ranked else None
+
+
+def _shows_loss_dict(index: UnitIndex, call: CallSite) -> bool:
+    """``progress_bar.set_postfix(**logs)`` where ``logs = {"loss": ...}``."""
+    shown = _logged_dict(index, call)
+    return shown is not None and "loss" in code_of(shown).lower()
 
 
 def emit(edits: Edits, sink: Sink, curves: list[Curve]) -> None:
@@ -504,15 +510,16 @@ def _extend_postfix(edits: Edits, sink: Sink, curves: list[Curve], anchor) -> No
         )
     shown = [cst.Call(cst.Name("float"), [cst.Arg(c.value)]) for c in curves]
     dict_arg = next((a for a in call.node.args if isinstance(a.value, cst.Dict)), None)
+    held = dict_arg.value if dict_arg is not None else _logged_dict(edits.ctx.index, call)  # ``**logs``
     edits.insert_before(call.path, anchor, [s for c in curves for s in c.setup])
-    if dict_arg is not None:
+    if held is not None:
 
         def extend(node: cst.Dict) -> cst.Dict:
             for curve, value in zip(curves, shown):
                 node = insert_dict_element(node, len(node.elements) - 1, cst.SimpleString(f'"{curve.name}"'), value)
             return node
 
-        edits.replace(call.path, dict_arg.value, extend)
+        edits.replace(call.path, held, extend)
         return
     keywords = [keyword(c.name, value) for c, value in zip(curves, shown)]
     edits.replace(call.path, call.node, lambda node: node.with_changes(args=[*node.args, *keywords]))

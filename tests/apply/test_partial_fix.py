@@ -81,3 +81,30 @@ def test_the_gradient_norm_is_logged_and_the_ema_drift_left_with_its_reason(tmp_
     done = subprocess.run([sys.executable, "train.py"], cwd=out, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     assert '"grad_norm":' in done.stdout
+
+
+def test_the_ema_drift_is_computed_before_a_metrics_dict_built_ahead_of_its_sink(tmp_path):
+    """``logs = {...}`` several lines before ``accelerator.log(logs)``: the drift's computation goes before
+    the dict (it went before the sink: the dict read an unbound ``ema_drift``, refused by the def-use
+    check, as on uyo9ko/flow-matching-deepspeed)."""
+    text = (
+        TRAIN.replace("if args.use_ema:\n    ema_model = ", "ema_model = ")
+        .replace(
+            "    if args.use_ema:\n        ema_model.update_parameters(model)\n",
+            "    ema_model.update_parameters(model)\n",
+        )
+        .replace(
+            "    accelerator.log(logs, step=global_step)\n",
+            "    global_step += 0\n    accelerator.log(logs, step=global_step)\n",
+        )
+    )
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "train.py").write_text(text)
+    out = tmp_path / "patched"
+    result = CliRunner().invoke(app, ["apply", "--only", "monitoring", "--out", str(out), str(tmp_path / "src")])
+    assert "fixed MON003" in result.output, result.output
+    patched = (out / "train.py").read_text()
+    assert patched.index("ema_drift = torch.stack") < patched.index("    logs = {")
+    done = subprocess.run([sys.executable, "train.py"], cwd=out, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "'ema_drift':" in done.stdout

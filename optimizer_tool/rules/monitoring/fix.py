@@ -412,7 +412,9 @@ def _emit_entries(edits: Edits, sink: Sink, curves: list[Curve]) -> None:
     statement = edits.statement_of(sink.call)
     plain = [c for c in curves if c.conditional is None]
     sample = next((e.key for e in sink.entries.elements if isinstance(e, cst.DictElement)), None)
-    edits.insert_before(path, statement, [s for curve in plain for s in curve.setup])
+    # before the dict is built: ``logs = {...}`` may come lines before ``accelerator.log(logs)``
+    built = edits.tree(path).statement(sink.entries)
+    edits.insert_before(path, built, [s for curve in plain for s in curve.setup])
 
     def extend(node: cst.Dict, curves: list[Curve]) -> cst.Dict:
         for curve in curves:

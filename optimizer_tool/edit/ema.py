@@ -13,7 +13,7 @@ from typing import Mapping
 import libcst as cst
 
 from optimizer_tool.contract import CannotFix
-from optimizer_tool.edit.templates import template_expression
+from optimizer_tool.edit.templates import under
 from optimizer_tool.index import CallSite, UnitIndex
 from optimizer_tool.knowledge.ema import EmaApi, ema_api, ema_facts
 
@@ -60,8 +60,7 @@ class EmaTarget:
                 f"`{self.name}` only exists when `{unreachable[0]}`, which cannot be tested where {what} happens",
                 patch_after(at, statements),
             )
-        test = template_expression(module, " and ".join(f"({c})" if len(conditions) > 1 else c for c in conditions))
-        return [cst.If(test=test, body=cst.IndentedBlock(body=statements))]
+        return under(module, conditions, statements)
 
 
 def ema_target(index: UnitIndex, model: str, project_files: Mapping[Path, str]) -> EmaTarget | None:

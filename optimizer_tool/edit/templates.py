@@ -57,6 +57,16 @@ def parse_expression(module: cst.Module, code: str) -> cst.BaseExpression:
     return cst.parse_expression(code, config=module.config_for_parsing)
 
 
+def all_of(conditions) -> str:
+    """``conditions`` (code) joined with ``and``, each in parentheses when there are several."""
+    return " and ".join(f"({c})" if len(conditions) > 1 else c for c in conditions)
+
+
+def under(module: cst.Module, conditions, statements: list) -> list[cst.BaseStatement]:
+    """``statements`` in one ``if`` on all of ``conditions``."""
+    return [cst.If(test=parse_expression(module, all_of(conditions)), body=cst.IndentedBlock(body=statements))]
+
+
 def parse_statements(module: cst.Module, code: str) -> list[cst.BaseStatement]:
     """Plain code parsed with the module's indentation and newline style (leading comment lines
     are dropped; ``snippet`` keeps them)."""

@@ -82,10 +82,9 @@ def is_text_sink(call: CallSite) -> bool:
 def _text_items(call: CallSite) -> Iterator[Logged]:
     """The values a text line shows, keyed by the words before them (``f"grad_norm {g:.3f}"``: ``grad_norm``)."""
     for arg in call.node.args:
-        if arg.keyword is not None and (call.method or call.func_text) not in ("set_postfix",):
-            continue
-        if arg.keyword is not None:
-            yield Logged(arg.keyword.value, arg.value, call.function, call.line, call)
+        if arg.keyword is not None:  # ``set_postfix(loss=...)``; print's ``sep=``/``file=`` show nothing
+            if call.method == "set_postfix":
+                yield Logged(arg.keyword.value, arg.value, call.function, call.line, call)
             continue
         for node in expression_nodes(arg.value):
             if isinstance(node, cst.FormattedString):

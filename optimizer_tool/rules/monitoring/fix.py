@@ -14,10 +14,10 @@ from optimizer_tool.edit.settings import module_name
 from optimizer_tool.edit.templates import (
     insert_dict_element,
     keyword,
-    parse_expression,
     string_literal,
     template_expression,
     template_statements,
+    under,
 )
 from optimizer_tool.edit.tree import is_call_statement
 from optimizer_tool.index import CallSite, UnitIndex, code_of, dotted
@@ -77,7 +77,18 @@ class Sink:
     call: CallSite
     key: str | None  # the loss key, e.g. "train/loss" (its prefix names the new curves)
     entries: cst.Dict | None = None  # the dict the call logs, when it logs a dict
-    text: bool = False  # a progress line (print, logger.info, a progress bar): the curves get a line of their own
+    step: CallSite | None = None  # a progress line's optimizer step: the curves get a line of their own
+
+    @property
+    def text(self) -> bool:
+        """A progress line (print, logger.info, a progress bar), not a metrics sink."""
+        return self.step is not None
+
+    @property
+    def logged_at(self) -> CallSite:
+        """Where the new curves are logged: at the sink, or right after the optimizer step for a
+        progress line shown before it."""
+        return self.step if self.step is not None and self.call.line < self.step.line else self.call
 
     @property
     def prefix(self) -> str:
@@ -92,14 +103,7 @@ class Guarded:
     conditions: tuple[str, ...]
 
     def when_present(self, module: cst.Module, statements: list, at: CallSite, what: str) -> list:
-        test = " and ".join(f"({c})" if len(self.conditions) > 1 else c for c in self.conditions)
-        return [cst.If(test=parse_expression(module, test), body=cst.IndentedBlock(body=statements))]
-
-
-def _logged_at(sink: "Sink", step: CallSite) -> CallSite:
-    """Where the new curves are logged: at the sink, or right after the optimizer step for a progress
-    line shown before it."""
-    return step if sink.text and sink.call.line < step.line else sink.call
+        return under(module, self.conditions, statements)
 
 
 class LogTrainingSignals(Fix):
@@ -143,7 +147,7 @@ class LogTrainingSignals(Fix):
         curves: list[Curve] = []
         if "MON001" in codes and not grad_norm_logged(index):
             value, made_at = self.grad_norm(index, trained, sink, edits)
-            missing = tuple(g for g in made_at.guards if g not in _logged_at(sink, trained.step).guards)
+            missing = tuple(g for g in made_at.guards if g not in sink.logged_at.guards)
             curves.append(Curve("grad_norm", value, conditional=Guarded(missing) if missing else None))
         if "MON002" in codes and not lr_logged(index):
             curves.append(Curve("lr", template_expression(edits.module(sink.call.path), lr_expression(index, trained))))
@@ -361,7 +365,7 @@ def text_sink(index: UnitIndex, step: CallSite) -> Sink | None:
         and any("loss" in code_of(a.value).lower() for a in c.node.args) | _shows_loss_dict(index, c)
     ]
     ranked = sorted(lines, key=lambda c: (c.line < step.line, -c.line))
-    return Sink(ranked[0], None, text=True) if ranked else None
+    return Sink(ranked[0], None, step=step) if ranked else None
 
 
 def _shows_loss_dict(index: UnitIndex, call: CallSite) -> bool:
@@ -417,14 +421,7 @@ def _emit_entries(edits: Edits, sink: Sink, curves: list[Curve]) -> None:
     edits.insert_before(path, built, [s for curve in plain for s in curve.setup])
 
     def extend(node: cst.Dict, curves: list[Curve]) -> cst.Dict:
-        for curve in curves:
-            node = insert_dict_element(
-                node,
-                len(node.elements) - 1,
-                cst.SimpleString(curve.tag(sink, sample)),
-                cst.Call(cst.Name("float"), [cst.Arg(curve.value)]),
-            )
-        return node
+        return _with_entries(node, curves, lambda curve: curve.tag(sink, sample))
 
     if plain:
         edits.replace(path, sink.entries, lambda node: extend(node, plain))
@@ -433,11 +430,8 @@ def _emit_entries(edits: Edits, sink: Sink, curves: list[Curve]) -> None:
         if curve.conditional is None:
             continue
         if held is not None:  # ``logs = {...}`` then ``accelerator.log(logs)``: the entry is added before
-            value = cst.Call(cst.Name("float"), [cst.Arg(curve.value)])
-            lines = [
-                *curve.setup,
-                *template_statements(module, f"{held}[{curve.tag(sink, sample)}] = {{value}}", value=value),
-            ]
+            entry = f"{held}[{curve.tag(sink, sample)}] = {{value}}"
+            lines = [*curve.setup, *template_statements(module, entry, value=_as_float(curve.value))]
             edits.insert_before(
                 path, statement, curve.conditional.when_present(module, lines, sink.call, "the loss is logged")
             )
@@ -459,6 +453,18 @@ def _emit_entries(edits: Edits, sink: Sink, curves: list[Curve]) -> None:
         edits.insert_after(
             path, statement, curve.conditional.when_present(module, lines, sink.call, "the loss is logged")
         )
+
+
+def _as_float(value: cst.BaseExpression) -> cst.Call:
+    """``float(value)``: a logged tensor as a plain number (tensors are not JSON)."""
+    return cst.Call(cst.Name("float"), [cst.Arg(value)])
+
+
+def _with_entries(node: cst.Dict, curves: list[Curve], tag) -> cst.Dict:
+    """``node`` with a ``tag(curve): float(value)`` entry per curve after its last one."""
+    for curve in curves:
+        node = insert_dict_element(node, len(node.elements) - 1, cst.SimpleString(tag(curve)), _as_float(curve.value))
+    return node
 
 
 TEXT_FORMATS = {"grad_norm": "{float(%s):.4g}", "lr": "{%s:.3g}"}
@@ -510,20 +516,13 @@ def _extend_postfix(edits: Edits, sink: Sink, curves: list[Curve], anchor) -> No
             "condition); show the curves there by hand",
             MONITORING_PATCH,
         )
-    shown = [cst.Call(cst.Name("float"), [cst.Arg(c.value)]) for c in curves]
     dict_arg = next((a for a in call.node.args if isinstance(a.value, cst.Dict)), None)
     held = dict_arg.value if dict_arg is not None else _logged_dict(edits.ctx.index, call)  # ``**logs``
     edits.insert_before(call.path, anchor, [s for c in curves for s in c.setup])
     if held is not None:
-
-        def extend(node: cst.Dict) -> cst.Dict:
-            for curve, value in zip(curves, shown):
-                node = insert_dict_element(node, len(node.elements) - 1, cst.SimpleString(f'"{curve.name}"'), value)
-            return node
-
-        edits.replace(call.path, held, extend)
+        edits.replace(call.path, held, lambda node: _with_entries(node, curves, lambda curve: f'"{curve.name}"'))
         return
-    keywords = [keyword(c.name, value) for c, value in zip(curves, shown)]
+    keywords = [keyword(c.name, _as_float(c.value)) for c in curves]
     edits.replace(call.path, call.node, lambda node: node.with_changes(args=[*node.args, *keywords]))
 
 
@@ -542,10 +541,8 @@ def _step_after(edits: Edits, sink: Sink):
     """The optimizer-step statement to log after, when the loss line comes before the step (in the
     same block, or in a loop nested in it: never under an ``if`` the step is not under). None when
     the line comes after the step."""
-    index = edits.ctx.index
-    trained = trained_model(index)
-    step = trained.step
-    if sink.call.line > step.line:
+    step = sink.logged_at
+    if step is sink.call:
         return None
     tree = edits.tree(step.path)
     step_stmt = edits.statement_of(step)

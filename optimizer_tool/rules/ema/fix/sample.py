@@ -24,6 +24,7 @@ from optimizer_tool.knowledge.training import (
 from optimizer_tool.rules.ema.base import MODEL_PARAMETER, SAMPLE_LOOPS
 from optimizer_tool.rules.ema.fix.common import EmaEdit
 
+MODE_SWITCHES = ("eval", "train")  # ``model.eval()`` matches the sampler names; it sets a mode, it draws nothing
 Swap = tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]  # swap in, swap out, imports
 
 
@@ -34,7 +35,8 @@ def sample_with(fix: EmaEdit, target: EmaTarget) -> bool:
     swap = target.api.swap()
     wrapped = _wrap_samplers(fix, target, swap)
     calls = _sampler_calls(fix, target, swap, wrapped)
-    return bool(wrapped or calls) | _export(fix, target)
+    exported = _export(fix, target)
+    return bool(wrapped or calls or exported)
 
 
 def _wrap_samplers(fix: EmaEdit, target: EmaTarget, swap: Swap) -> list:
@@ -105,11 +107,13 @@ def _sampler_calls(fix: EmaEdit, target: EmaTarget, swap: Swap, wrapped: list) -
             not (SAMPLING_FUNCTION.search(callee) or callee in SAMPLE_LOOPS)
             or NOT_SAMPLING.search(callee)
             or callee in names
+            or callee in MODE_SWITCHES
         ):
             continue
-        holder = _holds_model(fix, call, target.model)
+        on_model = _on_model(call, target.model)
+        holder = not on_model and _holds_model(fix, call, target.model)
         if (
-            not (any(model.search(code_of(a.value)) for a in call.node.args) or _on_model(call, target.model) or holder)
+            not (any(model.search(code_of(a.value)) for a in call.node.args) or on_model or holder)
             or call.function in wrapped
             or not fix.visible(target, call.function, call.path)
         ):
@@ -119,7 +123,7 @@ def _sampler_calls(fix: EmaEdit, target: EmaTarget, swap: Swap, wrapped: list) -
             for a in fix.edits.tree(call.path).ancestors(call.node)
         ):
             continue  # already swapped in, and out in `finally`
-        _sample_with_averaged(fix, target, swap, call, by_swap=holder and not _on_model(call, target.model))
+        _sample_with_averaged(fix, target, swap, call, on_model=on_model, by_swap=holder)
         done += 1
     return done
 
@@ -131,7 +135,6 @@ def _holds_model(fix: EmaEdit, call: CallSite, model: str) -> bool:
         not model
         or not call.receiver
         or not isinstance(call.node.func, cst.Attribute)
-        or call.method in ("eval", "train")  # a mode switch, not a sampler
         or call.receiver in (model, *ema_facts(fix.index).names)  # ``model = accelerator.prepare(model)``
     ):
         return False
@@ -143,11 +146,13 @@ def _holds_model(fix: EmaEdit, call: CallSite, model: str) -> bool:
     return any(dotted(arg.value) == model for a in built for arg in a.call.node.args)
 
 
-def _sample_with_averaged(fix: EmaEdit, target: EmaTarget, swap: Swap, call: CallSite, by_swap: bool = False) -> None:
+def _sample_with_averaged(
+    fix: EmaEdit, target: EmaTarget, swap: Swap, call: CallSite, on_model: bool = False, by_swap: bool = False
+) -> None:
     module = fix.edits.module(call.path)
     if target.api.weights and not target.missing_conditions(call) and not by_swap:
         averaged = template_expression(module, target.api.weights, ema=target.name)
-        receivers = [call.node.func.value] if _on_model(call, target.model) else []
+        receivers = [call.node.func.value] if on_model else []
         for value in [*receivers, *(a.value for a in call.node.args)]:
             for node in _model_references(value, target.model):
                 fix.edits.replace(call.path, node, lambda _, averaged=averaged: averaged)
@@ -164,12 +169,7 @@ def _sample_with_averaged(fix: EmaEdit, target: EmaTarget, swap: Swap, call: Cal
 
 def _on_model(call: CallSite, model: str) -> bool:
     """A sampler that is a method of the trained network itself (minDiffusion's ``ddpm.sample(8, shape)``)."""
-    return (
-        bool(model)
-        and call.receiver == model
-        and isinstance(call.node.func, cst.Attribute)
-        and call.method not in ("eval", "train")  # ``model.eval()`` sets a mode, it draws nothing
-    )
+    return bool(model) and call.receiver == model and isinstance(call.node.func, cst.Attribute)
 
 
 def _export(fix: EmaEdit, target: EmaTarget) -> bool:

@@ -50,10 +50,9 @@ def save(fix: EmaEdit, target: EmaTarget) -> bool:
         writes = fix.index.calls_to(*CHECKPOINT_WRITES)
         if not writes:
             return False  # the trainer saves nothing at all (minRF): the EMA lives as long as the model
-        path, line = (writes[0].path, writes[0].line) if writes else (target.path, 1)
         raise CannotFix(
-            path,
-            line,
+            writes[0].path,
+            writes[0].line,
             "no checkpoint dict (a dict of state dicts handed to torch.save) to add the EMA to, "
             "and no `torch.save(model.state_dict(), path)` to save it beside",
             f'checkpoint["ema"] = {target.name}.state_dict()\n',
@@ -71,8 +70,10 @@ def _beside_bare_saves(fix: EmaEdit, target: EmaTarget) -> bool:
             raise fix.unreachable(
                 target, call.function, call.path, call.line, "saving the model", _SIDECAR_PATCH.format(ema=target.name)
             )
-        os_name = module_name(fix.edits, fix.index, call.path, "os") if _needs_os(call) else None
-        path = sidecar_path(call.arg(1, "f"), "ema", os_name)
+        saved_to = call.arg(1, "f")  # a literal path is tagged in place; a variable is split at run time
+        path = sidecar_path(saved_to, "ema", None) or sidecar_path(
+            saved_to, "ema", module_name(fix.edits, fix.index, call.path, "os")
+        )
         if path is None:
             raise CannotFix(
                 call.path,
@@ -105,11 +106,6 @@ def _saves_state_of(call: CallSite, model: str) -> bool:
         and bool(model)
         and any(same_object(dotted(obj.func.value), name) for name in (model, f"{model}.module"))
     )
-
-
-def _needs_os(call: CallSite) -> bool:
-    """The saved-to path is not written out as a literal, so its name is split at run time."""
-    return sidecar_path(call.arg(1, "f"), "ema", None) is None
 
 
 def _checkpoints_of(fix: EmaEdit, target: EmaTarget) -> list:

@@ -13,7 +13,7 @@ import libcst.matchers as m
 from optimizer_tool.contract import CannotFix, FixContext
 from optimizer_tool.edit.edits import Edits
 from optimizer_tool.edit.settings import module_name
-from optimizer_tool.edit.templates import expression, insert_dict_element, statement, string_literal
+from optimizer_tool.edit.templates import all_of, expression, insert_dict_element, statement, string_literal
 from optimizer_tool.edit.tree import is_call_statement, names_in_node
 from optimizer_tool.index import CallSite, UnitIndex, code_of, dotted, literal
 from optimizer_tool.knowledge.configured import names_in
@@ -62,7 +62,7 @@ def add_schedule(ctx: FixContext, edits: Edits, where) -> None:
     if not own_steps:
         raise CannotFix(opt_call.path, opt_call.line, f"`{optimizer}` is never stepped", manual_schedule_patch())
     home = settings_home(index, opt_call.function, opt_call.kwarg("lr"))
-    total, anchor = run_total(index, edits, home, opt_call, opt_stmt)
+    total, anchor, built_at = run_total(index, edits, home, opt_call, opt_stmt)
     scheduler = "self.lr_scheduler" if optimizer.startswith("self.") else "lr_scheduler"
     _check_room(edits, opt_call, optimizer, own_steps, scheduler)
     warmup = warmup_setting(edits, index, home)
@@ -85,18 +85,6 @@ def add_schedule(ctx: FixContext, edits: Edits, where) -> None:
             step.path,
             after_scaler_update(index, edits, step, step_stmt),
             [statement(edits.module(step.path), f"{scheduler}.step()")],
-        )
-    built_at = opt_call
-    if anchor is not opt_stmt:  # after a loader built later in the same block
-        built_at = next(
-            (
-                a.call
-                for a in index.assigns
-                if a.call is not None
-                and a.path == opt_call.path
-                and edits.tree(a.path).statement(a.call.node) is anchor
-            ),
-            opt_call,
         )
     _checkpoint_schedule(index, edits, optimizer, scheduler, (anchor, built_at))
 
@@ -145,14 +133,17 @@ def _check_room(edits: Edits, opt_call: CallSite, optimizer: str, own_steps: lis
             )
 
 
-def run_total(index: UnitIndex, edits: Edits, home, opt_call: CallSite, opt_stmt) -> tuple[str, cst.BaseStatement]:
-    """The run's optimizer steps as code, and the statement after which it can be computed: a
-    run-length setting, else epochs x ceil(len(dataloader) / accumulation)."""
+def run_total(
+    index: UnitIndex, edits: Edits, home, opt_call: CallSite, opt_stmt
+) -> tuple[str, cst.BaseStatement, object]:
+    """The run's optimizer steps as code, the statement after which it can be computed, and that
+    statement's call or assignment (where the schedule is built: its line and conditions): a run-length
+    setting, else epochs x ceil(len(dataloader) / accumulation), else the loops around the step."""
     tree = edits.tree(opt_call.path)
     for name in TOTAL_SETTINGS:
         if home is not None and home.has(name):
             _refuse_endless(index, opt_call, name)
-            return home.read(name), opt_stmt
+            return home.read(name), opt_stmt, opt_call
     same_class = [
         a
         for a in index.assigns
@@ -166,7 +157,7 @@ def run_total(index: UnitIndex, edits: Edits, home, opt_call: CallSite, opt_stmt
     ]
     if same_class:
         _refuse_endless(index, opt_call, same_class[0].target.rsplit(".", 1)[-1])
-        return same_class[0].target, opt_stmt
+        return same_class[0].target, opt_stmt, opt_call
     epochs = next((home.read(n) for n in EPOCH_SETTINGS if home is not None and home.has(n)), None)
     here = [a for a in index.assigns if a.path == opt_call.path and a.function == opt_call.function]
     loaders = [a for a in here if a.call is not None and a.call.matches(DATALOADER)]
@@ -184,7 +175,7 @@ def run_total(index: UnitIndex, edits: Edits, home, opt_call: CallSite, opt_stmt
             )
         return counted
     loader = loaders[0]
-    anchor = opt_stmt
+    anchor, anchor_at = opt_stmt, opt_call
     loader_stmt = tree.statement(loader.call.node)
     if loader.line > opt_call.line:
         if tree.block(loader_stmt) is not tree.block(opt_stmt):
@@ -194,12 +185,12 @@ def run_total(index: UnitIndex, edits: Edits, home, opt_call: CallSite, opt_stmt
                 f"`{loader.target}` is built after the optimizer, in another block",
                 manual_schedule_patch(),
             )
-        anchor = loader_stmt
+        anchor, anchor_at = loader_stmt, loader
     accumulation = next((home.read(n) for n in ACCUMULATION_SETTINGS if home.has(n)), None)
     per_epoch = f"math.ceil(len({loader.target}) / {accumulation})" if accumulation else f"len({loader.target})"
     if accumulation:
         edits.add_import(opt_call.path, "math")
-    return f"{epochs} * {per_epoch}", anchor
+    return f"{epochs} * {per_epoch}", anchor, anchor_at
 
 
 def _refuse_endless(index: UnitIndex, opt_call: CallSite, name: str) -> None:
@@ -224,7 +215,7 @@ RANGES = ("range", "trange", "tqdm.trange", "tqdm.auto.trange")
 
 def _loop_total(
     index: UnitIndex, edits: Edits, opt_call: CallSite, opt_stmt, here: list
-) -> tuple[str, cst.BaseStatement] | None:
+) -> tuple[str, cst.BaseStatement, object] | None:
     """The run's optimizer steps read off the loops around the optimizer step, when no setting names
     them: ``for epoch in range(n_epoch):`` around ``for x in dataloader:`` is ``n_epoch * len(dataloader)``,
     a step loop ``for it in range(1, args.iterations + 1):`` is ``len(range(1, args.iterations + 1))``.
@@ -238,7 +229,7 @@ def _loop_total(
     if loops[0].line <= opt_call.line or any(line > loops[0].line for line, _ in step.branches):
         return None
     tree = edits.tree(opt_call.path)
-    anchor, anchor_line, counts = opt_stmt, opt_call.line, []
+    anchor, anchor_at, counts = opt_stmt, opt_call, []
     aliases = {  # ``with trange(FLAGS.total_steps) as pbar: for step in pbar:``
         dotted(item.asname.name): item.item
         for node in tree.ancestors(step.node)
@@ -249,30 +240,30 @@ def _loop_total(
     for loop in loops:
         if not loop.target:
             return None
-        count = _loop_count(index, opt_call, here, loop, aliases)
+        count = _loop_count(opt_call, here, loop, aliases)
         if count is None:
             return None
         text, built = count
-        if built is not None and built.line > anchor_line:  # a loader built after the optimizer, same block
+        if built is not None and built.line > anchor_at.line:  # a loader built after the optimizer, same block
             built_stmt = tree.statement(built.call.node) if built.call is not None else None
             if built_stmt is None or tree.block(built_stmt) is not tree.block(opt_stmt):
                 return None
-            anchor, anchor_line = built_stmt, built.line
+            anchor, anchor_at = built_stmt, built
         counts.append(text)
     total = " * ".join(counts)
     for name in {n.split(".")[0] for n in names_in(cst.parse_expression(total))}:
         bound = [a for a in here if a.target.split(".")[0] == name]
-        if bound and all(a.line > anchor_line for a in bound):
+        if bound and all(a.line > anchor_at.line for a in bound):
             # ``num_epochs = 10`` set after the optimizer: the schedule follows it, in the same block
             last = max(bound, key=lambda a: a.line)
             last_stmt = tree.statement(last.value)
             if last.line >= loops[0].line or tree.block(last_stmt) is not tree.block(opt_stmt):
                 return None
-            anchor, anchor_line = last_stmt, last.line
-    return total, anchor
+            anchor, anchor_at = last_stmt, last
+    return total, anchor, anchor_at
 
 
-def _loop_count(index: UnitIndex, opt_call: CallSite, here: list, loop, aliases: dict) -> tuple[str, object] | None:
+def _loop_count(opt_call: CallSite, here: list, loop, aliases: dict) -> tuple[str, object] | None:
     """How many times ``loop`` runs, as code readable before it: ``E`` for ``range(E)``,
     ``len(range(a, b))``, ``len(loader)`` for a loader (through ``tqdm``/``enumerate`` and a
     ``pbar = tqdm(loader)`` made inside the loops); with the assignment that built the loader."""
@@ -305,9 +296,7 @@ def _loop_count(index: UnitIndex, opt_call: CallSite, here: list, loop, aliases:
     name = dotted(node)
     if not name:
         return None
-    built = [
-        a for a in index.assigns if a.target == name and a.function == opt_call.function and a.path == opt_call.path
-    ]
+    built = [a for a in here if a.target == name]
     is_param = opt_call.function is not None and name in opt_call.function.params
     if LOADER_NAME.search(name.rsplit(".", 1)[-1]) or any(
         b.call is not None and b.call.matches(DATALOADER) for b in built
@@ -387,8 +376,7 @@ def _checkpoint_schedule(index: UnitIndex, edits: Edits, optimizer: str, schedul
                 )
                 missing = [g for g in call.guards if g not in at.guards]
                 if missing:  # ``if args.ckpt is not None:`` resumed before the schedule existed
-                    test = " and ".join(f"({g})" if len(missing) > 1 else g for g in missing)
-                    restore = f"if {test}:\n" + "".join(f"    {line}\n" for line in restore.splitlines())
+                    restore = f"if {all_of(missing)}:\n" + "".join(f"    {line}\n" for line in restore.splitlines())
                 edits.insert_after(call.path, anchor, [statement(edits.module(call.path), restore)])
                 continue
             edits.insert_after(call.path, stmt, [statement(edits.module(call.path), restore)])

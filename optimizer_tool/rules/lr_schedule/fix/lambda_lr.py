@@ -108,17 +108,8 @@ def _append_decay(index: UnitIndex, edits: Edits, call: CallSite, home) -> None:
             manual_schedule_patch(),
         )
     tree = edits.tree(call.path)
-    total, anchor = run_total(index, edits, home, opt_call, tree.statement(opt_call.node))
-    anchor_lines = [
-        a.line
-        for a in index.assigns
-        if a.call is not None
-        and a.path == call.path
-        and a.function == call.function
-        and a.line > opt_call.line
-        and tree.statement(a.call.node) is anchor
-    ]
-    if anchor_lines and anchor_lines[0] > call.line:
+    total, _, built_at = run_total(index, edits, home, opt_call, tree.statement(opt_call.node))
+    if built_at.line > call.line:
         raise CannotFix(
             call.path, call.line, "the run's length is known only after the LambdaLR is built", manual_schedule_patch()
         )

@@ -58,7 +58,7 @@ from optimizer_tool.engine import (
 )
 from optimizer_tool.errors import UsageError
 from optimizer_tool.findings import Finding, Severity
-from optimizer_tool.index import UnitIndex
+from optimizer_tool.index import UnitIndex, reparsed
 from optimizer_tool.project import (
     CONFIG_SUFFIXES,
     SKIP_DIRS,
@@ -419,7 +419,7 @@ def _plan_once(
             break
     result.changed = work.changed(result.originals)
     if result.changed and not result.refused:
-        after = _verify(paths, settings, loaded, result.changed)
+        after = _verify(paths, settings, loaded, result.changed, {p: work.sources[p].module for p in result.changed})
     remaining = {_identity(f) for f in after.findings}
     result.fixed = [f for f in targets if _identity(f) not in remaining]
     result.unfixed = [f for f in targets if _identity(f) in remaining]
@@ -455,10 +455,18 @@ def _run_or_hold(
     return False
 
 
-def _verify(paths: list[Path], settings: Settings, loaded: LoadResult, changed: dict[Path, str]):
+def _verify(
+    paths: list[Path],
+    settings: Settings,
+    loaded: LoadResult,
+    changed: dict[Path, str],
+    fixed: dict[Path, cst.Module],
+):
     """The verdict: the changed texts parsed again, as the next ``check`` will read them (a tree
     built by transformations can print as code that parses differently); unchanged files keep
-    their parsed state. A change that imports a file the first check never read gets a full load."""
+    their parsed state, and so do the statements of a changed file that no fix touched (``fixed``:
+    the trees the fixes left). A change that imports a file the first check never read gets a
+    full load."""
     files = dict(loaded.files)
     errors = list(loaded.errors)
     for path, text in changed.items():
@@ -467,7 +475,8 @@ def _verify(paths: list[Path], settings: Settings, loaded: LoadResult, changed: 
             errors.append(parsed)
             files.pop(path, None)
         else:
-            files[path] = parsed
+            module = reparsed(fixed[path], loaded.files[path].module)
+            files[path] = parsed if module is None else SourceFile(path, parsed.text, module, encoding=parsed.encoding)
     if any(
         imported not in files
         for path in changed

@@ -11,15 +11,18 @@ never code here: only real calls, names and literal values count.
 from __future__ import annotations
 
 import ast
-from dataclasses import dataclass, field
+from collections import OrderedDict
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
 from typing import Iterable, Iterator
 
 import libcst as cst
-from libcst.metadata import MetadataWrapper, PositionProvider
+from libcst.metadata import PositionProvider
+from libcst.metadata.position_provider import PositionProvidingCodegenState
 
 from optimizer_tool.project import ConfigFile, SourceFile, Unit
+from optimizer_tool.syntax import module_code, statement_code
 
 _EMPTY = cst.Module([])
 NO_GRAD_CONTEXTS = {"torch.no_grad", "torch.inference_mode", "torch.autograd.grad_mode.no_grad"}
@@ -191,14 +194,21 @@ class Setting:
         return self.value is not UNKNOWN
 
 
-def import_aliases(tree: ast.Module | None) -> dict[str, set[str]]:
+def import_aliases(source: SourceFile) -> dict[str, set[str]]:
     """Local name -> the qualified names it may stand for, from every import in the file
-    (function-level ones included: the plan imports lpips inside ``__init__``).
+    (function-level ones included: the plan imports lpips inside ``__init__``); computed once per
+    file version.
 
     This replaces libcst's scope-based QualifiedNameProvider, which costs ~3x the rest of the
     index; shadowing an imported name by a local assignment is rare in trainers."""
+    if "_aliases" not in source.__dict__:
+        source.__dict__["_aliases"] = _aliases(source.imports)
+    return source.__dict__["_aliases"]
+
+
+def _aliases(imports: list[ast.Import | ast.ImportFrom]) -> dict[str, set[str]]:
     aliases: dict[str, set[str]] = {}
-    for node in ast.walk(tree) if tree else ():
+    for node in imports:
         if isinstance(node, ast.Import):
             for alias in node.names:
                 local = alias.asname or alias.name.split(".")[0]
@@ -226,12 +236,12 @@ class _Context(cst.CSTVisitor):
     """Where the visit is: the enclosing class and function, if conditions and branches, loops,
     with-items and finally blocks; and the file's import aliases, to qualify dotted names."""
 
-    METADATA_DEPENDENCIES = (PositionProvider,)
-
-    def __init__(self, source: SourceFile) -> None:
+    def __init__(self, source: SourceFile, aliases: dict[str, set[str]] | None = None) -> None:
         super().__init__()
         self.source = source
-        self.aliases = import_aliases(source.tree)
+        self.aliases = import_aliases(source) if aliases is None else aliases
+        self.heads: dict[str, frozenset[str]] = {}  # every name looked up in the aliases -> what it stood for
+        self.positions: dict[cst.CSTNode, object] = {}  # node -> its CodeRange (``FileFacts.of`` fills it)
         self.functions: list[FunctionInfo] = []
         self.classes: list[str] = []
         self.guards: list[str] = []
@@ -244,7 +254,7 @@ class _Context(cst.CSTVisitor):
 
     # --- helpers -------------------------------------------------------
     def pos(self, node: cst.CSTNode) -> tuple[int, int]:
-        start = self.get_metadata(PositionProvider, node).start
+        start = self.positions[node].start
         return start.line, start.column + 1
 
     def qnames(self, node: cst.CSTNode) -> frozenset[str]:
@@ -252,7 +262,10 @@ class _Context(cst.CSTVisitor):
         (``nn.utils.clip_grad_norm_`` -> ``torch.nn.utils.clip_grad_norm_``)."""
         text = dotted(node)
         head, _, rest = text.partition(".")
-        return frozenset(f"{origin}.{rest}" if rest else origin for origin in self.aliases.get(head, ()))
+        origins = self.heads.get(head)
+        if origins is None:
+            origins = self.heads[head] = frozenset(self.aliases.get(head, ()))
+        return frozenset(f"{origin}.{rest}" if rest else origin for origin in origins)
 
     @property
     def function(self) -> FunctionInfo | None:
@@ -289,7 +302,7 @@ class _Context(cst.CSTVisitor):
 
     def visit_FunctionDef(self, node: cst.FunctionDef) -> None:
         line, _ = self.pos(node)
-        end = self.get_metadata(PositionProvider, node).end.line
+        end = self.positions[node].end.line
         no_grad = any(
             (self.qnames(d.decorator.func if isinstance(d.decorator, cst.Call) else d.decorator) & NO_GRAD_CONTEXTS)
             for d in node.decorators
@@ -363,9 +376,10 @@ class _Context(cst.CSTVisitor):
 class _Indexer(_Context):
     """Records the file's functions, calls, assignments and settings into its :class:`FileFacts`."""
 
-    def __init__(self, source: SourceFile, index: "FileFacts") -> None:
-        super().__init__(source)
+    def __init__(self, source: SourceFile, index: "FileFacts", aliases: dict[str, set[str]] | None = None) -> None:
+        super().__init__(source, aliases)
         self.index = index
+        self.pending: list[tuple[Assign, cst.BaseExpression]] = []  # assignments whose call is resolved after the walk
 
     def setting(
         self,
@@ -449,7 +463,7 @@ class _Indexer(_Context):
         if node.value is not None:
             line, col = self.pos(node)
             self.index.returns.append(Assign(self.source.path, line, col, "return", node.value, self.function, None))
-            self.index._pending.append((self.index.returns[-1], node.value))
+            self.pending.append((self.index.returns[-1], node.value))
 
     def visit_Assign(self, node: cst.Assign) -> None:
         for target in node.targets:
@@ -485,13 +499,18 @@ class _Indexer(_Context):
         self.index.assigns.append(
             Assign(self.source.path, line, col, name, value, self.function, None, source, tuple(self.guards), position)
         )
-        self.index._pending.append((self.index.assigns[-1], value))
+        self.pending.append((self.index.assigns[-1], value))
 
 
 @dataclass
 class FileFacts:
     """What one file contributes; computed once per parsed file and shared by every unit
-    that contains it (a config module imported by several trainers is indexed once)."""
+    that contains it (a config module imported by several trainers is indexed once).
+
+    Built statement by statement (``_Piece``): a module a fix changed shares every top-level
+    statement it did not touch with the module before (libcst keeps those nodes), and their facts
+    are reused, moved to their new lines, instead of walking a 50,000-line file again for a fix of
+    three statements (issue 14, item 10)."""
 
     calls: list[CallSite] = field(default_factory=list)
     assigns: list[Assign] = field(default_factory=list)
@@ -500,19 +519,146 @@ class FileFacts:
     call_by_node: dict[cst.Call, CallSite] = field(default_factory=dict)
     item_assigns: list[ItemAssign] = field(default_factory=list)
     returns: list[Assign] = field(default_factory=list)  # ``return <value>`` statements (target 'return')
-    _pending: list = field(default_factory=list)
+    pieces: dict[cst.BaseStatement, _Piece] = field(default_factory=dict)  # top-level statement -> its facts
 
     @classmethod
     def of(cls, source: SourceFile) -> "FileFacts":
         if source.facts is None:
+            module = source.module
+            aliases = import_aliases(source)
+            earlier = _RECENT.pop(source.path, {})  # kept across versions: a fix may start from any of them
             facts = cls()
-            MetadataWrapper(source.module, unsafe_skip_copy=True).visit(_Indexer(source, facts))
-            for assign, value in facts._pending:
-                if isinstance(value, cst.Call):
-                    assign.call = facts.call_by_node.get(value)
-            facts._pending.clear()
+            line = 1 + len(module.header)
+            for statement in module.body:
+                piece = earlier.get(statement)
+                if piece is None or not piece.holds(aliases):
+                    piece = _Piece.build(source, module, statement, line, aliases)
+                elif piece.start != line:
+                    piece = piece.moved(line - piece.start)
+                facts.pieces[statement] = piece
+                facts._add(piece.facts)
+                line += piece.lines
+            earlier.update(facts.pieces)
+            _RECENT[source.path] = earlier
+            while len(_RECENT) > _RECENT_FILES:
+                _RECENT.popitem(last=False)
             source.facts = facts
         return source.facts
+
+    def _add(self, other: "FileFacts") -> None:
+        self.calls += other.calls
+        self.assigns += other.assigns
+        self.settings += other.settings
+        self.functions += other.functions
+        self.call_by_node.update(other.call_by_node)
+        self.item_assigns += other.item_assigns
+        self.returns += other.returns
+
+
+@dataclass
+class _Piece:
+    """The facts of one top-level statement, built with its text starting at line ``start``
+    (leading comments and blank lines included) and spanning ``lines`` lines; ``heads`` are the
+    import aliases its names were qualified through, as they were then."""
+
+    facts: FileFacts
+    start: int
+    lines: int
+    heads: dict[str, frozenset[str]]
+
+    @classmethod
+    def build(
+        cls, source: SourceFile, module: cst.Module, statement: cst.BaseStatement, start: int, aliases
+    ) -> "_Piece":
+        provider = PositionProvider()
+        state = PositionProvidingCodegenState(
+            default_indent=module.default_indent, default_newline=module.default_newline, provider=provider, line=start
+        )
+        statement._codegen(state)  # the positions libcst's provider computes, for this statement only
+        facts = FileFacts()
+        indexer = _Indexer(source, facts, aliases)
+        indexer.positions = provider._computed
+        statement.visit(indexer)
+        for assign, value in indexer.pending:
+            if isinstance(value, cst.Call):
+                assign.call = facts.call_by_node.get(value)
+        return cls(facts, start, state.line - start, indexer.heads)
+
+    def holds(self, aliases: dict[str, set[str]]) -> bool:
+        """The file's imports still qualify this statement's names as they did (a fix that imports
+        a name the statement uses changes its facts)."""
+        return all(frozenset(aliases.get(head, ())) == origins for head, origins in self.heads.items())
+
+    def moved(self, delta: int) -> "_Piece":
+        """The same facts ``delta`` lines further down (a fix inserted lines above the statement)."""
+        memo: dict[int, object] = {}
+
+        def function(info: FunctionInfo | None) -> FunctionInfo | None:
+            if info is None:
+                return None
+            if id(info) not in memo:
+                memo[id(info)] = replace(info, line=info.line + delta, end_line=info.end_line + delta)
+            return memo[id(info)]
+
+        def call(site: CallSite | None) -> CallSite | None:
+            if site is None:
+                return None
+            if id(site) not in memo:
+                memo[id(site)] = replace(
+                    site,
+                    line=site.line + delta,
+                    function=function(site.function),
+                    loops=tuple(replace(loop, line=loop.line + delta) for loop in site.loops),
+                    branches=tuple((line + delta, orelse) for line, orelse in site.branches),
+                )
+            return memo[id(site)]
+
+        def assign(a: Assign) -> Assign:
+            return replace(a, line=a.line + delta, function=function(a.function), call=call(a.call))
+
+        old = self.facts
+        facts = FileFacts(
+            calls=[call(c) for c in old.calls],
+            assigns=[assign(a) for a in old.assigns],
+            settings=[replace(s, line=s.line + delta) for s in old.settings],
+            functions=[function(f) for f in old.functions],
+            item_assigns=[replace(i, line=i.line + delta, function=function(i.function)) for i in old.item_assigns],
+            returns=[assign(r) for r in old.returns],
+        )
+        facts.call_by_node = {node: call(site) for node, site in old.call_by_node.items()}
+        return _Piece(facts, self.start + delta, self.lines, self.heads)
+
+
+def reparsed(fixed: cst.Module, original: cst.Module) -> cst.Module | None:
+    """``fixed`` as the next ``check`` will read it, without parsing the whole file again: each
+    top-level statement a fix built or changed is printed and parsed on its own (a tree built by
+    transformations can print as code that parses differently), the statements it kept from
+    ``original`` stay (a parse made them, and their facts are reused). None when a statement does
+    not parse on its own or the result does not print as ``fixed`` does: then parse the file."""
+    kept = {id(statement) for statement in original.body}
+    body: list[cst.BaseStatement] = []
+    for statement in fixed.body:
+        if id(statement) in kept:
+            body.append(statement)
+            continue
+        try:
+            snippet = cst.parse_module(statement_code(fixed, statement))
+        except (cst.ParserSyntaxError, RecursionError):
+            return None
+        if snippet.footer or not snippet.body:
+            return None
+        first, *rest = snippet.body
+        if snippet.header:  # leading comments and blank lines of a statement parse as a module header
+            first = first.with_changes(leading_lines=[*snippet.header, *first.leading_lines])
+        body += [first, *rest]
+    module = fixed.with_changes(body=body)
+    return module if module_code(module) == module_code(fixed) else None
+
+
+# The pieces built for the last few files (the ones being fixed), by statement node, over every
+# version of each file: a changed module's untouched statements are found here by identity.
+_RECENT: OrderedDict[Path, dict[cst.BaseStatement, _Piece]] = OrderedDict()
+_RECENT_FILES = 16
 
 
 @dataclass
@@ -541,6 +687,19 @@ class UnitIndex:
         return index
 
     # --- queries --------------------------------------------------------
+    def owners(self, path: Path) -> dict[cst.CSTNode, cst.BaseStatement]:
+        """The top-level statement of ``path`` that holds each call and assigned value the index
+        has there (where to look for a node in a large module)."""
+        found: dict[cst.CSTNode, cst.BaseStatement] = {}
+        for source in self.unit.files:
+            if source.path == path and isinstance(source.facts, FileFacts):
+                for statement, piece in source.facts.pieces.items():
+                    facts = piece.facts
+                    found.update(dict.fromkeys(facts.call_by_node, statement))
+                    for held in (*facts.assigns, *facts.item_assigns, *facts.returns):
+                        found[held.value] = statement
+        return found
+
     @property
     def files(self) -> list[SourceFile]:
         return self.unit.files

@@ -25,6 +25,7 @@ import tomllib
 from optimizer_tool.deep import TOO_DEEP, python_parse
 from optimizer_tool.errors import UsageError
 from optimizer_tool.findings import Finding, Location, Severity
+from optimizer_tool.syntax import source_lines
 
 SKIP_DIRS = {
     ".git",
@@ -111,6 +112,27 @@ class SourceFile:
             return None
 
     @cached_property
+    def imports(self) -> list[ast.Import | ast.ImportFrom]:
+        """Every import statement of the file, function-level ones included (only the top-level
+        statements whose source mentions ``import`` are walked: a 50,000-line file has a few)."""
+        return [
+            node
+            for statement in self.mentioning("import")
+            for node in ast.walk(statement)
+            if isinstance(node, (ast.Import, ast.ImportFrom))
+        ]
+
+    def mentioning(self, *words: str) -> list[ast.stmt]:
+        """The top-level statements whose source mentions one of ``words``: what is worth walking
+        for them in a large file."""
+        lines = self.__dict__.get("_lines") or self.__dict__.setdefault("_lines", source_lines(self.text))
+        return [
+            statement
+            for statement in (self.tree.body if self.tree else ())
+            if any(word in line for line in lines[statement.lineno - 1 : statement.end_lineno] for word in words)
+        ]
+
+    @cached_property
     def is_script(self) -> bool:
         """The file runs as a program (``if __name__ == "__main__":``): an entry point whose imports
         lead to the trainer (``main.py`` -> ``runners/diffusion.py``)."""
@@ -124,7 +146,7 @@ class SourceFile:
     @cached_property
     def trains(self) -> bool:
         """The file trains: it calls backward() or defines a training step."""
-        for node in ast.walk(self.tree) if self.tree else ():
+        for node in (n for statement in self.mentioning("backward", *TRAINING_FUNCTIONS) for n in ast.walk(statement)):
             if isinstance(node, ast.Call) and isinstance(node.func, (ast.Attribute, ast.Name)):
                 name = node.func.attr if isinstance(node.func, ast.Attribute) else node.func.id
                 if (name == "backward" or name.endswith("_backward")) and not _autograd_kernel(node.func, name):
@@ -349,7 +371,7 @@ def local_imports(source: SourceFile, root: Path) -> list[Path]:
                         out.append(cand.resolve())
                         return
 
-    for node in ast.walk(source.tree) if source.tree else ():
+    for node in source.imports:
         if isinstance(node, ast.Import):
             for alias in node.names:
                 if alias.name.split(".")[0] not in KNOWN_LIBRARIES:

@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import ast
 import difflib
+import functools
 import sys
 from pathlib import Path
 
 import libcst as cst
 
 from optimizer_tool.contract import CannotFix
+from optimizer_tool.syntax import module_code, source_lines
 
 # Statements whose nested body runs at most sometimes: a name bound only there may be unbound after.
 _MAYBE = (ast.For, ast.AsyncFor, ast.While)
@@ -20,7 +22,8 @@ _MAYBE = (ast.For, ast.AsyncFor, ast.While)
 
 class Printed:
     """Each module's source, printed once: ``Module.code`` prints the whole tree on every read (on a
-    50,000-line trainer, seconds each). Seed it with the texts the modules were parsed from."""
+    50,000-line trainer, seconds each). Seed it with the texts the modules were parsed from. Also
+    each text's stdlib tree and lines, parsed once for the checks below."""
 
     def __init__(self) -> None:
         self._codes: dict[int, tuple[cst.Module, str]] = {}  # id -> (module kept alive, code)
@@ -30,8 +33,18 @@ class Printed:
 
     def __call__(self, module: cst.Module) -> str:
         if id(module) not in self._codes:
-            self._codes[id(module)] = (module, module.code)
+            self._codes[id(module)] = (module, module_code(module))
         return self._codes[id(module)][1]
+
+    @staticmethod
+    def tree(text: str) -> tuple[ast.Module, list[str]]:
+        return _parsed(text)
+
+
+@functools.lru_cache(maxsize=8)
+def _parsed(text: str) -> tuple[ast.Module, list[str]]:
+    """A text's stdlib tree and lines, kept for the next fix (its "before" is this fix's "after")."""
+    return ast.parse(text), source_lines(text)
 
 
 def refuse_unbound(
@@ -45,9 +58,13 @@ def refuse_unbound(
         if module is before.get(path):
             continue
         was = code(before[path]) if path in before else ""
-        old_functions = {name: fn for name, fn in _functions(ast.parse(was))}
-        for name, fn in _functions(ast.parse(code(module))):
+        old_tree, old_lines = code.tree(was)
+        new_tree, new_lines = code.tree(code(module))
+        old_functions = {name: fn for name, fn in _functions(old_tree)}
+        for name, fn in _functions(new_tree):
             old = old_functions.get(name)
+            if old is not None and _text(old, old_lines) == _text(fn, new_lines):
+                continue  # a function the fix did not change
             new_names = _bound(fn) - (_bound(old) if old is not None else set())
             for read in _loads(fn, new_names):
                 if not _bound_before(fn, read):
@@ -61,20 +78,37 @@ def refuse_unbound(
 
 
 def _functions(tree: ast.Module) -> list[tuple[str, ast.FunctionDef | ast.AsyncFunctionDef]]:
+    """Every function of the module by qualified name (a ``def`` is a statement: only statement
+    blocks are walked, not the expressions of a 50,000-line file)."""
     found = []
 
-    def visit(node: ast.AST, prefix: str) -> None:
-        for child in ast.iter_child_nodes(node):
+    def visit(body: list[ast.stmt], prefix: str) -> None:
+        for child in body:
             if isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef)):
                 found.append((prefix + child.name, child))
-                visit(child, f"{prefix}{child.name}.")
+                visit(child.body, f"{prefix}{child.name}.")
             elif isinstance(child, ast.ClassDef):
-                visit(child, f"{prefix}{child.name}.")
+                visit(child.body, f"{prefix}{child.name}.")
             else:
-                visit(child, prefix)
+                for block in _blocks(child):
+                    visit(block, prefix)
 
-    visit(tree, "")
+    visit(tree.body, "")
     return found
+
+
+def _blocks(statement: ast.stmt) -> list[list[ast.stmt]]:
+    """The statement blocks inside a compound statement (if/for/while/with/try/match)."""
+    blocks = [getattr(statement, name) for name in ("body", "orelse", "finalbody") if hasattr(statement, name)]
+    blocks += [handler.body for handler in getattr(statement, "handlers", ())]
+    blocks += [case.body for case in getattr(statement, "cases", ())]
+    return blocks
+
+
+def _text(node: ast.stmt, lines: list[str]) -> list[str]:
+    """The source lines of a statement, decorators included."""
+    first = min([node.lineno, *(d.lineno for d in getattr(node, "decorator_list", ()))])
+    return lines[first - 1 : node.end_lineno]
 
 
 def _own_nodes(fn: ast.AST):
@@ -170,25 +204,25 @@ def refuse_side_effects(
     change becomes the manual patch) when it changes a command-line default every run relies on,
     or imports a package the unit did not import (a dependency the project may not have)."""
     code = code or Printed()
-    old_imports = {name for module in before.values() for name in _top_imports(code(module))}
+    old_imports = {name for module in before.values() for name in _top_imports(*code.tree(code(module)))}
     for path, module in after.items():
         if module is before.get(path):
             continue
         was = code(before[path]) if path in before else ""
-        patch = unified_diff({path: was}, {path: code(module)}, root)
-        added = sorted(_top_imports(code(module)) - old_imports - set(sys.stdlib_module_names))
+        new = code.tree(code(module))
+        added = sorted(_top_imports(*new) - old_imports - set(sys.stdlib_module_names))
         if added:
             raise CannotFix(
                 path,
                 1,
                 f"the fix imports {', '.join(added)}, which this trainer does not import yet: a new dependency is "
                 "not a safe change; review it and apply with --only (or --unsafe)",
-                patch,
+                unified_diff({path: was}, {path: code(module)}, root),
             )
-        old_defaults = _cli_defaults(was)
+        old_defaults = _cli_defaults(*code.tree(was))
         changed = [
             (line, f"{flag} from {old_defaults[flag][1]!r} to {value!r}")
-            for flag, (line, value) in _cli_defaults(code(module)).items()
+            for flag, (line, value) in _cli_defaults(*new).items()
             if flag in old_defaults and old_defaults[flag][1] != value
         ]
         if changed:
@@ -197,13 +231,21 @@ def refuse_side_effects(
                 changed[0][0],
                 f"the fix changes the default of {', '.join(text for _, text in changed)}: every run and script "
                 "that relies on it changes too; review it and apply with --only (or --unsafe)",
-                patch,
+                unified_diff({path: was}, {path: code(module)}, root),
             )
 
 
-def _top_imports(code: str) -> set[str]:
+def _walk_mentioning(tree: ast.Module, lines: list[str], word: str):
+    """``ast.walk`` over the top-level statements whose source mentions ``word`` (on a large file,
+    the few that can hold what is looked for)."""
+    for statement in tree.body:
+        if any(word in line for line in _text(statement, lines)):
+            yield from ast.walk(statement)
+
+
+def _top_imports(tree: ast.Module, lines: list[str]) -> set[str]:
     names = set()
-    for node in ast.walk(ast.parse(code)):
+    for node in _walk_mentioning(tree, lines, "import"):
         if isinstance(node, ast.Import):
             names.update(alias.name.split(".")[0] for alias in node.names)
         elif isinstance(node, ast.ImportFrom) and not node.level and node.module:
@@ -211,10 +253,10 @@ def _top_imports(code: str) -> set[str]:
     return names
 
 
-def _cli_defaults(code: str) -> dict[str, tuple[int, object]]:
+def _cli_defaults(tree: ast.Module, lines: list[str]) -> dict[str, tuple[int, object]]:
     """``--flag`` -> (line, literal default) of the argparse options a file declares."""
     found: dict[str, tuple[int, object]] = {}
-    for node in ast.walk(ast.parse(code)):
+    for node in _walk_mentioning(tree, lines, "add_argument"):
         if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)):
             continue
         if node.func.attr != "add_argument" or not node.args or not isinstance(node.args[0], ast.Constant):

@@ -7,7 +7,7 @@ the end in one libcst pass per file, which then adds the imports the new code ne
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable, Iterable, Union
+from typing import Callable, Iterable, Mapping, Union
 
 import libcst as cst
 import libcst.matchers as m
@@ -25,8 +25,9 @@ Edit = Callable[[cst.CSTNode], cst.CSTNode]
 
 
 class _FileEdits:
-    def __init__(self, module: cst.Module) -> None:
+    def __init__(self, module: cst.Module, owners: Callable[[], Mapping] | None = None) -> None:
         self.module = module
+        self._owners = owners  # which top-level statement holds a node the index knows
         self._tree: Tree | None = None
         self.before: dict[cst.CSTNode, list[cst.BaseStatement]] = {}
         self.after: dict[cst.CSTNode, list[cst.BaseStatement]] = {}
@@ -38,7 +39,7 @@ class _FileEdits:
     def tree(self) -> Tree:
         """Parent links, built on first use (a fix that only replaces nodes never needs them)."""
         if self._tree is None:
-            self._tree = Tree(self.module)
+            self._tree = Tree(self.module, self._owners)
         return self._tree
 
     @property
@@ -113,7 +114,7 @@ class Edits:
 
     def file(self, path: Path) -> _FileEdits:
         if path not in self._files:
-            self._files[path] = _FileEdits(self.ctx.module(path))
+            self._files[path] = _FileEdits(self.ctx.module(path), lambda: self.ctx.index.owners(path))
         return self._files[path]
 
     def tree(self, path: Path) -> Tree:

@@ -3,13 +3,88 @@ node at a finding's position. Pure syntax: no index, no analysis."""
 
 from __future__ import annotations
 
-from typing import Iterable, Union
+import re
+from collections import OrderedDict
+from typing import Callable, Iterable, Iterator, Mapping, Union
 
 import libcst as cst
 import libcst.matchers as m
 from libcst.metadata import MetadataWrapper, PositionProvider
 
+from optimizer_tool.syntax import module_code
+
 Body = Union[cst.IndentedBlock, cst.Module]
+
+
+# The parent links inside recently seen top-level statements, by statement (identity).
+_LINKS: OrderedDict[cst.CSTNode, dict[cst.CSTNode, cst.CSTNode]] = OrderedDict()
+_LINKED = 20_000
+
+
+def _links(statement: cst.CSTNode) -> dict[cst.CSTNode, cst.CSTNode]:
+    links = _LINKS.get(statement)
+    if links is None:
+        recorder = _ParentRecorder()
+        statement.visit(recorder)
+        links = _LINKS[statement] = recorder.parent
+        while len(_LINKS) > _LINKED:
+            _LINKS.popitem(last=False)
+    else:
+        _LINKS.move_to_end(statement)
+    return links
+
+
+class _Parents:
+    """``node -> parent`` over a module, filled one top-level statement at a time as nodes are
+    asked for: the statement ``owners`` names for a node first (the index knows which statement
+    holds each call and assigned value), else each statement in turn until the node turns up."""
+
+    def __init__(self, module: cst.Module, owners: Callable[[], Mapping] | None) -> None:
+        self.module = module
+        self._known: dict[cst.CSTNode, cst.CSTNode] = {}
+        self._unwalked: dict[int, cst.CSTNode] = {}
+        for node in (*module.header, *module.body, *module.footer):
+            self._known[node] = module
+            self._unwalked[id(node)] = node
+        self._owners_of = owners
+        self._owners: Mapping | None = None
+
+    def _find(self, node: cst.CSTNode) -> None:
+        if node in self._known or node is self.module or not self._unwalked:
+            return
+        if self._owners is None:
+            self._owners = self._owners_of() if self._owners_of is not None else {}
+        owner = self._owners.get(node)
+        if owner is not None and id(owner) in self._unwalked:
+            self._walk(owner)
+            if node in self._known:
+                return
+        for statement in list(self._unwalked.values()):
+            self._walk(statement)
+            if node in self._known:
+                return
+
+    def _walk(self, statement: cst.CSTNode) -> None:
+        del self._unwalked[id(statement)]
+        self._known.update(_links(statement))
+
+    def __contains__(self, node: cst.CSTNode) -> bool:
+        self._find(node)
+        return node in self._known
+
+    def __getitem__(self, node: cst.CSTNode) -> cst.CSTNode:
+        self._find(node)
+        return self._known[node]
+
+    def get(self, node: cst.CSTNode, default: cst.CSTNode | None = None) -> cst.CSTNode | None:
+        self._find(node)
+        return self._known.get(node, default)
+
+    def __iter__(self) -> Iterator[cst.CSTNode]:
+        """Every node but the module, in document order (the whole module is walked)."""
+        for statement in (*self.module.header, *self.module.body, *self.module.footer):
+            yield statement
+            yield from _links(statement)
 
 
 class _ParentRecorder(cst.CSTVisitor):
@@ -31,13 +106,15 @@ class _ParentRecorder(cst.CSTVisitor):
 
 
 class Tree:
-    """One module with its parent links: which statement holds a node, which block holds a statement."""
+    """One module with its parent links: which statement holds a node, which block holds a statement.
 
-    def __init__(self, module: cst.Module) -> None:
+    The links inside a top-level statement are kept (``_LINKS``) for the next version of the module:
+    a fix changes a few statements of a file and libcst keeps the others, so each fix after the
+    first walks only what the fixes before it changed."""
+
+    def __init__(self, module: cst.Module, owners: Callable[[], Mapping] | None = None) -> None:
         self.module = module
-        recorder = _ParentRecorder()
-        module.visit(recorder)
-        self.parent = recorder.parent
+        self.parent = _Parents(module, owners)
 
     def statement(self, node: cst.CSTNode) -> cst.BaseStatement:
         """The statement (simple line or compound) that directly holds ``node`` in a block."""
@@ -147,6 +224,15 @@ def names_in_node(node: cst.CSTNode) -> set[str]:
         else:
             stack.extend(c for c in current.children if isinstance(c, cst.CSTNode))
     return found
+
+
+def names_taken(module: cst.Module, node: cst.CSTNode, *names: str) -> set[str]:
+    """Which of ``names`` are variables used under ``node`` of ``module`` (``names_in_node``, walked
+    only when the code of ``node`` mentions one of them: on a large module, rarely)."""
+    code = module_code(module) if node is module else module.code_for_node(node)
+    if not any(re.search(rf"\b{re.escape(name)}\b", code) for name in names):
+        return set()
+    return names_in_node(node) & set(names)
 
 
 class _FindAt(cst.CSTVisitor):

@@ -17,7 +17,13 @@ PACKAGE = Path(__file__).resolve().parents[2] / "optimizer_tool"
 
 # Lowest first. A component is a module or a package (all its submodules).
 LAYERS: list[tuple[str, ...]] = [
-    ("optimizer_tool", "optimizer_tool.findings", "optimizer_tool.errors", "optimizer_tool.deep"),
+    (
+        "optimizer_tool",
+        "optimizer_tool.findings",
+        "optimizer_tool.errors",
+        "optimizer_tool.deep",
+        "optimizer_tool.syntax",
+    ),
     ("optimizer_tool.project", "optimizer_tool.settings", "optimizer_tool.transaction"),
     ("optimizer_tool.index",),
     ("optimizer_tool.contract", "optimizer_tool.knowledge"),

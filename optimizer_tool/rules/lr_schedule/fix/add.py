@@ -8,13 +8,12 @@ from __future__ import annotations
 import re
 
 import libcst as cst
-import libcst.matchers as m
 
 from optimizer_tool.contract import CannotFix, FixContext
 from optimizer_tool.edit.edits import Edits
 from optimizer_tool.edit.settings import module_name
 from optimizer_tool.edit.templates import all_of, expression, insert_dict_element, statement, string_literal
-from optimizer_tool.edit.tree import is_call_statement, names_in_node
+from optimizer_tool.edit.tree import is_call_statement, names_taken
 from optimizer_tool.index import CallSite, UnitIndex, code_of, dotted, literal
 from optimizer_tool.knowledge.configured import names_in
 from optimizer_tool.knowledge.lr_schedule.vocabulary import TOTAL_SETTINGS
@@ -110,7 +109,9 @@ def _optimizer_call(index: UnitIndex, where, steps: list[CallSite]) -> CallSite:
 def _check_room(edits: Edits, opt_call: CallSite, optimizer: str, own_steps: list[CallSite], scheduler: str) -> None:
     """The new names are free, and each optimizer step is a statement the schedule step can follow."""
     tree = edits.tree(opt_call.path)
-    taken = names_in_node(tree.function(opt_call.node) or tree.module)
+    taken = names_taken(
+        tree.module, tree.function(opt_call.node) or tree.module, "total_steps", "warmup_steps", scheduler
+    )
     if {"total_steps", "warmup_steps"} & taken or (scheduler == "lr_scheduler" and scheduler in taken):
         raise CannotFix(
             opt_call.path,
@@ -334,21 +335,22 @@ def _checkpoint_schedule(index: UnitIndex, edits: Edits, optimizer: str, schedul
     """Save the new schedule beside the optimizer in checkpoint dicts, and restore it where the optimizer
     is restored; where that happens before the schedule is built (``built``: the statement it follows
     and the call there), right after it is built, under the conditions the restore ran under."""
-    for path in {f.path for f in index.files}:
-        module = edits.module(path)
-        for node in m.findall(module, m.Dict()):
-            for i, element in enumerate(node.elements):
-                value = element.value if isinstance(element, cst.DictElement) else None
-                key = literal(element.key) if isinstance(element, cst.DictElement) else None
-                if (
-                    isinstance(key, str)
-                    and m.matches(value, m.Call(func=m.Attribute(attr=m.Name("state_dict")), args=[]))
-                    and same_object(dotted(value.func.value), optimizer)
-                ):
-                    new_key = expression(module, string_literal(_scheduler_key(key), element.key))
-                    new_value = expression(module, f"{scheduler}.state_dict()")
-                    edits.replace(path, node, lambda d, i=i, k=new_key, v=new_value: insert_dict_element(d, i, k, v))
-                    break
+    done: set[int] = set()  # the first optimizer entry of each dict
+    for call in index.method_calls("state_dict"):
+        if call.node.args or not same_object(call.receiver, optimizer):
+            continue
+        tree = edits.tree(call.path)
+        element = tree.parent.get(call.node)
+        node = tree.parent.get(element) if isinstance(element, cst.DictElement) else None
+        key = literal(element.key) if node is not None else None
+        if not isinstance(node, cst.Dict) or not isinstance(key, str) or id(node) in done:
+            continue
+        done.add(id(node))
+        module = edits.module(call.path)
+        i = list(node.elements).index(element)
+        new_key = expression(module, string_literal(_scheduler_key(key), element.key))
+        new_value = expression(module, f"{scheduler}.state_dict()")
+        edits.replace(call.path, node, lambda d, i=i, k=new_key, v=new_value: insert_dict_element(d, i, k, v))
     for call in index.method_calls("load_state_dict"):
         source = call.args[0].value if call.args else None
         if (

@@ -14,7 +14,7 @@ from optimizer_tool.contract import CannotFix, FixContext
 from optimizer_tool.edit.edits import Edits
 from optimizer_tool.edit.settings import module_name, set_default
 from optimizer_tool.edit.templates import expression, statement
-from optimizer_tool.edit.tree import names_in_node
+from optimizer_tool.edit.tree import names_taken
 from optimizer_tool.index import code_of, dotted
 from optimizer_tool.knowledge.lr_schedule import Schedule
 from optimizer_tool.knowledge.settings import settings_home
@@ -138,7 +138,7 @@ def _torch_sources(ctx: FixContext, edits: Edits, sched: Schedule, assigned: str
     of a linear warm-up and ``CosineAnnealingLR(eta_min=ratio x the base rate)``."""
     call = sched.site
     tree = edits.tree(call.path)
-    if "warmup_steps" in names_in_node(tree.function(call.node) or tree.module):
+    if names_taken(tree.module, tree.function(call.node) or tree.module, "warmup_steps"):
         raise CannotFix(call.path, call.line, "the name warmup_steps is taken here", manual_schedule_patch())
     torch = module_name(edits, ctx.index, call.path, "torch")
     opt = code_of(optimizer).strip()

@@ -68,6 +68,7 @@ from optimizer_tool.project import (
     decode_source,
     keep_final_newline,
     local_imports,
+    package_files,
     parse_source,
     project_root,
 )
@@ -621,6 +622,7 @@ def copy_project(
         shutil.copytree(source, destination, ignore=shutil.ignore_patterns(*SKIP_DIRS), dirs_exist_ok=True)
     else:
         configs = [p for p in source.iterdir() if p.suffix in CONFIG_SUFFIXES and p.stat().st_size < 1_000_000]
+        files = [*files, *package_files([*files, *changes], source)]
         for path in sorted({*files, *changes, *configs}):
             if source in path.parents:
                 (destination / path.relative_to(source)).parent.mkdir(parents=True, exist_ok=True)

@@ -15,9 +15,11 @@ import io
 import json
 import re
 import tokenize
+from collections import deque
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
+from typing import Iterable
 
 import libcst as cst
 import tomllib
@@ -391,6 +393,36 @@ def local_imports(source: SourceFile, root: Path) -> list[Path]:
                     if len(out) > found:
                         break
     return [p for p in dict.fromkeys(out) if p != source.path]
+
+
+def package_files(files: Iterable[Path], root: Path) -> list[Path]:
+    """The ``__init__.py`` of every package below ``root`` (``root`` included) that ``files`` live in,
+    and the project modules those import (``from .version import __version__``), transitively: a copy
+    of ``files`` imports as the real packages, not as namespace packages without their ``__init__``."""
+    root = root.resolve()
+    given = {p.resolve() for p in files}
+    found: set[Path] = set()
+    queue = deque(given)
+
+    def add(path: Path) -> None:
+        if path not in found and path not in given:
+            found.add(path)
+            queue.append(path)
+
+    while queue:
+        path = queue.popleft()
+        if path not in given:
+            source = parse_source(path)
+            for imported in local_imports(source, root) if isinstance(source, SourceFile) else ():
+                add(imported)
+        for folder in path.parents:
+            if folder != root and root not in folder.parents:
+                break
+            if (folder / "__init__.py").is_file():
+                add(folder / "__init__.py")
+            if folder == root:
+                break
+    return sorted(found)
 
 
 def dependency_manifests(entry: Path) -> dict[Path, str]:

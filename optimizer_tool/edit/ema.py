@@ -28,6 +28,11 @@ class EmaTarget:
     function: object  # FunctionInfo where it is created (None: module level)
     path: Path
     conditions: tuple[str, ...] = ()  # the `if`s it is created under (``args.use_ema``)
+    line: int = 0  # where it is created: in ``function``, code above this line cannot use it
+
+    def exists_at(self, at: CallSite) -> bool:
+        """Whether the EMA has been created when ``at`` runs (not above its creation in the same function)."""
+        return not (at.path == self.path and at.function == self.function and at.line < self.line)
 
     def missing_conditions(self, at: CallSite) -> tuple[str, ...]:
         """The conditions the EMA exists under that do not already hold at ``at``."""
@@ -72,7 +77,30 @@ def ema_target(index: UnitIndex, model: str, project_files: Mapping[Path, str]) 
     if api is None:
         return None
     conditions = tuple(g for g in (obj.call.guards if obj.call is not None else ()) if "__name__" not in g)
-    return EmaTarget(obj.target, api, model, obj.function, obj.path, conditions)
+    instance = _instance_of(index, obj.target, model)
+    if instance is not None:  # ``edm.ema`` beside ``edm.model``: the wrapper's EMA as the training code names it
+        return EmaTarget(
+            f"{instance.target}.{obj.target.split('.', 1)[1]}",
+            api,
+            model,
+            instance.function,
+            instance.path,
+            (),
+            instance.line,
+        )
+    return EmaTarget(obj.target, api, model, obj.function, obj.path, conditions, obj.line)
+
+
+def _instance_of(index: UnitIndex, name: str, model: str):
+    """The assignment of the wrapper instance whose EMA ``name`` (``self.ema``) is, when the trained
+    network is an attribute of that same instance (``edm.model``; ``edm = EDM(...)``)."""
+    if not name.startswith("self.") or model.startswith("self.") or model.count(".") != 1:
+        return None
+    root = model.split(".", 1)[0]
+    if f"{root}.{name.split('.', 1)[1]}" not in ema_facts(index).aliases:
+        return None
+    built = [a for a in index.assigns if a.target == root and a.call is not None]
+    return built[-1] if built else None
 
 
 def patch_after(step: CallSite, statements: list) -> str:

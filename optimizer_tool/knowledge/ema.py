@@ -30,7 +30,7 @@ EMA_NAME = re.compile(
     r"(^|_)(ema|emas|ema_model|model_ema|ema_unet|ema_net|ema_params|ema_helper|averaged_model|swa_model)(_|$)", re.I
 )
 NOT_AN_EMA = re.compile(
-    r"rate|decay|beta|every|steps?$|warmup|power|use_|enable|start|after|flag|path|dir|file|metric|loss|score|acc",
+    r"rate|decay|beta|every|steps?$|warmup|power|use_|enable|start|after|flag|path|dir|file|metric|loss|score|acc|drift",
     re.I,
 )
 UPDATE_METHODS = {"update", "step", "update_parameters", "update_ema", "update_average"}
@@ -109,7 +109,7 @@ def _ema_facts(index: UnitIndex) -> EmaFacts:
             or (call.function and UPDATE_FUNCTION.search(call.function.name))
         ):
             updates.append(call)
-    return EmaFacts(objects, updates, _ema_aliases(index, objects, names))
+    return EmaFacts(objects, updates, _ema_aliases(index, objects, names) + _instance_emas(index, objects))
 
 
 DECAY_KEYWORDS = ("decay", "rate", "beta", "alpha", "momentum", "ema_decay", "mu")
@@ -207,6 +207,22 @@ def _ema_aliases(index: UnitIndex, objects: list[Assign], names: set[str]) -> li
     return aliases
 
 
+def _instance_emas(index: UnitIndex, objects: list[Assign]) -> list[str]:
+    """An EMA kept by a wrapper class, as the code that builds the wrapper names it: mini_edm's
+    ``self.ema = copy.deepcopy(self.model)`` in ``class EDM`` is ``edm.ema`` after ``edm = EDM(...)``
+    (``torch.save(edm.ema.state_dict(), path)`` saves the EMA)."""
+    found: list[str] = []
+    for obj in objects:
+        owner = obj.function.class_name if obj.function is not None else None
+        if owner is None or not obj.target.startswith("self.") or obj.target.count(".") != 1:
+            continue
+        for assign in index.assigns:
+            built = assign.call.func_text.rsplit(".", 1)[-1] if assign.call is not None else ""
+            if built == owner and "." not in assign.target and assign.position is None:
+                found.append(f"{assign.target}.{obj.target.split('.', 1)[1]}")
+    return list(dict.fromkeys(found))
+
+
 def _first_arg_or_receiver(call: CallSite) -> str:
     text = call.receiver.rsplit(".", 1)[-1]
     if call.args:
@@ -298,11 +314,12 @@ class EmaApi:
     export: str | None = None  # copy the averaged weights into the model for good (end of training)
     save: str = "{ema}.state_dict()"
     load: str = "{ema}.load_state_dict({state})"
+    swap_imports: tuple[str, ...] = ()  # the modules ``swap_in``/``swap_out`` need
 
     def swap(self) -> tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]:
         """Statements that swap the averaged weights in and out, and the modules they import."""
         if self.swap_in:
-            return self.swap_in, self.swap_out, ()
+            return self.swap_in, self.swap_out, self.swap_imports
         return STATE_SWAP_IN, STATE_SWAP_OUT, ("copy",)
 
     @property
@@ -328,6 +345,21 @@ class EmaApi:
         )
 
 
+STATE_DICT_EMA = EmaApi(  # ``ema = copy.deepcopy(model.state_dict())``: a dict of tensors
+    "state dict of the model",
+    update=(
+        "with torch.no_grad():\n"
+        "    for name, value in {model}.state_dict().items():\n"
+        "        if value.dtype.is_floating_point:\n"
+        "            {ema}[name].lerp_(value, 1 - {decay})\n"
+    ),
+    swap_in=("live_weights = copy.deepcopy({model}.state_dict())", "{model}.load_state_dict({ema})"),
+    swap_out=STATE_SWAP_OUT,
+    swap_imports=("copy",),
+    named="{ema}",
+    save="{ema}",
+    load="{ema}.update({state})",
+)
 AVERAGED_MODEL = EmaApi(
     "torch.optim.swa_utils.AveragedModel", update="{ema}.update_parameters({model})", weights="{ema}.module"
 )
@@ -420,9 +452,21 @@ def ema_api(index: UnitIndex, obj: Assign, read: Read = no_files) -> EmaApi | No
         node = imported_class(index, obj.path, origin, read)
         if node is not None:
             return helper_from_class(node).api
+    if "deepcopy" in code_of(obj.value) and _copies_a_state_dict(obj.value):
+        return STATE_DICT_EMA
     if "deepcopy" in code_of(obj.value):
         return EmaApi("deepcopy of the model", update="", weights="{ema}")
     return None
+
+
+def _copies_a_state_dict(value: cst.BaseExpression) -> bool:
+    """``copy.deepcopy(model.state_dict())``: the EMA is a dict of tensors, not a module."""
+    return (
+        isinstance(value, cst.Call)
+        and len(value.args) == 1
+        and isinstance(value.args[0].value, cst.Call)
+        and dotted(value.args[0].value.func).rsplit(".", 1)[-1] == "state_dict"
+    )
 
 
 def imported_class(index: UnitIndex, importer: Path, origin: str, read: Read = no_files) -> ast.ClassDef | None:
@@ -494,7 +538,9 @@ def possible_update(index: UnitIndex, facts: EmaFacts) -> CallSite | None:
             continue
         on_ema = call.receiver in names or (call.receiver and call.receiver.rsplit(".", 1)[-1] in leaves)
         if on_ema and call.method in ITERATED:
-            on_ema = any(c.method in IN_PLACE_AVERAGE | {"copy_"} for c in index.calls_in(call.function))
+            on_ema = any(c.method in IN_PLACE_AVERAGE | {"copy_"} for c in index.calls_in(call.function)) or any(
+                item.container == call.receiver and item.function == call.function for item in index.item_assigns
+            )  # a state-dict EMA averaged entry by entry: ``args.ema_dict[k] = w * args.ema_dict[k] + ...``
         passed = any(
             dotted(arg.value) in names or dotted(arg.value).rsplit(".", 1)[-1] in leaves
             for arg in call.node.args

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -66,6 +67,46 @@ def test_out_writes_a_patched_copy_and_leaves_the_original(project, tmp_path):
     assert 'beta_schedule: str = "cosine"' in after["config.py"]
     assert after["trainer.py"] == before["trainer.py"]
     assert "wrote 2 file(s)" in result.stdout
+
+
+def test_out_of_one_file_copies_the_packages_it_imports_whole(tmp_path):
+    """atong01/conditional-flow-matching: ``apply --out DIR examples/train.py`` copied
+    ``torchcfm/conditional_flow_matching.py`` but not ``torchcfm/__init__.py`` nor the ``version.py``
+    it imports; the copy only ran because Python fell back to namespace packages (no ``__version__``,
+    no alias set by the ``__init__``)."""
+    project = write_tree(
+        {
+            "pyproject.toml": "[project]\nname = 'pkg'\n",
+            "pkg/__init__.py": "from .version import __version__\nfrom .models import Net as Model\n",
+            "pkg/version.py": "__version__ = '1.2.3'\n",
+            "pkg/models/__init__.py": "from .nets import Net\n",
+            "pkg/models/nets.py": "import torch\n\n\nclass Net(torch.nn.Linear):\n    pass\n",
+            "pkg/unrelated.py": "raise SystemExit('never imported')\n",
+            "examples/train.py": (
+                "import torch\n"
+                "from pkg.models.nets import Net\n"
+                "\n"
+                "model = Net(4, 4)\n"
+                "optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)\n"
+                "for step in range(3):\n"
+                "    loss = model(torch.randn(2, 4)).pow(2).mean()\n"
+                "    optimizer.zero_grad()\n"
+                "    loss.backward()\n"
+                "    optimizer.step()\n"
+            ),
+        },
+        tmp_path / "project",
+    )
+    out = tmp_path / "patched"
+    result = run("--only", "clipping", "--out", str(out), str(project / "examples" / "train.py"))
+    assert result.exit_code == 0, result.output
+    copied = set(snapshot(out))
+    assert {"pkg/__init__.py", "pkg/version.py", "pkg/models/__init__.py", "pkg/models/nets.py"} <= copied
+    assert "pkg/unrelated.py" not in copied
+    probe = "import pkg, pkg.models; print(pkg.__version__, pkg.Model.__name__, pkg.__file__)"
+    done = subprocess.run([sys.executable, "-c", probe], cwd=out, capture_output=True, text=True, check=True)
+    version, alias, where = done.stdout.split()
+    assert (version, alias) == ("1.2.3", "Net") and Path(where).parent == (out / "pkg").resolve()
 
 
 def test_out_refuses_a_folder_that_is_not_empty(project, tmp_path):

@@ -239,3 +239,37 @@ for epoch in range(num_epochs):
     assert patched.index("num_epochs = 3") < patched.index("total_steps = num_epochs * len(loader)")
     lrs = _printed_lrs(out, "train.py")
     assert len(lrs) == 3 and lrs[-1] < lrs[0], lrs
+
+
+DICT_CONFIG = """\
+import torch
+
+
+def training_function(config):
+    model = torch.nn.Linear(4, 4)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config["lr"])
+    max_train_steps = config["max_train_steps"]
+    overall_step = 0
+    while True:
+        loss = model(torch.randn(2, 4)).pow(2).mean()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        overall_step += 1
+        if overall_step >= max_train_steps:
+            break
+
+
+if __name__ == "__main__":
+    training_function({"lr": 1e-4, "num_epochs": 20, "max_train_steps": 1000})
+"""
+
+
+def test_a_refusal_names_the_run_length_a_dict_sets_instead_of_denying_it(tmp_path):
+    """uyo9ko/flow-matching-deepspeed: ``config["max_train_steps"]`` bounds the loop; the refusal said
+    "no max-steps setting". It now says where the setting is and that the fix cannot read it there."""
+    result, _ = _apply_lr(tmp_path, "train.py", DICT_CONFIG)
+    assert result.exit_code == 2 or "not applied" in result.output, result.output
+    assert "no max-steps setting" not in result.output
+    line = next(i + 1 for i, text in enumerate(DICT_CONFIG.splitlines()) if '"max_train_steps": 1000' in text)
+    assert f"`max_train_steps` is set in a dict (train.py:{line})" in result.output

@@ -8,7 +8,7 @@ from typing import Iterable
 
 from optimizer_tool.contract import Hit
 from optimizer_tool.findings import Severity
-from optimizer_tool.index import CallSite, UnitIndex, code_of
+from optimizer_tool.index import CallSite, UnitIndex, code_of, dotted
 from optimizer_tool.knowledge.configured import assignments_of
 from optimizer_tool.knowledge.ema import ema_facts
 from optimizer_tool.knowledge.training import (
@@ -20,7 +20,14 @@ from optimizer_tool.knowledge.training import (
     sampling_functions,
     trained_model,
 )
-from optimizer_tool.rules.ema.base import MODEL_PARAMETER, SAMPLE_LOOPS, EmaBug
+from optimizer_tool.rules.ema.base import (
+    MODEL_PARAMETER,
+    SAMPLE_LOOPS,
+    EmaBug,
+    called_name,
+    is_sampler_call,
+    network_receiver,
+)
 
 SWAP_IN = {"apply_shadow", "copy_to", "store", "swap", "swap_params"}
 SAMPLING_CALL = re.compile(r"^(sample|samples|generate|p_sample_loop|ddim_sample_loop|forward_with_cfg)$|sample", re.I)
@@ -274,13 +281,16 @@ class EmaNotUsedForSampling(EmaBug):
             for c in index.calls
             if (SAMPLING_CALL.search(c.method) or c.method in SAMPLE_LOOPS) and pattern.search(c.text)
         ]
+        if through_ema:
+            return []
+        live_calls = _live_sampler_calls(index, names, pattern)
         swapped = [c for c in index.calls if c.method in SWAP_IN and c.receiver in names]
         # ``with self.ema:``, ``with ema.average_parameters():``, LDM's ``with self.ema_scope():``
         in_scope = [
             c for c in index.calls if any(pattern.search(w) or EMA_SCOPE.search(w) for w in _with_texts(index, c))
         ]
-        if through_ema or swapped or in_scope:
-            return []
+        if swapped or in_scope:
+            return live_calls
         functions = [
             f
             for f in sampling_functions(index)
@@ -309,15 +319,76 @@ class EmaNotUsedForSampling(EmaBug):
             and c.function not in functions
             and not (c.function and any(MODEL_PARAMETER.match(p) for p in c.function.params))
             and live(c.function, [c.text])
+            and c not in live_calls
         ]
-        return sites
+        return live_calls + sites
 
     def applies(self, index: UnitIndex) -> bool:
-        return super().applies(index) and (bool(sampling_functions(index)) or bool(index.method_calls(*SAMPLE_LOOPS)))
+        return super().applies(index) and (
+            bool(sampling_functions(index))
+            or bool(index.method_calls(*SAMPLE_LOOPS))
+            or any(is_sampler_call(c) for c in index.calls)
+        )
 
     def check(self, index: UnitIndex) -> Iterable[Hit]:
         for site in self._sites(index)[:1]:
             yield Hit.at(site) if isinstance(site, CallSite) else Hit(site.path, site.line, 1)
+
+
+def _live_sampler_calls(index: UnitIndex, names: list[str], ema: re.Pattern) -> list[CallSite]:
+    """Sampler calls that run the network the optimizer trains: called on it
+    (``accelerator.unwrap_model(model).sample(noise)``) or handed it (``sample_N_images(64, model, ...)``),
+    where the network is not a parameter of the calling function, once the EMA exists, and neither
+    in an EMA scope nor between a swap of the averaged weights into the network and the swap back
+    (a ``finally`` that restores the live weights before the sampler runs swaps nothing)."""
+    trained = trained_model(index)
+    if trained is None:
+        return []
+    model = trained.name
+    owner = trained.step.function.class_name if trained.step.function else None
+    found = []
+    for call in index.calls:
+        function = call.function
+        if not is_sampler_call(call) or not SAMPLING_CALL.search(called_name(call)):
+            continue  # ``validate(model, loader)`` may measure the live weights on purpose
+        if model.startswith("self.") and (function is None or function.class_name != owner):
+            continue
+        if not model.startswith("self.") and function is not None and model.split(".")[0] in function.params:
+            continue  # ``sample_N_images(N, model, ...)`` runs whatever its caller hands it
+        handed = any(dotted(a.value) == model or dotted(a.value).startswith(model + ".") for a in call.node.args)
+        if not handed and network_receiver(call, model) is None:
+            continue
+        if _before_the_ema(index, call) or _inside_swap(index, call, names, model):
+            continue
+        if any(ema.search(w) or EMA_SCOPE.search(w) for w in _with_texts(index, call)):
+            continue
+        found.append(call)
+    return found
+
+
+def _before_the_ema(index: UnitIndex, call: CallSite) -> bool:
+    """Every EMA is created later in the function that makes this call (a ``--sampling-only`` branch
+    that samples a loaded checkpoint before training builds its EMA)."""
+    objects = ema_facts(index).objects
+    return bool(objects) and all(
+        o.function == call.function and o.path == call.path and o.line > call.line for o in objects
+    )
+
+
+def _inside_swap(index: UnitIndex, call: CallSite, names: list[str], model: str) -> bool:
+    """``call`` runs after the averaged weights were swapped into ``model`` (``ema.store(...);
+    ema.copy_to(...)``, ``ema.apply_shadow()``, ``model.load_state_dict(ema.module.state_dict())``) and
+    before they were swapped back, in the same function."""
+    ema = re.compile("|".join(rf"(?<![\w.]){re.escape(n)}(?!\w)" for n in names))
+    swapped = False
+    earlier = [c for c in index.calls_in(call.function) if c.path == call.path and c.line < call.line]
+    for c in sorted(earlier, key=lambda c: (c.line, c.col)):
+        loads_model = c.method == "load_state_dict" and c.receiver == model and bool(c.node.args)
+        if (c.method in SWAP_IN and c.receiver in names) or (loads_model and ema.search(code_of(c.node.args[0].value))):
+            swapped = True
+        elif (c.method == "restore" and c.receiver in names) or loads_model:
+            swapped = False
+    return swapped
 
 
 def _calls_within(index: UnitIndex, function) -> list[CallSite]:

@@ -12,7 +12,7 @@ import libcst as cst
 from optimizer_tool.index import UNKNOWN, CallSite, FunctionInfo, UnitIndex, dotted, literal
 from optimizer_tool.knowledge.configured import expanded_names, expression_nodes
 from optimizer_tool.knowledge.ema import EMA_NAME, ema_facts
-from optimizer_tool.knowledge.training import assignments_of, clip_calls, memo
+from optimizer_tool.knowledge.training import assignments_of, clip_calls, memo, reached
 
 SINK_METHODS = {
     "add_scalar",
@@ -105,7 +105,12 @@ def text_lines(index: UnitIndex) -> list[Logged]:
     return memo(
         index,
         "monitoring.text",
-        lambda: [i for c in index.calls if c.loop_depth > 0 and is_text_sink(c) for i in _text_items(c)],
+        lambda: [
+            i
+            for c in index.calls
+            if c.loop_depth > 0 and is_text_sink(c) and reached(index, c.function)
+            for i in _text_items(c)
+        ],
     )
 
 
@@ -126,12 +131,15 @@ def logged_values(index: UnitIndex) -> list[Logged]:
 
 
 def _logged_values(index: UnitIndex) -> list[Logged]:
+    """What the sinks of code that runs when the unit trains log: a trainer class of an imported
+    module that the entry never builds (torchcfm's ``MixedPrecisionTrainer``) logs nothing."""
     found: list[Logged] = []
     for call in index.calls:
-        if is_sink(call):
+        if is_sink(call) and reached(index, call.function):
             found.extend(_items_of_call(index, call))
     for call in _json_sinks(index):
-        found.extend(_items(index, call.args[0].value, None, call))
+        if reached(index, call.function):
+            found.extend(_items(index, call.args[0].value, None, call))
     return found
 
 

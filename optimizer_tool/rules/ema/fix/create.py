@@ -45,7 +45,7 @@ def create_ema(fix: EmaEdit) -> EmaTarget:
         )
     decay = fix.decay_expression()
     api, template = _constructor(fix, path)
-    target = EmaTarget(name, api, trained.name, anchor_fact.function, path)
+    target = EmaTarget(name, api, trained.name, anchor_fact.function, path, line=anchor_fact.line)
     created = fix.statements(path, template, target, decay=decay)
     accelerator = fix.accelerator()
     if accelerator is not None:

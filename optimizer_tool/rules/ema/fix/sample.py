@@ -14,17 +14,10 @@ from optimizer_tool.edit.templates import guarded, template_expression
 from optimizer_tool.edit.tree import split_docstring
 from optimizer_tool.index import CallSite, code_of, dotted
 from optimizer_tool.knowledge.ema import ema_facts
-from optimizer_tool.knowledge.training import (
-    NOT_SAMPLING,
-    SAMPLING_FUNCTION,
-    mentions,
-    ordered_nodes,
-    sampling_functions,
-)
-from optimizer_tool.rules.ema.base import MODEL_PARAMETER, SAMPLE_LOOPS
+from optimizer_tool.knowledge.training import mentions, ordered_nodes, sampling_functions
+from optimizer_tool.rules.ema.base import MODEL_PARAMETER, is_sampler_call, network_receiver
 from optimizer_tool.rules.ema.fix.common import EmaEdit
 
-MODE_SWITCHES = ("eval", "train")  # ``model.eval()`` matches the sampler names; it sets a mode, it draws nothing
 Swap = tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]  # swap in, swap out, imports
 
 
@@ -102,20 +95,15 @@ def _sampler_calls(fix: EmaEdit, target: EmaTarget, swap: Swap, wrapped: list) -
     done = 0
     model = re.compile(rf"(?<![\w.]){re.escape(target.model)}(?![\w])")
     for call in fix.index.calls:
-        callee = call.method or call.func_text
-        if (
-            not (SAMPLING_FUNCTION.search(callee) or callee in SAMPLE_LOOPS)
-            or NOT_SAMPLING.search(callee)
-            or callee in names
-            or callee in MODE_SWITCHES
-        ):
+        if not is_sampler_call(call) or (call.method or call.func_text) in names:
             continue
-        on_model = _on_model(call, target.model)
+        on_model = network_receiver(call, target.model) is not None
         holder = not on_model and _holds_model(fix, call, target.model)
         if (
             not (any(model.search(code_of(a.value)) for a in call.node.args) or on_model or holder)
             or call.function in wrapped
             or not fix.visible(target, call.function, call.path)
+            or not target.exists_at(call)  # a ``--sampling-only`` branch above the EMA's creation
         ):
             continue
         if any(
@@ -165,11 +153,6 @@ def _sample_with_averaged(
     )
     for imported in swap[2]:
         fix.edits.add_import(call.path, imported)
-
-
-def _on_model(call: CallSite, model: str) -> bool:
-    """A sampler that is a method of the trained network itself (minDiffusion's ``ddpm.sample(8, shape)``)."""
-    return bool(model) and call.receiver == model and isinstance(call.node.func, cst.Attribute)
 
 
 def _export(fix: EmaEdit, target: EmaTarget) -> bool:

@@ -61,9 +61,10 @@ def add_schedule(ctx: FixContext, edits: Edits, where) -> None:
     if not own_steps:
         raise CannotFix(opt_call.path, opt_call.line, f"`{optimizer}` is never stepped", manual_schedule_patch())
     home = settings_home(index, opt_call.function, opt_call.kwarg("lr"))
-    total, anchor, built_at = run_total(index, edits, home, opt_call, opt_stmt)
     scheduler = "self.lr_scheduler" if optimizer.startswith("self.") else "lr_scheduler"
-    _check_room(edits, opt_call, optimizer, own_steps, scheduler)
+    _check_steps(edits, opt_call, optimizer, own_steps, scheduler)  # first: a step in a helper is the reason to give
+    total, anchor, built_at = run_total(index, edits, home, opt_call, opt_stmt)
+    _check_room(edits, opt_call, scheduler)
     warmup = warmup_setting(edits, index, home)
     ratio = min_lr_ratio(edits, index, home)
     torch = module_name(edits, index, opt_call.path, "torch")
@@ -106,8 +107,8 @@ def _optimizer_call(index: UnitIndex, where, steps: list[CallSite]) -> CallSite:
     return opt_call
 
 
-def _check_room(edits: Edits, opt_call: CallSite, optimizer: str, own_steps: list[CallSite], scheduler: str) -> None:
-    """The new names are free, and each optimizer step is a statement the schedule step can follow."""
+def _check_room(edits: Edits, opt_call: CallSite, scheduler: str) -> None:
+    """The new names are free."""
     tree = edits.tree(opt_call.path)
     taken = names_taken(
         tree.module, tree.function(opt_call.node) or tree.module, "total_steps", "warmup_steps", scheduler
@@ -119,6 +120,10 @@ def _check_room(edits: Edits, opt_call: CallSite, optimizer: str, own_steps: lis
             "the names total_steps / warmup_steps / lr_scheduler are taken here",
             manual_schedule_patch(),
         )
+
+
+def _check_steps(edits: Edits, opt_call: CallSite, optimizer: str, own_steps: list[CallSite], scheduler: str) -> None:
+    """Each optimizer step is a statement the schedule step can follow, in the function that builds the optimizer."""
     for step in own_steps:
         if step.function != opt_call.function and not scheduler.startswith("self."):
             raise CannotFix(
@@ -167,13 +172,7 @@ def run_total(
     if epochs is None or len(loaders) != 1:
         counted = _loop_total(index, edits, opt_call, opt_stmt, here)
         if counted is None:
-            raise CannotFix(
-                opt_call.path,
-                opt_call.line,
-                "cannot compute the run's optimizer steps (no epochs setting and dataloader, no max-steps setting, "
-                "and the loops around the optimizer step do not say how often they run)",
-                manual_schedule_patch(),
-            )
+            raise CannotFix(opt_call.path, opt_call.line, _no_run_length(index, home), manual_schedule_patch())
         return counted
     loader = loaders[0]
     anchor, anchor_at = opt_stmt, opt_call
@@ -192,6 +191,31 @@ def run_total(
     if accumulation:
         edits.add_import(opt_call.path, "math")
     return f"{epochs} * {per_epoch}", anchor, anchor_at
+
+
+def _no_run_length(index: UnitIndex, home) -> str:
+    """Why the run's length is unknown, naming the length settings the trainer has where this fix
+    cannot read them (``config["max_train_steps"]`` of a dict or a YAML file, not a flag or field of
+    ``home``): "no max-steps setting" would be wrong there."""
+    elsewhere = [
+        s
+        for names in (TOTAL_SETTINGS, EPOCH_SETTINGS)
+        for s in index.setting(*names)
+        if s.kind in ("dict", "config-file") and not (home is not None and home.has(s.name))
+    ]
+    loops = "the loops around the optimizer step do not say how often they run"
+    if not elsewhere:
+        return (
+            "cannot compute the run's optimizer steps (no epochs setting and dataloader, no max-steps setting, "
+            f"and {loops})"
+        )
+    found = elsewhere[0]
+    where = "a config file" if found.kind == "config-file" else "a dict"
+    return (
+        f"cannot compute the run's optimizer steps: `{found.name}` is set in {where} ({found.path.name}:{found.line}), "
+        f"not as a command-line flag or config field this fix reads, and {loops}; "
+        "build the schedule from it by hand"
+    )
 
 
 def _refuse_endless(index: UnitIndex, opt_call: CallSite, name: str) -> None:

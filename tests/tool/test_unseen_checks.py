@@ -1,0 +1,138 @@
+"""``check`` verdicts on shapes of public trainers outside both validation sets
+(validation/unseen/README.md) that it used to credit wrongly: a weight swap that is undone before
+the sampler runs, and a gradient norm logged only by a trainer class of an imported module that the
+entry point never builds (atong01/conditional-flow-matching's ``MixedPrecisionTrainer``)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from optimizer_tool.cli import app
+from optimizer_tool.testing import write_example
+
+SWAPPED_SAMPLING = """\
+import copy
+
+import torch
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+
+class Flow(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.net = torch.nn.Linear(4, 4)
+
+    def forward(self, x):
+        noise = torch.randn_like(x)
+        return (self.net(x + noise) - noise).pow(2).mean()
+
+    @torch.no_grad()
+    def sample(self, noise):
+        return self.net(noise)
+
+
+def train(steps=10):
+    model = Flow()
+    ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(0.999))
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    for step in range(steps):
+        loss = model(torch.randn(2, 4))
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        ema.update_parameters(model)
+        torch.save({"model": model.state_dict(), "ema": ema.state_dict()}, "ckpt.pt")
+        if step % 5 == 0:
+            live_weights = copy.deepcopy(model.state_dict())
+            model.load_state_dict(ema.module.state_dict())
+            try:
+{swapped}
+            finally:
+                model.load_state_dict(live_weights)
+{after}
+
+
+if __name__ == "__main__":
+    train()
+"""
+SAMPLE = "samples = model.sample(torch.randn(2, 4))"
+
+
+def _findings(tmp_path, files: dict[str, str]) -> dict[str, dict]:
+    entry = write_example(files, tmp_path)
+    result = CliRunner().invoke(app, ["check", "--no-config", "--output-format", "json", str(entry)])
+    return {f["code"]: f for f in json.loads(result.stdout)["findings"]}
+
+
+@pytest.mark.parametrize(
+    "swapped,after,live",
+    [
+        ("                model.eval()", "            " + SAMPLE, True),  # the swap is undone before sample()
+        ("                " + SAMPLE, "            model.train()", False),
+    ],
+    ids=["restored-before-sampling", "sampling-inside-the-swap"],
+)
+def test_samples_count_as_the_ema_only_inside_the_swap(tmp_path, swapped, after, live):
+    found = _findings(tmp_path, {"train.py": SWAPPED_SAMPLING.replace("{swapped}", swapped).replace("{after}", after)})
+    assert ("EMA008" in found) is live
+
+
+CFM_TRAINER = """\
+import torch
+from pkg.fp16_util import zero_grad
+
+
+def train():
+    model = torch.nn.Linear(4, 4)
+    optimizer = torch.optim.Adam(model.parameters(), lr=2e-4)
+    for step in range(100):
+        zero_grad(model.parameters())
+        noise = torch.randn(2, 4)
+        loss = (model(noise) - noise).pow(2).mean()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        if step % 10 == 0:
+            print(f"step {step} loss {loss.item():.4f}")
+
+
+if __name__ == "__main__":
+    train()
+"""
+FP16_UTIL = """\
+import torch
+from pkg import logger
+
+
+def zero_grad(params):
+    for p in params:
+        p.grad = None
+
+
+class MixedPrecisionTrainer:
+    def __init__(self, model):
+        self.model = model
+        self.opt = torch.optim.AdamW(model.parameters())
+
+    def optimize(self):
+        grad_norm = sum(p.grad.norm() ** 2 for p in self.model.parameters()) ** 0.5
+        logger.logkv_mean("grad_norm", grad_norm)
+        self.opt.step()
+"""
+
+
+def test_a_grad_norm_logged_by_a_class_the_entry_never_builds_does_not_count(tmp_path):
+    found = _findings(
+        tmp_path,
+        {
+            "train.py": CFM_TRAINER,
+            "pkg/__init__.py": "",
+            "pkg/fp16_util.py": FP16_UTIL,
+            "pkg/logger.py": "def logkv_mean(key, value):\n    print(key, value)\n",
+        },
+    )
+    assert "MON001" in found
+    assert "discarded" in found["MON001"]["message"]  # ``clip_grad_norm_`` returns it: log that

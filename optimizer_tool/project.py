@@ -68,6 +68,7 @@ CONFIG_SUFFIXES = {".yaml", ".yml", ".toml", ".json"}
 MANIFESTS = ("requirements*.txt", "requirements/*.txt", "pyproject.toml", "setup.cfg", "setup.py", "environment.y*ml")
 INPUT_ERROR_KEY = "input"
 DOTTED_NAME = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)+$")
+QUOTED_DOTTED_NAME = re.compile(r"""['"][A-Za-z_]\w*(\.[A-Za-z_]\w*)+['"]""")
 TRAINING_FUNCTIONS = {"training_step", "train_step", "run_step", "forward_backward"}
 
 
@@ -122,6 +123,19 @@ class SourceFile:
             for statement in self.mentioning("import")
             for node in ast.walk(statement)
             if isinstance(node, (ast.Import, ast.ImportFrom))
+        ]
+
+    @cached_property
+    def dotted_strings(self) -> list[str]:
+        """String constants that are dotted names (``"training.loss.EDMLoss"``: a class named for
+        dispatch), from the top-level statements whose source quotes one."""
+        lines = source_lines(self.text)
+        return [
+            node.value
+            for statement in (self.tree.body if self.tree and QUOTED_DOTTED_NAME.search(self.text) else ())
+            if any(QUOTED_DOTTED_NAME.search(line) for line in lines[statement.lineno - 1 : statement.end_lineno])
+            for node in ast.walk(statement)
+            if isinstance(node, ast.Constant) and isinstance(node.value, str) and DOTTED_NAME.match(node.value)
         ]
 
     def mentioning(self, *words: str) -> list[ast.stmt]:
@@ -382,16 +396,16 @@ def local_imports(source: SourceFile, root: Path) -> list[Path]:
             node.level or (node.module or "").split(".")[0] not in KNOWN_LIBRARIES
         ):
             resolve(node.module or "", node.level, [a.name for a in node.names if a.name != "*"])
-        elif isinstance(node, ast.Constant) and isinstance(node.value, str) and DOTTED_NAME.match(node.value):
-            # dispatch by name: ``construct_class_by_name(class_name="training.loss.EDMLoss")`` imports
-            # training/loss.py as surely as an import statement (the longest module prefix, two parts or more)
-            parts = node.value.split(".")
-            if parts[0] not in KNOWN_LIBRARIES:
-                for cut in range(len(parts), 1, -1):
-                    found = len(out)
-                    resolve(".".join(parts[:cut]), 0, [])
-                    if len(out) > found:
-                        break
+    for name in source.dotted_strings:
+        # dispatch by name: ``construct_class_by_name(class_name="training.loss.EDMLoss")`` imports
+        # training/loss.py as surely as an import statement (the longest module prefix, two parts or more)
+        parts = name.split(".")
+        if parts[0] not in KNOWN_LIBRARIES:
+            for cut in range(len(parts), 1, -1):
+                found = len(out)
+                resolve(".".join(parts[:cut]), 0, [])
+                if len(out) > found:
+                    break
     return [p for p in dict.fromkeys(out) if p != source.path]
 
 

@@ -136,3 +136,71 @@ def test_a_grad_norm_logged_by_a_class_the_entry_never_builds_does_not_count(tmp
     )
     assert "MON001" in found
     assert "discarded" in found["MON001"]["message"]  # ``clip_grad_norm_`` returns it: log that
+
+
+IMAGEN_LIKE = """\
+import contextlib
+
+import torch
+from ema_pytorch import EMA
+
+
+class Cascade(torch.nn.Module):
+    def __init__(self, unets):
+        super().__init__()
+        self.unets = torch.nn.ModuleList(unets)
+
+    def forward(self, x, unet):
+        noise = torch.randn_like(x)
+        return (unet(x + noise) - noise).pow(2).mean()
+
+    def p_sample_loop(self, unet, shape):
+        return unet(torch.randn(shape))
+
+    @torch.no_grad()
+    def sample(self, shape):
+        for unet in self.unets:
+            img = self.p_sample_loop(unet, shape)
+        return img
+
+
+@contextlib.contextmanager
+def use_ema_unets(cascade, ema):
+    live = cascade.unets
+    cascade.unets = torch.nn.ModuleList([ema.ema_model])
+    try:
+        yield
+    finally:
+        cascade.unets = live
+
+
+def train(unet, steps=10):
+    cascade = Cascade([unet])
+    ema = EMA(unet, beta=0.999)
+    optimizer = torch.optim.Adam(unet.parameters(), lr=1e-4)
+    for step in range(steps):
+        loss = cascade(torch.randn(2, 4), unet)
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+        ema.update()
+    torch.save({"unet": unet.state_dict(), "ema": ema.state_dict()}, "ckpt.pt")
+    with use_ema_unets(cascade, ema):
+        samples = cascade.sample((2, 4))
+
+
+if __name__ == "__main__":
+    train(torch.nn.Linear(4, 4))
+"""
+
+
+def test_a_loop_variable_named_like_the_trained_network_is_not_the_live_model(tmp_path):
+    """imagen-pytorch: ``for unet in self.unets: self.p_sample_loop(unet, ...)`` in a class runs
+    whichever network its caller puts there; the trainer's ``unet`` is another variable. Not a bug
+    the tool can prove (it was a false EMA008 [bug] on the check validation set)."""
+    found = _findings(tmp_path, {"train.py": IMAGEN_LIKE})
+    assert "EMA008" not in found
+    live = IMAGEN_LIKE.replace(
+        "    with use_ema_unets", "    samples = cascade.p_sample_loop(unet, (2, 4))\n    with use_ema_unets"
+    )
+    assert "EMA008" in _findings(tmp_path / "live", {"train.py": live})  # the trainer's own unet: live weights

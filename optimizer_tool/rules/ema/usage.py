@@ -353,8 +353,9 @@ def _live_sampler_calls(index: UnitIndex, names: list[str], ema: re.Pattern) -> 
             continue  # ``validate(model, loader)`` may measure the live weights on purpose
         if model.startswith("self.") and (function is None or function.class_name != owner):
             continue
-        if not model.startswith("self.") and function is not None and model.split(".")[0] in function.params:
-            continue  # ``sample_N_images(N, model, ...)`` runs whatever its caller hands it
+        if not model.startswith("self.") and function != trained.step.function and not _binds(index, call, model):
+            continue  # a parameter or loop variable of that name (``sample_N_images(N, model)``'s own
+            # ``model``, imagen's ``for unet in self.unets``) is whatever its caller hands it
         handed = any(dotted(a.value) == model or dotted(a.value).startswith(model + ".") for a in call.node.args)
         if not handed and network_receiver(call, model) is None:
             continue
@@ -364,6 +365,13 @@ def _live_sampler_calls(index: UnitIndex, names: list[str], ema: re.Pattern) -> 
             continue
         found.append(call)
     return found
+
+
+def _binds(index: UnitIndex, call: CallSite, model: str) -> bool:
+    """The network's name is assigned in the scope of ``call`` (its function, or the module): there
+    it is the network the script built, not a parameter or loop variable that shares its name."""
+    name = model.split(".")[0]
+    return any(a.target == name and a.function == call.function and a.path == call.path for a in index.assigns)
 
 
 def _before_the_ema(index: UnitIndex, call: CallSite) -> bool:

@@ -22,7 +22,7 @@ from libcst.metadata import PositionProvider
 from libcst.metadata.position_provider import PositionProvidingCodegenState
 
 from optimizer_tool.project import ConfigFile, SourceFile, Unit
-from optimizer_tool.syntax import module_code, statement_code
+from optimizer_tool.syntax import module_code, remember_code, statement_code
 
 _EMPTY = cst.Module([])
 NO_GRAD_CONTEXTS = {"torch.no_grad", "torch.inference_mode", "torch.autograd.grad_mode.no_grad"}
@@ -575,6 +575,7 @@ class _Piece:
             default_indent=module.default_indent, default_newline=module.default_newline, provider=provider, line=start
         )
         statement._codegen(state)  # the positions libcst's provider computes, for this statement only
+        remember_code(module, statement, "".join(state.tokens))
         facts = FileFacts()
         indexer = _Indexer(source, facts, aliases)
         indexer.positions = provider._computed

@@ -11,6 +11,7 @@ unrelated trainers in one folder are judged separately.
 from __future__ import annotations
 
 import ast
+import bisect
 import io
 import json
 import re
@@ -27,7 +28,7 @@ import tomllib
 from optimizer_tool.deep import TOO_DEEP, python_parse
 from optimizer_tool.errors import UsageError
 from optimizer_tool.findings import Finding, Location, Severity
-from optimizer_tool.syntax import source_lines
+from optimizer_tool.syntax import NEWLINE
 
 SKIP_DIRS = {
     ".git",
@@ -129,24 +130,31 @@ class SourceFile:
     def dotted_strings(self) -> list[str]:
         """String constants that are dotted names (``"training.loss.EDMLoss"``: a class named for
         dispatch), from the top-level statements whose source quotes one."""
-        lines = source_lines(self.text)
         return [
             node.value
-            for statement in (self.tree.body if self.tree and QUOTED_DOTTED_NAME.search(self.text) else ())
-            if any(QUOTED_DOTTED_NAME.search(line) for line in lines[statement.lineno - 1 : statement.end_lineno])
+            for statement in self.mentioning(pattern=QUOTED_DOTTED_NAME)
             for node in ast.walk(statement)
             if isinstance(node, ast.Constant) and isinstance(node.value, str) and DOTTED_NAME.match(node.value)
         ]
 
-    def mentioning(self, *words: str) -> list[ast.stmt]:
-        """The top-level statements whose source mentions one of ``words``: what is worth walking
-        for them in a large file."""
-        lines = self.__dict__.get("_lines") or self.__dict__.setdefault("_lines", source_lines(self.text))
-        return [
-            statement
-            for statement in (self.tree.body if self.tree else ())
-            if any(word in line for line in lines[statement.lineno - 1 : statement.end_lineno] for word in words)
-        ]
+    def mentioning(self, *words: str, pattern: re.Pattern | None = None) -> list[ast.stmt]:
+        """The top-level statements whose source mentions one of ``words`` (or matches ``pattern``):
+        what is worth walking for them in a large file."""
+        pattern = pattern or re.compile("|".join(map(re.escape, words)))
+        statements = self.tree.body if self.tree else []
+        if "_line_starts" not in self.__dict__:
+            self.__dict__["_line_starts"] = [0, *(m.end() for m in NEWLINE.finditer(self.text))]
+            self.__dict__["_statement_lines"] = [  # decorators first
+                min([s.lineno, *(d.lineno for d in getattr(s, "decorator_list", ()))]) for s in statements
+            ]
+        starts, firsts = self.__dict__["_line_starts"], self.__dict__["_statement_lines"]
+        found: dict[int, ast.stmt] = {}
+        for match in pattern.finditer(self.text):
+            line = bisect.bisect_right(starts, match.start())  # 1-based line of the match
+            at = bisect.bisect_right(firsts, line) - 1  # the last statement starting at or before it
+            if at >= 0 and statements[at].end_lineno >= line:
+                found[at] = statements[at]
+        return [found[i] for i in sorted(found)]
 
     @cached_property
     def is_script(self) -> bool:

@@ -12,10 +12,10 @@ import libcst as cst
 
 def source_lines(text: str) -> list[str]:
     """A file's lines as Python numbers them (``str.splitlines`` also splits at form feeds)."""
-    return _NEWLINE.split(text)
+    return NEWLINE.split(text)
 
 
-_NEWLINE = re.compile(r"\r\n?|\n")
+NEWLINE = re.compile(r"\r\n?|\n")
 
 
 def statement_code(module: cst.Module, statement: cst.CSTNode) -> str:
@@ -30,6 +30,14 @@ def statement_code(module: cst.Module, statement: cst.CSTNode) -> str:
     return found[1]
 
 
+def remember_code(module: cst.Module, statement: cst.CSTNode, code: str) -> None:
+    """``statement_code`` of a statement already printed with ``module``'s indent and newline (the
+    index prints every statement once for its positions)."""
+    _CODES[(id(statement), module.default_indent, module.default_newline)] = (statement, code)
+    while len(_CODES) > _LINKED_CODES:
+        _CODES.popitem(last=False)
+
+
 def module_code(module: cst.Module) -> str:
     """``module.code``, from the statements' cached texts."""
     if not module.has_trailing_newline or not module.body:
@@ -41,4 +49,4 @@ def module_code(module: cst.Module) -> str:
 
 
 _CODES: OrderedDict[tuple[int, str, str], tuple[cst.CSTNode, str]] = OrderedDict()
-_LINKED_CODES = 20_000
+_LINKED_CODES = 100_000

@@ -14,7 +14,7 @@ from pathlib import Path
 import libcst as cst
 
 from optimizer_tool.contract import CannotFix
-from optimizer_tool.syntax import module_code, source_lines
+from optimizer_tool.syntax import module_code, source_lines, statement_code
 
 # Statements whose nested body runs at most sometimes: a name bound only there may be unbound after.
 _MAYBE = (ast.For, ast.AsyncFor, ast.While)
@@ -41,7 +41,7 @@ class Printed:
         return _parsed(text)
 
 
-@functools.lru_cache(maxsize=8)
+@functools.lru_cache(maxsize=256)
 def _parsed(text: str) -> tuple[ast.Module, list[str]]:
     """A text's stdlib tree and lines, kept for the next fix (its "before" is this fix's "after")."""
     return ast.parse(text), source_lines(text)
@@ -52,29 +52,47 @@ def refuse_unbound(
 ) -> None:
     """Raise ``CannotFix`` when a name the fix introduced into a function is read on a path where
     it may not be bound (an LPIPS module created inside an ``if`` and used after it: a run-time
-    ``UnboundLocalError`` that ``py_compile`` and the rules cannot see)."""
+    ``UnboundLocalError`` that ``py_compile`` and the rules cannot see). Only the top-level
+    statements the fix changed are read (libcst keeps the others' nodes)."""
     code = code or Printed()
     for path, module in after.items():
-        if module is before.get(path):
+        was = before.get(path)
+        if module is was:
             continue
-        was = code(before[path]) if path in before else ""
-        old_tree, old_lines = code.tree(was)
-        new_tree, new_lines = code.tree(code(module))
-        old_functions = {name: fn for name, fn in _functions(old_tree)}
-        for name, fn in _functions(new_tree):
-            old = old_functions.get(name)
-            if old is not None and _text(old, old_lines) == _text(fn, new_lines):
-                continue  # a function the fix did not change
-            new_names = _bound(fn) - (_bound(old) if old is not None else set())
-            for read in _loads(fn, new_names):
-                if not _bound_before(fn, read):
-                    raise CannotFix(
-                        path,
-                        read.lineno,
-                        f"the patched `{name}` reads `{read.id}` at line {read.lineno}, where it may be unbound "
-                        "(it is set only on some paths before); place the change by hand",
-                        unified_diff({path: was}, {path: code(module)}, root),
-                    )
+        old_body = list(was.body) if was is not None else []
+        kept, new_ids = {id(s) for s in old_body}, {id(s) for s in module.body}
+        old_functions = {
+            name: (fn, lines) for s in old_body if id(s) not in new_ids for name, fn, lines, _ in _functions_in(was, s)
+        }
+        start = 1 + len(module.header)
+        for statement in module.body:
+            if id(statement) in kept:
+                start += statement_code(module, statement).count("\n")
+                continue
+            for name, fn, lines, offset in _functions_in(module, statement, start):
+                old, old_lines = old_functions.get(name, (None, []))
+                if old is not None and _text(old, old_lines) == _text(fn, lines):
+                    continue  # a function the fix did not change
+                new_names = _bound(fn) - (_bound(old) if old is not None else set())
+                for read in _loads(fn, new_names):
+                    if not _bound_before(fn, read):
+                        line = read.lineno + offset
+                        raise CannotFix(
+                            path,
+                            line,
+                            f"the patched `{name}` reads `{read.id}` at line {line}, where it may be unbound "
+                            "(it is set only on some paths before); place the change by hand",
+                            unified_diff({path: code(was) if was is not None else ""}, {path: code(module)}, root),
+                        )
+            start += statement_code(module, statement).count("\n")
+
+
+def _functions_in(module: cst.Module, statement: cst.CSTNode, start: int = 1):
+    """(qualified name, function, its snippet's lines, line offset) of every function a top-level
+    statement defines, parsed from that statement's code alone (starting at line ``start``)."""
+    text = statement_code(module, statement)
+    tree, lines = Printed.tree(text)
+    return [(name, fn, lines, start - 1) for name, fn in _functions(tree)]
 
 
 def _functions(tree: ast.Module) -> list[tuple[str, ast.FunctionDef | ast.AsyncFunctionDef]]:
@@ -204,25 +222,24 @@ def refuse_side_effects(
     change becomes the manual patch) when it changes a command-line default every run relies on,
     or imports a package the unit did not import (a dependency the project may not have)."""
     code = code or Printed()
-    old_imports = {name for module in before.values() for name in _top_imports(*code.tree(code(module)))}
+    old_imports = {name for module in before.values() for name in _top_imports(module)}
     for path, module in after.items():
         if module is before.get(path):
             continue
-        was = code(before[path]) if path in before else ""
-        new = code.tree(code(module))
-        added = sorted(_top_imports(*new) - old_imports - set(sys.stdlib_module_names))
+        was = before.get(path)
+        added = sorted(_top_imports(module) - old_imports - set(sys.stdlib_module_names))
         if added:
             raise CannotFix(
                 path,
                 1,
                 f"the fix imports {', '.join(added)}, which this trainer does not import yet: a new dependency is "
                 "not a safe change; review it and apply with --only (or --unsafe)",
-                unified_diff({path: was}, {path: code(module)}, root),
+                unified_diff({path: code(was) if was is not None else ""}, {path: code(module)}, root),
             )
-        old_defaults = _cli_defaults(*code.tree(was))
+        old_defaults = _cli_defaults(was) if was is not None else {}
         changed = [
             (line, f"{flag} from {old_defaults[flag][1]!r} to {value!r}")
-            for flag, (line, value) in _cli_defaults(*new).items()
+            for flag, (line, value) in _cli_defaults(module).items()
             if flag in old_defaults and old_defaults[flag][1] != value
         ]
         if changed:
@@ -231,21 +248,25 @@ def refuse_side_effects(
                 changed[0][0],
                 f"the fix changes the default of {', '.join(text for _, text in changed)}: every run and script "
                 "that relies on it changes too; review it and apply with --only (or --unsafe)",
-                unified_diff({path: was}, {path: code(module)}, root),
+                unified_diff({path: code(was) if was is not None else ""}, {path: code(module)}, root),
             )
 
 
-def _walk_mentioning(tree: ast.Module, lines: list[str], word: str):
-    """``ast.walk`` over the top-level statements whose source mentions ``word`` (on a large file,
-    the few that can hold what is looked for)."""
-    for statement in tree.body:
-        if any(word in line for line in _text(statement, lines)):
-            yield from ast.walk(statement)
+def _walk_mentioning(module: cst.Module, word: str):
+    """(node, line offset) over the top-level statements whose code mentions ``word``, each parsed on
+    its own (on a large file, the few that can hold what is looked for)."""
+    start = 1 + len(module.header)
+    for statement in module.body:
+        text = statement_code(module, statement)
+        if word in text:
+            for node in ast.walk(Printed.tree(text)[0]):
+                yield node, start - 1
+        start += text.count("\n")
 
 
-def _top_imports(tree: ast.Module, lines: list[str]) -> set[str]:
+def _top_imports(module: cst.Module) -> set[str]:
     names = set()
-    for node in _walk_mentioning(tree, lines, "import"):
+    for node, _ in _walk_mentioning(module, "import"):
         if isinstance(node, ast.Import):
             names.update(alias.name.split(".")[0] for alias in node.names)
         elif isinstance(node, ast.ImportFrom) and not node.level and node.module:
@@ -253,10 +274,10 @@ def _top_imports(tree: ast.Module, lines: list[str]) -> set[str]:
     return names
 
 
-def _cli_defaults(tree: ast.Module, lines: list[str]) -> dict[str, tuple[int, object]]:
-    """``--flag`` -> (line, literal default) of the argparse options a file declares."""
+def _cli_defaults(module: cst.Module) -> dict[str, tuple[int, object]]:
+    """``--flag`` -> (line, literal default) of the argparse options a module declares."""
     found: dict[str, tuple[int, object]] = {}
-    for node in _walk_mentioning(tree, lines, "add_argument"):
+    for node, offset in _walk_mentioning(module, "add_argument"):
         if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)):
             continue
         if node.func.attr != "add_argument" or not node.args or not isinstance(node.args[0], ast.Constant):
@@ -266,7 +287,7 @@ def _cli_defaults(tree: ast.Module, lines: list[str]) -> dict[str, tuple[int, ob
             value = ast.literal_eval(default) if default is not None else None
         except ValueError:
             continue
-        found[str(node.args[0].value)] = (node.lineno, value)
+        found[str(node.args[0].value)] = (node.lineno + offset, value)
     return found
 
 

@@ -75,10 +75,9 @@ def add_schedule(ctx: FixContext, edits: Edits, where) -> None:
     scheduler = "self.lr_scheduler" if optimizer.startswith("self.") else "lr_scheduler"
 
     def reach(step: CallSite) -> bool:
-        """The new schedule is in scope at ``step`` (the same function, or a method beside a ``self.`` one)."""
-        if scheduler.startswith("self."):
-            return step.function is not None and step.function.class_name is not None
-        return step.function == opt_call.function and step.path == opt_call.path
+        """The new schedule is in scope at ``step``: the same function, or anywhere for a ``self.`` one
+        (as before helpers were handed schedules; the unbound-name check refuses a step outside the class)."""
+        return scheduler.startswith("self.") or (step.function == opt_call.function and step.path == opt_call.path)
 
     own_steps = [s for s in steps if reach(s) and same_object(stepped_optimizer(s), optimizer)]
     helper_steps, handed = steps_in_helper(index, opt_call, optimizer, steps, reach)

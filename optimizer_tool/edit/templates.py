@@ -139,10 +139,15 @@ def _separator(call: cst.Call, args: list[cst.Arg], position: int) -> cst.Comma:
     return cst.Comma(whitespace_after=cst.SimpleWhitespace(" "))
 
 
-def with_param(function: cst.FunctionDef, name: str, default: cst.BaseExpression, annotation: str) -> cst.FunctionDef:
-    """``function`` with a new last keyword parameter ``name`` (annotated when the signature is)."""
+def with_param(
+    function: cst.FunctionDef, name: str, default: cst.BaseExpression, annotation: str | None
+) -> cst.FunctionDef:
+    """``function`` with a new last keyword parameter ``name`` (annotated when the signature is and an
+    ``annotation`` is given)."""
     params = function.params
-    annotated = any(p.annotation is not None for p in [*params.params, *params.kwonly_params])
+    annotated = annotation is not None and any(
+        p.annotation is not None for p in [*params.params, *params.kwonly_params]
+    )
     spaced = cst.AssignEqual(cst.SimpleWhitespace(" "), cst.SimpleWhitespace(" "))
     tight = cst.AssignEqual(cst.SimpleWhitespace(""), cst.SimpleWhitespace(""))
     new = cst.Param(

@@ -337,8 +337,13 @@ def _dict_variable(sink: Sink) -> str | None:
 
 
 def lr_expression(index: UnitIndex, trained) -> str:
-    """The learning rate the optimizer uses: the schedule's last value, else the first param group's."""
-    steps = [s for s in lr_scheduler_steps(index) if s.path == trained.step.path]
+    """The learning rate the optimizer uses: the schedule's last value, else the first param group's
+    (also where the schedule may be None: a helper's ``if lr_scheduler is not None: lr_scheduler.step()``)."""
+    steps = [
+        s
+        for s in lr_scheduler_steps(index)
+        if s.path == trained.step.path and not any(f"{s.receiver} is not None" in g for g in s.guards)
+    ]
     if steps:
         return f"{steps[0].receiver}.get_last_lr()[0]"
     return f'{stepped_optimizer(trained.step)}.param_groups[0]["lr"]'

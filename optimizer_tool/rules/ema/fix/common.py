@@ -4,14 +4,17 @@ EMA, the decay that fits the run, and the manual patches offered when a step ref
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 from optimizer_tool.contract import CannotFix, FixContext
 from optimizer_tool.edit.edits import Edits
 from optimizer_tool.edit.ema import EmaTarget
+from optimizer_tool.edit.handoff import hand_over, handover_patch
 from optimizer_tool.edit.settings import ensure_setting, module_name
 from optimizer_tool.edit.templates import template_expression, template_statements
 from optimizer_tool.index import CallSite, UnitIndex
+from optimizer_tool.knowledge.helpers import NotHandedOver, helper_call
 from optimizer_tool.knowledge.settings import settings_home
 from optimizer_tool.knowledge.training import run_length, trained_model
 
@@ -102,10 +105,63 @@ class EmaEdit:
             return True
         return function is not None and target.function.line <= function.line <= target.function.end_line
 
-    def unreachable(self, target: EmaTarget, function, path: Path, line: int, what: str, patch: str) -> CannotFix:
+    def unreachable(
+        self, target: EmaTarget, function, path: Path, line: int, what: str, patch: str, why: str = ""
+    ) -> CannotFix:
         where = f"`{function.name}`" if function is not None else "module level"
+        because = f" ({why})" if why else ""
         return CannotFix(
-            path, line, f"{what} happens in {where}, which cannot reach `{target.name}`; pass the EMA there", patch
+            path,
+            line,
+            f"{what} happens in {where}, which cannot reach `{target.name}`{because}; pass the EMA there",
+            patch,
+        )
+
+    def at_step(self, target: EmaTarget, template: str) -> EmaTarget:
+        """``target`` as the optimizer step's function sees it. Where that is a helper the trainer calls
+        (``train_one_epoch(model, loader, optimizer)``) and nothing else calls, the EMA is handed to it
+        as a keyword parameter ``ema=None`` (``ema=ema`` at its call sites): the EMA there is that
+        parameter, under ``if ema is not None:``, and the network is the parameter that receives it.
+        ``template`` is the code that will run there (for the refusal's manual patch)."""
+        step = self.trained.step
+        if self.visible(target, step.function, step.path):
+            return target
+        name = target.name.rsplit(".", 1)[-1]
+
+        def refuse(why: str, model: str = "") -> CannotFix:
+            """``model``: the helper's name for the network, none when it does not receive it."""
+            code = template.replace("{ema}", name).replace("{model}", model or target.model)
+            if "{decay}" in code:
+                code = code.replace("{decay}", self.decay_expression())
+            also = "" if model or "{model}" not in template else target.model
+            patch = handover_patch(handed, name, target.name, code, also) if handed is not None else ""
+            return self.unreachable(target, step.function, step.path, step.line, "the optimizer step", patch, why)
+
+        handed = None
+        try:
+            handed = helper_call(self.index, step, lambda function, path: self.visible(target, function, path))
+        except NotHandedOver as exc:
+            raise refuse(str(exc)) from None
+        model = handed.parameter_for(target.model)
+        if model is None:
+            raise refuse(f"`{handed.helper.name}` does not receive `{target.model}`, the network the EMA averages")
+        if not handed.free(name):
+            raise refuse(f"`{name}` is already a name in `{handed.helper.name}`", model)
+        if handed.assigns(self.index, model):
+            raise refuse(f"`{handed.helper.name}` rebinds `{model}`", model)
+        if target.conditions or not all(target.exists_at(site) for site in handed.sites):
+            raise refuse(f"`{target.name}` does not exist at every call of `{handed.helper.name}`", model)
+        if "{decay}" in template and not _is_number(self.decay_expression()):
+            raise refuse(f"the update reads `{self.decay_expression()}`, which `{handed.helper.name}` cannot", model)
+        hand_over(self.edits, handed, name, target.name)
+        return dataclasses.replace(
+            target,
+            name=name,
+            model=model,
+            function=handed.helper,
+            path=handed.helper.path,
+            conditions=(f"{name} is not None",),
+            line=0,
         )
 
     def accelerator(self) -> str | None:
@@ -138,3 +194,11 @@ class EmaEdit:
                     "the EMA averages over ~1 / (1 - ema_decay) optimizer steps",
                 )
         return self._decay
+
+
+def _is_number(code: str) -> bool:
+    try:
+        float(code)
+    except ValueError:
+        return False
+    return True

@@ -16,8 +16,10 @@ from optimizer_tool.rules.ema.fix.placement import after_step
 
 
 def add_update(fix: EmaEdit, target: EmaTarget) -> None:
-    """EMA002: one update of the EMA right after the optimizer step."""
+    """EMA002: one update of the EMA right after the optimizer step (in the helper function the
+    trainer calls, when the step runs there)."""
     update = target.api.update
+    target = fix.at_step(target, update)  # handed to the helper function the step runs in
     after_step(
         fix,
         target,

@@ -12,14 +12,22 @@ import libcst as cst
 from optimizer_tool.contract import CannotFix, FixContext
 from optimizer_tool.edit.edits import Edits
 from optimizer_tool.edit.settings import module_name
-from optimizer_tool.edit.templates import all_of, expression, insert_dict_element, statement, string_literal
+from optimizer_tool.edit.templates import (
+    all_of,
+    expression,
+    insert_dict_element,
+    statement,
+    string_literal,
+    with_keyword,
+)
 from optimizer_tool.edit.tree import is_call_statement, names_taken
-from optimizer_tool.index import CallSite, UnitIndex, code_of, dotted, literal
+from optimizer_tool.index import UNKNOWN, CallSite, UnitIndex, code_of, dotted, literal
 from optimizer_tool.knowledge.configured import names_in
+from optimizer_tool.knowledge.helpers import HelperCall, takes_any_keyword
 from optimizer_tool.knowledge.lr_schedule.vocabulary import TOTAL_SETTINGS
 from optimizer_tool.knowledge.optimizers import OPTIMIZER_CONSTRUCTORS, optimizer_construction
 from optimizer_tool.knowledge.settings import settings_home
-from optimizer_tool.knowledge.training import optimizer_steps, same_object, stepped_optimizer
+from optimizer_tool.knowledge.training import call_of, optimizer_steps, same_object, stepped_optimizer
 from optimizer_tool.rules.lr_schedule.fix.common import (
     after_scaler_update,
     assignment_target,
@@ -29,6 +37,13 @@ from optimizer_tool.rules.lr_schedule.fix.common import (
     min_lr_ratio,
     warmup_setting,
     warmup_then,
+)
+from optimizer_tool.rules.lr_schedule.fix.helper import (
+    existing_parameter,
+    helper_patch,
+    pass_schedule,
+    stepped_in_helper,
+    steps_in_helper,
 )
 
 EPOCH_SETTINGS = ("num_epochs", "epochs", "num_train_epochs", "max_epochs", "n_epochs", "n_epoch", "total_epochs")
@@ -57,14 +72,44 @@ def add_schedule(ctx: FixContext, edits: Edits, where) -> None:
             "the optimizer is not assigned to a name on a line of its own",
             manual_schedule_patch(),
         )
-    own_steps = [s for s in steps if same_object(stepped_optimizer(s), optimizer)]
-    if not own_steps:
-        raise CannotFix(opt_call.path, opt_call.line, f"`{optimizer}` is never stepped", manual_schedule_patch())
-    home = settings_home(index, opt_call.function, opt_call.kwarg("lr"))
     scheduler = "self.lr_scheduler" if optimizer.startswith("self.") else "lr_scheduler"
-    _check_steps(edits, opt_call, optimizer, own_steps, scheduler)  # first: a step in a helper is the reason to give
-    total, anchor, built_at = run_total(index, edits, home, opt_call, opt_stmt)
+
+    def reach(step: CallSite) -> bool:
+        """The new schedule is in scope at ``step``: the same function, or anywhere for a ``self.`` one
+        (as before helpers were handed schedules; the unbound-name check refuses a step outside the class)."""
+        return scheduler.startswith("self.") or (step.function == opt_call.function and step.path == opt_call.path)
+
+    own_steps = [s for s in steps if reach(s) and same_object(stepped_optimizer(s), optimizer)]
+    helper_steps, handed = steps_in_helper(index, opt_call, optimizer, steps, reach)
+    if not own_steps and not helper_steps:
+        raise CannotFix(opt_call.path, opt_call.line, f"`{optimizer}` is never stepped", manual_schedule_patch())
+    if own_steps and helper_steps:
+        raise CannotFix(
+            helper_steps[0].path,
+            helper_steps[0].line,
+            f"`{optimizer}` is stepped both in `{handed.helper.name}` and where it is built",
+            manual_schedule_patch(),
+        )
+    if len(helper_steps) > 1:
+        raise CannotFix(
+            helper_steps[1].path,
+            helper_steps[1].line,
+            f"`{optimizer}` is stepped more than once in `{handed.helper.name}`",
+            helper_patch(handed, scheduler),
+        )
+    home = settings_home(index, opt_call.function, opt_call.kwarg("lr"))
+    _check_steps(edits, [*own_steps, *helper_steps])
+    total, anchor, built_at = run_total(index, edits, home, opt_call, opt_stmt, handed)
     _check_room(edits, opt_call, scheduler)
+    if handed is not None:
+        if any(site.line <= built_at.line for site in handed.sites):
+            raise CannotFix(
+                handed.sites[0].path,
+                handed.sites[0].line,
+                f"`{handed.helper.name}` is called before the run length is known where the schedule is built",
+                helper_patch(handed, scheduler),
+            )
+        pass_schedule(index, edits, handed, scheduler)
     warmup = warmup_setting(edits, index, home)
     ratio = min_lr_ratio(edits, index, home)
     torch = module_name(edits, index, opt_call.path, "torch")
@@ -85,6 +130,14 @@ def add_schedule(ctx: FixContext, edits: Edits, where) -> None:
             step.path,
             after_scaler_update(index, edits, step, step_stmt),
             [statement(edits.module(step.path), f"{scheduler}.step()")],
+        )
+    if handed is not None and existing_parameter(index, handed) is None:
+        step = handed.inside
+        step_stmt = edits.tree(step.path).statement(step.node)
+        edits.insert_after(
+            step.path,
+            after_scaler_update(index, edits, step, step_stmt),
+            [stepped_in_helper(edits.module(step.path), scheduler)],
         )
     _checkpoint_schedule(index, edits, optimizer, scheduler, (anchor, built_at))
 
@@ -122,16 +175,9 @@ def _check_room(edits: Edits, opt_call: CallSite, scheduler: str) -> None:
         )
 
 
-def _check_steps(edits: Edits, opt_call: CallSite, optimizer: str, own_steps: list[CallSite], scheduler: str) -> None:
-    """Each optimizer step is a statement the schedule step can follow, in the function that builds the optimizer."""
-    for step in own_steps:
-        if step.function != opt_call.function and not scheduler.startswith("self."):
-            raise CannotFix(
-                step.path,
-                step.line,
-                f"`{step.text}` runs in another function than the one that builds `{optimizer}`",
-                manual_schedule_patch(),
-            )
+def _check_steps(edits: Edits, steps: list[CallSite]) -> None:
+    """Each optimizer step is a statement the schedule step can follow."""
+    for step in steps:
         step_stmt = edits.tree(step.path).statement(step.node)
         if not is_call_statement(step_stmt, step.node):
             raise CannotFix(
@@ -140,11 +186,13 @@ def _check_steps(edits: Edits, opt_call: CallSite, optimizer: str, own_steps: li
 
 
 def run_total(
-    index: UnitIndex, edits: Edits, home, opt_call: CallSite, opt_stmt
+    index: UnitIndex, edits: Edits, home, opt_call: CallSite, opt_stmt, handed: HelperCall | None = None
 ) -> tuple[str, cst.BaseStatement, object]:
     """The run's optimizer steps as code, the statement after which it can be computed, and that
     statement's call or assignment (where the schedule is built: its line and conditions): a run-length
-    setting, else epochs x ceil(len(dataloader) / accumulation), else the loops around the step."""
+    setting, else epochs x ceil(len(dataloader) / accumulation), else the loops around the step. With
+    the step in a helper (``handed``), a run-length setting, else the loops around the helper's call
+    times the loops around the step inside it."""
     tree = edits.tree(opt_call.path)
     for name in TOTAL_SETTINGS:
         if home is not None and home.has(name):
@@ -164,8 +212,15 @@ def run_total(
     if same_class:
         _refuse_endless(index, opt_call, same_class[0].target.rsplit(".", 1)[-1])
         return same_class[0].target, opt_stmt, opt_call
-    epochs = next((home.read(n) for n in EPOCH_SETTINGS if home is not None and home.has(n)), None)
     here = [a for a in index.assigns if a.path == opt_call.path and a.function == opt_call.function]
+    if handed is not None:  # the loops say it: the epochs x loader guess below assumes the loader is walked here
+        counted = _loop_total(index, edits, opt_call, opt_stmt, here, handed)
+        if counted is None:
+            raise CannotFix(
+                opt_call.path, opt_call.line, _no_run_length(index, home), helper_patch(handed, "lr_scheduler")
+            )
+        return counted
+    epochs = next((home.read(n) for n in EPOCH_SETTINGS if home is not None and home.has(n)), None)
     loaders = [a for a in here if a.call is not None and a.call.matches(DATALOADER)]
     if not loaders:  # ``dataloader = get_data(args)``: a loader built by a helper, iterated in this function
         loaders = [a for a in here if LOADER_NAME.search(a.target) and a.call is not None and _iterated(index, a)]
@@ -239,33 +294,40 @@ RANGES = ("range", "trange", "tqdm.trange", "tqdm.auto.trange")
 
 
 def _loop_total(
-    index: UnitIndex, edits: Edits, opt_call: CallSite, opt_stmt, here: list
+    index: UnitIndex, edits: Edits, opt_call: CallSite, opt_stmt, here: list, handed: HelperCall | None = None
 ) -> tuple[str, cst.BaseStatement, object] | None:
     """The run's optimizer steps read off the loops around the optimizer step, when no setting names
     them: ``for epoch in range(n_epoch):`` around ``for x in dataloader:`` is ``n_epoch * len(dataloader)``,
     a step loop ``for it in range(1, args.iterations + 1):`` is ``len(range(1, args.iterations + 1))``.
+    With the step in a helper, the loops around its one call, then those around the step inside it,
+    read with the arguments of that call (``len(dataloader)`` in the helper is ``len(train_loader)``).
     None when a loop is a ``while``, walks something else, or the step is conditional inside the loops
     (gradient accumulation: fewer optimizer steps than batches)."""
-    own = [s for s in optimizer_steps(index) if s.function == opt_call.function and s.path == opt_call.path]
-    if not own or len({tuple((lp.line, lp.col) for lp in s.loops) for s in own}) != 1 or not own[0].loops:
+    if handed is None:
+        own = [s for s in optimizer_steps(index) if s.function == opt_call.function and s.path == opt_call.path]
+        if not own or len({tuple((lp.line, lp.col) for lp in s.loops) for s in own}) != 1:
+            return None
+        site, inner = own[0], []
+    else:
+        if len(handed.sites) != 1 or handed.inside.branches:
+            return None
+        site = handed.sites[0]
+        inner = _helper_counts(index, edits, handed)
+        if inner is None:
+            return None
+    loops = site.loops
+    if not loops and not inner:
         return None
-    step = own[0]
-    loops = step.loops
-    if loops[0].line <= opt_call.line or any(line > loops[0].line for line, _ in step.branches):
+    start = loops[0].line if loops else opt_call.line
+    if (loops and loops[0].line <= opt_call.line) or any(line > start for line, _ in site.branches):
         return None
     tree = edits.tree(opt_call.path)
     anchor, anchor_at, counts = opt_stmt, opt_call, []
-    aliases = {  # ``with trange(FLAGS.total_steps) as pbar: for step in pbar:``
-        dotted(item.asname.name): item.item
-        for node in tree.ancestors(step.node)
-        if isinstance(node, cst.With)
-        for item in node.items
-        if item.asname is not None and dotted(item.asname.name)
-    }
+    aliases = _with_aliases(tree, site.node)
     for loop in loops:
         if not loop.target:
             return None
-        count = _loop_count(opt_call, here, loop, aliases)
+        count = _loop_count(opt_call.function, opt_call.line, here, loop, aliases)
         if count is None:
             return None
         text, built = count
@@ -275,23 +337,82 @@ def _loop_total(
                 return None
             anchor, anchor_at = built_stmt, built
         counts.append(text)
-    total = " * ".join(counts)
+    total = " * ".join([*counts, *inner])
     for name in {n.split(".")[0] for n in names_in(cst.parse_expression(total))}:
         bound = [a for a in here if a.target.split(".")[0] == name]
         if bound and all(a.line > anchor_at.line for a in bound):
             # ``num_epochs = 10`` set after the optimizer: the schedule follows it, in the same block
             last = max(bound, key=lambda a: a.line)
             last_stmt = tree.statement(last.value)
-            if last.line >= loops[0].line or tree.block(last_stmt) is not tree.block(opt_stmt):
+            if last.line >= (loops[0].line if loops else site.line) or tree.block(last_stmt) is not tree.block(
+                opt_stmt
+            ):
                 return None
             anchor, anchor_at = last_stmt, last
     return total, anchor, anchor_at
 
 
-def _loop_count(opt_call: CallSite, here: list, loop, aliases: dict) -> tuple[str, object] | None:
-    """How many times ``loop`` runs, as code readable before it: ``E`` for ``range(E)``,
+def _with_aliases(tree, node) -> dict:
+    """``with trange(FLAGS.total_steps) as pbar: for step in pbar:``: ``pbar`` is ``trange(...)``."""
+    return {
+        dotted(item.asname.name): item.item
+        for ancestor in tree.ancestors(node)
+        if isinstance(ancestor, cst.With)
+        for item in ancestor.items
+        if item.asname is not None and dotted(item.asname.name)
+    }
+
+
+BUILTINS = frozenset({"len", "range", "min", "max", "int"})
+
+
+def _helper_counts(index: UnitIndex, edits: Edits, handed: HelperCall) -> list[str] | None:
+    """How often each loop around the optimizer step inside the helper runs, as code of the caller:
+    the helper's parameters replaced by the names its one call passes (``len(dataloader)`` ->
+    ``len(train_loader)``). None when a count reads anything else (a local of the helper, a global)
+    or an argument that is not a plain name or literal (evaluated twice it could differ)."""
+    step, helper, site = handed.inside, handed.helper, handed.sites[0]
+    here = [a for a in index.assigns if a.path == helper.path and a.function == helper]
+    aliases = _with_aliases(edits.tree(step.path), step.node)
+    counts = []
+    for loop in step.loops:
+        count = _loop_count(helper, helper.line, here, loop, aliases) if loop.target else None
+        if count is None or count[1] is not None:  # a loader built inside the helper is not the caller's
+            return None
+        text = _in_caller(handed, site, cst.parse_expression(count[0]))
+        if text is None:
+            return None
+        counts.append(text)
+    return counts
+
+
+def _in_caller(handed: HelperCall, site: CallSite, count: cst.BaseExpression) -> str | None:
+    """``count`` (code of the helper) with each parameter replaced by the argument ``site`` passes it."""
+    arguments = {}
+    for name in {n.split(".")[0] for n in names_in(count)} - BUILTINS:
+        value = handed.bound(site, name) if name in handed.helper.params else None
+        if value is None or not (dotted(value) or literal(value) is not UNKNOWN):
+            return None
+        arguments[name] = value
+
+    class _Arguments(cst.CSTTransformer):
+        def leave_Name(self, original: cst.Name, updated: cst.Name) -> cst.BaseExpression:
+            return arguments.get(original.value, updated)
+
+        def visit_Attribute_attr(self, node: cst.Attribute) -> bool:
+            return False  # ``args.epochs``: ``epochs`` is no variable
+
+        def visit_Arg_keyword(self, node: cst.Arg) -> bool:
+            return False
+
+    return code_of(count.visit(_Arguments())).strip()
+
+
+def _loop_count(function, after: int, here: list, loop, aliases: dict) -> tuple[str, object] | None:
+    """How many times ``loop`` of ``function`` runs, as code readable before it: ``E`` for ``range(E)``,
     ``len(range(a, b))``, ``len(loader)`` for a loader (through ``tqdm``/``enumerate`` and a
-    ``pbar = tqdm(loader)`` made inside the loops); with the assignment that built the loader."""
+    ``pbar = tqdm(loader)`` made inside the loops after line ``after``); with the assignment that
+    built the loader."""
     try:
         node = cst.parse_expression(loop.iter)
     except cst.ParserSyntaxError:
@@ -304,7 +425,7 @@ def _loop_count(opt_call: CallSite, here: list, loop, aliases: dict) -> tuple[st
         if name in aliases:
             node = aliases.pop(name)
             continue
-        made = [a for a in here if a.target == name and a.line > opt_call.line and a.call is not None]
+        made = [a for a in here if a.target == name and a.line > after and a.call is not None]
         if name and made and dotted(made[-1].call.node.func) in WRAPPERS and made[-1].call.node.args:
             node = made[-1].call.node.args[0].value  # ``pbar = tqdm(dataloader)`` inside the epoch loop
             continue
@@ -322,7 +443,7 @@ def _loop_count(opt_call: CallSite, here: list, loop, aliases: dict) -> tuple[st
     if not name:
         return None
     built = [a for a in here if a.target == name]
-    is_param = opt_call.function is not None and name in opt_call.function.params
+    is_param = function is not None and name in function.params
     if LOADER_NAME.search(name.rsplit(".", 1)[-1]) or any(
         b.call is not None and b.call.matches(DATALOADER) for b in built
     ):
@@ -355,6 +476,19 @@ def _scheduler_key(optimizer_key: str) -> str:
     return optimizer_key.replace("optimizer", "lr_scheduler") if "optimizer" in optimizer_key else "lr_scheduler"
 
 
+def _pass_to_checkpoint(index: UnitIndex, edits: Edits, state: CallSite, argument: cst.Arg, scheduler: str) -> None:
+    """``checkpoint.step(loss, optimizer=optimizer.state_dict())`` to a function that saves its
+    ``**kwargs``: the schedule's state goes beside the optimizer's, as ``lr_scheduler=...``."""
+    tree = edits.tree(state.path)
+    saver = call_of(index, tree.parent.get(argument))
+    key = _scheduler_key(argument.keyword.value)
+    if saver is None or saver.kwarg(key) is not None or not takes_any_keyword(index, saver):
+        return
+    module = edits.module(state.path)
+    value = expression(module, f"{scheduler}.state_dict()")
+    edits.replace(state.path, saver.node, lambda node: with_keyword(node, key, value))
+
+
 def _checkpoint_schedule(index: UnitIndex, edits: Edits, optimizer: str, scheduler: str, built) -> None:
     """Save the new schedule beside the optimizer in checkpoint dicts, and restore it where the optimizer
     is restored; where that happens before the schedule is built (``built``: the statement it follows
@@ -365,6 +499,9 @@ def _checkpoint_schedule(index: UnitIndex, edits: Edits, optimizer: str, schedul
             continue
         tree = edits.tree(call.path)
         element = tree.parent.get(call.node)
+        if isinstance(element, cst.Arg) and element.keyword is not None:
+            _pass_to_checkpoint(index, edits, call, element, scheduler)
+            continue
         node = tree.parent.get(element) if isinstance(element, cst.DictElement) else None
         key = literal(element.key) if node is not None else None
         if not isinstance(node, cst.Dict) or not isinstance(key, str) or id(node) in done:

@@ -227,3 +227,56 @@ def test_an_ema_kept_by_a_wrapper_instance_is_saved_and_its_drift_logged(tmp_pat
     assert "zip(net.ema.parameters(), net.model.parameters())" in (out / "train.py").read_text()
     drift = [float(line.rsplit("ema_drift", 1)[1]) for line in _run(out).stdout.splitlines() if "ema_drift" in line]
     assert len(drift) == 3 and drift[-1] > 0
+
+
+POSTFIX_DICT = """\
+import argparse
+
+import torch
+from tqdm.auto import tqdm
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--use_clip_grad", action="store_true")
+    args = parser.parse_args()
+    model = torch.nn.Linear(4, 4)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    loader = torch.utils.data.DataLoader(torch.randn(16, 4), batch_size=4)
+    progress_bar = tqdm(total=len(loader) * 2)
+    for epoch in range(2):
+        for step, batch in enumerate(loader):
+            loss = (model(batch) - batch).pow(2).mean()
+            optimizer.zero_grad()
+            loss.backward()
+            if args.use_clip_grad:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            optimizer.step()
+            progress_bar.update(1)
+            logs = {"loss": loss.detach().item(), "step": step}
+            progress_bar.set_postfix(**logs)
+            print(sorted(logs))
+    torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict()}, "ckpt.pt")
+
+
+if __name__ == "__main__":
+    main()
+"""
+
+
+def test_a_conditional_grad_norm_joins_a_postfix_dict_under_its_condition(tmp_path):
+    """filipbasara0/simple-diffusion: clipping behind ``--use_clip_grad`` and the loss shown through
+    ``progress_bar.set_postfix(**logs)``: the gradient norm is added to ``logs`` under the flag (it
+    exists only there), and the re-check sees it in the postfix."""
+    result, out = _apply(tmp_path, POSTFIX_DICT, "--only", "monitoring")
+    assert result.exit_code == 0, result.output
+    patched = (out / "train.py").read_text()
+    assert '    if args.use_clip_grad:\n                logs["grad_norm"] = float(grad_norm)' in patched
+    assert "MON001" not in _findings(out / "train.py")
+    plain = _run(out).stdout  # without the flag: no norm, no unbound name
+    assert "grad_norm" not in plain
+    clipped = subprocess.run(
+        [sys.executable, "train.py", "--use_clip_grad"], cwd=out, capture_output=True, text=True, timeout=300
+    )
+    assert clipped.returncode == 0, clipped.stderr[-3000:]
+    assert "'grad_norm'" in clipped.stdout and "grad_norm=" in clipped.stderr  # the bar's postfix shows it

@@ -79,12 +79,16 @@ def is_text_sink(call: CallSite) -> bool:
     return any(isinstance(a.value, (cst.FormattedString, cst.ConcatenatedString, cst.Call)) for a in call.node.args)
 
 
-def _text_items(call: CallSite) -> Iterator[Logged]:
-    """The values a text line shows, keyed by the words before them (``f"grad_norm {g:.3f}"``: ``grad_norm``)."""
+def _text_items(index: UnitIndex, call: CallSite) -> Iterator[Logged]:
+    """The values a text line shows, keyed by the words before them (``f"grad_norm {g:.3f}"``: ``grad_norm``);
+    a progress bar's postfix dict by its keys (``set_postfix(**logs)``, entries added by ``logs["k"] = v``)."""
     for arg in call.node.args:
         if arg.keyword is not None:  # ``set_postfix(loss=...)``; print's ``sep=``/``file=`` show nothing
             if call.method == "set_postfix":
                 yield Logged(arg.keyword.value, arg.value, call.function, call.line, call)
+            continue
+        if call.method == "set_postfix":
+            yield from _items(index, arg.value, None, call)
             continue
         for node in expression_nodes(arg.value):
             if isinstance(node, cst.FormattedString):
@@ -109,7 +113,7 @@ def text_lines(index: UnitIndex) -> list[Logged]:
             i
             for c in index.calls
             if c.loop_depth > 0 and is_text_sink(c) and reached(index, c.function)
-            for i in _text_items(c)
+            for i in _text_items(index, c)
         ],
     )
 

@@ -513,19 +513,28 @@ def _extend_postfix(edits: Edits, sink: Sink, curves: list[Curve], anchor) -> No
     """``pbar.set_postfix(loss=...)`` after the optimizer step gets the curves as keywords (or entries of
     the dict it shows): a second postfix would replace the loss's."""
     call = sink.call
-    if anchor is not edits.statement_of(call) or any(c.conditional is not None for c in curves):
+    dict_arg = next((a for a in call.node.args if isinstance(a.value, cst.Dict)), None)
+    held = dict_arg.value if dict_arg is not None else _logged_dict(edits.ctx.index, call)  # ``**logs``
+    name = next((dotted(a.value) for a in call.node.args if a.star == "**" and dotted(a.value)), None)
+    plain = [c for c in curves if c.conditional is None]
+    guarded = [c for c in curves if c.conditional is not None]
+    if anchor is not edits.statement_of(call) or (guarded and (dict_arg is not None or held is None or not name)):
         raise CannotFix(
             call.path,
             call.line,
             "the loss is shown with `set_postfix` before the optimizer step (or a curve exists only under a "
-            "condition); show the curves there by hand",
+            "condition and the postfix is not a dict held in a variable); show the curves there by hand",
             MONITORING_PATCH,
         )
-    dict_arg = next((a for a in call.node.args if isinstance(a.value, cst.Dict)), None)
-    held = dict_arg.value if dict_arg is not None else _logged_dict(edits.ctx.index, call)  # ``**logs``
-    edits.insert_before(call.path, anchor, [s for c in curves for s in c.setup])
+    edits.insert_before(call.path, anchor, [s for c in plain for s in c.setup])
     if held is not None:
-        edits.replace(call.path, held, lambda node: _with_entries(node, curves, lambda curve: f'"{curve.name}"'))
+        if plain:
+            edits.replace(call.path, held, lambda node: _with_entries(node, plain, lambda curve: f'"{curve.name}"'))
+        module = edits.module(call.path)
+        for curve in guarded:  # ``if args.use_clip_grad: logs["grad_norm"] = float(grad_norm)`` before the postfix
+            entry = template_statements(module, f'{name}["{curve.name}"] = {{value}}', value=_as_float(curve.value))
+            lines = curve.conditional.when_present(module, [*curve.setup, *entry], call, "the loss is shown")
+            edits.insert_before(call.path, anchor, lines)
         return
     keywords = [keyword(c.name, _as_float(c.value)) for c in curves]
     edits.replace(call.path, call.node, lambda node: node.with_changes(args=[*node.args, *keywords]))

@@ -11,6 +11,7 @@ import libcst as cst
 import libcst.matchers as m
 from libcst.metadata import MetadataWrapper, PositionProvider
 
+from optimizer_tool.index import dotted
 from optimizer_tool.syntax import module_code
 
 Body = Union[cst.IndentedBlock, cst.Module]
@@ -183,6 +184,19 @@ class Tree:
                 return current
             current = parent
         raise KeyError(node)
+
+    def with_aliases(self, node: cst.CSTNode) -> dict[str, cst.BaseExpression]:
+        """The names the ``with`` statements around ``node`` bind: ``with trange(total) as pbar: for
+        step in pbar:`` gives ``{"pbar": trange(total)}``."""
+        return {
+            name: item.item
+            for ancestor in self.ancestors(node)
+            if isinstance(ancestor, cst.With)
+            for item in ancestor.items
+            if item.asname is not None and isinstance(item.asname.name, (cst.Name, cst.Attribute))
+            for name in [dotted(item.asname.name)]
+            if name
+        }
 
     def following(self, statement: cst.BaseStatement) -> list[cst.BaseStatement]:
         """The statements after ``statement`` in its block."""

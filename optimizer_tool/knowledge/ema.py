@@ -339,7 +339,7 @@ class EmaApi:
             return None
         return (
             "torch.stack([\n"
-            "    (averaged.float() - param.detach().float()).abs().mean()\n"
+            "    (averaged.detach().float() - param.detach().float()).abs().mean()\n"
             f"    for averaged, param in zip({aligned}, {{model}}.parameters())\n"
             "]).mean()"
         )

@@ -11,6 +11,7 @@ import json
 import subprocess
 import sys
 
+import pytest
 import torch
 from typer.testing import CliRunner
 
@@ -19,6 +20,7 @@ from optimizer_tool.cli import app
 ACCELERATE = """\
 import argparse
 
+import pytest
 import torch
 from accelerate import Accelerator
 
@@ -78,6 +80,7 @@ STATE_DICT_ON_ARGS = """\
 import argparse
 import copy
 
+import pytest
 import torch
 
 
@@ -126,6 +129,7 @@ if __name__ == "__main__":
 WRAPPER_INSTANCE = """\
 import copy
 
+import pytest
 import torch
 
 
@@ -232,6 +236,7 @@ def test_an_ema_kept_by_a_wrapper_instance_is_saved_and_its_drift_logged(tmp_pat
 POSTFIX_DICT = """\
 import argparse
 
+import pytest
 import torch
 from tqdm.auto import tqdm
 
@@ -280,3 +285,53 @@ def test_a_conditional_grad_norm_joins_a_postfix_dict_under_its_condition(tmp_pa
     )
     assert clipped.returncode == 0, clipped.stderr[-3000:]
     assert "'grad_norm'" in clipped.stdout and "grad_norm=" in clipped.stderr  # the bar's postfix shows it
+
+
+SILENT_BAR = """\
+import copy
+
+import pytest
+import torch
+from tqdm import trange, tqdm
+
+
+def ema(source, target, decay):
+    with torch.no_grad():
+        for s, t in zip(source.parameters(), target.parameters()):
+            t.mul_(decay).add_(s, alpha=1 - decay)
+
+
+def train(total_steps=12):
+    net_model = torch.nn.Linear(4, 4)
+    ema_model = copy.deepcopy(net_model)
+    optim = torch.optim.Adam(net_model.parameters(), lr=2e-4)
+    data = torch.randn(total_steps, 2, 4)
+{loop}
+            loss = (net_model(x) - x).pow(2).mean()
+            optim.zero_grad()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(net_model.parameters(), 1.0)
+            optim.step()
+            ema(net_model, ema_model, 0.99)
+    torch.save({{"net_model": net_model.state_dict(), "ema_model": ema_model.state_dict()}}, "weights.pt")
+
+
+if __name__ == "__main__":
+    train()
+"""
+LOOPS = {
+    "with-trange": "    with trange(total_steps) as pbar:\n        for step in pbar:\n            x = data[step]",
+    "tqdm-assigned": "    if True:\n        pbar = tqdm(data)\n        for x in pbar:\n            pass",
+}
+
+
+@pytest.mark.parametrize("loop", LOOPS.values(), ids=LOOPS.keys())
+def test_a_progress_bar_that_shows_nothing_gets_the_curves_as_its_postfix(tmp_path, loop):
+    """atong01/conditional-flow-matching: ``with trange(FLAGS.total_steps) as pbar: for step in pbar:``
+    and no line that shows the loss: the curves become the bar's postfix after the optimizer step."""
+    result, out = _apply(tmp_path, SILENT_BAR.format(loop=loop), "--only", "monitoring")
+    assert result.exit_code == 0, result.output
+    assert "pbar.set_postfix(grad_norm=float(grad_norm)" in (out / "train.py").read_text()
+    assert not {"MON001", "MON002", "MON003"} & set(_findings(out / "train.py"))
+    shown = _run(out).stderr.rsplit("\r", 1)[-1]  # the bar's last refresh
+    assert "grad_norm=" in shown and "ema_drift=" in shown

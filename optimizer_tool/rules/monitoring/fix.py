@@ -78,6 +78,7 @@ class Sink:
     key: str | None  # the loss key, e.g. "train/loss" (its prefix names the new curves)
     entries: cst.Dict | None = None  # the dict the call logs, when it logs a dict
     step: CallSite | None = None  # a progress line's optimizer step: the curves get a line of their own
+    bar: str | None = None  # a progress bar the training loop iterates, showing nothing yet (``call`` is the step)
 
     @property
     def text(self) -> bool:
@@ -134,7 +135,8 @@ class LogTrainingSignals(Fix):
                 ),
                 MONITORING_PATCH,
             )
-        sink = loss_sink(index, trained.step) or text_sink(index, trained.step)
+        edits = Edits(ctx)
+        sink = loss_sink(index, trained.step) or text_sink(index, trained.step) or bar_sink(edits, index, trained.step)
         if sink is None:
             raise CannotFix(
                 where.path,
@@ -142,7 +144,6 @@ class LogTrainingSignals(Fix):
                 f"no metrics sink (SummaryWriter.add_scalar, accelerator.log, wandb.log, a JSON-lines file) and no progress line (print, logger.info, a progress bar) shows the loss in `{trained.step.function.name if trained.step.function else 'the training loop'}`; add one, then run the fix again",  # noqa: E501
                 MONITORING_PATCH,
             )
-        edits = Edits(ctx)
         codes = {f.code for f in findings}
         curves: list[Curve] = []
         if "MON001" in codes and not grad_norm_logged(index):
@@ -373,6 +374,25 @@ def text_sink(index: UnitIndex, step: CallSite) -> Sink | None:
     return Sink(ranked[0], None, step=step) if ranked else None
 
 
+PROGRESS_BARS = ("tqdm", "trange")
+
+
+def bar_sink(edits: Edits, index: UnitIndex, step: CallSite) -> Sink | None:
+    """The progress bar the loop around the optimizer step iterates (``with trange(total) as pbar:
+    for step in pbar:``, ``pbar = tqdm(loader)``) when nothing shows the loss: the curves become its
+    postfix, shown at each step (the innermost such loop)."""
+    aliases = edits.tree(step.path).with_aliases(step.node)
+    for loop in reversed(step.loops):
+        name = loop.iter
+        made = aliases.get(name)
+        if made is None and name.isidentifier():
+            built = [a for a in assignments_of(index, name, step.function, step.line) if a.path == step.path]
+            made = built[-1].value if built else None
+        if isinstance(made, cst.Call) and dotted(made.func).rsplit(".", 1)[-1] in PROGRESS_BARS:
+            return Sink(step, None, step=step, bar=name)
+    return None
+
+
 def _shows_loss_dict(index: UnitIndex, call: CallSite) -> bool:
     """``progress_bar.set_postfix(**logs)`` where ``logs = {"loss": ...}``."""
     shown = _logged_dict(index, call)
@@ -383,7 +403,9 @@ def emit(edits: Edits, sink: Sink, curves: list[Curve]) -> None:
     """Log ``curves`` through ``sink``: one ``add_scalar`` per curve after the last one of the block,
     or new entries in the logged dict (as Python floats: tensors are not JSON), or a progress line of
     their own. A conditional curve gets its own sink call under its condition."""
-    if sink.text:
+    if sink.bar:
+        _emit_postfix(edits, sink, curves)
+    elif sink.text:
         _emit_text(edits, sink, curves)
     elif sink.entries is None:
         _emit_scalars(edits, sink, curves)
@@ -538,6 +560,27 @@ def _extend_postfix(edits: Edits, sink: Sink, curves: list[Curve], anchor) -> No
         return
     keywords = [keyword(c.name, _as_float(c.value)) for c in curves]
     edits.replace(call.path, call.node, lambda node: node.with_changes(args=[*node.args, *keywords]))
+
+
+def _emit_postfix(edits: Edits, sink: Sink, curves: list[Curve]) -> None:
+    """``pbar.set_postfix(grad_norm=..., lr=...)`` right after the optimizer step, on the bar the loop
+    iterates. A curve that exists only under a condition would need a second postfix, which replaces
+    the first: refused."""
+    step = sink.call
+    guarded = next((c for c in curves if c.conditional is not None), None)
+    if guarded is not None:
+        raise CannotFix(
+            step.path,
+            step.line,
+            f"`{guarded.name}` exists only under a condition and the progress bar shows one postfix; "
+            "show the curves by hand",
+            MONITORING_PATCH,
+        )
+    keywords = ", ".join(f"{c.name}={{{c.name}}}" for c in curves)
+    shown = template_statements(
+        edits.module(step.path), f"{sink.bar}.set_postfix({keywords})", **{c.name: _as_float(c.value) for c in curves}
+    )
+    edits.insert_after(step.path, edits.statement_of(step), [*(s for c in curves for s in c.setup), *shown])
 
 
 def _text_line(module: cst.Module, func: str, curves: list[Curve]) -> cst.BaseStatement:

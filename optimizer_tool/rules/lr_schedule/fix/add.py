@@ -323,7 +323,7 @@ def _loop_total(
         return None
     tree = edits.tree(opt_call.path)
     anchor, anchor_at, counts = opt_stmt, opt_call, []
-    aliases = _with_aliases(tree, site.node)
+    aliases = tree.with_aliases(site.node)
     for loop in loops:
         if not loop.target:
             return None
@@ -352,17 +352,6 @@ def _loop_total(
     return total, anchor, anchor_at
 
 
-def _with_aliases(tree, node) -> dict:
-    """``with trange(FLAGS.total_steps) as pbar: for step in pbar:``: ``pbar`` is ``trange(...)``."""
-    return {
-        dotted(item.asname.name): item.item
-        for ancestor in tree.ancestors(node)
-        if isinstance(ancestor, cst.With)
-        for item in ancestor.items
-        if item.asname is not None and dotted(item.asname.name)
-    }
-
-
 BUILTINS = frozenset({"len", "range", "min", "max", "int"})
 
 
@@ -373,7 +362,7 @@ def _helper_counts(index: UnitIndex, edits: Edits, handed: HelperCall) -> list[s
     or an argument that is not a plain name or literal (evaluated twice it could differ)."""
     step, helper, site = handed.inside, handed.helper, handed.sites[0]
     here = [a for a in index.assigns if a.path == helper.path and a.function == helper]
-    aliases = _with_aliases(edits.tree(step.path), step.node)
+    aliases = edits.tree(step.path).with_aliases(step.node)
     counts = []
     for loop in step.loops:
         count = _loop_count(helper, helper.line, here, loop, aliases) if loop.target else None

@@ -204,3 +204,56 @@ def test_a_loop_variable_named_like_the_trained_network_is_not_the_live_model(tm
         "    with use_ema_unets", "    samples = cascade.p_sample_loop(unet, (2, 4))\n    with use_ema_unets"
     )
     assert "EMA008" in _findings(tmp_path / "live", {"train.py": live})  # the trainer's own unet: live weights
+
+
+OWN_EMA_SAMPLER = """\
+from copy import deepcopy
+
+import torch
+
+
+class GaussianDiffusion(torch.nn.Module):
+    def __init__(self, model, ema_decay=0.999):
+        super().__init__()
+        self.model = model
+        self.ema_model = deepcopy(model)
+        self.ema_decay = ema_decay
+
+    def update_ema(self):
+        with torch.no_grad():
+            for e, p in zip(self.ema_model.parameters(), self.model.parameters()):
+                e.mul_(self.ema_decay).add_(p, alpha=1 - self.ema_decay)
+
+    @torch.no_grad()
+    def sample(self, batch_size, use_ema=True):
+        net = self.ema_model if use_ema else self.model
+        return net(torch.randn(batch_size, 4))
+
+    def forward(self, x):
+        noise = torch.randn_like(x)
+        return (self.model(x + noise) - noise).pow(2).mean()
+
+
+def train(steps=8):
+    diffusion = GaussianDiffusion(torch.nn.Linear(4, 4))
+    optimizer = torch.optim.Adam(diffusion.parameters(), lr=1e-3)
+    for step in range(steps):
+        loss = diffusion(torch.randn(2, 4))
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        diffusion.update_ema()
+        if step % 4 == 0:
+            samples = diffusion.sample(10)
+            torch.save(diffusion.state_dict(), "model.pth")
+
+
+if __name__ == "__main__":
+    train()
+"""
+
+
+def test_a_sampler_of_the_class_that_keeps_the_ema_is_not_the_live_model(tmp_path):
+    """abarankab/DDPM: ``diffusion.sample(10, device)`` where ``GaussianDiffusion.sample(...,
+    use_ema=True)`` runs its own ``self.ema_model``: a false EMA008 [bug] (and a refused EMA fix)."""
+    assert "EMA008" not in _findings(tmp_path, {"train.py": OWN_EMA_SAMPLER})

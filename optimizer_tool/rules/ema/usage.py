@@ -346,11 +346,17 @@ def _live_sampler_calls(index: UnitIndex, names: list[str], ema: re.Pattern) -> 
         return []
     model = trained.name
     owner = trained.step.function.class_name if trained.step.function else None
+    # A class that keeps an EMA of its own (``self.ema_model = deepcopy(model)``) may sample with it
+    # inside its sampler (abarankab's ``GaussianDiffusion.sample(..., use_ema=True)``): not provably live.
+    keepers = {o.function.class_name for o in ema_facts(index).objects if o.function and o.target.startswith("self.")}
+    own_samplers = {f.name for f in index.functions if f.class_name in keepers - {None}}
     found = []
     for call in index.calls:
         function = call.function
         if not is_sampler_call(call) or not SAMPLING_CALL.search(called_name(call)):
             continue  # ``validate(model, loader)`` may measure the live weights on purpose
+        if called_name(call) in own_samplers:
+            continue
         if model.startswith("self.") and (function is None or function.class_name != owner):
             continue
         if not model.startswith("self.") and function != trained.step.function and not _binds(index, call, model):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import textwrap
 from pathlib import Path
 
@@ -52,3 +54,10 @@ def fixed_sources(example: Example, folder: Path, keys: list[str]):
     entry = write_example(example, folder)
     result = plan([entry], select(keys, None, unsafe=True), Settings())
     return result, {p.relative_to(folder.resolve()).as_posix(): text for p, text in result.changed.items()}
+
+
+def run_script(folder: Path, *args: str, script: str = "train.py", timeout: float = 300) -> subprocess.CompletedProcess:
+    """Run a (patched) trainer script in ``folder`` with this Python; it must exit 0."""
+    done = subprocess.run([sys.executable, script, *args], cwd=folder, capture_output=True, text=True, timeout=timeout)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done

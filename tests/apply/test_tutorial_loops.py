@@ -6,13 +6,12 @@ dict", "cannot compute the run's optimizer steps"); the patched trainers run and
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import torch
 from typer.testing import CliRunner
 
 from optimizer_tool.cli import app
+from optimizer_tool.testing import run_script as _run
 
 TUTORIAL = """\
 import torch
@@ -66,12 +65,6 @@ def _apply(tmp_path, text: str, *options: str):
     out = tmp_path / "patched"
     result = CliRunner().invoke(app, ["apply", *options, "--out", str(out), str(tmp_path / "src" / "train.py")])
     return result, out
-
-
-def _run(folder):
-    done = subprocess.run([sys.executable, "train.py"], cwd=folder, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-3000:]
-    return done
 
 
 def test_default_apply_places_ema_schedule_and_progress_curves_on_a_tutorial_loop(tmp_path):

@@ -8,14 +8,13 @@ the averaged weights where the fix says so."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import pytest
 import torch
 from typer.testing import CliRunner
 
 from optimizer_tool.cli import app
+from optimizer_tool.testing import run_script as _run
 
 ACCELERATE = """\
 import argparse
@@ -180,12 +179,6 @@ def _findings(path) -> dict[str, dict]:
     return {f["code"]: f for f in json.loads(result.stdout)["findings"]}
 
 
-def _run(folder):
-    done = subprocess.run([sys.executable, "train.py"], cwd=folder, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-3000:]
-    return done
-
-
 def test_an_accelerate_sampler_on_the_unwrapped_model_samples_the_new_ema(tmp_path):
     result, out = _apply(tmp_path, ACCELERATE)
     assert result.exit_code in (0, 1), result.output
@@ -214,10 +207,7 @@ def test_a_live_model_handed_to_a_sampling_helper_is_swapped_for_a_state_dict_em
     sampled = torch.load(out / "sampled_with.pt")
     assert torch.equal(sampled, torch.load(out / "model_ema.pt")["weight"])
     assert not torch.equal(sampled, torch.load(out / "model.pt")["weight"])  # and training went on with the live ones
-    sampling_only = subprocess.run(
-        [sys.executable, "train.py", "--sampling-only"], cwd=out, capture_output=True, text=True, timeout=300
-    )
-    assert sampling_only.returncode == 0, sampling_only.stderr[-3000:]
+    _run(out, "--sampling-only")
 
 
 def test_an_ema_kept_by_a_wrapper_instance_is_saved_and_its_drift_logged(tmp_path):
@@ -280,10 +270,7 @@ def test_a_conditional_grad_norm_joins_a_postfix_dict_under_its_condition(tmp_pa
     assert "MON001" not in _findings(out / "train.py")
     plain = _run(out).stdout  # without the flag: no norm, no unbound name
     assert "grad_norm" not in plain
-    clipped = subprocess.run(
-        [sys.executable, "train.py", "--use_clip_grad"], cwd=out, capture_output=True, text=True, timeout=300
-    )
-    assert clipped.returncode == 0, clipped.stderr[-3000:]
+    clipped = _run(out, "--use_clip_grad")
     assert "'grad_norm'" in clipped.stdout and "grad_norm=" in clipped.stderr  # the bar's postfix shows it
 
 

@@ -273,3 +273,45 @@ def test_a_refusal_names_the_run_length_a_dict_sets_instead_of_denying_it(tmp_pa
     assert "no max-steps setting" not in result.output
     line = next(i + 1 for i, text in enumerate(DICT_CONFIG.splitlines()) if '"max_train_steps": 1000' in text)
     assert f"`max_train_steps` is set in a dict (train.py:{line})" in result.output
+
+
+SEPARATE_OPTIMIZER_FILE = """\
+import argparse
+
+import torch
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--optim_checkpoint", default=None)
+    args = parser.parse_args()
+    model = torch.nn.Linear(4, 4)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    if args.optim_checkpoint is not None:
+        optimizer.load_state_dict(torch.load(args.optim_checkpoint))
+    loader = torch.utils.data.DataLoader(torch.randn(8, 4), batch_size=4)
+    for epoch in range(args.epochs):
+        for x in loader:
+            loss = (model(x) - x).pow(2).mean()
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+        torch.save(model.state_dict(), "model.pt")
+        torch.save(optimizer.state_dict(), "optim.pt")
+
+
+if __name__ == "__main__":
+    main()
+"""
+
+
+def test_an_optimizer_restored_from_its_own_file_refuses_a_schedule_it_cannot_restore(tmp_path):
+    """abarankab/DDPM: ``optimizer.load_state_dict(torch.load(args.optim_checkpoint))``. A schedule
+    added without its own save and restore would start over (warm-up again) on every resumed run
+    while the optimizer's state came back: refused, not written."""
+    result, out = _apply_lr(tmp_path, "train.py", SEPARATE_OPTIMIZER_FILE)
+    assert result.exit_code == 2, result.output
+    assert "is restored from `torch.load(args.optim_checkpoint)`" in result.output
+    assert "start the schedule over" in result.output
+    assert not (out / "train.py").exists()

@@ -459,6 +459,11 @@ def _iterated(index: UnitIndex, loader) -> bool:
     )
 
 
+def _indexed(node) -> bool:
+    """``checkpoint["optimizer"]``: a subscript with one plain index."""
+    return isinstance(node, cst.Subscript) and len(node.slice) == 1 and isinstance(node.slice[0].slice, cst.Index)
+
+
 def _scheduler_key(optimizer_key: str) -> str:
     """The checkpoint key of the schedule, named like the optimizer's (``optimizer_state_dict`` ->
     ``lr_scheduler_state_dict``, ``opt`` -> ``lr_scheduler``)."""
@@ -503,32 +508,38 @@ def _checkpoint_schedule(index: UnitIndex, edits: Edits, optimizer: str, schedul
         edits.replace(call.path, node, lambda d, i=i, k=new_key, v=new_value: insert_dict_element(d, i, k, v))
     for call in index.method_calls("load_state_dict"):
         source = call.args[0].value if call.args else None
-        if (
-            not same_object(call.receiver, optimizer)
-            or not isinstance(source, cst.Subscript)
-            or not isinstance(source.slice[0].slice, cst.Index)
-        ):
+        if not same_object(call.receiver, optimizer):
             continue
-        key = source.slice[0].slice.value
+        key = source.slice[0].slice.value if _indexed(source) else None
         stmt = edits.tree(call.path).statement(call.node)
-        if isinstance(literal(key), str) and is_call_statement(stmt, call.node):
-            checkpoint = code_of(source.value).strip()
-            saved = string_literal(_scheduler_key(literal(key)), key)
-            restore = (
-                f"if {saved} in {checkpoint}:  # checkpoints from before the schedule have none\n"
-                f"    {scheduler}.load_state_dict({checkpoint}[{saved}])\n"
+        if not isinstance(literal(key), str) or not is_call_statement(stmt, call.node):
+            # ``optimizer.load_state_dict(torch.load(args.optim_checkpoint))``: no checkpoint dict to read
+            # the schedule's state from; a resumed run would restart the warm-up with a restored optimizer
+            raise CannotFix(
+                call.path,
+                call.line,
+                f"`{optimizer}` is restored from `{code_of(source).strip() if source is not None else ''}`, which the "
+                f"fix cannot pair with the schedule's state: a resumed run would start the schedule over; save "
+                f"`{scheduler}.state_dict()` beside the optimizer's and restore it there by hand",
+                manual_schedule_patch(),
             )
-            anchor, at = built
-            if call.path == at.path and call.function == at.function and call.line < at.line:
-                # Building the schedule after the optimizer's state came back reset its rate: the
-                # restored schedule's last rate goes back into the optimizer.
-                restore += (
-                    f"    for group, lr in zip({optimizer}.param_groups, {scheduler}.get_last_lr()):\n"
-                    '        group["lr"] = lr\n'
-                )
-                missing = [g for g in call.guards if g not in at.guards]
-                if missing:  # ``if args.ckpt is not None:`` resumed before the schedule existed
-                    restore = f"if {all_of(missing)}:\n" + "".join(f"    {line}\n" for line in restore.splitlines())
-                edits.insert_after(call.path, anchor, [statement(edits.module(call.path), restore)])
-                continue
-            edits.insert_after(call.path, stmt, [statement(edits.module(call.path), restore)])
+        checkpoint = code_of(source.value).strip()
+        saved = string_literal(_scheduler_key(literal(key)), key)
+        restore = (
+            f"if {saved} in {checkpoint}:  # checkpoints from before the schedule have none\n"
+            f"    {scheduler}.load_state_dict({checkpoint}[{saved}])\n"
+        )
+        anchor, at = built
+        if call.path == at.path and call.function == at.function and call.line < at.line:
+            # Building the schedule after the optimizer's state came back reset its rate: the
+            # restored schedule's last rate goes back into the optimizer.
+            restore += (
+                f"    for group, lr in zip({optimizer}.param_groups, {scheduler}.get_last_lr()):\n"
+                '        group["lr"] = lr\n'
+            )
+            missing = [g for g in call.guards if g not in at.guards]
+            if missing:  # ``if args.ckpt is not None:`` resumed before the schedule existed
+                restore = f"if {all_of(missing)}:\n" + "".join(f"    {line}\n" for line in restore.splitlines())
+            edits.insert_after(call.path, anchor, [statement(edits.module(call.path), restore)])
+            continue
+        edits.insert_after(call.path, stmt, [statement(edits.module(call.path), restore)])

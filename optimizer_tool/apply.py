@@ -38,10 +38,11 @@ whether it is the same one after the change.
 
 from __future__ import annotations
 
+import difflib
 import os
 import shutil
 import subprocess
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Iterable, Iterator, Mapping
 
@@ -443,6 +444,8 @@ def _run_or_hold(
     ran = _run_fix(opt, entry, work, settings, attempted, targets, result, request)
     if len(result.refused) == refused:
         return ran
+    for exc in result.refused[refused:]:  # the refusing fix changed nothing: its lines are the workspace's
+        exc.line = _line_on_disk(result.originals, work, exc.path, exc.line)
     if not fresh:
         # A fix that already ran refuses a finding that appeared after other fixes: which of them
         # made it appear is for ``_blame_alone`` to find, not this optimization's to carry.
@@ -454,6 +457,27 @@ def _run_or_hold(
     del targets[marks[0] :], result.notes[marks[1] :]
     result.held_back.append(HeldBack(opt.key, "cannot place its change", refusal=exc))
     return False
+
+
+def _line_on_disk(originals: dict[Path, str], work: _Workspace, path: Path, line: int) -> int:
+    """The line of the file on disk that a line of the workspace's version of ``path`` comes from (the
+    fixes before have moved lines: a refusal or a fixed finding names the line the user has). A line
+    a fix added maps to the original line it was inserted before."""
+    source = work.sources.get(path)
+    original = originals.get(path)
+    if source is None or original is None or source.text == original:
+        return line
+    now, was = source.text.splitlines(), original.splitlines()
+    for tag, i1, i2, j1, j2 in difflib.SequenceMatcher(None, now, was).get_opcodes():
+        if i1 <= line - 1 < i2:
+            return j1 + (line - 1 - i1) + 1 if tag == "equal" else min(j1 + 1, max(len(was), 1))
+    return line
+
+
+def _on_disk(originals: dict[Path, str], work: _Workspace, finding: Finding) -> Finding:
+    where = finding.location
+    line = _line_on_disk(originals, work, where.path, where.line)
+    return finding if line == where.line else replace(finding, location=replace(where, line=line))
 
 
 def _verify(
@@ -545,7 +569,7 @@ def _run_fix(
                 exc.key = opt.key
                 result.refused.append(exc)
                 return ran
-            targets.extend(f for f in findings if f.code not in ctx.left)
+            targets.extend(_on_disk(result.originals, work, f) for f in findings if f.code not in ctx.left)
             result.notes.extend((opt.key, note) for note in ctx.notes if (opt.key, note) not in result.notes)
             ran = True
             if not work.update(ctx.modules, code):

@@ -207,3 +207,33 @@ def test_checks_fixable_count_leaves_out_info_findings_apply_does_not_fix_unaske
     stated = re.search(r"(\d+) fixable with `t2s-opt apply`", concise.stdout)
     wanted = len([f for f in document["findings"] if f["fixable"] and f["severity"] != "info"])
     assert (int(stated.group(1)) if stated else 0) == wanted
+
+
+LINES_MOVE = """\
+import torch
+
+model = torch.nn.Linear(4, 4)
+optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+num_epochs = 2
+loader = torch.utils.data.DataLoader(torch.randn(8, 4), batch_size=4)
+for epoch in range(num_epochs):
+    for x in loader:
+        loss = (model(x) - x).pow(2).mean()
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+        print(f"loss {loss.item():.4f}")
+    torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict()}, "ckpt.pt")
+"""
+
+
+def test_reported_lines_are_the_lines_of_the_file_on_disk(tmp_path):
+    """Fixes run one after another, each on the code the ones before left; what apply reports (fixed
+    findings, refusals) must name the user's lines, not the partly patched file's."""
+    path = tmp_path / "train.py"
+    path.write_text(LINES_MOVE)
+    step_line = LINES_MOVE.splitlines().index("        optimizer.step()") + 1
+    result = run("--diff", str(path))
+    fixed = {line.split()[1]: line.rsplit(":", 1)[-1] for line in result.output.splitlines() if "  fixed " in line}
+    assert "EMA001" in fixed and "CLIP001" in fixed, result.output  # the EMA's lines come first
+    assert fixed["CLIP001"] == str(step_line)

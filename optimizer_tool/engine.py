@@ -24,7 +24,7 @@ from optimizer_tool.project import (
 )
 from optimizer_tool.registry import Optimization, optimizations
 from optimizer_tool.settings import Settings
-from optimizer_tool.verdicts import RuleOutcome, UnitFacts, unit_facts, verdict
+from optimizer_tool.verdicts import RuleOutcome, UnitFacts, delegated, unit_facts, verdict
 
 SUPPRESSION = re.compile(r"#\s*t2s-opt:\s*(ignore|fixme)(?:\[([A-Za-z0-9_,\s]+)\])?")
 UNUSED_SUPPRESSION = "T2S001"
@@ -108,7 +108,16 @@ def build_units(loaded: LoadResult, targets: list[Path]) -> list[Unit]:
     # nothing for the training rules to judge, and indexing a repository's every module (timm's
     # 300) for no verdict was most of the time of `check .`.
     covered = {p for e in keep for p in closure(e)}
-    alone = [p for p in in_targets if p not in covered and (not keep or p in target_set)]
+    # A launcher (``trainer.fit(model)``, the model named by a config chosen at run time) trains
+    # through the models its configs name: a unit of its own whose verdicts are theirs.
+    launchers = [p for p in in_targets if p not in keep and p in loaded.delegates]
+    for p in launchers:
+        models = [m for m in loaded.delegates[p] if m in loaded.files and loaded.files[m].trains]
+        delegates = [
+            Unit(loaded.files[m], [loaded.files[f] for f in closure(m)], load_configs(m.parent)) for m in models
+        ]
+        units.append(Unit(loaded.files[p], [loaded.files[f] for f in closure(p)], load_configs(p.parent), delegates))
+    alone = [p for p in in_targets if p not in covered and p not in launchers and (not keep or p in target_set)]
     units += [Unit(loaded.files[p], [loaded.files[p]], []) for p in alone]
     return units
 
@@ -151,6 +160,9 @@ def check_units(
         biggest_first = sorted(range(len(specs)), key=lambda i: -sum(len(text) for _, text in specs[i][1]))
         done = dict(zip(biggest_first, pool.map(_check_unit_in_worker, [specs[i] for i in biggest_first])))
         per_unit = [done[i] for i in range(len(specs))]
+    for unit, (_, _, facts) in zip(units, per_unit):
+        if unit.delegates and not facts.trains:
+            delegated(facts, [_check_unit(d, selected)[2] for d in unit.delegates])
     findings = [f for unit_findings, _, _ in per_unit for f in unit_findings]
     statuses = [s for _, unit_statuses, _ in per_unit for s in unit_statuses]
     facts = _reported([unit_facts for _, _, unit_facts in per_unit])

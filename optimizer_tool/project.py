@@ -14,13 +14,14 @@ import ast
 import bisect
 import io
 import json
+import os
 import re
 import tokenize
 from collections import deque
 from dataclasses import dataclass, field
-from functools import cached_property
+from functools import cached_property, lru_cache
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Iterator
 
 import libcst as cst
 import tomllib
@@ -71,6 +72,11 @@ INPUT_ERROR_KEY = "input"
 DOTTED_NAME = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)+$")
 QUOTED_DOTTED_NAME = re.compile(r"""['"][A-Za-z_]\w*(\.[A-Za-z_]\w*)+['"]""")
 TRAINING_FUNCTIONS = {"training_step", "train_step", "run_step", "forward_backward"}
+# Frameworks whose ``trainer.fit(model)`` runs a training step the launching script does not hold.
+LAUNCHERS = ("lightning", "pytorch_lightning")
+MODEL_CONFIG_GROUPS = {"model", "models"}  # Hydra config groups whose ``_target_`` is the trained model
+MAX_CONFIGS = 2000  # YAML files read for model targets (a repository's configs; more is a dataset)
+MAX_CONFIG_BYTES = 256 * 1024
 
 
 @dataclass
@@ -168,6 +174,22 @@ class SourceFile:
         return False
 
     @cached_property
+    def launches(self) -> bool:
+        """The file hands training to a framework: it imports Lightning and calls ``.fit(...)``
+        (``trainer.fit(model, data)``), the model built elsewhere (often from a config)."""
+        if not any(
+            name.split(".")[0] in LAUNCHERS
+            for node in self.imports
+            for name in ([a.name for a in node.names] if isinstance(node, ast.Import) else [node.module or ""])
+        ):
+            return False
+        return any(
+            isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "fit"
+            for statement in self.mentioning(".fit(")
+            for node in ast.walk(statement)
+        )
+
+    @cached_property
     def trains(self) -> bool:
         """The file trains: it calls backward() or defines a training step."""
         for node in (n for statement in self.mentioning("backward", *TRAINING_FUNCTIONS) for n in ast.walk(statement)):
@@ -208,6 +230,9 @@ class Unit:
     entry: SourceFile
     files: list[SourceFile]
     configs: list[ConfigFile]
+    # A launcher's models: the units of the training modules its configs may name (the run's config
+    # picks one); the launcher's verdicts are theirs where they agree.
+    delegates: list["Unit"] = field(default_factory=list)
 
     @cached_property
     def manifests(self) -> dict[Path, str]:
@@ -221,6 +246,8 @@ class LoadResult:
     files: dict[Path, SourceFile]
     errors: list[Finding]
     root: Path
+    # launcher -> the files of the models its project's configs name (``launches``, ``config_models``)
+    delegates: dict[Path, list[Path]] = field(default_factory=dict)
 
 
 def input_error(path: Path, line: int, col: int, message: str, code: str = "E902") -> Finding:
@@ -333,16 +360,67 @@ def load(paths: list[Path], overrides: dict[Path, str] | None = None, parse_many
     named = {Path(p).resolve() for p in paths if Path(p).is_file()}
     queue = [source for source in files.values() if source.trains or source.path in named or source.is_script]
     seen = {source.path for source in queue} | {e.location.path for e in errors}  # an error is reported once
+    delegates: dict[Path, list[Path]] = {}
     while queue:
         source = queue.pop(0)
-        for path in local_imports(source, root):
+        models = model_files(root) if source.launches and (source.is_script or source.path in named) else []
+        if models:
+            delegates[source.path] = models
+        for path in [*local_imports(source, root), *models]:
             if path in seen:
                 continue
             seen.add(path)
             imported = files.get(path) or parse(path)
             if imported is not None:
                 queue.append(imported)
-    return LoadResult(files, errors, root)
+    return LoadResult(files, errors, root, delegates)
+
+
+def model_files(root: Path) -> list[Path]:
+    """The project's files that define the models its YAML configs name for a framework to build:
+    ``model.target`` (LDM/taming ``instantiate_from_config``), ``model._target_``, or a top-level
+    ``_target_`` of a Hydra ``model/`` config group. Nested targets (a frozen autoencoder inside
+    the model's params) are parts, not the trained model. Read with ``yaml.safe_load`` only."""
+    return _model_files(root.resolve())
+
+
+@lru_cache(maxsize=16)
+def _model_files(root: Path) -> list[Path]:
+    import yaml
+
+    found: list[Path] = []
+    for count, path in enumerate(_config_paths(root)):
+        if count >= MAX_CONFIGS:
+            break
+        try:
+            if path.stat().st_size > MAX_CONFIG_BYTES:
+                continue
+            data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except Exception:  # noqa: BLE001 - a broken data file must not stop the audit
+            continue
+        if not isinstance(data, dict):
+            continue
+        model = data.get("model")
+        names = [model.get("target"), model.get("_target_")] if isinstance(model, dict) else []
+        if path.parent.name in MODEL_CONFIG_GROUPS:
+            names.append(data.get("_target_"))
+        for name in names:
+            if isinstance(name, str) and DOTTED_NAME.match(name) and name.split(".")[0] not in KNOWN_LIBRARIES:
+                module = name.rsplit(".", 1)[0]
+                for base in (root, root / "src"):
+                    cand = next((c for c in _module_candidates(module, base) if c.is_file()), None)
+                    if cand is not None:
+                        found.append(cand.resolve())
+                        break
+    return list(dict.fromkeys(found))
+
+
+def _config_paths(root: Path) -> Iterator[Path]:
+    for folder, dirs, names in os.walk(root):
+        dirs[:] = sorted(d for d in dirs if d not in SKIP_DIRS and not d.startswith("."))
+        for name in sorted(names):
+            if name.endswith((".yaml", ".yml")):
+                yield Path(folder) / name
 
 
 ROOT_MARKERS = ("pyproject.toml", ".git", "setup.py", "setup.cfg")

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from optimizer_tool.findings import Location, Severity, State, Verdict
 from optimizer_tool.index import CallSite, UnitIndex
+from optimizer_tool.knowledge.configured import param_default_calls
 from optimizer_tool.knowledge.diffusion import diffusion_evidence, other_objective
 from optimizer_tool.knowledge.guards import chosen_at_run_time, switched_off
 from optimizer_tool.knowledge.objective import handed_in
@@ -46,10 +47,16 @@ class UnitFacts:
     evidence: str = ""  # what shows it is (or is not) a diffusion trainer
     verdicts: dict[str, Verdict] = field(default_factory=dict)
     handed_in: str | None = None  # the objective arrives from the caller (a parameter): where
+    delegated: str = ""  # a launcher: the files of the models its configs name, which decide its verdicts
 
     @property
     def note(self) -> str:
         """The one line a reader needs before the table, or ''."""
+        if self.delegated:
+            return (
+                f"{self.entry.name} trains the model a config names ({self.delegated}): "
+                "the verdicts are those models', decided-elsewhere where they differ"
+            )
         if not self.trains:
             return (
                 f"no optimizer step found in {self.entry.name}: nothing was checked; "
@@ -122,15 +129,50 @@ def verdict(opt: Optimization, index: UnitIndex, facts: UnitFacts, outcomes: lis
     return _present_or_off(opt, index)
 
 
+def delegated(facts: UnitFacts, models: list[UnitFacts]) -> None:
+    """Give a launcher (``trainer.fit(model)``, the model named by the config chosen at run time)
+    the verdicts of the models its configs name: where every one that trains agrees, theirs; where
+    they differ, ``decided-elsewhere`` naming who says what; a model the rules could not judge
+    leaves the key ``unknown`` unless the others already differ."""
+    models = [m for m in models if m.trains]
+    if not models:
+        return
+    names = ", ".join(m.entry.name for m in models)
+    kinds = {m.diffusion for m in models}
+    facts.trains, facts.delegated = True, names
+    facts.diffusion = kinds.pop() if len(kinds) == 1 else None
+    facts.evidence = f"trains the models its configs name ({names})"
+    for key in dict.fromkeys(k for m in models for k in m.verdicts):
+        said = [(m.entry.name, m.verdicts[key]) for m in models if key in m.verdicts]
+        states = {v.state for _, v in said}
+        known = states - {State.UNKNOWN}
+        if len(states) == 1:
+            first = said[0][1]
+            reason = first.reason if len(said) == 1 else f"in every model its configs name ({names}): {first.reason}"
+            facts.verdicts[key] = Verdict(key, first.state, reason, first.location)
+        elif len(known) >= 2:
+            who = "; ".join(f"{name}: {v.state.value}" for name, v in said)
+            reason = f"the config chosen at run time picks the model, and the models its configs name differ ({who})"
+            facts.verdicts[key] = Verdict(key, State.ELSEWHERE, reason)
+        else:
+            name, blind = next((name, v) for name, v in said if v.state is State.UNKNOWN)
+            facts.verdicts[key] = Verdict(key, State.UNKNOWN, f"{blind.reason} (in {name}, a model its configs name)")
+
+
 def _switchable(index: UnitIndex, setting, switch_values: tuple[str, ...]) -> bool:
     """A categorical flag or config key (a schedule name, a prediction type) whose default leaves
     the optimization off, and which accepts a value that turns it on: one of argparse's
     ``choices``, else a value the code branches on (``elif schedule_name == "cosine":``). A number
     (a resolution) is a size to change, not a switch; a function's own keyword default is code to
-    edit, not a setting (the defaults dict openai-style scripts turn into flags is one)."""
+    edit, not a setting (the defaults dict openai-style scripts turn into flags is one), except the
+    constructor default of a class nothing in the unit builds (its config does: LDM's ``DDPM``)."""
     if setting is None or not isinstance(setting.value, (str, bool)):
         return False
-    if setting.kind not in SWITCH_KINDS and not (setting.kind == "kwarg" and setting.owner in DEFAULTS_DICT):
+    if (
+        setting.kind not in SWITCH_KINDS
+        and not (setting.kind == "kwarg" and setting.owner in DEFAULTS_DICT)
+        and not (setting.kind == "param-default" and param_default_calls(index, setting) == "uncalled")
+    ):
         return False
     choices = argparse_choices(index, setting)
     if not switch_values or isinstance(setting.value, bool):

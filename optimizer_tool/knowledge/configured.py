@@ -43,7 +43,7 @@ def configured(index: UnitIndex, names: tuple[str, ...], classify, extra: Iterab
     candidates = [s for s in index.setting(*names) if s.known and s.value is not None] + list(extra)
     pairs = [(v, s) for s in candidates if (v := classify(s)) is not None]
     explicit = [(v, s) for v, s in pairs if s.kind in EXPLICIT_KINDS]
-    chosen = explicit or [(v, s) for v, s in pairs if s.kind != "param-default" or param_default_used(index, s)]
+    chosen = explicit or [(v, s) for v, s in pairs if default_runs(index, s)]
     here = index.entry.path.parent
     by_value: dict[str, list[Setting]] = {}
     for v, s in sorted(
@@ -60,10 +60,17 @@ def configured(index: UnitIndex, names: tuple[str, ...], classify, extra: Iterab
     return Configured(by_value, bool(explicit))
 
 
-def param_default_used(index: UnitIndex, setting: Setting) -> bool:
-    """Whether some call of the function owning this parameter default leaves the parameter
-    out (so the default is what runs). Calls with ``*args``/``**kwargs`` may pass it."""
-    return param_default_calls(index, setting) == "used"
+def default_runs(index: UnitIndex, setting: Setting) -> bool:
+    """A parameter default is the run's default where some call leaves the parameter out (calls
+    with ``*args``/``**kwargs`` may pass it), or where its class or function is checked on its own
+    (its file is the entry and nothing in the unit calls it: LDM's ``DDPM(parameterization="eps")``,
+    built from a YAML config that names no ``parameterization``). A class that an entry script
+    builds by name from a config (Palette's ``init_obj``) gets its value from that config, not
+    from the default. Any other setting runs as written."""
+    if setting.kind != "param-default":
+        return True
+    calls = param_default_calls(index, setting)
+    return calls == "used" or (calls == "uncalled" and setting.path == index.entry.path)
 
 
 def param_default_calls(index: UnitIndex, setting: Setting) -> str:
@@ -89,6 +96,19 @@ def param_default_calls(index: UnitIndex, setting: Setting) -> str:
             continue
         return "used"
     return "passed" if called else "uncalled"
+
+
+def default_applies(index: UnitIndex, setting: Setting) -> str:
+    """Why a parameter default is what runs, in words: a call leaves it out, or nothing in the unit
+    builds the class (its config does, and the default holds unless that config sets it)."""
+    owner = setting.owner or "the function"
+    if param_default_calls(index, setting) == "uncalled":
+        built = owner[: -len(".__init__")] if owner.endswith(".__init__") else owner
+        return (
+            f"nothing in this unit builds {built} (a config or another script does): its default "
+            f"{setting.name}={setting.value!r} applies unless that config sets {setting.name}"
+        )
+    return f"{owner}() is called without {setting.name}, so its default {setting.value!r} applies"
 
 
 def synthetic_setting(name: str, value: object, kind: str, at: CallSite, owner: str = "") -> Setting:

@@ -9,7 +9,7 @@ import ast
 from dataclasses import dataclass
 
 from optimizer_tool.index import UNKNOWN, Setting, UnitIndex
-from optimizer_tool.knowledge.configured import param_default_calls
+from optimizer_tool.knowledge.configured import default_runs
 
 # Settings that state a default (a call site's keyword says what one caller passes, not the default).
 DEFAULT_KINDS = ("argparse", "class-default", "config-file", "param-default", "getattr-default", "dict")
@@ -32,22 +32,11 @@ class Switch:
 
 def default_of(index: UnitIndex, name: str) -> tuple[object, Setting | None]:
     """The one known default of setting ``name`` (UNKNOWN when absent or when defaults disagree)."""
-    settings = [s for s in index.setting(name) if s.kind in DEFAULT_KINDS and s.known and _default_runs(index, s)]
+    settings = [s for s in index.setting(name) if s.kind in DEFAULT_KINDS and s.known and default_runs(index, s)]
     values = {repr(s.value) for s in settings}
     if len(values) != 1:
         return UNKNOWN, None
     return settings[0].value, settings[0]
-
-
-def _default_runs(index: UnitIndex, setting: Setting) -> bool:
-    """A parameter default is the run's default where some call leaves the parameter out, or where
-    the class is checked on its own (its file is the entry and nothing in the unit builds it). A
-    class that an entry script builds by name from a config (Palette's ``init_obj``) gets its value
-    from that config, not from the default."""
-    if setting.kind != "param-default":
-        return True
-    calls = param_default_calls(index, setting)
-    return calls == "used" or (calls == "uncalled" and setting.path == index.entry.path)
 
 
 def _leaf(node: ast.expr) -> str | None:

@@ -10,7 +10,7 @@ from functools import lru_cache
 
 import libcst as cst
 
-from optimizer_tool.index import Assign, CallSite, FunctionInfo, UnitIndex, dotted
+from optimizer_tool.index import Assign, CallSite, FunctionInfo, UnitIndex, code_of, dotted
 from optimizer_tool.knowledge.configured import Configured, expression_nodes, find_call, synthetic_setting
 from optimizer_tool.knowledge.diffusion import (
     PREDICTION_FLAGS,
@@ -49,7 +49,9 @@ def _loss_calls(index: UnitIndex) -> list[CallSite]:
     calls = [
         c
         for c in index.calls
-        if c.matches(LOSS_FUNCTIONS) or (c.func_text and c.func_text in modules) or _squared_difference(c) is not None
+        if c.matches(LOSS_FUNCTIONS)
+        or (c.func_text and c.func_text in modules)
+        or _squared_difference(c, index) is not None
     ]
     return [
         c
@@ -70,16 +72,21 @@ def _strip(node):
     return node
 
 
-def _squared_difference(call: CallSite) -> cst.BinaryOperation | None:
+def _squared_difference(call: CallSite, index: UnitIndex | None = None) -> cst.BinaryOperation | None:
     """The ``a - b`` of a loss written by hand: ``((a - b) ** 2).mean()``, ``(a - b).pow(2).mean()``,
-    ``(a - b).square().sum(dim=...)``, ``(a - b).abs().mean()``, ``torch.mean((a - b) ** 2)``."""
+    ``(a - b).square().sum(dim=(1, 2, 3))`` (ermongroup/ddim), ``(a - b).abs().mean()``,
+    ``torch.mean((a - b) ** 2)``, and, given the unit, ``mos(a - b)`` where the project's own
+    ``mos`` returns the mean of its argument squared (U-ViT)."""
     func = call.node.func
     method = func.attr.value if isinstance(func, cst.Attribute) else ""
+    if index is not None and call.args and _squaring_helper(index, call):
+        node = _strip(call.args[0].value)
+        return node if isinstance(node, cst.BinaryOperation) and isinstance(node.operator, cst.Subtract) else None
     if method not in ("mean", "sum"):
         return None
-    if not call.args and call.func_text not in ("torch.mean", "torch.sum"):
-        node = func.value
-    elif call.args and call.func_text in ("torch.mean", "torch.sum"):
+    if call.func_text not in ("torch.mean", "torch.sum"):
+        node = func.value  # the arguments, if any, are the dimensions reduced
+    elif call.args:
         node = call.args[0].value
     else:
         return None
@@ -98,8 +105,26 @@ def _squared_difference(call: CallSite) -> cst.BinaryOperation | None:
     return None
 
 
-def operands(call: CallSite) -> list[str]:
-    difference = _squared_difference(call)
+def _squaring_helper(index: UnitIndex, call: CallSite) -> bool:
+    """``call`` calls a function of the unit that returns its first parameter squared and reduced
+    (``def mos(a, start_dim=1): return a.pow(2).flatten(start_dim=start_dim).mean(dim=-1)``)."""
+    leaf = call.func_text.rsplit(".", 1)[-1] if call.func_text else ""
+    if not leaf or leaf in ("mean", "sum"):
+        return False
+    for fn in index.functions_named(leaf):
+        first = next((p for p in fn.params if p not in ("self", "cls")), None)
+        if first is None:
+            continue
+        squared = re.compile(
+            rf"(\b{first}\s*\*\*\s*2|\b{first}\s*\.\s*(pow\(\s*2|square\()|(torch\.)?square\(\s*{first}\b)"
+        )
+        if any(r.function is fn and squared.search(code_of(r.value)) for r in index.returns):
+            return True
+    return False
+
+
+def operands(call: CallSite, index: UnitIndex | None = None) -> list[str]:
+    difference = _squared_difference(call, index)
     if difference is not None:
         return [n for n in (dotted(_strip(difference.left)), dotted(_strip(difference.right))) if n]
     if call.matches(("*.mean_flat", "mean_flat")):
@@ -184,13 +209,24 @@ def losses_on_noise(index: UnitIndex) -> list[CallSite]:
     for call in _loss_calls(index):
         if any(mentions_prediction(g) for g in call.guards):
             continue
-        if any(is_noise(index, call.function, name) for name in operands(call)):
+        if any(is_noise(index, call.function, name) for name in operands(call, index)):
             found.append(call)
     return found
 
 
 def configured_prediction(index: UnitIndex) -> Configured:
-    evidence = [synthetic_setting("prediction_type", "epsilon", "code", call) for call in losses_on_noise(index)]
+    on_noise = losses_on_noise(index)
+    # Alternatives of one method (k-diffusion's Denoiser.loss, SimpleLossDenoiser.loss...) that train
+    # different targets: whichever class the run picks decides, the code alone shows no objective.
+    methods = {(c.function.name, id(c.function)) for c in on_noise if c.function is not None}
+    rivals = [
+        c
+        for c in _loss_calls(index)
+        if c not in on_noise
+        and c.function is not None
+        and any(name == c.function.name and key != id(c.function) for name, key in methods)
+    ]
+    evidence = [] if rivals else [synthetic_setting("prediction_type", "epsilon", "code", call) for call in on_noise]
     return prediction_type(index, evidence)
 
 

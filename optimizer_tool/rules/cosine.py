@@ -24,6 +24,7 @@ from optimizer_tool.contract import Applicability, CannotFix, Fix, FixContext, H
 from optimizer_tool.edit.settings import manual_setting_patch, set_settings
 from optimizer_tool.findings import Severity, State
 from optimizer_tool.index import UnitIndex
+from optimizer_tool.knowledge.configured import default_applies
 from optimizer_tool.knowledge.diffusion import (
     COSINE_SCHEDULES,
     beta_schedule,
@@ -74,7 +75,7 @@ def _schedule_known(index: UnitIndex) -> bool:
     return bool(beta_schedule(index).by_value)
 
 
-def _describe(setting) -> str:
+def _describe(index: UnitIndex, setting) -> str:
     if setting.kind == "library-default":
         return (
             f"{setting.owner.rsplit('.', 1)[-1]}(...) without beta_schedule uses the library default {setting.value!r}"
@@ -86,7 +87,7 @@ def _describe(setting) -> str:
             else f"the betas come from a {setting.value} schedule"
         )
     if setting.kind == "param-default":
-        return f"{setting.owner}() is called without {setting.name}, so its default {setting.value!r} applies"
+        return default_applies(index, setting)
     if setting.kind == "config-file":
         return f"{setting.owner}: {setting.value}"
     return f"{setting.name} = {setting.value!r}"
@@ -226,9 +227,9 @@ class LinearSchedule(Rule):
         setting = schedule.where("linear")
         yield Hit.at(
             setting,
-            f"the noise schedule is linear ({_describe(setting)}): its last timesteps are nearly pure noise and teach"
-            ' little; a cosine schedule ("cosine", diffusers "squaredcos_cap_v2") spreads the signal-to-noise ratio'
-            " evenly at no cost",
+            f"the noise schedule is linear ({_describe(index, setting)}): its last timesteps are nearly pure noise"
+            ' and teach little; a cosine schedule ("cosine", diffusers "squaredcos_cap_v2") spreads the'
+            " signal-to-noise ratio evenly at no cost",
         )
 
 

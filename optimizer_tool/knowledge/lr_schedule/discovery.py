@@ -177,7 +177,10 @@ def _helper_calls(index: UnitIndex, schedules: list[Schedule]) -> list[Schedule]
         )
         takes_optimizer = passes_optimizer and mentions_schedule and not is_noise_helper(leaf)
         if (helper or takes_optimizer) and not (leaf and defines_local_schedule(index, leaf)):
-            found.append(Schedule(call, call.path, call.line, call.col, "helper", function=call.function))
+            handed = call.func_text if (call.func_text or "").startswith(HANDED_IN) else ""
+            found.append(
+                Schedule(call, call.path, call.line, call.col, "helper", function=call.function, handed=handed)
+            )
     return found
 
 
@@ -195,11 +198,31 @@ def _lightning_schedules(index: UnitIndex, schedules: list[Schedule]) -> None:
         pairs = [
             r
             for r in index.returns
-            if r.function == fn and isinstance(r.value, (cst.Tuple, cst.List)) and len(r.value.elements) == 2
+            if r.function == fn
+            and isinstance(r.value, (cst.Tuple, cst.List))
+            and len(r.value.elements) == 2
+            and not _empty(r.value.elements[1].value)  # ``return [opt_ae, opt_disc], []``: no scheduler
         ]
         if keyed or pairs:
             where = (keyed or pairs)[0]
-            schedules.append(Schedule(None, where.path, where.line, where.col, "helper", function=fn))
+            handed = next(
+                (
+                    c.func_text
+                    for c in index.calls_in(fn)
+                    if c.func_text and c.func_text.startswith(HANDED_IN) and "sched" in c.func_text.lower()
+                ),
+                "",
+            )
+            schedules.append(Schedule(None, where.path, where.line, where.col, "helper", function=fn, handed=handed))
+
+
+# A Lightning module's scheduler built from what its constructor received (``self.hparams.scheduler``,
+# a ``functools.partial`` that a Hydra config fills in): the module's builder decides it.
+HANDED_IN = ("self.hparams.", "self.hparams[", "self.scheduler_factory", "self.lr_scheduler_factory")
+
+
+def _empty(node) -> bool:
+    return isinstance(node, (cst.List, cst.Tuple)) and not node.elements
 
 
 def _off_by_default(index: UnitIndex, leaf: str) -> str | None:

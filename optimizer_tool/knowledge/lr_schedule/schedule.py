@@ -32,6 +32,8 @@ class Schedule:
     part_of: "Schedule | None" = None
     # the flag whose default keeps a decay the code has from running (decay is then False)
     decay_switch: Setting | None = None
+    # built from what the trainer received (``self.hparams.scheduler(optimizer=...)``): the code handed in
+    handed: str = ""
 
     @property
     def constant(self) -> bool:

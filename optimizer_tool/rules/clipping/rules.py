@@ -7,7 +7,7 @@ import re
 from typing import Iterable
 
 from optimizer_tool.contract import Hit, Rule
-from optimizer_tool.findings import Severity
+from optimizer_tool.findings import Severity, State
 from optimizer_tool.index import UNKNOWN, UnitIndex, dotted, literal
 from optimizer_tool.knowledge.training import (
     exclusive,
@@ -106,6 +106,15 @@ class NoClipping(Rule):
 
     def applies(self, index: UnitIndex) -> bool:
         return trains(index) and not lightning_configured_elsewhere(index)
+
+    def when_blind(self, index: UnitIndex) -> tuple[State, str] | None:
+        if trains(index) and lightning_configured_elsewhere(index):
+            return (
+                State.ELSEWHERE,
+                "a Lightning module: clipping is an option of the Trainer (gradient_clip_val), which is built "
+                "outside this module or from run-time arguments; whoever builds it decides",
+            )
+        return None
 
     def check(self, index: UnitIndex) -> Iterable[Hit]:
         if clip_facts(index).present:

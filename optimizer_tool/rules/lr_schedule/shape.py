@@ -142,6 +142,12 @@ class NoSchedule(Rule):
         if not top or any(s.warmup and s.decay for s in top):
             return None
         where = f"{top[0].path.name}:{top[0].line}" if hasattr(top[0].path, "name") else str(top[0].line)
+        if all(s.handed for s in top):
+            return (
+                State.ELSEWHERE,
+                f"the learning-rate scheduler is built from what the module receives (`{top[0].handed}`, "
+                f"{where}): whoever builds the module (its config) decides the warm-up and decay",
+            )
         if all(s.warmup is None and s.decay is None for s in top):
             return (
                 State.UNKNOWN,

@@ -121,7 +121,19 @@ class GradNormNotLogged(_Monitoring):
             yield Hit.at(anchor)
         else:
             fn = index.functions_named("training_step", "configure_optimizers")[0]
-            yield Hit(fn.path, fn.line, 1)
+            yield Hit(fn.path, fn.line, 1, LIGHTNING_MESSAGE)
+
+    def applies(self, index: UnitIndex) -> bool:
+        # A Lightning module logs its own gradient norm (Lightning 2 has no Trainer flag for it), so
+        # a Trainer built elsewhere does not decide this one.
+        return trains(index)
+
+
+LIGHTNING_MESSAGE = (
+    "the gradient norm is never logged: in a LightningModule, log it in `on_before_optimizer_step` "
+    "(`self.log_dict(grad_norm(self, norm_type=2))`, from lightning.pytorch.utilities; "
+    "`Trainer(track_grad_norm=2)` before Lightning 2.0)"
+)
 
 
 class LrNotLogged(_Monitoring):

@@ -133,7 +133,7 @@ def _branch_target(ctx: FixContext, index: UnitIndex, loss: CallSite | None, fin
             finding.location.path, finding.location.line, "cannot find the loss this finding is about", TARGET_PATCH
         )
     fn = loss.function
-    operand = next(name for name in operands(loss) if is_noise(index, fn, name))
+    operand = next(name for name in operands(loss, index) if is_noise(index, fn, name))
     add_noise = next((c for c in index.calls_in(fn) if c.method == "add_noise" and len(c.args) >= 3), None)
     if add_noise is None:
         raise CannotFix(

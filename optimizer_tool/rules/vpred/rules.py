@@ -7,6 +7,7 @@ from typing import Iterable
 from optimizer_tool.contract import Hit, Rule
 from optimizer_tool.findings import Severity, State
 from optimizer_tool.index import UnitIndex, literal
+from optimizer_tool.knowledge.configured import default_applies
 from optimizer_tool.knowledge.diffusion import (
     diffusers_scheduler_class,
     inherited,
@@ -173,7 +174,7 @@ class EpsilonPrediction(Rule):
         elif setting.kind == "library-default":
             why = f"{setting.owner.rsplit('.', 1)[-1]}(...) without prediction_type defaults to 'epsilon'"
         elif setting.kind == "param-default":
-            why = f"{setting.owner}() is called without {setting.name}, whose default is {setting.value!r}"
+            why = default_applies(index, setting)
         else:
             why = f"{setting.name} = {setting.value!r}"
         yield Hit.at(

@@ -8,7 +8,7 @@ from typing import Iterable
 
 import libcst as cst
 
-from optimizer_tool.index import CallSite, Setting, UnitIndex, dotted, literal
+from optimizer_tool.index import CallSite, Setting, UnitIndex, code_of, dotted, literal
 from optimizer_tool.knowledge.configured import (
     Configured,
     configured,
@@ -419,3 +419,37 @@ def other_objective(index: UnitIndex) -> str | None:
             if OTHER_NAMES.match(name.rsplit(".", 1)[-1]):
                 return f"uses {name}"
     return None
+
+
+# --- continuous noise levels (EDM, VE, k-diffusion): no betas to schedule ------------------------
+# ``n = torch.randn_like(y) * sigma``, ``x_t = x_start + noise * append_dims(sigmas, dims)``
+SIGMA_NOISING = re.compile(
+    r"(randn\w*\([^()]*\)|\bnoise\b|\bnoises\b)\s*\*\s*[\w.]*?(append_dims\(\s*|_expand\w*\(\s*)?[\w.]*sigmas?\b"
+    r"|\bsigmas?\b[\w.\[\]]*\s*\*\s*(torch\.)?randn"
+)
+DISCRETE_SCHEDULE_NAMES = re.compile(
+    r"(^|_)(betas|alphas_cumprod|alphas_bar|alpha_bar|alphas_hat|beta_schedule|noise_schedule|log_snr)$"
+)
+
+
+SIGMA_REASON = "the noise level is a continuous sigma, as in EDM and VE/Karras samplers"
+
+
+def sigma_noising(index: UnitIndex) -> str | None:
+    """Where the unit noises its data with a continuous noise level sigma and keeps no discrete
+    schedule (no betas, no alphas_cumprod): EDM's ``n = torch.randn_like(y) * sigma``, the Karras
+    ``x_t = x_start + noise * append_dims(sigmas, dims)``. The cosine schedule, its offset and the
+    zero-terminal-SNR rescale are changes to a beta schedule, which such a trainer does not have."""
+
+    def find() -> str | None:
+        if any(DISCRETE_SCHEDULE_NAMES.search(a.target.rsplit(".", 1)[-1]) for a in index.assigns):
+            return None
+        if index.setting("beta_schedule", "noise_schedule", "schedule"):
+            return None
+        for assign in index.assigns:
+            text = code_of(assign.value)
+            if SIGMA_NOISING.search(text):
+                return f"`{assign.target} = {text[:60]}` ({assign.path.name}:{assign.line})"
+        return None
+
+    return memo(index, "diffusion.sigma_noising", find)

@@ -32,7 +32,7 @@ from optimizer_tool.edit.tree import enclosing
 from optimizer_tool.findings import Severity, State
 from optimizer_tool.index import CallSite, UnitIndex, code_of, dotted, literal
 from optimizer_tool.knowledge.configured import expression_nodes
-from optimizer_tool.knowledge.diffusion import beta_schedule, inherited
+from optimizer_tool.knowledge.diffusion import SIGMA_REASON, beta_schedule, inherited, sigma_noising
 
 KEY = "offset"
 TITLE = "Cosine-schedule offset s"
@@ -339,6 +339,9 @@ class NoCosineOffset(Rule):
         if library is not None:
             return State.NOT_APPLICABLE, f"{library}; a library's cosine schedule has its offset built in"
         if not schedules and not beta_schedule(index).by_value:
+            sigma = sigma_noising(index)
+            if sigma is not None:
+                return State.NOT_APPLICABLE, f"{SIGMA_REASON} ({sigma}): no cosine schedule, no offset"
             return None  # the schedule itself is not visible here: unknown
         if not schedules:
             return State.NOT_APPLICABLE, "no hand-written cosine schedule: the offset s only concerns one"

@@ -31,11 +31,13 @@ from optimizer_tool.knowledge.configured import configured
 from optimizer_tool.knowledge.diffusion import (
     BETAS_TARGET,
     SCHEDULE_HELPER,
+    SIGMA_REASON,
     beta_schedule,
     diffusers_scheduler_class,
     inherited,
     prediction_type,
     pretrained_scheduler_loads,
+    sigma_noising,
 )
 from optimizer_tool.knowledge.objective import configured_prediction
 
@@ -158,7 +160,12 @@ class _VPrediction(Rule):
         if configured_prediction(index).value is not None:
             return State.NOT_APPLICABLE, "the model does not predict v: zero terminal SNR is for v-prediction"
         reason = inherited(index, "prediction type", "prediction_type")
-        return (State.ELSEWHERE, reason) if reason is not None else None
+        if reason is not None:
+            return State.ELSEWHERE, reason
+        sigma = sigma_noising(index)
+        if sigma is not None:
+            return State.NOT_APPLICABLE, f"{SIGMA_REASON} ({sigma}): no beta schedule to rescale"
+        return None
 
 
 class TerminalSnrNotZero(_VPrediction):

@@ -102,11 +102,62 @@ def test_betas_from_a_method_returning_linspace_and_noise_returned_by_a_helper(t
         "(noise - predicted_noise).pow(2).mean()",
         "(noise - predicted_noise).square().sum(dim=1).mean()",
         "torch.mean((noise - predicted_noise) ** 2)",
+        # ermongroup/ddim: the reduction names its dimensions
+        "(noise - predicted_noise).square().sum(dim=(1, 2, 3)).mean(dim=0)",
+        # U-ViT: a helper of the project squares and reduces its argument
+        "mos(noise - predicted_noise)",
     ],
 )
 def test_hand_written_mse_against_the_noise_is_an_epsilon_objective(tmp_path, expression):
     forward = TUPLE_LOSS.replace("((noise - predicted_noise) ** 2).mean()", expression)
-    assert verdicts(tmp_path, TRAIN.format(helpers="", init=METHOD_INIT, forward=forward))["vpred"] == "missing"
+    helpers = "\ndef mos(a, start_dim=1):\n    return a.pow(2).flatten(start_dim=start_dim).mean(dim=-1)\n"
+    assert verdicts(tmp_path, TRAIN.format(helpers=helpers, init=METHOD_INIT, forward=forward))["vpred"] == "missing"
+
+
+def test_a_helper_that_does_not_square_is_no_loss(tmp_path):
+    forward = TUPLE_LOSS.replace("((noise - predicted_noise) ** 2).mean()", "mos(noise - predicted_noise)")
+    helpers = "\ndef mos(a, start_dim=1):\n    return a.flatten(start_dim=start_dim).mean(dim=-1)\n"
+    assert verdicts(tmp_path, TRAIN.format(helpers=helpers, init=METHOD_INIT, forward=forward))["vpred"] == "unknown"
+
+
+EDM = """import torch
+
+
+class EDMLoss:
+    def __init__(self, P_mean=-1.2, P_std=1.2, sigma_data=0.5):
+        self.P_mean, self.P_std, self.sigma_data = P_mean, P_std, sigma_data
+
+    def __call__(self, net, images):
+        rnd_normal = torch.randn([images.shape[0], 1, 1, 1], device=images.device)
+        sigma = (rnd_normal * self.P_std + self.P_mean).exp()
+        weight = (sigma ** 2 + self.sigma_data ** 2) / (sigma * self.sigma_data) ** 2
+        n = torch.randn_like(images) * sigma
+        D_yn = net(images + n, sigma)
+        return weight * ((D_yn - images) ** 2)
+
+
+def train(net, loader):
+    loss_fn = EDMLoss()
+    opt = torch.optim.Adam(net.parameters(), lr=1e-3)
+    for images in loader:
+        opt.zero_grad()
+        loss_fn(net, images).sum().backward()
+        opt.step()
+
+
+if __name__ == "__main__":
+    train(build(), data())
+"""
+
+
+def test_continuous_sigma_noising_has_no_beta_schedule(tmp_path):
+    """NVlabs/edm, openai/consistency_models: cosine, its offset and zero terminal SNR concern a beta
+    schedule, which a trainer that draws sigma continuously does not have (they used to be unknown)."""
+    got = verdicts(tmp_path, EDM)
+    assert got["cosine"] == "n/a" and got["offset"] == "n/a" and got["zero-snr"] == "n/a"
+    # a beta schedule beside it: the sigma reading does not apply
+    with_betas = EDM.replace("def train(", "betas = torch.linspace(1e-4, 0.02, 1000)\n\n\ndef train(")
+    assert verdicts(tmp_path, with_betas)["cosine"] != "n/a"
 
 
 def test_a_cosine_helper_written_by_hand_is_cosine(tmp_path):

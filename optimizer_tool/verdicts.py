@@ -24,7 +24,7 @@ from optimizer_tool.index import CallSite, UnitIndex
 from optimizer_tool.knowledge.configured import param_default_calls
 from optimizer_tool.knowledge.diffusion import diffusion_evidence, other_objective
 from optimizer_tool.knowledge.guards import chosen_at_run_time, switched_off
-from optimizer_tool.knowledge.objective import handed_in
+from optimizer_tool.knowledge.objective import handed_in, loss_handed_in
 from optimizer_tool.knowledge.settings import argparse_choices, dispatched_literals, feeds_diffusers_scheduler
 from optimizer_tool.knowledge.training import trains
 from optimizer_tool.registry import Optimization
@@ -65,7 +65,7 @@ class UnitFacts:
         if self.diffusion is False:
             return NOT_DIFFUSION
         if self.diffusion is None:
-            return UNDECIDED
+            return f"the objective is decided elsewhere: {self.handed_in}" if self.handed_in else UNDECIDED
         return ""
 
 
@@ -79,7 +79,10 @@ def unit_facts(index: UnitIndex, entry: Path) -> UnitFacts:
     if evidence is not None:
         return UnitFacts(entry, True, True, evidence, handed_in=handed_in(index))
     other = other_objective(index)
-    return UnitFacts(entry, True, False if other else None, other or "")
+    if other:
+        return UnitFacts(entry, True, False, other)
+    # no objective visible: where the unit receives the object that computes its loss, its caller decides
+    return UnitFacts(entry, True, None, "", handed_in=handed_in(index) or loss_handed_in(index))
 
 
 @dataclass
@@ -102,6 +105,8 @@ def verdict(opt: Optimization, index: UnitIndex, facts: UnitFacts, outcomes: lis
     if opt.diffusion_only and facts.diffusion is False:
         return Verdict(opt.key, State.NOT_APPLICABLE, NOT_DIFFUSION)
     if opt.diffusion_only and facts.diffusion is None:
+        if facts.handed_in:
+            return Verdict(opt.key, State.ELSEWHERE, facts.handed_in)
         return Verdict(opt.key, State.UNKNOWN, UNDECIDED)
     missing = [o for o in outcomes if o.severity is Severity.MISSING]
     fired = next((o for o in missing if o.hits), None)

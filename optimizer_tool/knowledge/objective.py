@@ -11,7 +11,14 @@ from functools import lru_cache
 import libcst as cst
 
 from optimizer_tool.index import Assign, CallSite, FunctionInfo, UnitIndex, code_of, dotted
-from optimizer_tool.knowledge.configured import Configured, expression_nodes, find_call, synthetic_setting
+from optimizer_tool.knowledge.configured import (
+    Configured,
+    assignments_of,
+    expression_nodes,
+    find_call,
+    names_in,
+    synthetic_setting,
+)
 from optimizer_tool.knowledge.diffusion import (
     PREDICTION_FLAGS,
     PREDICTION_SETTINGS_LOOSE,
@@ -256,6 +263,38 @@ def handed_in(index: UnitIndex) -> str | None:
                 return (
                     f"the loss is `{text}` of an object the trainer receives (parameter `{name}` of "
                     f"{fn.qualname}, {assign.path.name}:{fn.line}): whoever builds it decides; check the entry script"
+                )
+    return None
+
+
+def loss_handed_in(index: UnitIndex) -> str | None:
+    """Where the trained loss is computed by an object the unit receives: a ``loss = f(...)`` next
+    to a ``backward()``, with ``f`` built from a parameter of the function that sets it (Palette's
+    ``self.netG = networks[0]``, a network whose forward is the loss; EDM's ``training_loop`` with
+    ``loss_fn = construct_class_by_name(**loss_kwargs)``). A sentence naming the parameter, or None."""
+    trained = {
+        c.function
+        for c in index.calls
+        if c.function is not None and isinstance(c.node.func, cst.Attribute) and c.node.func.attr.value == "backward"
+    }
+    for assign in index.assigns:
+        if assign.function not in trained or assign.call is None or "loss" not in assign.target.lower():
+            continue
+        callee = assign.call.func_text
+        if not callee or assign.call.method in ("backward", "mean", "sum"):
+            continue
+        sources = assignments_of(index, callee, assign.function) if not callee.startswith("self.") else []
+        sources += [a for a in index.assigns if callee.startswith("self.") and a.target == callee]
+        for source in sources:
+            fn = source.function
+            if fn is None or _built_here(index, fn):
+                continue
+            taken = [p for p in fn.params if p not in ("self", "cls") and p in names_in(source.value)]
+            if taken:
+                return (
+                    f"the loss is computed by `{callee}`, built from parameter `{taken[0]}` of {fn.qualname} "
+                    f"({source.path.name}:{source.line}): whoever builds it decides the objective; check the entry "
+                    "script"
                 )
     return None
 

@@ -512,3 +512,54 @@ def test_a_lightning_scheduler_built_from_what_the_module_receives_is_decided_el
     assert states["lr-schedule"] == "decided-elsewhere"
     _write(tmp_path, {"module.py": AUTOENCODER_MODULE})
     assert _verdicts(tmp_path, "module.py")["lr-schedule"] == "missing"
+
+
+HANDED_LOOP = """\
+import torch
+
+
+def training_loop(dataset_kwargs={{}}, network_kwargs={{}}, loss_kwargs={{}}, lr=1e-3):
+    net = construct_class_by_name(**network_kwargs)
+    loss_fn = {loss}
+    optimizer = torch.optim.Adam(net.parameters(), lr=lr)
+    for images in construct_class_by_name(**dataset_kwargs):
+        optimizer.zero_grad()
+        loss = loss_fn(net=net, images=images)
+        loss.sum().backward()
+        optimizer.step()
+"""
+
+HANDED_MODEL = """\
+import torch
+
+
+class Palette:
+    def __init__(self, networks, losses, optimizers):
+        self.netG = networks[0]
+        self.loss_fn = losses[0]
+        self.optG = torch.optim.Adam(self.netG.parameters(), lr=5e-5)
+
+    def train_step(self, loader):
+        for gt_image, cond_image in loader:
+            self.optG.zero_grad()
+            loss = self.netG(gt_image, cond_image)
+            loss.backward()
+            self.optG.step()
+"""
+
+
+def test_a_loss_computed_by_an_object_the_unit_receives_is_decided_elsewhere(tmp_path):
+    """NVlabs/edm training_loop.py (loss_fn from construct_class_by_name(**loss_kwargs)) and Palette's
+    model.py (the loss is the forward of networks[0]) checked on their own: the diffusion keys were
+    unknown ("no objective recognised"); the caller decides them."""
+    _write(tmp_path, {"training_loop.py": HANDED_LOOP.format(loss="construct_class_by_name(**loss_kwargs)")})
+    states = _verdicts(tmp_path, "training_loop.py")
+    assert states["cosine"] == "decided-elsewhere" and states["vpred"] == "decided-elsewhere"
+    assert "loss_kwargs" in states["_note"]
+    _write(tmp_path, {"model.py": HANDED_MODEL})
+    assert _verdicts(tmp_path, "model.py")["lpips"] == "decided-elsewhere"
+
+
+def test_a_loss_built_in_the_unit_is_not_handed_in(tmp_path):
+    _write(tmp_path, {"training_loop.py": HANDED_LOOP.format(loss="MyLoss(sigma_data=0.5)")})
+    assert _verdicts(tmp_path, "training_loop.py")["cosine"] == "unknown"

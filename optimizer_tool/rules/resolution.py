@@ -295,6 +295,13 @@ class LowResolution(Rule):
             return State.MISSING, f"trains on {name} at its native {side}x{side} px (nothing resizes it)"
         if sizes:
             return State.ELSEWHERE, "a latent or pretrained model: its resolution follows the pretrained autoencoder"
+        unread = next((s for s in index.setting(*RESOLUTION_SETTINGS) if not s.known), None)
+        if unread is not None:
+            return (
+                State.ELSEWHERE,
+                f"the resolution is `{unread.name}`, set from what the unit receives at run time "
+                f"({unread.path.name}:{unread.line}: a config, a flag or the caller decides)",
+            )
         return State.UNKNOWN, "no training resolution setting found"
 
     def check(self, index: UnitIndex) -> Iterable[Hit]:

@@ -275,3 +275,32 @@ def test_sign_language_wording_only_for_sign_language_trainers(tmp_path):
     (tmp_path / "train.py").write_text(signs)
     result, _ = run_check([tmp_path / "train.py"], Settings())
     assert any("hand" in f.message for f in result.findings if f.key == "lpips")
+
+
+RUN_TIME_SIZE = """\
+import torch
+import torch.nn.functional as F
+
+
+def train(config, model, loader):
+    image_size = config.data.image_size
+    opt = torch.optim.Adam(model.parameters(), lr=2e-4)
+    for x in loader:
+        x = F.interpolate(x, size=image_size)
+        noise = torch.randn_like(x)
+        t = torch.randint(0, 1000, (x.shape[0],))
+        loss = F.mse_loss(model(x + noise, t), noise)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+"""
+
+
+def test_a_resolution_read_at_run_time_is_decided_elsewhere(tmp_path):
+    """ddim, imagen, Latte, PixArt, EDM: `image_size = config.data.image_size` was unknown ("no
+    training resolution setting found"); the config chosen at run time decides it."""
+    assert verdicts(tmp_path, RUN_TIME_SIZE)["resolution"] == "decided-elsewhere"
+    no_setting = RUN_TIME_SIZE.replace("    image_size = config.data.image_size\n", "").replace(
+        "size=image_size", "scale_factor=2"
+    )
+    assert verdicts(tmp_path, no_setting)["resolution"] == "unknown"

@@ -58,7 +58,7 @@ def _loss_calls(index: UnitIndex) -> list[CallSite]:
         for c in index.calls
         if c.matches(LOSS_FUNCTIONS)
         or (c.func_text and c.func_text in modules)
-        or _squared_difference(c, index) is not None
+        or squared_difference(c, index) is not None
     ]
     return [
         c
@@ -79,7 +79,7 @@ def _strip(node):
     return node
 
 
-def _squared_difference(call: CallSite, index: UnitIndex | None = None) -> cst.BinaryOperation | None:
+def squared_difference(call: CallSite, index: UnitIndex | None = None) -> cst.BinaryOperation | None:
     """The ``a - b`` of a loss written by hand: ``((a - b) ** 2).mean()``, ``(a - b).pow(2).mean()``,
     ``(a - b).square().sum(dim=(1, 2, 3))`` (ermongroup/ddim), ``(a - b).abs().mean()``,
     ``torch.mean((a - b) ** 2)``, and, given the unit, ``mos(a - b)`` where the project's own
@@ -131,7 +131,7 @@ def _squaring_helper(index: UnitIndex, call: CallSite) -> bool:
 
 
 def operands(call: CallSite, index: UnitIndex | None = None) -> list[str]:
-    difference = _squared_difference(call, index)
+    difference = squared_difference(call, index)
     if difference is not None:
         return [n for n in (dotted(_strip(difference.left)), dotted(_strip(difference.right))) if n]
     if call.matches(("*.mean_flat", "mean_flat")):

@@ -10,6 +10,7 @@ import pytest
 
 from optimizer_tool.engine import run_check
 from optimizer_tool.settings import Settings
+from optimizer_tool.testing import findings_for
 
 TRAIN = """\
 import torch
@@ -304,3 +305,49 @@ def test_a_resolution_read_at_run_time_is_decided_elsewhere(tmp_path):
         "size=image_size", "scale_factor=2"
     )
     assert verdicts(tmp_path, no_setting)["resolution"] == "unknown"
+
+
+HAND_LR = """\
+import torch
+import torch.nn.functional as F
+
+
+def train(model, loader, lrate=1e-4, n_epoch=20, lr_rampup_kimg=10000, batch_size=64):
+    optim = torch.optim.Adam(model.parameters(), lr=lrate)
+    cur_nimg = 0
+    for ep in range(n_epoch):
+{lr}
+        for x in loader:
+            noise = torch.randn_like(x)
+            loss = F.mse_loss(model(x + noise), noise)
+            optim.zero_grad()
+            loss.backward()
+            optim.step()
+            cur_nimg += batch_size
+
+
+if __name__ == "__main__":
+    train(build(), data())
+"""
+
+
+def test_a_linear_decay_written_by_hand_decays_and_never_warms_up(tmp_path):
+    """TeaPearce/Conditional_Diffusion_MNIST: lrate * (1 - ep / n_epoch) was unknown."""
+    lr = "        optim.param_groups[0]['lr'] = lrate * (1 - ep / n_epoch)"
+    assert verdicts(tmp_path, HAND_LR.format(lr=lr))["lr-schedule"] == "missing"
+    # through a variable: frac = ep / n_epoch; lr = lrate * (1 - frac)
+    lr = (
+        "        frac = ep / n_epoch\n        lr = lrate * (1 - frac)\n"
+        "        for g in optim.param_groups:\n            g['lr'] = lr"
+    )
+    assert verdicts(tmp_path, HAND_LR.format(lr=lr))["lr-schedule"] == "missing"
+
+
+def test_an_edm_ramp_up_is_a_warm_up_without_decay(tmp_path):
+    """NVlabs/edm: lr * min(cur_nimg / max(lr_rampup_kimg * 1000, 1e-8), 1) was unknown."""
+    lr = (
+        "        for g in optim.param_groups:\n"
+        "            g['lr'] = lrate * min(cur_nimg / max(lr_rampup_kimg * 1000, 1e-8), 1)"
+    )
+    found = {f.code for f in findings_for(HAND_LR.format(lr=lr), tmp_path)}
+    assert "LR002" in found and "LR001" not in found  # warms up, never decays

@@ -10,7 +10,7 @@ import re
 import libcst as cst
 
 from optimizer_tool.index import CallSite, FunctionInfo, Setting, UnitIndex, dotted, literal
-from optimizer_tool.knowledge.configured import expanded_names, feeding_assigns
+from optimizer_tool.knowledge.configured import expanded_names, expression_nodes, feeding_assigns
 from optimizer_tool.knowledge.guards import switched_off
 from optimizer_tool.knowledge.lr_schedule.constructors import defines_local_schedule, from_constructor, is_noise_helper
 from optimizer_tool.knowledge.lr_schedule.lambdas import warmup_then_constant
@@ -103,7 +103,7 @@ def _manual_schedules(index: UnitIndex) -> list[Schedule]:
             scope = _function_names(index, item.function) | set().union(
                 *[_function_names(index, f) for f in _local_callees(index, names)]
             )
-            decay = True if _decays(names) else None
+            decay = True if _decays(names) or _linear_decay(index, item) else None
             switch = _decay_switch(index, item) if decay else None
             if switch is not None:
                 decay = False
@@ -134,6 +134,31 @@ def _manual_schedules(index: UnitIndex) -> list[Schedule]:
                 )
             )
     return found
+
+
+def _linear_decay(index: UnitIndex, item) -> bool:
+    """``lr * (1 - epoch / n_epoch)`` (Conditional_Diffusion_MNIST), also through the variables the
+    assignment reads (``frac_done = step / total``; ``lr = base * (1 - frac_done)``): one minus a
+    progress ratio."""
+    values = [item.value, *(a.value for a in feeding_assigns(index, item.value, item.function, item.line))]
+    ratios = {a.target for a in feeding_assigns(index, item.value, item.function, item.line) if _has_divide(a.value)}
+    for value in values:
+        for node in expression_nodes(value):
+            if (
+                isinstance(node, cst.BinaryOperation)
+                and isinstance(node.operator, cst.Subtract)
+                and literal(node.left) in (1, 1.0)
+                and (_has_divide(node.right) or dotted(node.right) in ratios)
+            ):
+                return True
+    return False
+
+
+def _has_divide(node) -> bool:
+    return any(
+        isinstance(n, cst.BinaryOperation) and isinstance(n.operator, (cst.Divide, cst.FloorDivide))
+        for n in expression_nodes(node)
+    )
 
 
 def _decays(names: set[str]) -> bool:

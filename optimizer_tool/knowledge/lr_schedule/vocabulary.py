@@ -45,8 +45,9 @@ CONSTANT_NAMES = {"constant"}
 WARMUP_ONLY_NAMES = {"constant_with_warmup"}
 
 # Names in lambdas and length arguments.
-WARMUP_WORD = re.compile(r"warm", re.I)
-STEP_WORD = re.compile(r"step|iter|update|batches|len\(|estimated_stepping", re.I)
+WARMUP_WORD = re.compile(r"warm|ramp_?up", re.I)  # EDM: lr_rampup_kimg
+# progress counters; EDM counts images seen (cur_nimg, kimg)
+STEP_WORD = re.compile(r"step|iter|update|batches|len\(|estimated_stepping|nimg|kimg", re.I)
 EPOCH_WORD = re.compile(r"epoch", re.I)
 DECAY_WORD = re.compile(
     r"(^|_)(decay|progress|anneal|remaining|frac|total|max_steps|max_train_steps|num_training_steps|train_steps"

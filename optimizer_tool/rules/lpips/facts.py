@@ -11,6 +11,7 @@ import libcst as cst
 from optimizer_tool.index import CallSite, FunctionInfo, UnitIndex, dotted, literal
 from optimizer_tool.knowledge.configured import expression_nodes
 from optimizer_tool.knowledge.diffusion import prediction_type
+from optimizer_tool.knowledge.objective import squared_difference
 from optimizer_tool.knowledge.training import call_of, memo, names_in, run_by_entry, sampling_functions
 
 LPIPS_CONSTRUCTORS = (
@@ -155,10 +156,12 @@ def _squared_difference(node) -> bool:
 
 
 def mse_calls(index: UnitIndex) -> list[CallSite]:
-    """MSE terms: ``F.mse_loss``, ``nn.MSELoss``, ``mean_flat((target - out) ** 2)``, ``((a - b) ** 2).mean()``."""
+    """Pixel losses: ``F.mse_loss``, ``nn.MSELoss``, ``mean_flat((target - out) ** 2)`` and the forms
+    written by hand that the objective model reads (``((a - b) ** 2).mean()``, ``.square().sum(dim=...)``,
+    a project helper squaring its argument)."""
     found = []
     for call in index.calls:
-        if call.matches(MSE_CALLS):
+        if call.matches(MSE_CALLS) or squared_difference(call, index) is not None:
             found.append(call)
             continue
         func = call.node.func

@@ -238,7 +238,7 @@ model = torch.nn.Linear(4, 4)
 noise_scheduler = DDPMScheduler()
 optim = torch.optim.Adam(model.parameters(), lr=1e-4)
 for ep in range(n_epoch):
-    optim.param_groups[0]["lr"] = 1e-4 * (1 - ep / n_epoch)
+    optim.param_groups[0]["lr"] = 1e-4 * lr_table[ep]
     for x in loader:
         loss = model(noise_scheduler.add_noise(x, torch.randn_like(x), 10)).mean()
         loss.backward()
@@ -283,6 +283,9 @@ def test_a_hand_written_lr_formula_is_unknown_not_present(tmp_path):
     _, document = check(tmp_path, HAND_WRITTEN_LR)
     schedule = document["units"][0]["verdicts"]["lr-schedule"]
     assert schedule["state"] == "unknown" and "could not be read" in schedule["reason"]
+    # one minus a progress ratio is read: a linear decay without warm-up
+    _, document = check(tmp_path, HAND_WRITTEN_LR.replace("lr_table[ep]", "(1 - ep / n_epoch)"))
+    assert document["units"][0]["verdicts"]["lr-schedule"]["state"] == "missing"
 
 
 def test_a_schedule_helper_the_entry_never_calls_does_not_count(tmp_path):

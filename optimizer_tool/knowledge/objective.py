@@ -223,18 +223,36 @@ def losses_on_noise(index: UnitIndex) -> list[CallSite]:
 
 def configured_prediction(index: UnitIndex) -> Configured:
     on_noise = losses_on_noise(index)
-    # Alternatives of one method (k-diffusion's Denoiser.loss, SimpleLossDenoiser.loss...) that train
-    # different targets: whichever class the run picks decides, the code alone shows no objective.
+    evidence = [] if _rivals(index) else [synthetic_setting("prediction_type", "epsilon", "code", c) for c in on_noise]
+    return prediction_type(index, evidence)
+
+
+def _rivals(index: UnitIndex) -> bool:
+    """Alternatives of one loss method that train different targets (k-diffusion's ``Denoiser.loss``
+    and ``SimpleLossDenoiser.loss``): whichever class the run picks decides, the code alone shows no
+    objective."""
+    on_noise = losses_on_noise(index)
     methods = {(c.function.name, id(c.function)) for c in on_noise if c.function is not None}
-    rivals = [
-        c
-        for c in _loss_calls(index)
-        if c not in on_noise
+    return any(
+        c not in on_noise
         and c.function is not None
         and any(name == c.function.name and key != id(c.function) for name, key in methods)
-    ]
-    evidence = [] if rivals else [synthetic_setting("prediction_type", "epsilon", "code", call) for call in on_noise]
-    return prediction_type(index, evidence)
+        for c in _loss_calls(index)
+    )
+
+
+def karras_preconditioned(index: UnitIndex) -> str | None:
+    """Where the network output is mixed with its input by EDM's preconditioning
+    (``D = c_skip * x + c_out * F`` with ``c_skip = sigma_data ** 2 / (sigma ** 2 + sigma_data ** 2)``):
+    the network learns a target that is well conditioned at every noise level, as a v-prediction
+    network does (Karras et al. 2022). None where it is not seen (``c_skip = 1`` is plain epsilon
+    or x0 preconditioning) or where rival loss methods leave the objective to the run."""
+    if _rivals(index):
+        return None
+    for assign in index.assigns:
+        if assign.target.rsplit(".", 1)[-1] == "c_skip" and "sigma_data" in code_of(assign.value):
+            return f"{assign.path.name}:{assign.line}"
+    return None
 
 
 LOSS_METHOD = re.compile(

@@ -351,3 +351,27 @@ def test_an_edm_ramp_up_is_a_warm_up_without_decay(tmp_path):
     )
     found = {f.code for f in findings_for(HAND_LR.format(lr=lr), tmp_path)}
     assert "LR002" in found and "LR001" not in found  # warms up, never decays
+
+
+PRECOND = """
+
+class EDMPrecond(torch.nn.Module):
+    def __init__(self, model, sigma_data=0.5):
+        super().__init__()
+        self.model, self.sigma_data = model, sigma_data
+
+    def forward(self, x, sigma):
+        c_skip = self.sigma_data ** 2 / (sigma ** 2 + self.sigma_data ** 2)
+        c_out = sigma * self.sigma_data / (sigma ** 2 + self.sigma_data ** 2).sqrt()
+        return c_skip * x + c_out * self.model(x, sigma)
+"""
+
+
+def test_edm_preconditioning_is_a_well_conditioned_target(tmp_path):
+    """NVlabs/edm and consistency models: the vpred key was unknown; EDM's c_skip/c_out make the
+    network's target well conditioned at every noise level, as v-prediction does."""
+    assert verdicts(tmp_path, EDM)["vpred"] == "unknown"
+    assert verdicts(tmp_path, EDM.replace("\n\ndef train(", PRECOND + "\n\ndef train(", 1))["vpred"] == "present"
+    # c_skip = 1 is no preconditioning of that kind
+    plain = PRECOND.replace("self.sigma_data ** 2 / (sigma ** 2 + self.sigma_data ** 2)", "1")
+    assert verdicts(tmp_path, EDM.replace("\n\ndef train(", plain + "\n\ndef train(", 1))["vpred"] == "unknown"

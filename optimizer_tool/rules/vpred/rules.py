@@ -13,8 +13,14 @@ from optimizer_tool.knowledge.diffusion import (
     inherited,
     prediction_family,
     pretrained_denoiser,
+    sigma_noising,
 )
-from optimizer_tool.knowledge.objective import configured_prediction, losses_on_noise, mentions_prediction
+from optimizer_tool.knowledge.objective import (
+    configured_prediction,
+    karras_preconditioned,
+    losses_on_noise,
+    mentions_prediction,
+)
 from optimizer_tool.knowledge.training import SAMPLING_FUNCTION
 from optimizer_tool.rules.vpred.facts import (
     EPS_HELPER,
@@ -162,7 +168,16 @@ class EpsilonPrediction(Rule):
 
     def when_blind(self, index: UnitIndex) -> tuple[State, str] | None:
         reason = inherited(index, "prediction type", "prediction_type")
-        return (State.ELSEWHERE, reason) if reason is not None else None
+        if reason is not None:
+            return State.ELSEWHERE, reason
+        where = karras_preconditioned(index) if sigma_noising(index) else None
+        if where is not None:
+            return (
+                State.PRESENT,
+                f"the network is preconditioned as in EDM (c_skip/c_out, {where}): its target is well conditioned"
+                " at every noise level, as v-prediction's is (Karras et al. 2022)",
+            )
+        return None
 
     def check(self, index: UnitIndex) -> Iterable[Hit]:
         prediction = configured_prediction(index)

@@ -24,7 +24,7 @@ from optimizer_tool.index import CallSite, UnitIndex
 from optimizer_tool.knowledge.configured import param_default_calls
 from optimizer_tool.knowledge.diffusion import diffusion_evidence, other_objective
 from optimizer_tool.knowledge.guards import chosen_at_run_time, switched_off
-from optimizer_tool.knowledge.objective import handed_in, loss_handed_in
+from optimizer_tool.knowledge.objective import flow_path, handed_in, loss_handed_in
 from optimizer_tool.knowledge.settings import argparse_choices, dispatched_literals, feeds_diffusers_scheduler
 from optimizer_tool.knowledge.training import trains
 from optimizer_tool.registry import Optimization
@@ -76,6 +76,9 @@ def unit_facts(index: UnitIndex, entry: Path) -> UnitFacts:
     if not trains(index):
         return UnitFacts(entry, False, None)
     evidence = diffusion_evidence(index)
+    flow = flow_path(index) if evidence is None else None
+    if flow is not None:
+        evidence = f"trains a flow-matching path {flow}"
     if evidence is not None:
         return UnitFacts(entry, True, True, evidence, handed_in=handed_in(index))
     other = other_objective(index)

@@ -16,6 +16,7 @@ from optimizer_tool.knowledge.configured import (
     assignments_of,
     expression_nodes,
     find_call,
+    memo,
     names_in,
     synthetic_setting,
 )
@@ -25,7 +26,7 @@ from optimizer_tool.knowledge.diffusion import (
     PREDICTION_SETTINGS_STRICT,
     prediction_type,
 )
-from optimizer_tool.knowledge.training import SAMPLING_FUNCTION
+from optimizer_tool.knowledge.training import SAMPLING_FUNCTION, registry_functions
 
 LOSS_FUNCTIONS = (
     "torch.nn.functional.mse_loss",
@@ -159,7 +160,8 @@ def is_noise(index: UnitIndex, function: FunctionInfo | None, name: str, depth: 
         return False
     assigns = local_assigns(index, function, name)
     if not assigns:
-        return name.rsplit(".", 1)[-1] in NOISE_NAMES
+        handed = _passed_noise(index, function, name, depth) if function is not None else None
+        return handed if handed is not None else name.rsplit(".", 1)[-1] in NOISE_NAMES
     for assign in assigns:
         alias = dotted(assign.value)
         if alias and alias != name:
@@ -178,6 +180,30 @@ def is_noise(index: UnitIndex, function: FunctionInfo | None, name: str, depth: 
         if not sampled:
             return False
     return True
+
+
+def _passed_noise(index: UnitIndex, function: FunctionInfo, name: str, depth: int) -> bool | None:
+    """For a parameter ``name`` of a plain function: whether every call of it in the unit (by name,
+    or through a dict registry: ermongroup/ddim's ``loss_registry[...](model, x, t, e, b)``) passes
+    the sampled noise there. None when it is no such parameter or no call is found."""
+    if function.class_name is not None or name not in function.params:
+        return None
+    position = function.params.index(name)
+    verdicts = []
+    for call in index.calls:
+        leaf = (call.func_text or "").rsplit(".", 1)[-1]
+        if leaf != function.name and function.name not in registry_functions(index, call):
+            continue
+        if any(a.star for a in call.node.args):
+            return None
+        node = call.kwarg(name)
+        if node is None and position < len(call.args):
+            node = call.args[position].value
+        passed = dotted(node) if node is not None else None
+        if not passed:
+            return None
+        verdicts.append(is_noise(index, call.function, passed, depth + 1))
+    return all(verdicts) if verdicts else None
 
 
 def _returned_noise(index: UnitIndex, assign: Assign, depth: int) -> bool:
@@ -325,3 +351,43 @@ def _built_here(index: UnitIndex, fn: FunctionInfo) -> bool:
         return True
     callee = fn.class_name if fn.name == "__init__" and fn.class_name else fn.name
     return any((c.method or c.func_text) == callee for c in index.calls)
+
+
+# --- flow matching / rectified flow: x_t = (1 - t) * x + t * noise ---------------------------------
+FLOW_PATH = re.compile(
+    r"\(\s*1(?:\.0*)?\s*-\s*(?P<t>[\w.]+)\s*\)\s*\*\s*(?P<a>[\w.]+)\s*\+\s*(?P=t)\s*\*\s*(?P<b>[\w.]+)"
+    r"|(?P<t2>[\w.]+)\s*\*\s*(?P<b2>[\w.]+)\s*\+\s*\(\s*1(?:\.0*)?\s*-\s*(?P=t2)\s*\)\s*\*\s*(?P<a2>[\w.]+)"
+)
+
+
+FLOW_REASON = "a flow-matching trainer, its input on the straight path between the data and the noise"
+
+
+def flow_path(index: UnitIndex) -> str | None:
+    """Where the unit trains a flow-matching / rectified-flow model: an input on the straight path
+    between the data and the sampled Gaussian noise, ``zt = (1 - t) * x + t * z1`` with
+    ``z1 = torch.randn_like(x)`` (minRF, SD3-style trainers). Such a trainer has no beta schedule
+    (cosine and its offset do not apply), regresses a velocity, and reaches pure noise at t = 1."""
+
+    def find() -> str | None:
+        for assign in index.assigns:
+            text = code_of(assign.value)
+            match = FLOW_PATH.search(text)
+            if match is None:
+                continue
+            ends = [match.group("a") or match.group("a2"), match.group("b") or match.group("b2")]
+            if any(_sampled(index, assign.function, end) for end in ends):
+                return f"`{assign.target} = {text[:60]}` ({assign.path.name}:{assign.line})"
+        return None
+
+    return memo(index, "objective.flow_path", find)
+
+
+def _sampled(index: UnitIndex, function: FunctionInfo | None, name: str) -> bool:
+    """``name`` is assigned from torch.randn/randn_like in ``function`` (not a conventional name alone)."""
+    return any(
+        (site := find_call(index, node)) is not None and site.matches(RANDN)
+        for assign in local_assigns(index, function, name)
+        for node in expression_nodes(assign.value)
+        if isinstance(node, cst.Call)
+    )

@@ -496,11 +496,36 @@ HOOKS = re.compile(
 )
 
 
-def _used(calls: list[CallSite]) -> set[str]:
-    """The names these calls call or hand on (``LambdaLR(opt, warmup_fn)``, ``partial(self.loss)``)."""
+def registry_functions(index: UnitIndex, call: CallSite) -> list[str]:
+    """The functions a call through a dict registry may reach: ``loss_registry[config.model.type](...)``
+    with ``loss_registry = {"simple": noise_estimation_loss}`` (ermongroup/ddim): the leaf names of the
+    dict literal's values."""
+    func = call.node.func
+    if not isinstance(func, cst.Subscript):
+        return []
+    name = dotted(func.value)
+    if not name:
+        return []
+    leaf = name.rsplit(".", 1)[-1]
+
+    def table() -> dict[str, list[str]]:
+        found: dict[str, list[str]] = {}
+        for assign in index.assigns:
+            if isinstance(assign.value, cst.Dict):
+                values = [dotted(e.value) for e in assign.value.elements if isinstance(e, cst.DictElement)]
+                found.setdefault(assign.target.rsplit(".", 1)[-1], []).extend(v.rsplit(".", 1)[-1] for v in values if v)
+        return found
+
+    return memo(index, "training.registries", table).get(leaf, [])
+
+
+def _used(calls: list[CallSite], index: UnitIndex) -> set[str]:
+    """The names these calls call or hand on (``LambdaLR(opt, warmup_fn)``, ``partial(self.loss)``,
+    a function picked from a dict registry)."""
     names: set[str] = set()
     for call in calls:
         names.add((call.func_text or "").rsplit(".", 1)[-1])
+        names.update(registry_functions(index, call))
         if isinstance(call.node.func, cst.Attribute):  # TrainLoop(...).run_loop()
             names.add(call.node.func.attr.value)
         for arg in call.node.args:
@@ -524,7 +549,7 @@ def _reached_from_entry(index: UnitIndex) -> set[int] | None:
         return None
     by_function = _calls_by_function(index)
     bases = _class_bases(index)
-    wanted, classes, done = _used(roots), set(), {}
+    wanted, classes, done = _used(roots, index), set(), {}
     while True:
         named = {c for c in bases if c in wanted}
         while named - classes:
@@ -543,7 +568,7 @@ def _reached_from_entry(index: UnitIndex) -> set[int] | None:
             break
         for f in new:
             done[id(f)] = f
-            wanted |= _used(by_function.get(f, []))
+            wanted |= _used(by_function.get(f, []), index)
     trained = any(f.name in TRAINING_FUNCTIONS for f in done.values()) or any(
         (c.method or c.func_text or "").endswith("backward")
         for f in [None, *done.values()]
@@ -567,11 +592,11 @@ def _reached_functions(index: UnitIndex) -> set[str]:
     by_function = _calls_by_function(index)
     plain = [f for f in index.functions if f.class_name is None]
     roots = [c for fn, calls in by_function.items() if fn is None or fn.class_name is not None for c in calls]
-    wanted, done = _used(roots), set()
+    wanted, done = _used(roots, index), set()
     while True:
         new = [f for f in plain if f.name in wanted and id(f) not in done]
         if not new:
             return {f.name for f in plain if id(f) in done}
         for f in new:
             done.add(id(f))
-            wanted |= _used(by_function.get(f, []))
+            wanted |= _used(by_function.get(f, []), index)

@@ -34,6 +34,7 @@ from optimizer_tool.knowledge.diffusion import (
     pretrained_scheduler_loads,
     sigma_noising,
 )
+from optimizer_tool.knowledge.objective import FLOW_REASON, flow_path
 from optimizer_tool.knowledge.settings import spelling
 
 KEY = "cosine"
@@ -220,6 +221,9 @@ class LinearSchedule(Rule):
         sigma = sigma_noising(index)
         if sigma is not None:
             return State.NOT_APPLICABLE, f"{SIGMA_REASON} ({sigma}): no beta schedule to make cosine"
+        flow = flow_path(index)
+        if flow is not None:
+            return State.NOT_APPLICABLE, f"{FLOW_REASON} ({flow}): no beta schedule to make cosine"
         return (
             State.UNKNOWN,
             "no noise schedule found: no beta_schedule setting, scheduler or betas computation reached",

@@ -33,6 +33,7 @@ from optimizer_tool.findings import Severity, State
 from optimizer_tool.index import CallSite, UnitIndex, code_of, dotted, literal
 from optimizer_tool.knowledge.configured import expression_nodes
 from optimizer_tool.knowledge.diffusion import SIGMA_REASON, beta_schedule, inherited, sigma_noising
+from optimizer_tool.knowledge.objective import FLOW_REASON, flow_path
 
 KEY = "offset"
 TITLE = "Cosine-schedule offset s"
@@ -342,6 +343,9 @@ class NoCosineOffset(Rule):
             sigma = sigma_noising(index)
             if sigma is not None:
                 return State.NOT_APPLICABLE, f"{SIGMA_REASON} ({sigma}): no cosine schedule, no offset"
+            flow = flow_path(index)
+            if flow is not None:
+                return State.NOT_APPLICABLE, f"{FLOW_REASON} ({flow}): no cosine schedule, no offset"
             return None  # the schedule itself is not visible here: unknown
         if not schedules:
             return State.NOT_APPLICABLE, "no hand-written cosine schedule: the offset s only concerns one"

@@ -39,7 +39,7 @@ from optimizer_tool.knowledge.diffusion import (
     pretrained_scheduler_loads,
     sigma_noising,
 )
-from optimizer_tool.knowledge.objective import configured_prediction
+from optimizer_tool.knowledge.objective import FLOW_REASON, configured_prediction, flow_path
 
 KEY = "zero-snr"
 TITLE = "Zero terminal SNR with v-prediction"
@@ -165,6 +165,9 @@ class _VPrediction(Rule):
         sigma = sigma_noising(index)
         if sigma is not None:
             return State.NOT_APPLICABLE, f"{SIGMA_REASON} ({sigma}): no beta schedule to rescale"
+        flow = flow_path(index)
+        if flow is not None:
+            return State.PRESENT, f"{FLOW_REASON} ({flow}): at t = 1 the input is pure noise, zero terminal SNR"
         return None
 
 

@@ -375,3 +375,36 @@ def test_edm_preconditioning_is_a_well_conditioned_target(tmp_path):
     # c_skip = 1 is no preconditioning of that kind
     plain = PRECOND.replace("self.sigma_data ** 2 / (sigma ** 2 + self.sigma_data ** 2)", "1")
     assert verdicts(tmp_path, EDM.replace("\n\ndef train(", plain + "\n\ndef train(", 1))["vpred"] == "unknown"
+
+
+FLOW = """\
+import torch
+
+
+def train(model, loader):
+    opt = torch.optim.Adam(model.parameters(), lr=5e-4)
+    for x in loader:
+        t = torch.sigmoid(torch.randn((x.shape[0],)))
+        texp = t.view([x.shape[0], 1, 1, 1])
+        z1 = torch.randn_like(x)
+        zt = (1 - texp) * x + texp * z1
+        vtheta = model(zt, t)
+        loss = ((z1 - x - vtheta) ** 2).mean(dim=list(range(1, len(x.shape))))
+        opt.zero_grad()
+        loss.mean().backward()
+        opt.step()
+
+
+if __name__ == "__main__":
+    train(build(), data())
+"""
+
+
+def test_a_rectified_flow_path_is_a_diffusion_trainer_without_beta_schedule(tmp_path):
+    """cloneofsimo/minRF: every diffusion key was unknown ("no objective recognised")."""
+    got = verdicts(tmp_path, FLOW)
+    assert got["cosine"] == "n/a" and got["offset"] == "n/a"
+    assert got["vpred"] == "present" and got["zero-snr"] == "present"
+    assert got["lpips"] == "missing"
+    # the same arithmetic on something that is not sampled noise is no flow path
+    assert verdicts(tmp_path, FLOW.replace("z1 = torch.randn_like(x)", "z1 = x.flip(0)"))["vpred"] == "unknown"

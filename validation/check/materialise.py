@@ -146,7 +146,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--mirror", default=os.environ.get("T2S_MIRROR", "/work/.mirror"), type=Path)
     ap.add_argument("--work", default=WORK, type=Path)
     ap.add_argument("--force", action="store_true", help="re-extract even when .work/<repo>/.commit matches")
+    ap.add_argument(
+        "--set",
+        dest="folder",
+        type=Path,
+        default=HERE,
+        help="a validation set folder with labels/ (default: this one); --work defaults to its .work/",
+    )
     args = ap.parse_args(argv)
+    global LABELS
+    LABELS = args.folder / "labels"
+    if args.folder != HERE and args.work == WORK:
+        args.work = args.folder / ".work"
 
     labels = load_labels(args.only)
     missing: list[str] = []

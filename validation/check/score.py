@@ -447,7 +447,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", dest="json_out", type=Path, default=HERE / "results.json")
     ap.add_argument("--tool", default=default_tool(), help="the t2s-opt executable")
     ap.add_argument("--unknowns", action="store_true", help="also list every unknown verdict with the tool's reason")
+    ap.add_argument(
+        "--set",
+        dest="folder",
+        type=Path,
+        default=HERE,
+        help="a validation set folder with labels/ and .work/ (default: this one; validation/heldout: held-out)",
+    )
     args = ap.parse_args(argv)
+    global LABELS, WORK
+    LABELS, WORK = args.folder / "labels", args.folder / ".work"
+    if args.folder != HERE and args.json_out == HERE / "results.json":
+        args.json_out = args.folder / "results.json"
 
     cases = load_labels(args.only)
     if not cases:

@@ -16,7 +16,9 @@ from optimizer_tool.knowledge.diffusion import (
     sigma_noising,
 )
 from optimizer_tool.knowledge.objective import (
+    FLOW_REASON,
     configured_prediction,
+    flow_path,
     karras_preconditioned,
     losses_on_noise,
     mentions_prediction,
@@ -170,6 +172,9 @@ class EpsilonPrediction(Rule):
         reason = inherited(index, "prediction type", "prediction_type")
         if reason is not None:
             return State.ELSEWHERE, reason
+        flow = flow_path(index)
+        if flow is not None:
+            return State.PRESENT, f"{FLOW_REASON} ({flow}): the network regresses a velocity, as v-prediction does"
         where = karras_preconditioned(index) if sigma_noising(index) else None
         if where is not None:
             return (

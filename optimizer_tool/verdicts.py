@@ -24,7 +24,7 @@ from optimizer_tool.index import CallSite, UnitIndex
 from optimizer_tool.knowledge.configured import param_default_calls
 from optimizer_tool.knowledge.diffusion import diffusion_evidence, other_objective
 from optimizer_tool.knowledge.guards import chosen_at_run_time, switched_off
-from optimizer_tool.knowledge.objective import flow_path, handed_in, loss_handed_in
+from optimizer_tool.knowledge.objective import flow_path, handed_in, loss_handed_in, losses_on_noise
 from optimizer_tool.knowledge.settings import argparse_choices, dispatched_literals, feeds_diffusers_scheduler
 from optimizer_tool.knowledge.training import trains
 from optimizer_tool.registry import Optimization
@@ -79,6 +79,10 @@ def unit_facts(index: UnitIndex, entry: Path) -> UnitFacts:
     flow = flow_path(index) if evidence is None else None
     if flow is not None:
         evidence = f"trains a flow-matching path {flow}"
+    on_noise = losses_on_noise(index) if evidence is None else []
+    if on_noise:
+        where = f"{on_noise[0].path.name}:{on_noise[0].line}"
+        evidence = f"a loss compares the model output with the sampled noise ({where})"
     if evidence is not None:
         return UnitFacts(entry, True, True, evidence, handed_in=handed_in(index))
     other = other_objective(index)

@@ -408,3 +408,49 @@ def test_a_rectified_flow_path_is_a_diffusion_trainer_without_beta_schedule(tmp_
     assert got["lpips"] == "missing"
     # the same arithmetic on something that is not sampled noise is no flow path
     assert verdicts(tmp_path, FLOW.replace("z1 = torch.randn_like(x)", "z1 = x.flip(0)"))["vpred"] == "unknown"
+
+
+REGISTRY = {
+    "losses.py": """\
+def noise_estimation_loss(model, x0, t, e, b):
+    a = (1 - b).cumprod(dim=0).index_select(0, t).view(-1, 1, 1, 1)
+    x = x0 * a.sqrt() + e * (1.0 - a).sqrt()
+    output = model(x, t.float())
+    return (e - output).square().sum(dim=(1, 2, 3)).mean(dim=0)
+
+
+loss_registry = {
+    "simple": noise_estimation_loss,
+}
+""",
+    "train.py": """\
+import torch
+from losses import loss_registry
+
+
+def train(model, loader, config, betas):
+    optimizer = torch.optim.Adam(model.parameters(), lr=2e-4)
+    for x in loader:
+        e = torch.randn_like(x)
+        t = torch.randint(0, 1000, (x.shape[0],))
+        loss = loss_registry[config.model.type](model, x, t, e, betas)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+
+
+if __name__ == "__main__":
+    train(build(), data(), load(), make_betas())
+""",
+}
+
+
+def test_a_loss_picked_from_a_dict_registry_is_reached_and_its_noise_followed(tmp_path):
+    """ermongroup/ddim: `loss_registry[config.model.type](model, x, t, e, b)`; the parameter `e` of
+    noise_estimation_loss is the noise sampled at the call site. vpred and lpips were unknown."""
+    (tmp_path / "losses.py").write_text(REGISTRY["losses.py"])
+    got = verdicts(tmp_path, REGISTRY["train.py"])
+    assert got["vpred"] == "missing" and got["lpips"] == "missing"
+    # the same parameter fed with something else is not the noise
+    got = verdicts(tmp_path, REGISTRY["train.py"].replace("(model, x, t, e, betas)", "(model, x, t, x.flip(0), betas)"))
+    assert got["vpred"] != "missing"

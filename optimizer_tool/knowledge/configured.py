@@ -143,7 +143,11 @@ def names_in(node) -> set[str]:
     import libcst as cst
 
     found: set[str] = set()
+    # ``EasyDict(cur_nimg=0, total_elapsed_time=0)`` reads no ``total_elapsed_time``: keyword names are labels
+    keywords = {id(n.keyword) for n in expression_nodes(node) if isinstance(n, cst.Arg) and n.keyword is not None}
     for current in expression_nodes(node):
+        if id(current) in keywords:
+            continue
         if isinstance(current, (cst.Name, cst.Attribute)):
             text = dotted(current)
             if text:

@@ -591,8 +591,16 @@ def _class_bases(index: UnitIndex) -> dict[str, set[str]]:
 def _reached_functions(index: UnitIndex) -> set[str]:
     by_function = _calls_by_function(index)
     plain = [f for f in index.functions if f.class_name is None]
-    roots = [c for fn, calls in by_function.items() if fn is None or fn.class_name is not None for c in calls]
-    wanted, done = _used(roots, index), set()
+    # Roots: module-level code, methods, and the plain functions that train themselves (EDM's
+    # ``training_loop()`` checked on its own: its caller is another script).
+    trainers = {id(c.function) for c in optimizer_steps(index) if c.function is not None}
+    roots = [
+        c
+        for fn, calls in by_function.items()
+        if fn is None or fn.class_name is not None or id(fn) in trainers
+        for c in calls
+    ]
+    wanted, done = _used(roots, index) | {f.name for f in plain if id(f) in trainers}, set()
     while True:
         new = [f for f in plain if f.name in wanted and id(f) not in done]
         if not new:

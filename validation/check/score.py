@@ -457,6 +457,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     global LABELS, WORK
     LABELS, WORK = args.folder / "labels", args.folder / ".work"
+    sys.modules[label_files.__module__].LABELS = LABELS  # materialise.load_labels reads its own global
     if args.folder != HERE and args.json_out == HERE / "results.json":
         args.json_out = args.folder / "results.json"
 

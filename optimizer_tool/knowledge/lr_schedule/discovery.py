@@ -100,14 +100,13 @@ def _manual_schedules(index: UnitIndex) -> list[Schedule]:
     for item in index.item_assigns:
         if item.key == "lr" and not isinstance(literal(item.value), (int, float)):
             names = expanded_names(index, item.value, item.function, item.line)
-            scope = _function_names(index, item.function) | set().union(
-                *[_function_names(index, f) for f in _local_callees(index, names)]
-            )
-            decay = True if _decays(names) or _linear_decay(index, item) else None
+            callees = _local_callees(index, names) + _named_callees(index, item)
+            scope = _function_names(index, item.function) | set().union(*[_function_names(index, f) for f in callees])
+            decay = True if _decays(names) or _linear_decay(index, item) or _inverse_decay(index, callees) else None
             switch = _decay_switch(index, item) if decay else None
             if switch is not None:
                 decay = False
-            warm = any(WARMUP_WORD.search(n) for n in names | scope)
+            warm = any(WARMUP_WORD.search(n) for n in names | scope) or _ramp_branch(index, item)
             warmup = True if warm else (False if decay else None)
             if decay is None and warm and warmup_then_constant(index, item):
                 decay = False
@@ -151,6 +150,60 @@ def _linear_decay(index: UnitIndex, item) -> bool:
                 and (_has_divide(node.right) or dotted(node.right) in ratios)
             ):
                 return True
+    return False
+
+
+def _ramp_branch(index: UnitIndex, item) -> bool:
+    """A warm-up written as a branch: ``if cur_it < wp_it: cur_lr = wp0 + (1 - wp0) * cur_it / wp_it``
+    (VAR's ``lr_wd_annealing``): under ``step < limit`` the rate grows with the step over the limit."""
+    assigns = [a for n in names_in(item.value) for a in assignments_of(index, n, item.function, item.line)]
+    for assign in assigns:  # every branch's assignment, not only the last few
+        for guard in assign.guards:
+            match = RAMP_GUARD.match(guard)
+            if match is None:
+                continue
+            step, limit = match.group(1), match.group(2)
+            ratios = [
+                n
+                for n in expression_nodes(assign.value)
+                if isinstance(n, cst.BinaryOperation) and isinstance(n.operator, cst.Divide)
+            ]
+            if any(step in names_in(r.left) and limit in names_in(r.right) for r in ratios):
+                return True
+    return False
+
+
+RAMP_GUARD = re.compile(r"^\s*([A-Za-z_][\w.]*)\s*<=?\s*([A-Za-z_][\w.]*)\s*$")
+
+
+def _named_callees(index: UnitIndex, item) -> list[FunctionInfo]:
+    """Functions of the unit that the assignment calls by a name written as a string (EDM2's
+    ``lr_kwargs = dict(func_name="training.training_loop.learning_rate_schedule")`` handed to
+    ``call_func_by_name(**lr_kwargs)``)."""
+    names = expanded_names(index, item.value, item.function, item.line)
+    values = [a.value for a in feeding_assigns(index, item.value, item.function, item.line)]
+    values += [c.node for c in index.calls if c.default_of and c.default_of in names and c.function == item.function]
+    leaves = {
+        text.rsplit(".", 1)[-1]
+        for value in values
+        for node in expression_nodes(value)
+        if isinstance(text := literal(node), str) and DOTTED_STRING.match(text)
+    }
+    return [f for f in index.functions if f.name in leaves and f.class_name is None]
+
+
+DOTTED_STRING = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)+$")
+# ``lr /= np.sqrt(max(cur_nimg / ref, 1))``, ``lr = base / math.sqrt(step)``, ``lr *= step ** -0.5``
+INVERSE_DECAY = re.compile(r"/=\s*[^\n]*\b(sqrt|pow)\(|=\s*[^\n]*/\s*(\w+\.)*sqrt\(|\*\*\s*\(?\s*-\s*0?\.5")
+
+
+def _inverse_decay(index: UnitIndex, functions: list[FunctionInfo]) -> bool:
+    """A schedule helper that divides the rate by the square root of the progress (EDM2's
+    inverse-square-root decay, the Transformer's rsqrt)."""
+    for fn in functions:
+        source = next((f for f in index.files if f.path == fn.path), None)
+        if source is not None and INVERSE_DECAY.search("\n".join(source.lines[fn.line - 1 : fn.end_line])):
+            return True
     return False
 
 

@@ -84,7 +84,7 @@ def unit_facts(index: UnitIndex, entry: Path) -> UnitFacts:
         where = f"{on_noise[0].path.name}:{on_noise[0].line}"
         evidence = f"a loss compares the model output with the sampled noise ({where})"
     if evidence is not None:
-        return UnitFacts(entry, True, True, evidence, handed_in=handed_in(index))
+        return UnitFacts(entry, True, True, evidence, handed_in=handed_in(index) or loss_handed_in(index))
     other = other_objective(index)
     if other:
         return UnitFacts(entry, True, False, other)

@@ -333,7 +333,11 @@ def loss_handed_in(index: UnitIndex) -> str | None:
             fn = source.function
             if fn is None or _built_here(index, fn):
                 continue
-            taken = [p for p in fn.params if p not in ("self", "cls") and p in names_in(source.value)]
+            taken = [
+                p
+                for p in fn.params
+                if p not in ("self", "cls") and p in names_in(source.value) and not _has_default(index, fn, p)
+            ]
             if taken:
                 return (
                     f"the loss is computed by `{callee}`, built from parameter `{taken[0]}` of {fn.qualname} "
@@ -341,6 +345,16 @@ def loss_handed_in(index: UnitIndex) -> str | None:
                     "script"
                 )
     return None
+
+
+def _has_default(index: UnitIndex, fn: FunctionInfo, param: str) -> bool:
+    """The parameter has a default the run uses when the caller leaves it out (EDM2's
+    ``loss_kwargs=dict(class_name="training.training_loop.EDM2Loss")``): not simply handed in. An
+    empty default (EDM's ``loss_kwargs={}``, None) is no objective: the caller must give one."""
+    return any(c.default_of == param and c.function is fn and c.node.args for c in index.calls) or any(
+        s.kind == "param-default" and s.owner == fn.qualname and s.path == fn.path and s.known and s.value
+        for s in index.setting(param)
+    )
 
 
 def _built_here(index: UnitIndex, fn: FunctionInfo) -> bool:
@@ -373,14 +387,24 @@ def flow_path(index: UnitIndex) -> str | None:
         for assign in index.assigns:
             text = code_of(assign.value)
             match = FLOW_PATH.search(text)
-            if match is None:
+            if match is not None:
+                ends = [match.group("a") or match.group("a2"), match.group("b") or match.group("b2")]
+            elif assign.call is not None and assign.call.node.func is not None and _lerp(assign.call):
+                # ``noised = noise.lerp(data, t)`` (lucidrains rectified-flow), ``torch.lerp(x, noise, t)``
+                call = assign.call
+                receiver = [call.receiver] if call.func_text != "torch.lerp" else []
+                ends = receiver + [dotted(a.value) for a in call.args[:2]]
+            else:
                 continue
-            ends = [match.group("a") or match.group("a2"), match.group("b") or match.group("b2")]
             if any(_sampled(index, assign.function, end) for end in ends):
                 return f"`{assign.target} = {text[:60]}` ({assign.path.name}:{assign.line})"
         return None
 
     return memo(index, "objective.flow_path", find)
+
+
+def _lerp(call: CallSite) -> bool:
+    return call.func_text == "torch.lerp" or (isinstance(call.node.func, cst.Attribute) and call.method == "lerp")
 
 
 def _sampled(index: UnitIndex, function: FunctionInfo | None, name: str) -> bool:

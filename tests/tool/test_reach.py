@@ -563,3 +563,13 @@ def test_a_loss_computed_by_an_object_the_unit_receives_is_decided_elsewhere(tmp
 def test_a_loss_built_in_the_unit_is_not_handed_in(tmp_path):
     _write(tmp_path, {"training_loop.py": HANDED_LOOP.format(loss="MyLoss(sigma_data=0.5)")})
     assert _verdicts(tmp_path, "training_loop.py")["cosine"] == "unknown"
+
+
+def test_a_loss_parameter_whose_default_names_a_class_is_not_handed_in(tmp_path):
+    """NVlabs/edm2: loss_kwargs=dict(class_name='training.training_loop.EDM2Loss') is the run's loss
+    unless the caller overrides it: not decided elsewhere (LPIPS was wrongly decided-elsewhere)."""
+    loop = HANDED_LOOP.format(loss="construct_class_by_name(**loss_kwargs)").replace(
+        "loss_kwargs={}", 'loss_kwargs=dict(class_name="losses.EDMLoss")'
+    )
+    _write(tmp_path, {"training_loop.py": loop})
+    assert _verdicts(tmp_path, "training_loop.py")["cosine"] != "decided-elsewhere"

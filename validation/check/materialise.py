@@ -180,6 +180,8 @@ def main(argv: list[str] | None = None) -> int:
             continue
         written, skipped = extract(gd, commit, dest)
         stamp.write_text(commit + "\n")
+        # a clone has a .git: the repository root is where a user's `check .` and project-root search stop
+        (dest / ".git").mkdir(exist_ok=True)
         print(f"  extracted    {repo} @ {commit[:10]}: {written} files ({skipped} skipped)")
     ok = len(labels) - len(missing) - len(bad_commit)
     print(f"{ok}/{len(labels)} repositories materialised under {args.work}")

@@ -112,9 +112,16 @@ def build_units(loaded: LoadResult, targets: list[Path]) -> list[Unit]:
     # through the models its configs name: a unit of its own whose verdicts are theirs.
     launchers = [p for p in in_targets if p not in keep and p in loaded.delegates]
     for p in launchers:
-        models = [m for m in loaded.delegates[p] if m in loaded.files and loaded.files[m].trains]
+        # a model trains through its own code or a base class it imports (ControlLDM(LatentDiffusion))
+        models = [m for m in loaded.delegates[p] if m in loaded.files and trainers.intersection(closure(m))]
+        # each model with the launcher's own code: its Trainer (clipping, callbacks) is part of the run
         delegates = [
-            Unit(loaded.files[m], [loaded.files[f] for f in closure(m)], load_configs(m.parent)) for m in models
+            Unit(
+                loaded.files[m],
+                [loaded.files[f] for f in dict.fromkeys([*closure(m), *closure(p)])],
+                load_configs(m.parent),
+            )
+            for m in models
         ]
         units.append(Unit(loaded.files[p], [loaded.files[f] for f in closure(p)], load_configs(p.parent), delegates))
     alone = [p for p in in_targets if p not in covered and p not in launchers and (not keep or p in target_set)]

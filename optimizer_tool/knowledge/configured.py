@@ -4,6 +4,7 @@ what the code visibly does) only when no explicit setting is known."""
 
 from __future__ import annotations
 
+import ast
 from dataclasses import dataclass
 from typing import Iterable, Iterator
 
@@ -60,6 +61,35 @@ def configured(index: UnitIndex, names: tuple[str, ...], classify, extra: Iterab
     return Configured(by_value, bool(explicit))
 
 
+def class_bases(index: UnitIndex) -> dict[str, set[str]]:
+    """Class name -> the leaf names of its bases, over the unit's files."""
+
+    def compute() -> dict[str, set[str]]:
+        found: dict[str, set[str]] = {}
+        for source in index.files:
+            for node in ast.walk(source.tree) if source.tree else ():
+                if isinstance(node, ast.ClassDef):
+                    leaves = {b.attr if isinstance(b, ast.Attribute) else getattr(b, "id", "") for b in node.bases}
+                    found.setdefault(node.name, set()).update(leaves - {""})
+        return found
+
+    return memo(index, "configured.class_bases", compute)
+
+
+def _entry_classes(index: UnitIndex) -> set[str]:
+    """The classes of the entry file and all their bases (a config-built ControlLDM runs the
+    constructor of LatentDiffusion and DDPM too)."""
+    bases = class_bases(index)
+    found = {f.class_name for f in index.functions if f.class_name and f.path == index.entry.path}
+    todo = list(found)
+    while todo:
+        for base in bases.get(todo.pop(), ()):
+            if base not in found:
+                found.add(base)
+                todo.append(base)
+    return found
+
+
 def default_runs(index: UnitIndex, setting: Setting) -> bool:
     """A parameter default is the run's default where some call leaves the parameter out (calls
     with ``*args``/``**kwargs`` may pass it), or where its class or function is checked on its own
@@ -70,7 +100,12 @@ def default_runs(index: UnitIndex, setting: Setting) -> bool:
     if setting.kind != "param-default":
         return True
     calls = param_default_calls(index, setting)
-    return calls == "used" or (calls == "uncalled" and setting.path == index.entry.path)
+    if calls == "used":
+        return True
+    owner = setting.owner[: -len(".__init__")] if setting.owner.endswith(".__init__") else None
+    return calls == "uncalled" and (
+        setting.path == index.entry.path or (owner is not None and owner in _entry_classes(index))
+    )
 
 
 def param_default_calls(index: UnitIndex, setting: Setting) -> str:

@@ -9,7 +9,6 @@ parameters, from conventional names (``optimizer``, ``opt``, ``scaler``).
 
 from __future__ import annotations
 
-import ast
 import re
 from dataclasses import dataclass
 from typing import Iterator
@@ -17,7 +16,7 @@ from typing import Iterator
 import libcst as cst
 
 from optimizer_tool.index import CallSite, Setting, UnitIndex, code_of, dotted, literal
-from optimizer_tool.knowledge.configured import assignments_of, memo, names_in
+from optimizer_tool.knowledge.configured import assignments_of, class_bases, memo, names_in
 from optimizer_tool.knowledge.diffusion import DIFFUSERS_SCHEDULER
 from optimizer_tool.project import TRAINING_FUNCTIONS
 
@@ -548,7 +547,7 @@ def _reached_from_entry(index: UnitIndex) -> set[int] | None:
     if not roots or not index.entry.is_script:
         return None
     by_function = _calls_by_function(index)
-    bases = _class_bases(index)
+    bases = class_bases(index)
     wanted, classes, done = _used(roots, index), set(), {}
     while True:
         named = {c for c in bases if c in wanted}
@@ -575,17 +574,6 @@ def _reached_from_entry(index: UnitIndex) -> set[int] | None:
         for c in by_function.get(f, [])
     )
     return set(done) if trained else None
-
-
-def _class_bases(index: UnitIndex) -> dict[str, set[str]]:
-    """Class name -> the leaf names of its bases, over the unit's files."""
-    found: dict[str, set[str]] = {}
-    for source in index.files:
-        for node in ast.walk(source.tree) if source.tree else ():
-            if isinstance(node, ast.ClassDef):
-                leaves = {b.attr if isinstance(b, ast.Attribute) else getattr(b, "id", "") for b in node.bases}
-                found.setdefault(node.name, set()).update(leaves - {""})
-    return found
 
 
 def _reached_functions(index: UnitIndex) -> set[str]:

@@ -573,3 +573,27 @@ def test_a_loss_parameter_whose_default_names_a_class_is_not_handed_in(tmp_path)
     )
     _write(tmp_path, {"training_loop.py": loop})
     assert _verdicts(tmp_path, "training_loop.py")["cosine"] != "decided-elsewhere"
+
+
+def test_a_launcher_model_trains_through_its_base_class_and_the_launchers_trainer_counts(tmp_path):
+    """lllyasviel/ControlNet: tutorial_train.py fits cldm.ControlLDM (a LatentDiffusion subclass with
+    no training_step of its own) with pl.Trainer(precision=32): "no optimizer step found" before;
+    the Trainer built in the launcher sets no gradient_clip_val, so clipping is missing."""
+    _launcher(
+        tmp_path,
+        {
+            "cldm/__init__.py": "",
+            "cldm/cldm.py": (
+                "import torch\nfrom ldm.models.diffusion import DDPM\n\n\nclass ControlLDM(DDPM):\n"
+                "    def configure_optimizers(self):\n"
+                "        return torch.optim.AdamW(self.control_model.parameters(), lr=self.learning_rate)\n"
+            ),
+            "models/cldm.yaml": "model:\n  target: cldm.cldm.ControlLDM\n",
+        },
+    )
+    (tmp_path / "main.py").write_text(
+        LAUNCHER.replace("pl.Trainer.from_argparse_args(opt)", "pl.Trainer(precision=32, max_epochs=1)")
+    )
+    states = _verdicts(tmp_path, "main.py")
+    assert "cldm.py" in states["_note"]
+    assert states["clipping"] == "missing" and states["vpred"] == "missing"

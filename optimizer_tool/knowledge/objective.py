@@ -24,7 +24,9 @@ from optimizer_tool.knowledge.diffusion import (
     PREDICTION_FLAGS,
     PREDICTION_SETTINGS_LOOSE,
     PREDICTION_SETTINGS_STRICT,
+    SIGMA_REASON,
     prediction_type,
+    sigma_noising,
 )
 from optimizer_tool.knowledge.training import SAMPLING_FUNCTION, registry_functions
 
@@ -415,3 +417,14 @@ def _sampled(index: UnitIndex, function: FunctionInfo | None, name: str) -> bool
         for node in expression_nodes(assign.value)
         if isinstance(node, cst.Call)
     )
+
+
+def without_betas(index: UnitIndex) -> tuple[str, str] | None:
+    """("sigma" | "flow", why) where the unit trains without a beta schedule: it noises with a
+    continuous sigma (EDM, Karras) or on a straight flow path; the beta-schedule changes (cosine, its
+    offset, the zero-terminal-SNR rescale) then concern nothing it has. None otherwise."""
+    sigma = sigma_noising(index)
+    if sigma is not None:
+        return "sigma", f"{SIGMA_REASON} ({sigma})"
+    flow = flow_path(index)
+    return ("flow", f"{FLOW_REASON} ({flow})") if flow is not None else None

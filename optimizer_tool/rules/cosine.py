@@ -27,14 +27,12 @@ from optimizer_tool.index import UnitIndex
 from optimizer_tool.knowledge.configured import default_applies
 from optimizer_tool.knowledge.diffusion import (
     COSINE_SCHEDULES,
-    SIGMA_REASON,
     beta_schedule,
     inherited,
     pretrained_denoiser,
     pretrained_scheduler_loads,
-    sigma_noising,
 )
-from optimizer_tool.knowledge.objective import FLOW_REASON, flow_path
+from optimizer_tool.knowledge.objective import without_betas
 from optimizer_tool.knowledge.settings import spelling
 
 KEY = "cosine"
@@ -218,12 +216,9 @@ class LinearSchedule(Rule):
         reason = inherited(index)
         if reason is not None:
             return State.ELSEWHERE, reason
-        sigma = sigma_noising(index)
-        if sigma is not None:
-            return State.NOT_APPLICABLE, f"{SIGMA_REASON} ({sigma}): no beta schedule to make cosine"
-        flow = flow_path(index)
-        if flow is not None:
-            return State.NOT_APPLICABLE, f"{FLOW_REASON} ({flow}): no beta schedule to make cosine"
+        kind = without_betas(index)
+        if kind is not None:
+            return State.NOT_APPLICABLE, f"{kind[1]}: no beta schedule to make cosine"
         return (
             State.UNKNOWN,
             "no noise schedule found: no beta_schedule setting, scheduler or betas computation reached",

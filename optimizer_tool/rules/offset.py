@@ -32,8 +32,8 @@ from optimizer_tool.edit.tree import enclosing
 from optimizer_tool.findings import Severity, State
 from optimizer_tool.index import CallSite, UnitIndex, code_of, dotted, literal
 from optimizer_tool.knowledge.configured import expression_nodes
-from optimizer_tool.knowledge.diffusion import SIGMA_REASON, beta_schedule, inherited, sigma_noising
-from optimizer_tool.knowledge.objective import FLOW_REASON, flow_path
+from optimizer_tool.knowledge.diffusion import beta_schedule, inherited
+from optimizer_tool.knowledge.objective import without_betas
 
 KEY = "offset"
 TITLE = "Cosine-schedule offset s"
@@ -340,13 +340,8 @@ class NoCosineOffset(Rule):
         if library is not None:
             return State.NOT_APPLICABLE, f"{library}; a library's cosine schedule has its offset built in"
         if not schedules and not beta_schedule(index).by_value:
-            sigma = sigma_noising(index)
-            if sigma is not None:
-                return State.NOT_APPLICABLE, f"{SIGMA_REASON} ({sigma}): no cosine schedule, no offset"
-            flow = flow_path(index)
-            if flow is not None:
-                return State.NOT_APPLICABLE, f"{FLOW_REASON} ({flow}): no cosine schedule, no offset"
-            return None  # the schedule itself is not visible here: unknown
+            kind = without_betas(index)  # else the schedule itself is not visible here: unknown
+            return (State.NOT_APPLICABLE, f"{kind[1]}: no cosine schedule, no offset") if kind is not None else None
         if not schedules:
             return State.NOT_APPLICABLE, "no hand-written cosine schedule: the offset s only concerns one"
         lacking = [s for s in schedules if not (s.has_offset or s.unclear)]

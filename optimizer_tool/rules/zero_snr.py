@@ -31,15 +31,13 @@ from optimizer_tool.knowledge.configured import configured
 from optimizer_tool.knowledge.diffusion import (
     BETAS_TARGET,
     SCHEDULE_HELPER,
-    SIGMA_REASON,
     beta_schedule,
     diffusers_scheduler_class,
     inherited,
     prediction_type,
     pretrained_scheduler_loads,
-    sigma_noising,
 )
-from optimizer_tool.knowledge.objective import FLOW_REASON, configured_prediction, flow_path
+from optimizer_tool.knowledge.objective import configured_prediction, without_betas
 
 KEY = "zero-snr"
 TITLE = "Zero terminal SNR with v-prediction"
@@ -162,13 +160,10 @@ class _VPrediction(Rule):
         reason = inherited(index, "prediction type", "prediction_type")
         if reason is not None:
             return State.ELSEWHERE, reason
-        sigma = sigma_noising(index)
-        if sigma is not None:
-            return State.NOT_APPLICABLE, f"{SIGMA_REASON} ({sigma}): no beta schedule to rescale"
-        flow = flow_path(index)
-        if flow is not None:
-            return State.PRESENT, f"{FLOW_REASON} ({flow}): at t = 1 the input is pure noise, zero terminal SNR"
-        return None
+        kind = without_betas(index)
+        if kind is not None and kind[0] == "flow":
+            return State.PRESENT, f"{kind[1]}: at t = 1 the input is pure noise, zero terminal SNR"
+        return (State.NOT_APPLICABLE, f"{kind[1]}: no beta schedule to rescale") if kind is not None else None
 
 
 class TerminalSnrNotZero(_VPrediction):

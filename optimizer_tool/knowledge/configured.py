@@ -122,9 +122,17 @@ def param_default_calls(index: UnitIndex, setting: Setting) -> str:
     bound = 1 if fn.class_name and params and params[0] in ("self", "cls") else 0
     position = params.index(real) - bound
     callee = fn.class_name if fn.name == "__init__" and fn.class_name else fn.name
+    callees = {callee}
+    if fn.name == "__call__" and fn.class_name:  # ``loss_scaler = NativeScaler()`` ... ``loss_scaler(loss, opt)``
+        callees = {
+            a.target
+            for a in index.assigns
+            if a.call is not None
+            and (a.call.method == fn.class_name or any(q.rsplit(".", 1)[-1] == fn.class_name for q in a.call.qualnames))
+        }
     called = False
     for call in index.calls:
-        if not call.func_text or call.func_text.rsplit(".", 1)[-1] != callee:
+        if not call.func_text or call.func_text.rsplit(".", 1)[-1] not in {c.rsplit(".", 1)[-1] for c in callees}:
             continue
         called = True
         if any(a.star for a in call.node.args) or call.kwarg(real) is not None or len(call.args) > position:

@@ -527,3 +527,59 @@ def test_a_warm_up_written_as_a_branch_is_a_warm_up(tmp_path):
     """FoundationVision/VAR's lr_wd_annealing: `if cur_it < wp_it:` ramps the rate; was read as
     decay-only (missing, a wrong verdict)."""
     assert verdicts(tmp_path, BRANCH_LR)["lr-schedule"] == "present"
+
+
+SCALER_LOOP = """\
+import argparse
+import torch
+
+
+class NativeScaler:
+    def __init__(self):
+        self._scaler = torch.cuda.amp.GradScaler()
+
+    def __call__(self, loss, optimizer, clip_grad=None, parameters=None):
+        self._scaler.scale(loss).backward()
+        if clip_grad is not None:
+            self._scaler.unscale_(optimizer)
+            torch.nn.utils.clip_grad_norm_(parameters, clip_grad)
+        self._scaler.step(optimizer)
+        self._scaler.update()
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--lr", type=float, default=1e-4)
+    parser.add_argument("--decay_lr", action="store_true")
+    args = parser.parse_args()
+    model = build()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr)
+    if args.decay_lr:
+        lr_schedule = torch.optim.lr_scheduler.LinearLR(optimizer, start_factor=1.0, end_factor=1e-8 / args.lr)
+    else:
+        lr_schedule = torch.optim.lr_scheduler.ConstantLR(optimizer, factor=1.0)
+    loss_scaler = NativeScaler()
+    for x in data():
+        loss_scaler(model(x).mean(), optimizer, parameters=model.parameters())
+        lr_schedule.step()
+
+
+if __name__ == "__main__":
+    main()
+"""
+
+
+def test_clipping_behind_a_callable_instances_default_is_not_present(tmp_path):
+    """facebookresearch/flow_matching: `loss_scaler(loss, optimizer, parameters=...)` leaves
+    `clip_grad=None`, so NativeScaler.__call__ never clips; was a wrong pass (present)."""
+    got = verdicts(tmp_path, SCALER_LOOP)
+    assert got["clipping"] != "present"
+    clipped = SCALER_LOOP.replace("parameters=model.parameters())", "clip_grad=1.0, parameters=model.parameters())")
+    assert verdicts(tmp_path, clipped)["clipping"] == "present"
+
+
+def test_an_unreadable_schedule_beside_a_constant_one_is_unknown_not_present(tmp_path):
+    """flow_matching: LinearLR(end_factor=1e-8 / args.lr) under a flag, else ConstantLR: was present."""
+    assert verdicts(tmp_path, SCALER_LOOP)["lr-schedule"] != "present"
+    unread = SCALER_LOOP.replace("end_factor=1e-8 / args.lr", "end_factor=floor_of(args)")
+    assert verdicts(tmp_path, unread)["lr-schedule"] == "unknown"

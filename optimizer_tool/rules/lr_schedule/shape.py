@@ -155,9 +155,12 @@ class NoSchedule(Rule):
                 "whose warm-up and decay could not be read",
             )
         # one half is known, the other not (a schedule named by a variable: `get_scheduler(lr_scheduler, ...)`)
+        # (also beside a constant alternative: flow_matching's LinearLR(end_factor=1e-8 / args.lr) under
+        # `if args.decay_lr:`, else ConstantLR, read as present before)
         unread = next((s for s in top if s.decay is None or s.warmup is None), None)
-        if unread is not None and not any(s.warmup is False and s.decay is False for s in top):
+        if unread is not None:
             half = "decay" if unread.decay is None else "warm-up"
+            where = f"{unread.path.name}:{unread.line}" if hasattr(unread.path, "name") else str(unread.line)
             return State.UNKNOWN, f"the {unread.kind} schedule ({where}): whether it has a {half} could not be read"
         return None
 

@@ -583,3 +583,21 @@ def test_an_unreadable_schedule_beside_a_constant_one_is_unknown_not_present(tmp
     assert verdicts(tmp_path, SCALER_LOOP)["lr-schedule"] != "present"
     unread = SCALER_LOOP.replace("end_factor=1e-8 / args.lr", "end_factor=floor_of(args)")
     assert verdicts(tmp_path, unread)["lr-schedule"] == "unknown"
+
+
+def test_a_perceptual_module_with_no_use_in_the_training_loss_is_not_a_perceptual_loss(tmp_path):
+    """lucidrains/DALLE2-pytorch: an LPIPS metric built to evaluate samples made the LPIPS verdict
+    present (a wrong pass); only a use in the training loss counts."""
+    evaluated = FLOW.replace(
+        "import torch\n",
+        "import torch\nimport lpips\n\n\ndef evaluate(samples, real):\n"
+        "    metric = lpips.LPIPS(net='vgg')\n    return samples, real, metric\n",
+        1,
+    )
+    assert verdicts(tmp_path, evaluated)["lpips"] != "present"
+    used = FLOW.replace(
+        "        loss = ((z1 - x - vtheta) ** 2).mean(dim=list(range(1, len(x.shape))))\n",
+        "        loss = ((z1 - x - vtheta) ** 2).mean(dim=list(range(1, len(x.shape))))\n"
+        "        loss = loss + 0.1 * perceptual(zt - texp * vtheta, x).mean()\n",
+    ).replace("import torch\n", "import torch\nimport lpips\n\nperceptual = lpips.LPIPS(net='vgg')\n", 1)
+    assert verdicts(tmp_path, used)["lpips"] == "present"

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Iterable
 
 from optimizer_tool.contract import Hit, Rule
-from optimizer_tool.findings import Severity
+from optimizer_tool.findings import Severity, State
 from optimizer_tool.index import CallSite, UnitIndex
 from optimizer_tool.knowledge.domain import sign_language
 from optimizer_tool.knowledge.training import trains
@@ -84,6 +84,18 @@ class NoPerceptualLoss(Rule):
 
     def _mse(self, index: UnitIndex) -> list[CallSite]:
         return [c for c in mse_calls(index) if training_function(index, c.function)]
+
+    def when_passed(self, index: UnitIndex) -> tuple[State, str] | None:
+        calls = perceptual_calls(index)
+        if any(training_function(index, p.call.function) for p in calls):
+            return None
+        # only a perceptual module whose use is not traced (DALLE2 builds one to evaluate samples):
+        # passing on that alone would claim a perceptual loss nobody saw in the training step
+        built = [f"`{name}` ({site.path.name}:{site.line})" for name, (_, site) in perceptual_objects(index).items()]
+        return (
+            State.UNKNOWN,
+            f"a perceptual module ({', '.join(built[:2])}) is built, but no use of it in the training loss was seen",
+        )
 
     def check(self, index: UnitIndex) -> Iterable[Hit]:
         calls = perceptual_calls(index)

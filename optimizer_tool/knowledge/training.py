@@ -84,7 +84,9 @@ ROLE_CONSTRUCTORS: dict[str, tuple[str, ...]] = {
 # Names users give objects that reach a function as parameters.
 ROLE_NAMES: dict[str, re.Pattern] = {
     "optimizer": re.compile(r"(^|_)(optimizer|optim|opt|optimizer_[a-z]+)$"),
-    "lr_scheduler": re.compile(r"(^|_)(lr_scheduler|scheduler_lr|lr_sched|sched|scheduler|warmup_scheduler)$"),
+    "lr_scheduler": re.compile(
+        r"(^|_)(lr_scheduler|scheduler_lr|lr_sched|lr_schedule|sched|scheduler|warmup_scheduler)$"
+    ),
     "scaler": re.compile(r"(^|_)(scaler|grad_scaler|amp_scaler|loss_scaler)$"),
     "ema": re.compile(r"(^|_)(ema|ema_model|ema_unet|model_ema|ema_helper|ema_net|emas?)$"),
     "writer": re.compile(r"(^|_)(writer|summary_writer|tb_writer|tb)$"),
@@ -580,8 +582,9 @@ def _reached_functions(index: UnitIndex) -> set[str]:
     by_function = _calls_by_function(index)
     plain = [f for f in index.functions if f.class_name is None]
     # Roots: module-level code, methods, and the plain functions that train themselves (EDM's
-    # ``training_loop()`` checked on its own: its caller is another script).
+    # ``training_loop()`` checked on its own: its caller is another script; a ``train_one_epoch``).
     trainers = {id(c.function) for c in optimizer_steps(index) if c.function is not None}
+    trainers |= {id(f) for f in plain if f.name.startswith("train")}  # train_one_epoch(model, ..., lr_schedule)
     roots = [
         c
         for fn, calls in by_function.items()

@@ -597,3 +597,20 @@ def test_a_launcher_model_trains_through_its_base_class_and_the_launchers_traine
     states = _verdicts(tmp_path, "main.py")
     assert "cldm.py" in states["_note"]
     assert states["clipping"] == "missing" and states["vpred"] == "missing"
+
+
+def test_a_scheduler_the_training_function_receives_is_decided_elsewhere(tmp_path):
+    """facebookresearch/flow_matching train_loop.py checked alone: train_one_epoch(..., lr_schedule)
+    steps a scheduler its caller built; was "the learning rate is constant" (missing, wrong)."""
+    loop = (
+        "import torch\n\n\n"
+        "def train_one_epoch(model, data_loader, optimizer, lr_schedule, epoch):\n"
+        "    for x in data_loader:\n"
+        "        loss = model(x).mean()\n"
+        "        optimizer.zero_grad()\n"
+        "        loss.backward()\n"
+        "        optimizer.step()\n"
+        "    lr_schedule.step()\n"
+    )
+    _write(tmp_path, {"train_loop.py": loop})
+    assert _verdicts(tmp_path, "train_loop.py")["lr-schedule"] == "decided-elsewhere"

@@ -67,7 +67,11 @@ def _schedule_facts(index: UnitIndex) -> ScheduleFacts:
     # A scheduler handed in from elsewhere (a parameter, a factory in another package) but stepped here.
     for step in lr_scheduler_steps(index):
         if not schedules_of(index, ScheduleFacts(schedules), step.receiver):
-            schedules.append(Schedule(None, step.path, step.line, step.col, "helper", function=step.function))
+            # a parameter of the stepping function (flow_matching's train_one_epoch(..., lr_schedule)): handed in
+            handed = step.receiver if step.function is not None and step.receiver in step.function.params else ""
+            schedules.append(
+                Schedule(None, step.path, step.line, step.col, "helper", function=step.function, handed=handed)
+            )
     # Optimizers that schedule themselves: schedule-free AdamW/SGD, Adafactor's relative step.
     for call in index.calls:
         leaf = call.method or call.func_text

@@ -705,6 +705,10 @@ class UnitIndex:
     def files(self) -> list[SourceFile]:
         return self.unit.files
 
+    def source(self, path: Path) -> SourceFile | None:
+        """The unit's file at ``path``, or None."""
+        return next((f for f in self.unit.files if f.path == path), None)
+
     @property
     def entry(self) -> SourceFile:
         return self.unit.entry

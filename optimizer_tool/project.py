@@ -246,7 +246,7 @@ class LoadResult:
     files: dict[Path, SourceFile]
     errors: list[Finding]
     root: Path
-    # launcher -> the files of the models its project's configs name (``launches``, ``config_models``)
+    # launcher -> the files of the models its project's configs name (``launches``, ``model_files``)
     delegates: dict[Path, list[Path]] = field(default_factory=dict)
 
 

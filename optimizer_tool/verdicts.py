@@ -83,13 +83,13 @@ def unit_facts(index: UnitIndex, entry: Path) -> UnitFacts:
     if on_noise:
         where = f"{on_noise[0].path.name}:{on_noise[0].line}"
         evidence = f"a loss compares the model output with the sampled noise ({where})"
-    if evidence is not None:
-        return UnitFacts(entry, True, True, evidence, handed_in=handed_in(index) or loss_handed_in(index))
-    other = other_objective(index)
-    if other:
-        return UnitFacts(entry, True, False, other)
-    # no objective visible: where the unit receives the object that computes its loss, its caller decides
-    return UnitFacts(entry, True, None, "", handed_in=handed_in(index) or loss_handed_in(index))
+    if evidence is None:
+        other = other_objective(index)
+        if other:
+            return UnitFacts(entry, True, False, other)
+    # the object that computes the loss may come from the caller, who then decides the objective
+    handed = handed_in(index) or loss_handed_in(index)
+    return UnitFacts(entry, True, evidence is not None or None, evidence or "", handed_in=handed)
 
 
 @dataclass

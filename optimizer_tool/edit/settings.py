@@ -239,7 +239,7 @@ def set_in_presets(edits: Edits, index: UnitIndex, home: SettingsHome, name: str
 
 def module_name(edits: Edits, index: UnitIndex, path: Path, module: str) -> str:
     """How ``path`` spells an imported module (``th`` for ``import torch as th``), importing it when absent."""
-    source = next((f for f in index.files if f.path == path), None)
+    source = index.source(path)
     aliases = import_aliases(source) if source is not None else {}
     spelled = sorted(local for local, origins in aliases.items() if module in origins)
     if spelled:

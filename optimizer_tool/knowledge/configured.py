@@ -102,10 +102,15 @@ def default_runs(index: UnitIndex, setting: Setting) -> bool:
     calls = param_default_calls(index, setting)
     if calls == "used":
         return True
-    owner = setting.owner[: -len(".__init__")] if setting.owner.endswith(".__init__") else None
+    built = _constructed_class(setting.owner)
     return calls == "uncalled" and (
-        setting.path == index.entry.path or (owner is not None and owner in _entry_classes(index))
+        setting.path == index.entry.path or (built is not None and built in _entry_classes(index))
     )
+
+
+def _constructed_class(owner: str) -> str | None:
+    """``DDPM`` for a default of ``DDPM.__init__``; None for any other function."""
+    return owner[: -len(".__init__")] if owner.endswith(".__init__") else None
 
 
 def param_default_calls(index: UnitIndex, setting: Setting) -> str:
@@ -125,14 +130,14 @@ def param_default_calls(index: UnitIndex, setting: Setting) -> str:
     callees = {callee}
     if fn.name == "__call__" and fn.class_name:  # ``loss_scaler = NativeScaler()`` ... ``loss_scaler(loss, opt)``
         callees = {
-            a.target
+            a.target.rsplit(".", 1)[-1]
             for a in index.assigns
             if a.call is not None
             and (a.call.method == fn.class_name or any(q.rsplit(".", 1)[-1] == fn.class_name for q in a.call.qualnames))
         }
     called = False
     for call in index.calls:
-        if not call.func_text or call.func_text.rsplit(".", 1)[-1] not in {c.rsplit(".", 1)[-1] for c in callees}:
+        if not call.func_text or call.func_text.rsplit(".", 1)[-1] not in callees:
             continue
         called = True
         if any(a.star for a in call.node.args) or call.kwarg(real) is not None or len(call.args) > position:
@@ -146,7 +151,7 @@ def default_applies(index: UnitIndex, setting: Setting) -> str:
     builds the class (its config does, and the default holds unless that config sets it)."""
     owner = setting.owner or "the function"
     if param_default_calls(index, setting) == "uncalled":
-        built = owner[: -len(".__init__")] if owner.endswith(".__init__") else owner
+        built = _constructed_class(owner) or owner
         return (
             f"nothing in this unit builds {built} (a config or another script does): its default "
             f"{setting.name}={setting.value!r} applies unless that config sets {setting.name}"

@@ -137,7 +137,7 @@ def _calls(call: CallSite, helper: FunctionInfo) -> bool:
 
 
 def _definition(index: UnitIndex, helper: FunctionInfo) -> ast.FunctionDef | None:
-    source = next((s for s in index.files if s.path == helper.path), None)
+    source = index.source(helper.path)
     if source is None or source.tree is None:
         return None
     for node in ast.walk(source.tree):

@@ -174,14 +174,18 @@ def is_noise(index: UnitIndex, function: FunctionInfo | None, name: str, depth: 
             if not _returned_noise(index, assign, depth):
                 return False
             continue
-        sampled = any(
-            (site := find_call(index, node)) is not None and site.matches(RANDN)
-            for node in expression_nodes(assign.value)
-            if isinstance(node, cst.Call)
-        )
-        if not sampled:
+        if not _draws_noise(index, assign.value):
             return False
     return True
+
+
+def _draws_noise(index: UnitIndex, value) -> bool:
+    """The expression calls torch.randn/randn_like (or numpy's) somewhere."""
+    return any(
+        (site := find_call(index, node)) is not None and site.matches(RANDN)
+        for node in expression_nodes(value)
+        if isinstance(node, cst.Call)
+    )
 
 
 def _passed_noise(index: UnitIndex, function: FunctionInfo, name: str, depth: int) -> bool | None:
@@ -240,6 +244,10 @@ def mentions_prediction(guard: str) -> bool:
 
 def losses_on_noise(index: UnitIndex) -> list[CallSite]:
     """Training losses whose target is the sampled noise, with no branch on the prediction type."""
+    return memo(index, "objective.losses_on_noise", lambda: _losses_on_noise(index))
+
+
+def _losses_on_noise(index: UnitIndex) -> list[CallSite]:
     found = []
     for call in _loss_calls(index):
         if any(mentions_prediction(g) for g in call.guards):
@@ -259,6 +267,10 @@ def _rivals(index: UnitIndex) -> bool:
     """Alternatives of one loss method that train different targets (k-diffusion's ``Denoiser.loss``
     and ``SimpleLossDenoiser.loss``): whichever class the run picks decides, the code alone shows no
     objective."""
+    return memo(index, "objective.rivals", lambda: _find_rivals(index))
+
+
+def _find_rivals(index: UnitIndex) -> bool:
     on_noise = losses_on_noise(index)
     methods = {(c.function.name, id(c.function)) for c in on_noise if c.function is not None}
     return any(
@@ -411,12 +423,7 @@ def _lerp(call: CallSite) -> bool:
 
 def _sampled(index: UnitIndex, function: FunctionInfo | None, name: str) -> bool:
     """``name`` is assigned from torch.randn/randn_like in ``function`` (not a conventional name alone)."""
-    return any(
-        (site := find_call(index, node)) is not None and site.matches(RANDN)
-        for assign in local_assigns(index, function, name)
-        for node in expression_nodes(assign.value)
-        if isinstance(node, cst.Call)
-    )
+    return any(_draws_noise(index, assign.value) for assign in local_assigns(index, function, name))
 
 
 def without_betas(index: UnitIndex) -> tuple[str, str] | None:

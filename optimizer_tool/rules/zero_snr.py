@@ -606,7 +606,7 @@ def _contains(statement: cst.CSTNode, node: cst.CSTNode) -> bool:
 
 def _array_library(module: cst.Module, index: UnitIndex, path) -> tuple[str, str] | None:
     """("torch" | "numpy", the name the module imports it as)."""
-    source = next(f for f in index.files if f.path == path)
+    source = index.source(path)
     aliases = import_aliases(source)
     for library in ("torch", "numpy"):
         local = next((name for name, origins in aliases.items() if library in origins), None)

@@ -32,6 +32,7 @@ from optimizer_tool.knowledge.training import (
     names_in,
     reached,
 )
+from optimizer_tool.project import DOTTED_NAME
 
 # Calls on a scheduler or an optimizer that build no schedule.
 NOT_A_SCHEDULE = (
@@ -104,9 +105,11 @@ def _manual_schedules(index: UnitIndex) -> list[Schedule]:
     for item in index.item_assigns:
         if item.key == "lr" and not isinstance(literal(item.value), (int, float)):
             names = expanded_names(index, item.value, item.function, item.line)
-            callees = _local_callees(index, names) + _named_callees(index, item)
+            feeding = feeding_assigns(index, item.value, item.function, item.line)
+            callees = _local_callees(index, names) + _named_callees(index, item, names, feeding)
             scope = _function_names(index, item.function) | set().union(*[_function_names(index, f) for f in callees])
-            decay = True if _decays(names) or _linear_decay(index, item) or _inverse_decay(index, callees) else None
+            linear = _linear_decay(item, feeding)
+            decay = True if _decays(names) or linear or _inverse_decay(index, callees) else None
             switch = _decay_switch(index, item) if decay else None
             if switch is not None:
                 decay = False
@@ -139,12 +142,12 @@ def _manual_schedules(index: UnitIndex) -> list[Schedule]:
     return found
 
 
-def _linear_decay(index: UnitIndex, item) -> bool:
+def _linear_decay(item, feeding: list) -> bool:
     """``lr * (1 - epoch / n_epoch)`` (Conditional_Diffusion_MNIST), also through the variables the
-    assignment reads (``frac_done = step / total``; ``lr = base * (1 - frac_done)``): one minus a
-    progress ratio."""
-    values = [item.value, *(a.value for a in feeding_assigns(index, item.value, item.function, item.line))]
-    ratios = {a.target for a in feeding_assigns(index, item.value, item.function, item.line) if _has_divide(a.value)}
+    assignment reads (``feeding``: ``frac_done = step / total``; ``lr = base * (1 - frac_done)``): one
+    minus a progress ratio."""
+    values = [item.value, *(a.value for a in feeding)]
+    ratios = {a.target for a in feeding if _has_divide(a.value)}
     for value in values:
         for node in expression_nodes(value):
             if (
@@ -180,23 +183,21 @@ def _ramp_branch(index: UnitIndex, item) -> bool:
 RAMP_GUARD = re.compile(r"^\s*([A-Za-z_][\w.]*)\s*<=?\s*([A-Za-z_][\w.]*)\s*$")
 
 
-def _named_callees(index: UnitIndex, item) -> list[FunctionInfo]:
+def _named_callees(index: UnitIndex, item, names: set[str], feeding: list) -> list[FunctionInfo]:
     """Functions of the unit that the assignment calls by a name written as a string (EDM2's
     ``lr_kwargs = dict(func_name="training.training_loop.learning_rate_schedule")`` handed to
-    ``call_func_by_name(**lr_kwargs)``)."""
-    names = expanded_names(index, item.value, item.function, item.line)
-    values = [a.value for a in feeding_assigns(index, item.value, item.function, item.line)]
+    ``call_func_by_name(**lr_kwargs)``); ``names`` and ``feeding`` are what the assignment reads."""
+    values = [a.value for a in feeding]
     values += [c.node for c in index.calls if c.default_of and c.default_of in names and c.function == item.function]
     leaves = {
         text.rsplit(".", 1)[-1]
         for value in values
         for node in expression_nodes(value)
-        if isinstance(text := literal(node), str) and DOTTED_STRING.match(text)
+        if isinstance(text := literal(node), str) and DOTTED_NAME.match(text)
     }
     return [f for f in index.functions if f.name in leaves and f.class_name is None]
 
 
-DOTTED_STRING = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)+$")
 # ``lr /= np.sqrt(max(cur_nimg / ref, 1))``, ``lr = base / math.sqrt(step)``, ``lr *= step ** -0.5``
 INVERSE_DECAY = re.compile(r"/=\s*[^\n]*\b(sqrt|pow)\(|=\s*[^\n]*/\s*(\w+\.)*sqrt\(|\*\*\s*\(?\s*-\s*0?\.5")
 
@@ -205,7 +206,7 @@ def _inverse_decay(index: UnitIndex, functions: list[FunctionInfo]) -> bool:
     """A schedule helper that divides the rate by the square root of the progress (EDM2's
     inverse-square-root decay, the Transformer's rsqrt)."""
     for fn in functions:
-        source = next((f for f in index.files if f.path == fn.path), None)
+        source = index.source(fn.path)
         if source is not None and INVERSE_DECAY.search("\n".join(source.lines[fn.line - 1 : fn.end_line])):
             return True
     return False

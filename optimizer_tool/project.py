@@ -163,6 +163,29 @@ class SourceFile:
         return [found[i] for i in sorted(found)]
 
     @cached_property
+    def path_roots(self) -> list[Path]:
+        """Folders the file puts on ``sys.path`` with a literal (``sys.path.append("./stable_diffusion")``,
+        ``sys.path.insert(0, os.path.join(os.path.dirname(__file__), "src"))``): import roots of its
+        own, relative to its folder or to the working folder (the repository root, where it runs)."""
+        found: list[Path] = []
+        for statement in self.mentioning("sys.path"):
+            for node in ast.walk(statement):
+                if not (
+                    isinstance(node, ast.Call)
+                    and isinstance(node.func, ast.Attribute)
+                    and node.func.attr in ("append", "insert")
+                    and ast.unparse(node.func.value) == "sys.path"
+                    and node.args
+                ):
+                    continue
+                literals = [
+                    n.value for n in ast.walk(node.args[-1]) if isinstance(n, ast.Constant) and isinstance(n.value, str)
+                ]
+                if len(literals) == 1 and literals[0].strip("./"):
+                    found.append(Path(literals[0]))
+        return found
+
+    @cached_property
     def is_script(self) -> bool:
         """The file runs as a program (``if __name__ == "__main__":``): an entry point whose imports
         lead to the trainer (``main.py`` -> ``runners/diffusion.py``)."""
@@ -363,7 +386,8 @@ def load(paths: list[Path], overrides: dict[Path, str] | None = None, parse_many
     delegates: dict[Path, list[Path]] = {}
     while queue:
         source = queue.pop(0)
-        models = model_files(root) if source.launches and (source.is_script or source.path in named) else []
+        launcher = source.launches and (source.is_script or source.path in named)
+        models = model_files(root, tuple(_path_roots(source, root))) if launcher else []
         if models:
             delegates[source.path] = models
         for path in [*local_imports(source, root), *models]:
@@ -376,16 +400,17 @@ def load(paths: list[Path], overrides: dict[Path, str] | None = None, parse_many
     return LoadResult(files, errors, root, delegates)
 
 
-def model_files(root: Path) -> list[Path]:
+def model_files(root: Path, roots: tuple[Path, ...] = ()) -> list[Path]:
     """The project's files that define the models its YAML configs name for a framework to build:
     ``model.target`` (LDM/taming ``instantiate_from_config``), ``model._target_``, or a top-level
     ``_target_`` of a Hydra ``model/`` config group. Nested targets (a frozen autoencoder inside
-    the model's params) are parts, not the trained model. Read with ``yaml.safe_load`` only."""
-    return _model_files(root.resolve())
+    the model's params) are parts, not the trained model. Read with ``yaml.safe_load`` only.
+    ``roots``: more import roots (the launcher's ``sys.path`` additions)."""
+    return _model_files(root.resolve(), roots)
 
 
 @lru_cache(maxsize=16)
-def _model_files(root: Path) -> list[Path]:
+def _model_files(root: Path, roots: tuple[Path, ...] = ()) -> list[Path]:
     import yaml
 
     found: list[Path] = []
@@ -407,7 +432,7 @@ def _model_files(root: Path) -> list[Path]:
         for name in names:
             if isinstance(name, str) and DOTTED_NAME.match(name) and name.split(".")[0] not in KNOWN_LIBRARIES:
                 module = name.rsplit(".", 1)[0]
-                for base in (root, root / "src"):
+                for base in (root, root / "src", *roots):
                     cand = next((c for c in _module_candidates(module, base) if c.is_file()), None)
                     if cand is not None:
                         found.append(cand.resolve())
@@ -448,6 +473,17 @@ def _module_candidates(dotted: str, base: Path) -> list[Path]:
     return [base / rel.with_suffix(".py"), base / rel / "__init__.py"]
 
 
+def _path_roots(source: SourceFile, root: Path) -> list[Path]:
+    """The existing folders inside ``root`` that ``source`` adds to ``sys.path``."""
+    found = []
+    for relative in source.path_roots:
+        for base in (source.path.parent, root):
+            folder = (base / relative).resolve()
+            if folder.is_dir() and root in (folder, *folder.parents) and folder not in found:
+                found.append(folder)
+    return found
+
+
 def local_imports(source: SourceFile, root: Path) -> list[Path]:
     """Files of this project that ``source`` imports: relative imports, and absolute ones found
     next to the file or under the project root (the plan's ``from utils.ema import EMA``)."""
@@ -455,6 +491,7 @@ def local_imports(source: SourceFile, root: Path) -> list[Path]:
     bases = [here, *[p for p in here.parents if root in (p, *p.parents)]]
     if (root / "src").is_dir():
         bases.append(root / "src")  # a src/ layout: the package lives in root/src
+    bases += [b for b in _path_roots(source, root) if b not in bases]
     boundary = _package_boundary(source.path, root)
     out: list[Path] = []
 

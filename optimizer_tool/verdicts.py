@@ -21,10 +21,16 @@ from pathlib import Path
 
 from optimizer_tool.findings import Location, Severity, State, Verdict
 from optimizer_tool.index import CallSite, UnitIndex
-from optimizer_tool.knowledge.configured import param_default_calls
+from optimizer_tool.knowledge.configured import default_applies, param_default_calls
 from optimizer_tool.knowledge.diffusion import diffusion_evidence, other_objective
 from optimizer_tool.knowledge.guards import chosen_at_run_time, switched_off
-from optimizer_tool.knowledge.objective import flow_path, handed_in, loss_handed_in, losses_on_noise
+from optimizer_tool.knowledge.objective import (
+    flow_path,
+    handed_in,
+    loss_handed_in,
+    losses_on_noise,
+    noiseless_objective,
+)
 from optimizer_tool.knowledge.settings import argparse_choices, dispatched_literals, feeds_diffusers_scheduler
 from optimizer_tool.knowledge.training import trains
 from optimizer_tool.registry import Optimization
@@ -89,6 +95,10 @@ def unit_facts(index: UnitIndex, entry: Path) -> UnitFacts:
             return UnitFacts(entry, True, False, other)
     # the object that computes the loss may come from the caller, who then decides the objective
     handed = handed_in(index) or loss_handed_in(index)
+    if evidence is None and handed is None:
+        plain = noiseless_objective(index)
+        if plain:
+            return UnitFacts(entry, True, False, plain)
     return UnitFacts(entry, True, evidence is not None or None, evidence or "", handed_in=handed)
 
 
@@ -215,6 +225,10 @@ def _present_or_off(opt: Optimization, index: UnitIndex) -> Verdict:
         return Verdict(opt.key, State.ELSEWHERE, reason, where)
     if all(switches):
         switch = switches[0]
+        if switch.setting.kind == "param-default" and param_default_calls(index, switch.setting) == "used":
+            # a function's own keyword default that its callers leave out: code to edit, no setting
+            reason = f"{switch.describe()}: {default_applies(index, switch.setting)}, and no setting turns it on"
+            return Verdict(opt.key, State.MISSING, reason, where)
         how = f"set {switch.setting.name} to turn it on"
         return Verdict(opt.key, State.OFF, f"{switch.describe()}: {how}", where)
     return Verdict(opt.key, State.PRESENT, f"{first.func_text or 'found'} at {first.path.name}:{first.line}", where)

@@ -135,6 +135,8 @@ def param_default_calls(index: UnitIndex, setting: Setting) -> str:
             if a.call is not None
             and (a.call.method == fn.class_name or any(q.rsplit(".", 1)[-1] == fn.class_name for q in a.call.qualnames))
         }
+    if fn.name == "__call__" and fn.class_name and not callees:
+        callees = _handed_instances(index, params[bound:])
     called = False
     for call in index.calls:
         if not call.func_text or call.func_text.rsplit(".", 1)[-1] not in callees:
@@ -144,6 +146,20 @@ def param_default_calls(index: UnitIndex, setting: Setting) -> str:
             continue
         return "used"
     return "passed" if called else "uncalled"
+
+
+def _handed_instances(index: UnitIndex, params: list[str]) -> set[str]:
+    """Names of callables handed to a function of the unit as a parameter and called with keywords
+    that are all ``__call__``'s parameters (``train_one_epoch(..., loss_scaler, args)`` calling
+    ``loss_scaler(loss, optimizer, parameters=..., update_grad=...)``, the scaler built by the caller)."""
+    wanted = {norm(p) for p in params}
+    found = set()
+    for call in index.calls:
+        fn = call.function
+        keywords = {norm(a.keyword.value) for a in call.node.args if a.keyword is not None}
+        if fn is not None and call.func_text in fn.params and keywords and keywords <= wanted:
+            found.add(call.func_text)
+    return found
 
 
 def default_applies(index: UnitIndex, setting: Setting) -> str:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import ast
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
@@ -84,6 +84,8 @@ def ema_facts(index: UnitIndex) -> EmaFacts:
 def _ema_facts(index: UnitIndex) -> EmaFacts:
     objects = [a for a in index.assigns if _is_ema_object(index, a)] + _appended_emas(index)
     objects += _averaged_by_hand(index, objects)
+    looped, averaging = _averaged_in_loops(index, objects)
+    objects += looped + _returned_emas(index, objects)
     names = {a.target for a in objects}
     leaves = {n.rsplit(".", 1)[-1] for n in names}
     updates = []
@@ -109,6 +111,16 @@ def _ema_facts(index: UnitIndex) -> EmaFacts:
             or (call.function and UPDATE_FUNCTION.search(call.function.name))
         ):
             updates.append(call)
+    # an in-place average is the update where no call of its function already is (DiT's
+    # ``update_ema(ema, model)`` counts at its call, not inside)
+    called = {(u.method or u.func_text).rsplit(".", 1)[-1] for u in updates}
+    for call in averaging:
+        named = call.function is not None and (
+            call.function.name in called or UPDATE_FUNCTION.search(call.function.name)
+        )  # an ``update_ema`` helper: its calls are the updates
+        if call not in updates and not named:
+            if not any(u.function is call.function and u.line == call.line for u in updates):
+                updates.append(call)
     return EmaFacts(objects, updates, _ema_aliases(index, objects, names) + _instance_emas(index, objects))
 
 
@@ -142,6 +154,153 @@ def _averaged_by_hand(index: UnitIndex, known: list[Assign]) -> list[Assign]:
                 found.append(assigns[-1])
                 seen.add(first)
     return found
+
+
+PARAMETER_LISTS = re.compile(
+    r"^([\w.]+?)\.(parameters|named_parameters|buffers)\(\)$|^([\w.]+?)\.state_dict\(\)\.values\(\)$"
+)
+ROOT_NAME = re.compile(r"^(\w+)")
+
+
+def _averaged_in_loops(index: UnitIndex, known: list[Assign]) -> tuple[list[Assign], list[CallSite]]:
+    """Models averaged in place element by element, whatever their name: ``for p, p_avg in
+    zip(params, self.model_avg.parameters()): p_avg.data.mul_(beta).add_(p.data, alpha=1 - beta)``
+    (motion-diffusion-model), DINO's momentum teacher, ``lerp_``/``copy_`` variants, and a function
+    that does it to the parameter lists it is handed (LCM's ``update_ema(target_unet.parameters(),
+    unet.parameters(), rate)``). Returns each averaged model's last assignment and the averaging calls."""
+
+    def compute() -> tuple[list[Assign], list[CallSite]]:
+        seen = {a.target for a in known}
+        objects: list[Assign] = []
+        calls: list[CallSite] = []
+        for call in index.calls:
+            func = call.node.func
+            if not isinstance(func, cst.Attribute) or func.attr.value not in IN_PLACE_AVERAGE | {"copy_"}:
+                continue
+            root = ROOT_NAME.match(code_of(func))  # ``p_avg.data.mul_(b).add_(p, ...)``: p_avg
+            if root is None:
+                continue
+            for loop in reversed(call.loops):
+                pair = _zip_pair(loop, root.group(1))
+                if pair is None:
+                    continue
+                position, others, lists = pair
+                if not _mixes(func, call.node.args, root.group(1), others):
+                    continue
+                for model in _averaged_models(index, call, lists[position]):
+                    if model in seen:
+                        continue
+                    built = _model_assignment(index, model, call.function)
+                    if built is not None:
+                        objects.append(built)
+                        seen.add(model)
+                calls.append(call)
+                break
+        return objects, calls
+
+    return memo(index, "ema.averaged_in_loops", compute)
+
+
+def _mixes(func: cst.Attribute, args, own: str, others: list[str]) -> bool:
+    """An in-place weighted average of ``own`` with one of ``others``: ``own.lerp_(other, w)``,
+    ``own.mul_(d).add_(other, alpha=1 - d)``, ``own.copy_(own * d + other * (1 - d))``; not a
+    scaling alone (``mul_(m)``, weight decay), an accumulation (``add_(g)``) or a copy back
+    (``param.copy_(stored)``, an EMA's ``restore``)."""
+    text = " ".join(code_of(a.value) for a in args)
+
+    def uses(name: str) -> bool:
+        return re.search(rf"\b{re.escape(name)}\b", text) is not None
+
+    if not any(uses(o) for o in others):
+        return False
+    method = func.attr.value
+    if method == "lerp_":
+        return True
+    if method == "add_":
+        return ".mul_(" in code_of(func)
+    return method == "copy_" and uses(own)
+
+
+def _model_assignment(index: UnitIndex, model: str, function) -> Assign | None:
+    """The last assignment that builds ``model``: in ``function`` (``self.x`` anywhere), else
+    anywhere in the unit (a model handed to the function that averages it); not ``= None``."""
+    every = [a for a in index.assigns if a.target == model]
+    for found in (assignments_of(index, model, function), every):
+        found = [a for a in found if literal(a.value) is not None]
+        # not ``x = accelerator.unwrap_model(x)``: that keeps the model built before
+        built = [a for a in found if model not in names_in(a.value)]
+        if built or found:
+            return (built or found)[-1]
+    return None
+
+
+def _zip_pair(loop, name: str) -> tuple[int, list[str], list[str]] | None:
+    """(position of ``name`` among the loop's targets, the other targets, the code of each zipped
+    list) of a ``for a, b in zip(x, y):`` loop that binds ``name``."""
+    try:
+        target = ast.parse(loop.target, mode="eval").body
+        iterated = ast.parse(loop.iter, mode="eval").body
+    except SyntaxError:
+        return None
+    if not isinstance(target, ast.Tuple) or not all(isinstance(e, ast.Name) for e in target.elts):
+        return None
+    names = [e.id for e in target.elts]
+    if not (isinstance(iterated, ast.Call) and isinstance(iterated.func, ast.Name) and iterated.func.id == "zip"):
+        return None
+    if name not in names or len(iterated.args) != len(names):
+        return None
+    position = names.index(name)
+    return position, [n for n in names if n != name], [ast.unparse(a) for a in iterated.args]
+
+
+def _averaged_models(index: UnitIndex, call: CallSite, zipped: str) -> list[str]:
+    """The models whose parameters ``zipped`` lists: ``self.model_avg.parameters()`` gives
+    ``self.model_avg``; a parameter of the enclosing function gives what its callers pass there."""
+    match = PARAMETER_LISTS.match(zipped.replace(" ", "").replace("\n", ""))
+    if match:
+        return [match.group(1) or match.group(3)]
+    fn = call.function
+    if fn is None or zipped not in fn.params:
+        return []
+    params = list(fn.params)
+    position = params.index(zipped) - (1 if fn.class_name and params[0] in ("self", "cls") else 0)
+    found = []
+    for caller in index.calls:
+        if (caller.method or caller.func_text.rsplit(".", 1)[-1]) != fn.name:
+            continue
+        passed = caller.kwarg(zipped)
+        arg = passed if passed is not None else (caller.args[position].value if len(caller.args) > position else None)
+        if arg is None:
+            continue
+        match = PARAMETER_LISTS.match(code_of(arg).replace(" ", ""))
+        if match:
+            found.append(match.group(1) or match.group(3))
+    return found
+
+
+def _returned_emas(index: UnitIndex, known: list[Assign]) -> list[Assign]:
+    """A model that a factory of the unit may return wrapped in an EMA (flow_matching's
+    ``instantiate_model(..., use_ema)`` with ``if use_ema: return EMA(model=model)``): the caller's
+    ``model = instantiate_model(...)`` holds the EMA, built (and guarded) where the factory builds it."""
+    seen = {a.target for a in known}
+    factories: dict[str, CallSite] = {}
+    for ret in index.returns:
+        built = ret.call or (find_call(index, ret.value) if isinstance(ret.value, cst.Call) else None)
+        if ret.function is None or built is None or not EMA_CLASS.search(built.func_text.rsplit(".", 1)[-1]):
+            continue
+        if _averages_a_model(index, built):
+            factories.setdefault(ret.function.name, built)
+    found = []
+    for assign in index.assigns:
+        made = assign.call.func_text.rsplit(".", 1)[-1] if assign.call is not None else ""
+        if made in factories and assign.target not in seen and assign.position is None:
+            built = factories[made]
+            found.append(replace(assign, call=built, guards=assign.guards + built.guards))
+            seen.add(assign.target)
+    return found
+
+
+EMA_CLASS = re.compile(r"^(EMA\w*|\w*Ema|\w*EMA|AveragedModel|ModelEma\w*|LitEma)$")
 
 
 def _fetched_ema(index: UnitIndex, call: CallSite, names: set[str]) -> bool:
@@ -243,6 +402,7 @@ def _is_ema_object(index: UnitIndex, assign: Assign) -> bool:
         assign.call is not None
         and has_role(index, assign.target, "ema")
         and assign.call.names & _ema_constructor_names(index, assign)
+        and not _wrapped_later(index, assign)
     ):
         return _averages_a_model(index, assign.call)
     return bool(EMA_NAME.search(leaf)) and (
@@ -270,6 +430,9 @@ def _averages_a_model(index: UnitIndex, call: CallSite) -> bool:
     names = {name for arg in call.node.args for name in names_in(arg.value)}
     if any(MODEL_LIKE.search(name.rsplit(".", 1)[-1]) for name in names if name != "self"):
         return True
+    positional = [dotted(arg.value) for arg in call.node.args if arg.keyword is None]
+    if any(has_role(index, name, "optimizer") for name in positional if name):
+        return True  # an optimizer wrapper averages the parameters it steps (LSGM/DDGAN ``EMA(optimizer, decay)``)
     return any(c.receiver in names for c in index.method_calls("parameters", "named_parameters", "state_dict"))
 
 
@@ -284,6 +447,21 @@ def _injected_ema(assign: Assign, leaf: str, value_code: str) -> bool:
         and bool(EMA_NAME.search(name))
         and not NOT_AN_EMA.search(name)
         and bool(EMA_NAME.search(leaf))
+    )
+
+
+def _wrapped_later(index: UnitIndex, assign: Assign) -> bool:
+    """The object an EMA wrapper takes in and replaces under the same name is not the EMA:
+    ``optimizerG = optim.Adam(...)`` then ``if args.use_ema: optimizerG = EMA(optimizerG, ...)``
+    (denoising-diffusion-gan) makes only the second an EMA."""
+    return any(
+        other is not assign
+        and other.target == assign.target
+        and other.path == assign.path
+        and other.line > assign.line
+        and other.call is not None
+        and any(dotted(arg.value) == assign.target for arg in other.call.node.args)
+        for other in index.assigns
     )
 
 

@@ -179,6 +179,35 @@ def is_noise(index: UnitIndex, function: FunctionInfo | None, name: str, depth: 
     return True
 
 
+GAUSSIAN_DRAWS = re.compile(
+    r"(^|\.)(randn|randn_like|normal_?|randn_tensor|standard_normal|Normal|MultivariateNormal|normal_like)$"
+)
+
+
+def noiseless_objective(index: UnitIndex) -> str | None:
+    """Why the unit is no diffusion trainer although no classification or adversarial objective
+    names it: it computes its loss in its own code (MAE's ``(pred - target) ** 2`` on patches)
+    and draws no Gaussian noise anywhere in the code it reaches, while every denoising objective
+    noises its data. None when some call may draw noise or no loss is seen."""
+    if any(
+        GAUSSIAN_DRAWS.search(c.method or c.func_text or "") and not INITIALISERS.search(c.func_text)
+        for c in index.calls
+    ):
+        return None
+    sites = [(c.path, c.line) for c in _loss_calls(index) if not c.no_grad]
+    # ``loss = (pred - target) ** 2`` then reduced later (MAE), a cross-entropy by hand (DINO)
+    sites += [(a.path, a.line) for a in index.assigns if WRITTEN_LOSS.search(code_of(a.value))]
+    sites += [(c.path, c.line) for c in index.calls if (c.method or c.func_text).endswith("log_softmax")]
+    if not sites:
+        return None
+    path, line = sites[0]
+    return f"its loss is computed in its own code ({path.name}:{line}) and it draws no Gaussian noise anywhere"
+
+
+INITIALISERS = re.compile(r"(^|\.)init\.")  # ``nn.init.normal_(w, std=.02)`` draws weights, not noise
+WRITTEN_LOSS = re.compile(r"^\(\s*[^()]+?\s-\s[^()]+\)\s*\*\*\s*2$")
+
+
 def _draws_noise(index: UnitIndex, value) -> bool:
     """The expression calls torch.randn/randn_like (or numpy's) somewhere."""
     return any(

@@ -133,7 +133,8 @@ def optimizer_steps(index: UnitIndex) -> list[CallSite]:
     """Optimizer steps, including ``scaler.step(optimizer)`` and Lightning's manual ``opt.step()``."""
     steps = role_calls(index, "optimizer", "step")
     steps += [c for c in role_calls(index, "scaler", "step")]
-    return sorted(steps, key=lambda c: (str(c.path), c.line, c.col))
+    # the steps the entry script runs first: a finding about "the" step names one that trains
+    return sorted(steps, key=lambda c: (not run_by_entry(index, c.function), str(c.path), c.line, c.col))
 
 
 def is_lightning(index: UnitIndex) -> bool:
@@ -290,8 +291,13 @@ CLIP_METHOD = re.compile(
 def clip_calls(index: UnitIndex) -> list[CallSite]:
     """Gradient clipping: ``torch.nn.utils.clip_grad_norm_/clip_grad_value_`` in any import spelling,
     ``accelerator.clip_grad_norm_``, Fabric/Lightning ``clip_gradients``, FSDP/fairseq ``clip_grad_norm``,
-    timm ``dispatch_clip_grad``, a project's own ``clip_grad(...)`` helper."""
-    return [c for c in index.calls if c.matches(GRAD_CLIP_FUNCTIONS) or CLIP_METHOD.match(c.method or "")]
+    timm ``dispatch_clip_grad``, a project's own ``clip_grad(...)`` helper; not in code the entry
+    script never runs (motion-diffusion-model's evaluator ``trainers.py`` beside its TrainLoop)."""
+    return [
+        c
+        for c in index.calls
+        if (c.matches(GRAD_CLIP_FUNCTIONS) or CLIP_METHOD.match(c.method or "")) and run_by_entry(index, c.function)
+    ]
 
 
 def is_torch_clip(call: CallSite) -> bool:

@@ -156,7 +156,37 @@ def _resolution(setting: Setting) -> int | None:
 
 
 def resolutions(index: UnitIndex) -> Configured:
-    return configured(index, RESOLUTION_SETTINGS, lambda s: str(size) if (size := _resolution(s)) else None)
+    found = configured(index, RESOLUTION_SETTINGS, lambda s: str(size) if (size := _resolution(s)) else None)
+    return _chosen_dataset(index, found)
+
+
+# an evaluation module's input size (FID's Inception takes 299 px) is no training resolution
+EVALUATION_FILE = re.compile(r"(^|_)(fid|inception|metrics?|eval\w*|kid|precision_recall)(_|$)", re.I)
+
+
+def _chosen_dataset(index: UnitIndex, found: Configured) -> Configured:
+    """Keep the sizes the run trains at: not an evaluation module's input size, and where sibling
+    dataset classes each state theirs (ddpm-torch's ``CIFAR10.resolution = (32, 32)``, ``CelebA_HQ.
+    resolution = (256, 256)``), only the class a flag's default names (``--dataset cifar10``)."""
+    kept = {
+        v: [s for s in settings if not EVALUATION_FILE.search(s.path.stem)] for v, settings in found.by_value.items()
+    }
+    per_class = [s for settings in kept.values() for s in settings if s.kind == "class-default" and s.owner]
+    if len({s.owner for s in per_class}) > 1 and len({s.value for s in per_class}) > 1:
+        defaults = [s for s in index.settings if isinstance(s.value, str) and s.kind in ("argparse", "config-file")]
+        # a flag's default; config files only when they all name one (per-dataset configs name each)
+        flags = [s for s in defaults if s.kind == "argparse"]
+        names = {_squashed(s.value) for s in flags} or (
+            {_squashed(s.value) for s in defaults} if len({s.value for s in defaults}) == 1 else set()
+        )
+        chosen = {s.owner for s in per_class if _squashed(s.owner) in names}
+        if chosen:  # a flag's default names one of the classes: the others are the run's alternatives
+            kept = {v: [s for s in settings if s not in per_class or s.owner in chosen] for v, settings in kept.items()}
+    return Configured({v: settings for v, settings in kept.items() if settings}, found.explicit)
+
+
+def _squashed(text: str) -> str:
+    return re.sub(r"[\W_]", "", text).lower()
 
 
 def _number(index: UnitIndex, names: tuple[str, ...], read=None) -> tuple[int, Setting] | None:
@@ -180,11 +210,17 @@ def _plain_int(value: object) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
+def _latent(index: UnitIndex) -> bool:
+    """The model trains on latents of a pretrained autoencoder or fine-tunes a pretrained denoiser."""
+    if index.calls_to(*LATENT) or pretrained_denoiser(index) is not None:
+        return True
+    encoder = re.compile(r"vae|autoencoder|first_stage", re.I)
+    return any(c.method == "encode" and encoder.search(c.receiver) for c in index.calls)
+
+
 def _judged(index: UnitIndex) -> bool:
     """The resolution is the trainer's own pixel-space choice."""
-    if index.calls_to(*LATENT) or index.calls_to(*FIXED_SIZE_DATASETS) or pretrained_denoiser(index) is not None:
-        return False
-    if any(c.method == "encode" and re.search(r"vae|autoencoder|first_stage", c.receiver, re.I) for c in index.calls):
+    if index.calls_to(*FIXED_SIZE_DATASETS) or _latent(index):
         return False
     return bool(resolutions(index).by_value)
 
@@ -293,8 +329,14 @@ class LowResolution(Rule):
         if native is not None:
             name, side = native
             return State.MISSING, f"trains on {name} at its native {side}x{side} px (nothing resizes it)"
-        if sizes:
+        flag = found.where(str(sizes[-1])) if sizes else None
+        if flag is not None and flag.kind in ("argparse", "config-file") and not _latent(index):
+            # a fixed-size dataset resized by a flag's default (denoising-diffusion-gan: CIFAR10, --image_size 32)
+            return State.MISSING, f"trains at {sizes[-1]} px ({flag.name} defaults to {flag.value!r})"
+        if sizes and _latent(index):
             return State.ELSEWHERE, "a latent or pretrained model: its resolution follows the pretrained autoencoder"
+        if sizes:
+            return State.ELSEWHERE, f"the dataset the run picks decides the size ({flag.name} = {flag.value!r} is one)"
         unread = next((s for s in index.setting(*RESOLUTION_SETTINGS) if not s.known), None)
         if unread is not None:
             return (

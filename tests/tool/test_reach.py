@@ -614,3 +614,24 @@ def test_a_scheduler_the_training_function_receives_is_decided_elsewhere(tmp_pat
     )
     _write(tmp_path, {"train_loop.py": loop})
     assert _verdicts(tmp_path, "train_loop.py")["lr-schedule"] == "decided-elsewhere"
+
+
+def test_a_launcher_reaches_the_package_it_puts_on_sys_path(tmp_path):
+    """instruct-pix2pix: ``sys.path.append("./stable_diffusion")`` in main.py, the LDM package and
+    the model the config names under it. Before: "no optimizer step found", unknown for every key."""
+    launcher = LAUNCHER.replace(
+        "import argparse\n", 'import argparse\nimport sys\n\nsys.path.append("./vendored")\n', 1
+    )
+    _write(
+        tmp_path,
+        {
+            "main.py": launcher,
+            "vendored/ldm/__init__.py": "",
+            "vendored/ldm/models/__init__.py": "",
+            "vendored/ldm/models/diffusion.py": DIFFUSION_MODULE,
+            "configs/train.yaml": "model:\n  target: ldm.models.diffusion.DDPM\n",
+        },
+    )
+    states = _verdicts(tmp_path, "main.py")
+    assert "diffusion.py" in states["_note"]
+    assert states["ema"] == "present" and states["vpred"] == "missing" and states["cosine"] == "off-by-default"

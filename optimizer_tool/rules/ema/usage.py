@@ -6,9 +6,11 @@ from __future__ import annotations
 import re
 from typing import Iterable
 
+import libcst as cst
+
 from optimizer_tool.contract import Hit
 from optimizer_tool.findings import Severity
-from optimizer_tool.index import CallSite, UnitIndex, code_of, dotted
+from optimizer_tool.index import CallSite, UnitIndex, code_of, dotted, literal
 from optimizer_tool.knowledge.configured import assignments_of
 from optimizer_tool.knowledge.ema import ema_facts
 from optimizer_tool.knowledge.training import (
@@ -17,6 +19,7 @@ from optimizer_tool.knowledge.training import (
     calls_in_functions_with,
     has_role,
     mentions,
+    run_by_entry,
     sampling_functions,
     trained_model,
 )
@@ -101,7 +104,29 @@ def _registered_for_checkpointing(index: UnitIndex, names: list[str]) -> bool:
     hook_functions = [
         f for f in index.functions if any(code_of(a.value).strip() in (f.name,) for c in hooks for a in c.node.args)
     ]
-    return any(any(n in c.text for n in names) for c in hooks) or any(mentions(index, hook_functions, n) for n in names)
+    return (
+        any(any(n in c.text for n in names) for c in hooks)
+        or any(mentions(index, hook_functions, n) for n in names)
+        or _saved_by_name(index, names)
+    )
+
+
+def _saved_by_name(index: UnitIndex, names: list[str]) -> bool:
+    """Attributes saved and loaded through their names (ddpm-torch: ``roster = ["model", "optimizer"];
+    if self.use_ema: roster.append("ema")`` then ``getattr(self, k).state_dict()`` for each): the
+    EMA's attribute name is a string of the unit and state dicts are fetched with ``getattr``."""
+    if not any(
+        isinstance(c.node.func, cst.Attribute)
+        and c.node.func.attr.value in ("state_dict", "load_state_dict")
+        and code_of(c.node.func.value).startswith("getattr(")
+        for c in index.calls
+    ):
+        return False
+    leaves = {n.split(".", 1)[1] for n in names if n.startswith("self.") and n.count(".") == 1}
+    listed = (a.value.elements for a in index.assigns if isinstance(a.value, cst.List))
+    return any(literal(arg.value) in leaves for c in index.calls for arg in c.node.args) or any(
+        literal(e.value) in leaves for elements in listed for e in elements
+    )
 
 
 class EmaNotSaved(_EmaWithFunctions):
@@ -294,7 +319,9 @@ class EmaNotUsedForSampling(EmaBug):
         functions = [
             f
             for f in sampling_functions(index)
-            if not any(MODEL_PARAMETER.match(p) for p in f.params) and _runs_a_network(index, f)
+            if not any(MODEL_PARAMETER.match(p) for p in f.params)
+            and _runs_a_network(index, f)
+            and run_by_entry(index, f)  # a sampler factory the entry never calls samples nothing
         ]
         sampler_names = {f.name for f in functions}
         # validation_step -> self.sample(): the callee is where the model is chosen.

@@ -80,7 +80,17 @@ class VPredictionFix(Fix):
 # --- VPRED001 -----------------------------------------------------------------------
 def _configure_v(ctx: FixContext, index: UnitIndex) -> None:
     """Every setting that chooses epsilon now chooses v, in the spelling the code accepts."""
-    changes = [_v_setting(index, setting) for setting in configured_prediction(index).by_value.get("epsilon", [])]
+    by_value = configured_prediction(index).by_value
+    if not by_value.get("epsilon") and by_value.get("x0"):
+        setting = by_value["x0"][0]
+        raise CannotFix(
+            setting.path,
+            setting.line,
+            f"the model predicts x0 ({setting.name} = {setting.value!r}): switching to v changes the loss target"
+            " and the sampler's formulas, which this fix only does for epsilon trainers",
+            TARGET_PATCH,
+        )
+    changes = [_v_setting(index, setting) for setting in by_value.get("epsilon", [])]
     for line in set_settings(ctx, changes):
         ctx.note(f"{line} (retrain from scratch: the model learns another target)")
     if computes_velocity(index) and not losses_on_noise(index):

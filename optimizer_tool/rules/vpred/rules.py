@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Iterable
 
 from optimizer_tool.contract import Hit, Rule
@@ -105,12 +106,6 @@ class EpsilonPrediction(Rule):
             "from denoising_diffusion_pytorch import GaussianDiffusion\n"
             "diffusion = GaussianDiffusion(model, image_size=128, objective='pred_v')\n"
         ),
-        # x0-prediction is not epsilon
-        (
-            "import argparse\n"
-            "parser = argparse.ArgumentParser()\n"
-            "parser.add_argument('--prediction_type', default='sample', choices=['epsilon', 'sample'])\n"
-        ),
         # fine-tuning a pretrained epsilon UNet, the loss says epsilon but no setting chose it
         (
             "import torch\n"
@@ -133,6 +128,12 @@ class EpsilonPrediction(Rule):
     ]
     INVALID = [
         _trainer("epsilon", _BRANCHED),
+        # x0-prediction is no v-prediction either
+        (
+            "import argparse\n"
+            "parser = argparse.ArgumentParser()\n"
+            "parser.add_argument('--prediction_type', default='sample', choices=['epsilon', 'sample'])\n"
+        ),
         (
             "import argparse\n"
             "parser = argparse.ArgumentParser()\n"
@@ -170,6 +171,22 @@ class EpsilonPrediction(Rule):
 
     def when_blind(self, index: UnitIndex) -> tuple[State, str] | None:
         reason = inherited(index, "prediction type", "prediction_type")
+        prediction = configured_prediction(index)
+        loss = prediction.where("epsilon") if set(prediction.by_value) == {"epsilon"} else None
+        if (
+            reason is not None
+            and loss is not None
+            and not prediction.explicit
+            and all(s.kind == "code" for s in prediction.by_value["epsilon"])
+            and not _branches_on_prediction(index, loss)
+        ):
+            # the loss is written against the noise: whatever the pretrained config says, it trains epsilon
+            return (
+                State.MISSING,
+                f"the loss always compares the model output with the sampled noise ({loss.path.name}:{loss.line}),"
+                f" whatever the pretrained config says: the model is trained on epsilon ({reason}; switching a"
+                " pretrained epsilon model to v means retraining it)",
+            )
         if reason is not None:
             return State.ELSEWHERE, reason
         flow = flow_path(index)
@@ -186,9 +203,17 @@ class EpsilonPrediction(Rule):
 
     def check(self, index: UnitIndex) -> Iterable[Hit]:
         prediction = configured_prediction(index)
-        if prediction.value != "epsilon":
+        if prediction.value not in ("epsilon", "x0"):
             return
-        setting = prediction.where("epsilon")
+        setting = prediction.where(prediction.value)
+        if prediction.value == "x0":
+            yield Hit.at(
+                setting,
+                f"the model predicts the clean sample x0 ({setting.name} = {setting.value!r}): an x0 target asks"
+                " the network to reproduce its input at low noise and blurs at high noise; v-prediction stays"
+                " well conditioned at every noise level (Salimans & Ho 2022)",
+            )
+            return
         if setting.kind == "code":
             why = "the loss compares the model output with the sampled noise"
         elif setting.kind == "library-default":
@@ -202,6 +227,19 @@ class EpsilonPrediction(Rule):
             f"the model predicts the noise ({why}): its x0 estimate divides by sqrt(alpha_bar) and amplifies errors"
             " at high noise; v-prediction stays well conditioned at every noise level (Salimans & Ho 2022)",
         )
+
+
+PREDICTION_BRANCH = re.compile(r"prediction_type|parameterization|pred_type|objective\s*==")
+
+
+def _branches_on_prediction(index: UnitIndex, loss) -> bool:
+    """The function computing ``loss`` reads the prediction type (``if
+    noise_scheduler.config.prediction_type == "epsilon": target = noise``): the target follows it."""
+    source = index.source(loss.path)
+    lines = source.lines if source is not None else []
+    fn = next((f for f in index.functions if f.path == loss.path and f.line <= loss.line <= f.end_line), None)
+    start, end = (fn.line, fn.end_line) if fn is not None else (1, len(lines))
+    return any(PREDICTION_BRANCH.search(line) for line in lines[start - 1 : end])
 
 
 class _VConfigured(Rule):

@@ -94,6 +94,16 @@ def build_units(loaded: LoadResult, targets: list[Path]) -> list[Unit]:
         closure(start)
         return other in closure_sets[start]
 
+    def near_trainer(start: Path) -> bool:
+        frontier, seen = [start], {start}
+        for _ in range(MAX_TRAINER_DEPTH + 1):
+            if trainers.intersection(frontier):
+                return True
+            closure(start)  # fills imports_cache for the files it reaches
+            frontier = [n for f in frontier for n in imports_cache.get(f, []) if n not in seen and n in loaded.files]
+            seen.update(frontier)
+        return False
+
     target_set = {p.resolve() for p in targets}
     in_targets = [p for p in loaded.files if not target_set.isdisjoint((p, *p.parents))]
     trainers = {p for p, source in loaded.files.items() if source.trains}
@@ -101,8 +111,17 @@ def build_units(loaded: LoadResult, targets: list[Path]) -> list[Unit]:
     # (scripts/image_train.py -> train_util.py; main.py -> trainer.py): its unit sees the
     # config defaults and helpers the script wires in.
     candidates = [p for p in in_targets if trainers.intersection(closure(p))]
+    # An entry point runs: a script, a file that trains or launches, module-level code, or a file
+    # named on the command line. A library module that merely imports training code (diffusers'
+    # ``src/diffusers/__init__.py`` reaches 1000 files) is no entry; kept only when nothing else is.
+    # Training code reached only through more than MAX_TRAINER_DEPTH imports is library code the
+    # entry may never call (diffusers' CLI reaches an inference pipeline that calls backward()).
+    runnable = [
+        p for p in candidates if p in target_set or (_entry_like(loaded.files[p], loaded.root) and near_trainer(p))
+    ]
+    candidates = runnable or candidates
     keep = [c for c in candidates if not any(o != c and reaches(o, c) and not reaches(c, o) for o in candidates)]
-    units = [Unit(loaded.files[e], [loaded.files[p] for p in closure(e)], load_configs(e.parent)) for e in keep]
+    units = [_budgeted(loaded, closure(e), load_configs(e.parent)) for e in keep]
     # Files that train nothing and belong to no trainer are checked alone, without pulling in
     # their imports, only when named on the command line or when nothing trains: library code has
     # nothing for the training rules to judge, and indexing a repository's every module (timm's
@@ -127,6 +146,46 @@ def build_units(loaded: LoadResult, targets: list[Path]) -> list[Unit]:
     alone = [p for p in in_targets if p not in covered and p not in launchers and (not keep or p in target_set)]
     units += [Unit(loaded.files[p], [loaded.files[p]], []) for p in alone]
     return units
+
+
+MAX_TRAINER_DEPTH = 3
+# Files one unit reads at most, nearest imports first: the largest trainer of the three labelled
+# sets reaches 51; a library module that imports its whole package (a diffusers pipeline: 838)
+# is read as far as the budget goes (twice the largest trainer), and its verdicts say so.
+MAX_UNIT_FILES = 100
+BUDGET_REASON = (
+    "the entry reaches {reached} project files, more than the {budget} a unit reads (nearest imports first):"
+    " what is not seen may be in the rest"
+)
+
+
+def _budgeted(loaded: LoadResult, reached: list[Path], configs: list) -> Unit:
+    """The unit of the entry ``reached[0]``, its files cut to the budget (breadth-first order)."""
+    files = [loaded.files[p] for p in reached[:MAX_UNIT_FILES]]
+    return Unit(files[0], files, configs, reached=len(reached) if len(reached) > MAX_UNIT_FILES else 0)
+
+
+def _within_budget(unit: Unit, findings: list[Finding], facts: UnitFacts) -> list[Finding]:
+    """A unit cut to the budget: what was seen stays (present, bugs), an absence is no longer
+    evidence (missing and off-by-default become unknown, their findings go)."""
+    if not unit.reached:
+        return findings
+    reason = BUDGET_REASON.format(reached=unit.reached, budget=MAX_UNIT_FILES)
+    for key, v in facts.verdicts.items():
+        if v.state in (State.MISSING, State.OFF, State.NOT_APPLICABLE):
+            facts.verdicts[key] = Verdict(key, State.UNKNOWN, reason)
+    return [f for f in findings if f.severity is not Severity.MISSING]
+
+
+TEST_FILE = re.compile(r"^(test_.*|.*_test|conftest)\.py$")
+
+
+def _entry_like(source, root: Path) -> bool:
+    """A file a user runs to train: not a test module (``tests/``, ``test_*.py``: pytest runs it)."""
+    parts = source.path.relative_to(root).parts if root in source.path.parents else source.path.parts
+    if TEST_FILE.match(source.path.name) or any(p in ("tests", "test") for p in parts[:-1]):
+        return False
+    return source.is_script or source.trains or source.launches or source.runs_code
 
 
 def _suppressions(source: SourceFile) -> dict[int, tuple[set[str] | None, str]]:
@@ -163,7 +222,7 @@ def check_units(
         per_unit = [_check_unit(unit, selected) for unit in units]
     else:
         keys = tuple(opt.key for opt in selected)
-        specs = [(u.entry.path, [(s.path, s.text) for s in u.files], u.configs, keys) for u in units]
+        specs = [(u.entry.path, [(s.path, s.text) for s in u.files], u.configs, keys, u.reached) for u in units]
         biggest_first = sorted(range(len(specs)), key=lambda i: -sum(len(text) for _, text in specs[i][1]))
         done = dict(zip(biggest_first, pool.map(_check_unit_in_worker, [specs[i] for i in biggest_first])))
         per_unit = [done[i] for i in range(len(specs))]
@@ -213,7 +272,7 @@ def _check_readable_unit(
         bad = {e.location.path for e in unreadable}
         if unit.entry.path in bad:
             return unreadable, [], UnitFacts(unit.entry.path, False, None)
-        unit = Unit(unit.entry, [s for s in unit.files if s.path not in bad], unit.configs)
+        unit = Unit(unit.entry, [s for s in unit.files if s.path not in bad], unit.configs, reached=unit.reached)
         findings += unreadable
     index = UnitIndex.build(unit)
     facts = unit_facts(index, unit.entry.path)
@@ -234,7 +293,7 @@ def _check_readable_unit(
                 for message, location, _ in outcome.hits
             ]
         facts.verdicts[opt.key] = verdict(opt, index, facts, outcomes)
-    return findings, statuses, facts
+    return _within_budget(unit, findings, facts), statuses, facts
 
 
 def _run_rule(rule_cls, index: UnitIndex, facts: UnitFacts, entry: Path, errors: list) -> RuleOutcome | None:
@@ -279,14 +338,13 @@ def _worker_source(path: Path, text: str) -> SourceFile:
 
 
 def _check_unit_in_worker(
-    spec: tuple[Path, list[tuple[Path, str]], list[ConfigFile], tuple[str, ...]],
+    spec: tuple[Path, list[tuple[Path, str]], list[ConfigFile], tuple[str, ...], int],
 ) -> tuple[list[Finding], list[RuleStatus], UnitFacts]:
-    entry, files, configs, keys = spec
+    entry, files, configs, keys, reached = spec
     sources = [_worker_source(path, text) for path, text in files]
     by_key = {opt.key: opt for opt in optimizations()}
-    return _check_unit(
-        Unit(next(s for s in sources if s.path == entry), sources, configs), tuple(by_key[k] for k in keys)
-    )
+    unit = Unit(next(s for s in sources if s.path == entry), sources, configs, reached=reached)
+    return _check_unit(unit, tuple(by_key[k] for k in keys))
 
 
 def internal_error(code: str, path: Path, exc: Exception) -> Finding:

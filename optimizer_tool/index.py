@@ -777,13 +777,39 @@ class UnitIndex:
 
     def setting(self, *names: str) -> list[Setting]:
         wanted = {norm(n) for n in names}
+        if len(wanted) == 1:
+            return list(self._settings_by_name.get(next(iter(wanted)), ()))
         return [s for s in self.settings if s.name in wanted]
 
     def functions_named(self, *names: str) -> list[FunctionInfo]:
+        if len(names) == 1:
+            return list(self._functions_by_name.get(names[0], ()))
         return [f for f in self.functions if f.name in names]
 
     def calls_in(self, function: FunctionInfo | None) -> list[CallSite]:
-        return [c for c in self.calls if c.function == function]
+        return list(self._calls_by_function.get(function, ()))
+
+    # lookup tables, built on first use (the index does not change once built)
+    @cached_property
+    def _settings_by_name(self) -> dict[str, list[Setting]]:
+        table: dict[str, list[Setting]] = {}
+        for s in self.settings:
+            table.setdefault(s.name, []).append(s)
+        return table
+
+    @cached_property
+    def _functions_by_name(self) -> dict[str, list[FunctionInfo]]:
+        table: dict[str, list[FunctionInfo]] = {}
+        for f in self.functions:
+            table.setdefault(f.name, []).append(f)
+        return table
+
+    @cached_property
+    def _calls_by_function(self) -> dict[FunctionInfo | None, list[CallSite]]:
+        table: dict[FunctionInfo | None, list[CallSite]] = {}
+        for c in self.calls:
+            table.setdefault(c.function, []).append(c)
+        return table
 
     def line_text(self, path: Path, line: int) -> str:
         for source in self.files:

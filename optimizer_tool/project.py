@@ -197,6 +197,18 @@ class SourceFile:
         return False
 
     @cached_property
+    def runs_code(self) -> bool:
+        """The module does something when run, beyond defining and importing: a call statement or a
+        loop at module level (a training script without a ``__main__`` guard: ``trainer.train()``),
+        not a library module's definitions, constants and lazy-import tables."""
+        for node in self.tree.body if self.tree else ():
+            if isinstance(node, (ast.For, ast.While, ast.With)):
+                return True
+            if isinstance(node, ast.Expr) and isinstance(node.value, ast.Call):
+                return True
+        return False
+
+    @cached_property
     def launches(self) -> bool:
         """The file hands training to a framework: it imports Lightning and calls ``.fit(...)``
         (``trainer.fit(model, data)``), the model built elsewhere (often from a config)."""
@@ -256,6 +268,9 @@ class Unit:
     # A launcher's models: the units of the training modules its configs may name (the run's config
     # picks one); the launcher's verdicts are theirs where they agree.
     delegates: list["Unit"] = field(default_factory=list)
+    # the number of project files the entry reaches when more than the per-unit budget were (the
+    # nearest ones are ``files``); 0 when every reached file was read
+    reached: int = 0
 
     @cached_property
     def manifests(self) -> dict[Path, str]:

@@ -52,6 +52,11 @@ PREDICTION_NAMES = set(PREDICTION_SETTINGS_STRICT) | set(PREDICTION_SETTINGS_LOO
 
 
 def _loss_calls(index: UnitIndex) -> list[CallSite]:
+    """The unit's loss computations (computed once per index: several rules ask)."""
+    return memo(index, "objective.loss_calls", lambda: _find_loss_calls(index))
+
+
+def _find_loss_calls(index: UnitIndex) -> list[CallSite]:
     modules = {a.target for a in index.assigns if a.call is not None and a.call.matches(LOSS_MODULES)}
     # ``def __init__(self, ..., criterion=nn.MSELoss()): self.criterion = criterion`` (minDiffusion)
     defaults = {(c.function, c.default_of) for c in index.calls if c.default_of and c.matches(LOSS_MODULES)}
@@ -121,16 +126,27 @@ def _squaring_helper(index: UnitIndex, call: CallSite) -> bool:
     leaf = call.func_text.rsplit(".", 1)[-1] if call.func_text else ""
     if not leaf or leaf in ("mean", "sum"):
         return False
-    for fn in index.functions_named(leaf):
+    return leaf in memo(index, "objective.squaring_helpers", lambda: _squaring_helpers(index))
+
+
+def _squaring_helpers(index: UnitIndex) -> set[str]:
+    """Names of the unit's functions that return their first parameter squared and reduced."""
+    found: set[str] = set()
+    returned: dict = {}
+    for r in index.returns:
+        returned.setdefault(r.function, []).append(r)
+    for fn in index.functions:
+        if fn not in returned:
+            continue
         first = next((p for p in fn.params if p not in ("self", "cls")), None)
         if first is None:
             continue
         squared = re.compile(
             rf"(\b{first}\s*\*\*\s*2|\b{first}\s*\.\s*(pow\(\s*2|square\()|(torch\.)?square\(\s*{first}\b)"
         )
-        if any(r.function is fn and squared.search(code_of(r.value)) for r in index.returns):
-            return True
-    return False
+        if any(squared.search(code_of(r.value)) for r in returned[fn]):
+            found.add(fn.name)
+    return found
 
 
 def operands(call: CallSite, index: UnitIndex | None = None) -> list[str]:

@@ -587,3 +587,59 @@ def test_clipping_in_a_trainer_class_the_entry_never_builds_does_not_count(tmp_p
     clipping = verdicts(tmp_path, {"train.py": MAIN_WITH_EVALUATOR, "evaluator.py": EVALUATOR_TRAINER})["clipping"]
     assert clipping["state"] == "missing", clipping
     assert clipping["location"]["filename"] == "train.py"
+
+
+ARRAY_SCHEDULE = """\
+import argparse
+
+import numpy as np
+import torch
+
+parser = argparse.ArgumentParser()
+parser.add_argument("--warmup_epochs", type=int, default=10)
+args = parser.parse_args()
+
+
+def cosine_scheduler(base_value, final_value, epochs, niter_per_ep, warmup_epochs=0):
+{body}
+
+
+def train_one_epoch(model, loader, optimizer, lr_schedule, epoch):
+    for it, x in enumerate(loader):
+        it = len(loader) * epoch + it
+        for param_group in optimizer.param_groups:
+            param_group["lr"] = lr_schedule[it]
+        noise = torch.randn_like(x)
+        loss = (model(x + noise) - noise).pow(2).mean()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+
+
+def main():
+    model = torch.nn.Linear(4, 4)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    loader = [torch.randn(2, 4)] * 4
+    lr_schedule = cosine_scheduler(5e-4, 1e-6, 100, len(loader), warmup_epochs=args.warmup_epochs)
+    for epoch in range(100):
+        train_one_epoch(model, loader, optimizer, lr_schedule, epoch)
+
+
+if __name__ == "__main__":
+    main()
+"""
+WARMUP_COSINE = """\
+    warmup_iters = warmup_epochs * niter_per_ep
+    warmup_schedule = np.linspace(0, base_value, warmup_iters)
+    iters = np.arange(epochs * niter_per_ep - warmup_iters)
+    schedule = final_value + 0.5 * (base_value - final_value) * (1 + np.cos(np.pi * iters / len(iters)))
+    return np.concatenate((warmup_schedule, schedule))"""
+CONSTANT = """\
+    return np.full(epochs * niter_per_ep, base_value)"""
+
+
+@pytest.mark.parametrize("body,present", [(WARMUP_COSINE, True), (CONSTANT, False)], ids=["warmup-cosine", "constant"])
+def test_an_lr_array_built_by_the_caller_is_read_from_the_function_that_builds_it(tmp_path, body, present):
+    """DINO: ``param_group["lr"] = lr_schedule[it]`` with ``lr_schedule = utils.cosine_scheduler(...)``."""
+    schedule = verdicts(tmp_path, {"train.py": ARRAY_SCHEDULE.replace("{body}", body)})["lr-schedule"]
+    assert (schedule["state"] == "present") is present, schedule

@@ -107,9 +107,12 @@ def _manual_schedules(index: UnitIndex) -> list[Schedule]:
             names = expanded_names(index, item.value, item.function, item.line)
             feeding = feeding_assigns(index, item.value, item.function, item.line)
             callees = _local_callees(index, names) + _named_callees(index, item, names, feeding)
+            handed = _handed_builders(index, item, names)
+            callees += handed
             scope = _function_names(index, item.function) | set().union(*[_function_names(index, f) for f in callees])
+            built_by = set().union(*[_function_names(index, f) for f in handed])
             linear = _linear_decay(item, feeding)
-            decay = True if _decays(names) or linear or _inverse_decay(index, callees) else None
+            decay = True if _decays(names | built_by) or linear or _inverse_decay(index, callees) else None
             switch = _decay_switch(index, item) if decay else None
             if switch is not None:
                 decay = False
@@ -139,6 +142,33 @@ def _manual_schedules(index: UnitIndex) -> list[Schedule]:
                     decay_switch=switch,
                 )
             )
+    return found
+
+
+def _handed_builders(index: UnitIndex, item, names: set[str]) -> list[FunctionInfo]:
+    """The project functions that build a schedule the assigning function receives as a parameter
+    (DINO: ``train_one_epoch(..., lr_schedule, ...)`` sets ``param_group["lr"] = lr_schedule[it]``,
+    its caller built ``lr_schedule = utils.cosine_scheduler(...)``: a warm-up linspace then a
+    cosine, read from ``cosine_scheduler``'s body)."""
+    fn = item.function
+    if fn is None:
+        return []
+    params = list(fn.params)
+    bound = 1 if fn.class_name and params and params[0] in ("self", "cls") else 0
+    found: list[FunctionInfo] = []
+    for name in sorted(n for n in names if n in params[bound:]):
+        position = params.index(name) - bound
+        for caller in index.calls:
+            if (caller.method or caller.func_text.rsplit(".", 1)[-1]) != fn.name or caller.function is fn:
+                continue
+            arg = caller.kwarg(name)
+            if arg is None and len(caller.args) > position and not any(a.keyword for a in caller.args[: position + 1]):
+                arg = caller.args[position].value
+            if arg is None:
+                continue
+            for assign in feeding_assigns(index, arg, caller.function, caller.line):
+                leaves = {n.rsplit(".", 1)[-1] for n in names_in(assign.value)}
+                found += [f for f in index.functions if f.name in leaves and f.class_name is None and f not in found]
     return found
 
 

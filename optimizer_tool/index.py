@@ -662,6 +662,14 @@ _RECENT: OrderedDict[Path, dict[cst.BaseStatement, _Piece]] = OrderedDict()
 _RECENT_FILES = 16
 
 
+def _grouped(items: Iterable, key) -> dict:
+    """``items`` by ``key(item)``, each group in the order of ``items``."""
+    table: dict = {}
+    for item in items:
+        table.setdefault(key(item), []).append(item)
+    return table
+
+
 @dataclass
 class UnitIndex:
     unit: Unit
@@ -792,24 +800,15 @@ class UnitIndex:
     # lookup tables, built on first use (the index does not change once built)
     @cached_property
     def _settings_by_name(self) -> dict[str, list[Setting]]:
-        table: dict[str, list[Setting]] = {}
-        for s in self.settings:
-            table.setdefault(s.name, []).append(s)
-        return table
+        return _grouped(self.settings, lambda s: s.name)
 
     @cached_property
     def _functions_by_name(self) -> dict[str, list[FunctionInfo]]:
-        table: dict[str, list[FunctionInfo]] = {}
-        for f in self.functions:
-            table.setdefault(f.name, []).append(f)
-        return table
+        return _grouped(self.functions, lambda f: f.name)
 
     @cached_property
     def _calls_by_function(self) -> dict[FunctionInfo | None, list[CallSite]]:
-        table: dict[FunctionInfo | None, list[CallSite]] = {}
-        for c in self.calls:
-            table.setdefault(c.function, []).append(c)
-        return table
+        return _grouped(self.calls, lambda c: c.function)
 
     def line_text(self, path: Path, line: int) -> str:
         for source in self.files:

@@ -21,6 +21,17 @@ from typer.testing import CliRunner
 from optimizer_tool.cli import app
 from optimizer_tool.testing import write_example
 
+# the end of the test programs' loops: one optimizer step per batch, then the script's entry
+STEP_AND_RUN = """\
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+
+
+if __name__ == "__main__":
+    main()
+"""
+
 
 def verdicts(tmp_path: Path, files: dict[str, str], entry: str = "train.py") -> dict[str, dict]:
     write_example(files, tmp_path)
@@ -229,7 +240,8 @@ def test_clipping_behind_a_default_no_caller_sets_is_missing_not_off(tmp_path, e
     assert "called without clip_grad" in clipping["reason"]
 
 
-X0 = """\
+X0 = (
+    """\
 import torch
 
 
@@ -254,14 +266,9 @@ def main():
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
     for x in [torch.randn(2, 4)] * 4:
         loss = diffusion.training_losses(model, x, 10)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-
-
-if __name__ == "__main__":
-    main()
 """
+    + STEP_AND_RUN
+)
 
 
 def test_an_x0_predicting_model_has_no_v_prediction(tmp_path):
@@ -396,7 +403,8 @@ def test_a_sampler_the_entry_never_builds_draws_no_samples(tmp_path):
     assert "EMA008" not in codes
 
 
-MASKED_AUTOENCODER = """\
+MASKED_AUTOENCODER = (
+    """\
 import torch
 
 
@@ -418,14 +426,9 @@ def main():
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
     for x in [torch.rand(2, 4)] * 4:
         loss = model(x{noised})
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-
-
-if __name__ == "__main__":
-    main()
 """
+    + STEP_AND_RUN
+)
 
 
 @pytest.mark.parametrize(
@@ -467,7 +470,8 @@ def inception_input():
     image_res = 299
     return image_res
 """
-DATASET_TRAIN = """\
+DATASET_TRAIN = (
+    """\
 import argparse
 
 import torch
@@ -486,14 +490,9 @@ def main():
     for x in [torch.randn(2, 4)] * 4:
         noise = torch.randn_like(x)
         loss = (model(x + noise) - noise).pow(2).mean()
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-
-
-if __name__ == "__main__":
-    main()
 """
+    + STEP_AND_RUN
+)
 
 
 @pytest.mark.parametrize("dataset,state", [("cifar10", "missing"), ("celeba_hq", "present")])
@@ -507,7 +506,8 @@ def test_the_resolution_is_that_of_the_dataset_class_the_default_names(tmp_path,
     assert resolution["state"] == state, resolution
 
 
-RESIZED_CIFAR = """\
+RESIZED_CIFAR = (
+    """\
 import argparse
 
 import torch
@@ -526,14 +526,9 @@ def main():
     for x, _ in data:
         noise = torch.randn_like(x)
         loss = (model(x + noise) - noise).pow(2).mean()
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-
-
-if __name__ == "__main__":
-    main()
 """
+    + STEP_AND_RUN
+)
 
 
 def test_a_fixed_size_dataset_resized_by_a_small_default_trains_small(tmp_path):
@@ -560,7 +555,8 @@ class MatchingTrainer:
 def evaluator_dims():
     return 512
 """
-MAIN_WITH_EVALUATOR = """\
+MAIN_WITH_EVALUATOR = (
+    """\
 import torch
 
 from evaluator import evaluator_dims
@@ -572,14 +568,9 @@ def main():
     for x in [torch.randn(2, 4)] * 4:
         noise = torch.randn_like(x)
         loss = (model(x + noise) - noise).pow(2).mean()
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-
-
-if __name__ == "__main__":
-    main()
 """
+    + STEP_AND_RUN
+)
 
 
 def test_clipping_in_a_trainer_class_the_entry_never_builds_does_not_count(tmp_path):

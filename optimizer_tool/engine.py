@@ -95,11 +95,11 @@ def build_units(loaded: LoadResult, targets: list[Path]) -> list[Unit]:
         return other in closure_sets[start]
 
     def near_trainer(start: Path) -> bool:
+        closure(start)  # fills imports_cache for the files it reaches
         frontier, seen = [start], {start}
         for _ in range(MAX_TRAINER_DEPTH + 1):
             if trainers.intersection(frontier):
                 return True
-            closure(start)  # fills imports_cache for the files it reaches
             frontier = [n for f in frontier for n in imports_cache.get(f, []) if n not in seen and n in loaded.files]
             seen.update(frontier)
         return False

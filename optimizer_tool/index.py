@@ -81,6 +81,14 @@ class FunctionInfo:
     def qualname(self) -> str:
         return f"{self.class_name}.{self.name}" if self.class_name else self.name
 
+    def call_position(self, param: str) -> int | None:
+        """Where a call passes ``param`` positionally (``self``/``cls`` are bound, not passed);
+        None for ``self``/``cls`` or a name that is no parameter."""
+        if param not in self.params:
+            return None
+        position = self.params.index(param) - (1 if self.params[0] in ("self", "cls") else 0)
+        return position if position >= 0 else None
+
 
 @dataclass(frozen=True)
 class Loop:
@@ -795,7 +803,7 @@ class UnitIndex:
         return [f for f in self.functions if f.name in names]
 
     def calls_in(self, function: FunctionInfo | None) -> list[CallSite]:
-        return list(self._calls_by_function.get(function, ()))
+        return list(self.calls_by_function.get(function, ()))
 
     # lookup tables, built on first use (the index does not change once built)
     @cached_property
@@ -807,7 +815,8 @@ class UnitIndex:
         return _grouped(self.functions, lambda f: f.name)
 
     @cached_property
-    def _calls_by_function(self) -> dict[FunctionInfo | None, list[CallSite]]:
+    def calls_by_function(self) -> dict[FunctionInfo | None, list[CallSite]]:
+        """The calls of each function (None: module-level code); read it, do not change it."""
         return _grouped(self.calls, lambda c: c.function)
 
     def line_text(self, path: Path, line: int) -> str:

@@ -115,12 +115,11 @@ def _ema_facts(index: UnitIndex) -> EmaFacts:
     # ``update_ema(ema, model)`` counts at its call, not inside)
     called = {(u.method or u.func_text).rsplit(".", 1)[-1] for u in updates}
     for call in averaging:
-        named = call.function is not None and (
-            call.function.name in called or UPDATE_FUNCTION.search(call.function.name)
-        )  # an ``update_ema`` helper: its calls are the updates
-        if call not in updates and not named:
-            if not any(u.function is call.function and u.line == call.line for u in updates):
-                updates.append(call)
+        fn = call.function
+        if fn is not None and (fn.name in called or UPDATE_FUNCTION.search(fn.name)):
+            continue  # an ``update_ema`` helper: its calls are the updates
+        if not any(u is call or (u.function is fn and u.line == call.line) for u in updates):
+            updates.append(call)
     return EmaFacts(objects, updates, _ema_aliases(index, objects, names) + _instance_emas(index, objects))
 
 
@@ -260,16 +259,14 @@ def _averaged_models(index: UnitIndex, call: CallSite, zipped: str) -> list[str]
     if match:
         return [match.group(1) or match.group(3)]
     fn = call.function
-    if fn is None or zipped not in fn.params:
+    position = fn.call_position(zipped) if fn is not None else None
+    if position is None:
         return []
-    params = list(fn.params)
-    position = params.index(zipped) - (1 if fn.class_name and params[0] in ("self", "cls") else 0)
     found = []
     for caller in index.calls:
-        if (caller.method or caller.func_text.rsplit(".", 1)[-1]) != fn.name:
+        if caller.method != fn.name:
             continue
-        passed = caller.kwarg(zipped)
-        arg = passed if passed is not None else (caller.args[position].value if len(caller.args) > position else None)
+        arg = caller.arg(position, zipped)
         if arg is None:
             continue
         match = PARAMETER_LISTS.match(code_of(arg).replace(" ", ""))

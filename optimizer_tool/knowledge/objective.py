@@ -239,7 +239,7 @@ def _passed_noise(index: UnitIndex, function: FunctionInfo, name: str, depth: in
     the sampled noise there. None when it is no such parameter or no call is found."""
     if function.class_name is not None or name not in function.params:
         return None
-    position = function.params.index(name)
+    position = function.call_position(name)
     verdicts = []
     for call in index.calls:
         leaf = (call.func_text or "").rsplit(".", 1)[-1]
@@ -247,9 +247,7 @@ def _passed_noise(index: UnitIndex, function: FunctionInfo, name: str, depth: in
             continue
         if any(a.star for a in call.node.args):
             return None
-        node = call.kwarg(name)
-        if node is None and position < len(call.args):
-            node = call.args[position].value
+        node = call.arg(position, name) if position is not None else call.kwarg(name)
         passed = dotted(node) if node is not None else None
         if not passed:
             return None

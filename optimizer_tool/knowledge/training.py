@@ -540,13 +540,6 @@ def _used(calls: list[CallSite], index: UnitIndex) -> set[str]:
     return names
 
 
-def _calls_by_function(index: UnitIndex) -> dict[object, list[CallSite]]:
-    by_function: dict[object, list[CallSite]] = {}
-    for call in index.calls:
-        by_function.setdefault(call.function, []).append(call)
-    return by_function
-
-
 def _reached_from_entry(index: UnitIndex) -> set[int] | None:
     """ids of the functions the entry script's own module-level code reaches, or None when the
     entry has no such code or the trace reaches no training step."""
@@ -554,7 +547,7 @@ def _reached_from_entry(index: UnitIndex) -> set[int] | None:
     roots = [c for c in index.calls if c.function is None and c.path == entry]
     if not roots or not index.entry.is_script:
         return None
-    by_function = _calls_by_function(index)
+    by_function = index.calls_by_function
     bases = class_bases(index)
     wanted, classes, done = _used(roots, index), set(), {}
     while True:
@@ -585,7 +578,7 @@ def _reached_from_entry(index: UnitIndex) -> set[int] | None:
 
 
 def _reached_functions(index: UnitIndex) -> set[str]:
-    by_function = _calls_by_function(index)
+    by_function = index.calls_by_function
     plain = [f for f in index.functions if f.class_name is None]
     # Roots: module-level code, methods, and the plain functions that train themselves (EDM's
     # ``training_loop()`` checked on its own: its caller is another script; a ``train_one_epoch``).

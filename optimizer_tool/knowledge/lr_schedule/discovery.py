@@ -153,17 +153,15 @@ def _handed_builders(index: UnitIndex, item, names: set[str]) -> list[FunctionIn
     fn = item.function
     if fn is None:
         return []
-    params = list(fn.params)
-    bound = 1 if fn.class_name and params and params[0] in ("self", "cls") else 0
     found: list[FunctionInfo] = []
-    for name in sorted(n for n in names if n in params[bound:]):
-        position = params.index(name) - bound
+    for name in sorted(names):
+        position = fn.call_position(name)
+        if position is None:
+            continue
         for caller in index.calls:
-            if (caller.method or caller.func_text.rsplit(".", 1)[-1]) != fn.name or caller.function is fn:
+            if caller.method != fn.name or caller.function is fn:
                 continue
-            arg = caller.kwarg(name)
-            if arg is None and len(caller.args) > position and not any(a.keyword for a in caller.args[: position + 1]):
-                arg = caller.args[position].value
+            arg = caller.arg(position, name)
             if arg is None:
                 continue
             for assign in feeding_assigns(index, arg, caller.function, caller.line):

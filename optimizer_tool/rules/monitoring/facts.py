@@ -271,14 +271,11 @@ def _at(call: CallSite, function) -> CallSite:
 
 
 def _from_callers(index: UnitIndex, function: FunctionInfo, param: str, call: CallSite, depth: int) -> Iterator[Logged]:
-    params = list(function.params)
-    position = params.index(param) - (1 if params and params[0] in ("self", "cls") else 0)
+    position = function.call_position(param)
     for caller in index.calls:
         if (caller.method or caller.func_text) != function.name or caller.function == function:
             continue
-        value = caller.kwarg(param)
-        if value is None and 0 <= position < len(caller.args):
-            value = caller.args[position].value
+        value = caller.arg(position, param) if position is not None else caller.kwarg(param)
         if value is not None:
             yield from _items(index, value, None, _at(call, caller.function), depth + 1)
 

@@ -344,6 +344,7 @@ class Trainer:
         for k, v in self.named_state_dicts():
             chkpt.append((k, v))
         torch.save(dict(chkpt), path)
+        torch.save({"version": 1, "keys": ["model"]}, path + ".meta")  # literal dict/list arguments
 
     def named_state_dicts(self):
         for k in self.trainees:

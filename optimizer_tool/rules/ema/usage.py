@@ -124,9 +124,9 @@ def _saved_by_name(index: UnitIndex, names: list[str]) -> bool:
         return False
     leaves = {n.split(".", 1)[1] for n in names if n.startswith("self.") and n.count(".") == 1}
     listed = (a.value.elements for a in index.assigns if isinstance(a.value, cst.List))
-    return any(literal(arg.value) in leaves for c in index.calls for arg in c.node.args) or any(
-        literal(e.value) in leaves for elements in listed for e in elements
-    )
+    strings = [literal(arg.value) for c in index.calls for arg in c.node.args]
+    strings += [literal(e.value) for elements in listed for e in elements]
+    return any(isinstance(s, str) and s in leaves for s in strings)
 
 
 class EmaNotSaved(_EmaWithFunctions):

@@ -6,9 +6,10 @@ import os
 import re
 from collections import deque
 from concurrent.futures import Executor, ProcessPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from optimizer_tool.config_choice import ConfigChoice, chosen_configs, config_choice
 from optimizer_tool.deep import TOO_DEEP, deepest
 from optimizer_tool.findings import Finding, Location, Severity, State, Verdict
 from optimizer_tool.index import UnitIndex
@@ -20,6 +21,7 @@ from optimizer_tool.project import (
     input_error,
     load,
     load_configs,
+    local_imports,
     parse_source,
 )
 from optimizer_tool.registry import Optimization, optimizations
@@ -66,8 +68,6 @@ class CheckResult:
 
 
 def build_units(loaded: LoadResult, targets: list[Path]) -> list[Unit]:
-    from optimizer_tool.project import local_imports
-
     # Memoized: a folder of library modules has closures of hundreds of files each, and
     # re-walking every file's AST per closure made this quadratic (minutes on diffusers).
     imports_cache: dict[Path, list[Path]] = {}
@@ -121,7 +121,7 @@ def build_units(loaded: LoadResult, targets: list[Path]) -> list[Unit]:
     ]
     candidates = runnable or candidates
     keep = [c for c in candidates if not any(o != c and reaches(o, c) and not reaches(c, o) for o in candidates)]
-    units = [_budgeted(loaded, closure(e), load_configs(e.parent)) for e in keep]
+    units = [_budgeted(loaded, closure(e), e) for e in keep]
     # Files that train nothing and belong to no trainer are checked alone, without pulling in
     # their imports, only when named on the command line or when nothing trains: library code has
     # nothing for the training rules to judge, and indexing a repository's every module (timm's
@@ -134,6 +134,7 @@ def build_units(loaded: LoadResult, targets: list[Path]) -> list[Unit]:
         # a model trains through its own code or a base class it imports (ControlLDM(LatentDiffusion))
         models = [m for m in loaded.delegates[p] if m in loaded.files and trainers.intersection(closure(m))]
         # each model with the launcher's own code: its Trainer (clipping, callbacks) is part of the run
+        configs, choice = _configs(loaded, p)
         delegates = [
             Unit(
                 loaded.files[m],
@@ -142,7 +143,10 @@ def build_units(loaded: LoadResult, targets: list[Path]) -> list[Unit]:
             )
             for m in models
         ]
-        units.append(Unit(loaded.files[p], [loaded.files[f] for f in closure(p)], load_configs(p.parent), delegates))
+        launcher = Unit(
+            loaded.files[p], [loaded.files[f] for f in closure(p)], configs, delegates, config_choice=choice
+        )
+        units.append(launcher)
     alone = [p for p in in_targets if p not in covered and p not in launchers and (not keep or p in target_set)]
     units += [Unit(loaded.files[p], [loaded.files[p]], []) for p in alone]
     return units
@@ -159,10 +163,22 @@ BUDGET_REASON = (
 )
 
 
-def _budgeted(loaded: LoadResult, reached: list[Path], configs: list) -> Unit:
-    """The unit of the entry ``reached[0]``, its files cut to the budget (breadth-first order)."""
+def _budgeted(loaded: LoadResult, reached: list[Path], entry: Path) -> Unit:
+    """The unit of the entry ``reached[0]``, its files cut to the budget (breadth-first order), with
+    the configs it reads: the one its config flag names by default, else those beside it."""
     files = [loaded.files[p] for p in reached[:MAX_UNIT_FILES]]
-    return Unit(files[0], files, configs, reached=len(reached) if len(reached) > MAX_UNIT_FILES else 0)
+    configs, choice = _configs(loaded, entry)
+    cut = len(reached) if len(reached) > MAX_UNIT_FILES else 0
+    return Unit(files[0], files, configs, reached=cut, config_choice=choice)
+
+
+def _configs(loaded: LoadResult, entry: Path) -> tuple[list[ConfigFile], ConfigChoice | None]:
+    """The configs a unit of ``entry`` reads and how the entry picks them: the one its config flag
+    names by default, else those beside it (all of them the run may pick, when it names one)."""
+    configs = load_configs(entry.parent)
+    imported = [loaded.files[p] for p in local_imports(loaded.files[entry], loaded.root) if p in loaded.files]
+    choice = config_choice(loaded.files[entry], loaded.root, imported)
+    return (chosen_configs(choice, configs, loaded.root) if choice is not None else configs), choice
 
 
 def _within_budget(unit: Unit, findings: list[Finding], facts: UnitFacts) -> list[Finding]:
@@ -222,7 +238,10 @@ def check_units(
         per_unit = [_check_unit(unit, selected) for unit in units]
     else:
         keys = tuple(opt.key for opt in selected)
-        specs = [(u.entry.path, [(s.path, s.text) for s in u.files], u.configs, keys, u.reached) for u in units]
+        specs = [
+            (u.entry.path, [(s.path, s.text) for s in u.files], u.configs, keys, u.reached, u.config_choice)
+            for u in units
+        ]
         biggest_first = sorted(range(len(specs)), key=lambda i: -sum(len(text) for _, text in specs[i][1]))
         done = dict(zip(biggest_first, pool.map(_check_unit_in_worker, [specs[i] for i in biggest_first])))
         per_unit = [done[i] for i in range(len(specs))]
@@ -272,7 +291,7 @@ def _check_readable_unit(
         bad = {e.location.path for e in unreadable}
         if unit.entry.path in bad:
             return unreadable, [], UnitFacts(unit.entry.path, False, None)
-        unit = Unit(unit.entry, [s for s in unit.files if s.path not in bad], unit.configs, reached=unit.reached)
+        unit = replace(unit, files=[s for s in unit.files if s.path not in bad])
         findings += unreadable
     index = UnitIndex.build(unit)
     facts = unit_facts(index, unit.entry.path)
@@ -338,12 +357,12 @@ def _worker_source(path: Path, text: str) -> SourceFile:
 
 
 def _check_unit_in_worker(
-    spec: tuple[Path, list[tuple[Path, str]], list[ConfigFile], tuple[str, ...], int],
+    spec: tuple[Path, list[tuple[Path, str]], list[ConfigFile], tuple[str, ...], int, object],
 ) -> tuple[list[Finding], list[RuleStatus], UnitFacts]:
-    entry, files, configs, keys, reached = spec
+    entry, files, configs, keys, reached, choice = spec
     sources = [_worker_source(path, text) for path, text in files]
     by_key = {opt.key: opt for opt in optimizations()}
-    unit = Unit(next(s for s in sources if s.path == entry), sources, configs, reached=reached)
+    unit = Unit(next(s for s in sources if s.path == entry), sources, configs, reached=reached, config_choice=choice)
     return _check_unit(unit, tuple(by_key[k] for k in keys))
 
 

@@ -271,6 +271,8 @@ class Unit:
     # the number of project files the entry reaches when more than the per-unit budget were (the
     # nearest ones are ``files``); 0 when every reached file was read
     reached: int = 0
+    # how the entry picks its config file (optimizer_tool.config_choice.ConfigChoice), None: it names none
+    config_choice: object = None
 
     @cached_property
     def manifests(self) -> dict[Path, str]:
@@ -615,22 +617,30 @@ def load_configs(folder: Path) -> list[ConfigFile]:
     for cand in sorted([*folder.glob("*"), *folder.glob("configs/*"), *folder.glob("config/*")]):
         if cand.suffix not in CONFIG_SUFFIXES or cand.name in {"pyproject.toml"} or not cand.is_file():
             continue
-        try:
-            text = cand.read_text(encoding="utf-8")
-            if cand.suffix == ".toml":
-                data = tomllib.loads(text)
-            elif cand.suffix == ".json":
-                data = json.loads(text)
-            else:
-                import yaml
-
-                data = yaml.safe_load(text)
-        except Exception:  # noqa: BLE001 - a broken data file must not stop the audit
-            continue
-        if isinstance(data, dict):
-            flat = _flatten(data)
-            out.append(ConfigFile(cand, flat, _key_lines(text, flat)))
+        config = read_config(cand)
+        if config is not None:
+            out.append(config)
     return out
+
+
+def read_config(path: Path) -> ConfigFile | None:
+    """One YAML/TOML/JSON config flattened to dotted keys; None when it does not parse to a mapping."""
+    try:
+        text = path.read_text(encoding="utf-8")
+        if path.suffix == ".toml":
+            data = tomllib.loads(text)
+        elif path.suffix == ".json":
+            data = json.loads(text)
+        else:
+            import yaml
+
+            data = yaml.safe_load(text)
+    except Exception:  # noqa: BLE001 - a broken data file must not stop the audit
+        return None
+    if not isinstance(data, dict):
+        return None
+    flat = _flatten(data)
+    return ConfigFile(path, flat, _key_lines(text, flat))
 
 
 def _flatten(data: dict, prefix: str = "") -> dict[str, object]:

@@ -35,6 +35,12 @@ class Optimization:
     # The module's ``implementations(index)``: the call sites that carry the optimization (used to
     # tell "off by default" from "present"); None when the module does not say.
     implementations: Callable[[UnitIndex], list[CallSite]] | None = None
+    # The module's CONFIG_KEYS: the config keys that choose it (a schedule name, a prediction type,
+    # an image size); where the run names its config file, a verdict resting on them is decided there.
+    config_keys: tuple[str, ...] = ()
+    # The module's APPLIES_KEYS: config keys that decide whether it applies at all (zero terminal
+    # SNR needs v-prediction): where the run names its config, its "n/a" is decided there too.
+    applies_keys: tuple[str, ...] = ()
 
     def judges(self, rule: type[Rule], diffusion: bool | None, trains: bool = True) -> bool:
         """Whether ``rule`` runs on a unit (``diffusion``: is it a diffusion trainer, None: undecided;
@@ -102,6 +108,8 @@ def _optimization(module: ModuleType) -> Optimization:
         _fixes(module, members),
         bool(getattr(module, "DIFFUSION_ONLY", False)),
         getattr(module, "implementations", None),
+        tuple(getattr(module, "CONFIG_KEYS", ())),
+        tuple(getattr(module, "APPLIES_KEYS", ())),
     )
 
 

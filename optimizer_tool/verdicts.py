@@ -117,6 +117,76 @@ class RuleOutcome:
 
 
 def verdict(opt: Optimization, index: UnitIndex, facts: UnitFacts, outcomes: list[RuleOutcome]) -> Verdict:
+    found = _verdict(opt, index, facts, outcomes)
+    judged = facts.trains and not (opt.diffusion_only and facts.diffusion is False)
+    return _run_time_config(opt, index, found, outcomes) if judged else found
+
+
+def _run_time_config(opt: Optimization, index: UnitIndex, found: Verdict, outcomes: list[RuleOutcome]) -> Verdict:
+    """Where the run names its config file (``--config`` without a default, ``--base``, a default
+    file that is not in the repository), a verdict resting on what configs set (the schedule, the
+    objective, the image size: the optimization's CONFIG_KEYS) is the run's: decided-elsewhere,
+    naming the choice and what the shipped configs say. What the code fixes stays: a finding on
+    code, or a value no config and no branch of the code can turn on (ddim's schedules: no cosine)."""
+    choice = index.unit.config_choice
+    if choice is None or not choice.at_run_time or found.state is State.ELSEWHERE:
+        return found
+    if found.state is State.NOT_APPLICABLE and not opt.applies_keys:
+        return found
+    if found.state in (State.MISSING, State.OFF):
+        fired = next((o for o in outcomes if o.severity is Severity.MISSING and o.hits), None)
+        setting = fired.hits[0][2] if fired is not None else None
+        if setting is None or not _set_by_config(index, setting):
+            return found
+        settings = [s for s in index.setting(setting.name) if s.kind == "config-file" and s.known]
+        if not settings and index.unit.configs:
+            return found  # a constructor default no shipped config overrides: it holds for all of them
+        offered = dispatched_literals(index) | {str(s.value) for s in settings}
+        if (
+            fired.switch_values
+            and not offered & set(fired.switch_values)
+            and not feeds_diffusers_scheduler(index, setting)
+            and not _config_builds_diffusers(index, setting)
+        ):
+            return found
+    else:
+        keys = opt.applies_keys if found.state is State.NOT_APPLICABLE else opt.config_keys
+        decided = [s for s in index.setting(*keys) if s.known and s.value is not None and _set_by_config(index, s)]
+        settings = [s for s in decided if s.kind == "config-file"]
+        if not keys or not decided or (not settings and index.unit.configs):
+            return found
+    said = sorted({f"{s.owner or s.name}: {s.value!r}" for s in settings})
+    shown = ", ".join(said[:4]) + (", ..." if len(said) > 4 else "")
+    files = len({s.path for s in settings})
+    shipped = f"the {files} shipped config file(s) that set it say {shown}" if settings else "no shipped config sets it"
+    return Verdict(opt.key, State.ELSEWHERE, f"{choice.describe()}; the config you train with decides ({shipped})")
+
+
+def _config_builds_diffusers(index: UnitIndex, setting) -> bool:
+    """The config section holding ``setting`` builds a diffusers class by name (MLD's
+    ``scheduler: {target: diffusers.DDPMScheduler, params: {beta_schedule: scaled_linear}}``),
+    which takes every value diffusers knows."""
+    if setting.kind != "config-file" or "." not in setting.owner:
+        return False
+    section = setting.owner.split(".")[0]
+    return any(
+        s.kind == "config-file"
+        and s.path == setting.path
+        and s.owner.split(".")[0] == section
+        and str(s.value).startswith("diffusers.")
+        for s in index.setting("target", "_target_")
+    )
+
+
+def _set_by_config(index: UnitIndex, setting) -> bool:
+    """A value the run's config gives: a config file's, or the constructor default of a class
+    that nothing in the unit builds (the config names it: LDM's ``DDPM(beta_schedule="linear")``)."""
+    if setting.kind == "config-file":
+        return True
+    return setting.kind == "param-default" and param_default_calls(index, setting) == "uncalled"
+
+
+def _verdict(opt: Optimization, index: UnitIndex, facts: UnitFacts, outcomes: list[RuleOutcome]) -> Verdict:
     if not facts.trains:
         return Verdict(opt.key, State.UNKNOWN, facts.note)
     if opt.diffusion_only and facts.diffusion is False:
@@ -210,13 +280,21 @@ def _present_or_off(opt: Optimization, index: UnitIndex) -> Verdict:
     calls: list[CallSite] = opt.implementations(index) if opt.implementations is not None else []
     if not calls:
         return Verdict(opt.key, State.PRESENT)
-    switches = [_switched_off_through_callers(index, call) for call in calls]
+    either = _either_way(calls)
+    switches = [_switched_off_through_callers(index, call, either) for call in calls]
     first = calls[0]
     where = Location(first.path, first.line, first.col)
-    chosen = [chosen_at_run_time(index, call.guards) for call in calls]
+    chosen = [chosen_at_run_time(index, tuple(g for g in call.guards if g not in either)) for call in calls]
     if all(chosen):
         condition, setting, files = chosen[0]
         values = sorted({repr(s.value) for s in index.setting(setting.name) if s.kind == "config-file"})
+        if not files:
+            named = index.unit.config_choice.describe()
+            reason = (
+                f"`{condition}` reads {setting.name} from the config the run names ({named});"
+                " no shipped config sets it: check the one you train with"
+            )
+            return Verdict(opt.key, State.ELSEWHERE, reason, where)
         reason = (
             f"`{condition}` reads {setting.name}, which {len(files)} config files set ({', '.join(values)}: "
             f"{', '.join(f.name for f in files[:4])}{', ...' if len(files) > 4 else ''}): the config chosen at run "
@@ -234,16 +312,25 @@ def _present_or_off(opt: Optimization, index: UnitIndex) -> Verdict:
     return Verdict(opt.key, State.PRESENT, f"{first.func_text or 'found'} at {first.path.name}:{first.line}", where)
 
 
-def _switched_off_through_callers(index: UnitIndex, call: CallSite, depth: int = 0):
-    """The condition that keeps ``call`` from running by default: one of its own, else one that
-    guards every call of the function it is in (timm: ``if args.model_ema: task.setup_ema(...)``,
-    the EMA built inside ``setup_ema``)."""
-    switch = switched_off(index, call.guards)
+def _either_way(calls: list[CallSite]) -> set[str]:
+    """Conditions the implementation runs under either way: one call under ``cond``, another under
+    ``not (cond)`` (LatentSync clips in both the AMP and the fp32 branch of
+    ``if config.run.mixed_precision_training:``)."""
+    guards = {g for call in calls for g in call.guards}
+    return {g for g in guards if f"not ({g})" in guards} | {f"not ({g})" for g in guards if f"not ({g})" in guards}
+
+
+def _switched_off_through_callers(index: UnitIndex, call: CallSite, either: set[str] = frozenset(), depth: int = 0):
+    """The condition that keeps ``call`` from running by default: one of its own (not one it runs
+    under ``either`` way), else one that guards every call of the function it is in (timm:
+    ``if args.model_ema: task.setup_ema(...)``, the EMA built inside ``setup_ema``)."""
+    own = tuple(g for g in call.guards if g not in either)
+    switch = switched_off(index, own)
     fn = call.function
-    if switch is not None or call.guards or fn is None or fn.name.startswith("__") or depth >= 2:
+    if switch is not None or own or fn is None or fn.name.startswith("__") or depth >= 2:
         return switch
     callers = [c for c in index.calls if c.method == fn.name and c.function is not fn]
-    switches = [_switched_off_through_callers(index, c, depth + 1) for c in callers]
+    switches = [_switched_off_through_callers(index, c, depth=depth + 1) for c in callers]
     return switches[0] if switches and all(switches) else None
 
 

@@ -306,6 +306,10 @@ def prediction_family(name: str, value: object) -> str | None:
     return "other" if name in PREDICTION_SETTINGS_STRICT else None
 
 
+# the config keys that choose what the model predicts
+PREDICTION_KEYS = PREDICTION_SETTINGS_STRICT + PREDICTION_SETTINGS_LOOSE + tuple(PREDICTION_FLAGS)
+
+
 def prediction_type(index: UnitIndex, extra: Iterable[Setting] = ()) -> Configured:
     """What the model is trained to predict: settings (``prediction_type``, lucidrains ``objective``,
     LDM ``parameterization``, improved-diffusion ``predict_xstart``) and diffusers defaults."""
@@ -316,8 +320,7 @@ def prediction_type(index: UnitIndex, extra: Iterable[Setting] = ()) -> Configur
             more.append(
                 synthetic_setting("prediction_type", DIFFUSERS_SCHEDULE_DEFAULTS[cls][1], "library-default", call)
             )
-    names = PREDICTION_SETTINGS_STRICT + PREDICTION_SETTINGS_LOOSE + tuple(PREDICTION_FLAGS)
-    return configured(index, names, lambda s: prediction_family(s.name, s.value), more)
+    return configured(index, PREDICTION_KEYS, lambda s: prediction_family(s.name, s.value), more)
 
 
 # --- is this a diffusion trainer? ---------------------------------------------------------

@@ -148,12 +148,32 @@ def _parsed(guards: tuple[str, ...]):
             continue
 
 
+def _tested_key(node: ast.expr) -> str | None:
+    """``"key" in mapping`` (a config section tested for a key): the key."""
+    if (
+        isinstance(node, ast.Compare)
+        and isinstance(node.left, ast.Constant)
+        and isinstance(node.left.value, str)
+        and len(node.ops) == 1
+        and isinstance(node.ops[0], ast.In)
+    ):
+        return node.left.value
+    return None
+
+
 def chosen_at_run_time(index: UnitIndex, guards: tuple[str, ...]) -> tuple[str, Setting, list] | None:
     """The first of ``guards`` that reads a key only config files set, and more than one of them
     (``if self.config.model.ema:`` with ``configs/cifar10.yml``, ``configs/celeba.yml``...): the
     config is picked on the command line, so the code path is decided there, not by a default.
-    Returns (condition, one of the settings, the config files that set it)."""
+    Returns (condition, one of the settings, the config files that set it). Where the run names its
+    config file, a key the guard tests for (``'max_grad_norm' in cfg['optimizer']``) is its too."""
+    choice = index.unit.config_choice
+    at_run_time = choice is not None and choice.at_run_time
     for guard, node in _parsed(guards):
+        key = _tested_key(node)
+        if at_run_time and key is not None:
+            # ``if 'max_grad_norm' in config['optimizer']:``: whether the named config has the key
+            return guard, Setting(key, UNKNOWN, "config-file", index.entry.path, 1, 1), []
         for part in ast.walk(node):
             name = _leaf(part) if isinstance(part, ast.expr) else None
             if name is None:

@@ -26,6 +26,7 @@ from optimizer_tool.findings import Severity, State
 from optimizer_tool.index import UnitIndex
 from optimizer_tool.knowledge.configured import default_applies
 from optimizer_tool.knowledge.diffusion import (
+    BETA_SCHEDULE_SETTINGS,
     COSINE_SCHEDULES,
     beta_schedule,
     inherited,
@@ -39,6 +40,8 @@ KEY = "cosine"
 TITLE = "Cosine noise schedule"
 ORDER = 20  # place in the checklist: the plan's order
 DIFFUSION_ONLY = True
+# the config keys that choose the schedule (a flow trainer's path: SiT/REPA ``path_type``)
+CONFIG_KEYS = (*BETA_SCHEDULE_SETTINGS, "path_type")
 
 _TRAINER = """\
 import torch

@@ -32,13 +32,15 @@ from optimizer_tool.edit.tree import enclosing
 from optimizer_tool.findings import Severity, State
 from optimizer_tool.index import CallSite, UnitIndex, code_of, dotted, literal
 from optimizer_tool.knowledge.configured import expression_nodes
-from optimizer_tool.knowledge.diffusion import beta_schedule, inherited
+from optimizer_tool.knowledge.diffusion import BETA_SCHEDULE_SETTINGS, beta_schedule, inherited
 from optimizer_tool.knowledge.objective import without_betas
 
 KEY = "offset"
 TITLE = "Cosine-schedule offset s"
 ORDER = 30  # place in the checklist: the plan's order
 DIFFUSION_ONLY = True
+# the config keys that choose the schedule the offset belongs to
+CONFIG_KEYS = BETA_SCHEDULE_SETTINGS
 
 COS_CALLS = ("torch.cos", "math.cos", "numpy.cos", "np.cos", "jax.numpy.cos", "jnp.cos")
 # Learning-rate schedules use cosines too; they are never noise schedules.

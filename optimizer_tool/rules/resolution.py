@@ -47,6 +47,8 @@ RESOLUTION_SETTINGS = (
     "img_res",
     "train_image_size",
 )
+# the config keys that choose the training size
+CONFIG_KEYS = RESOLUTION_SETTINGS
 CHANNEL_SETTINGS = (
     "model_channels",
     "base_channels",

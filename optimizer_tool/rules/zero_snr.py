@@ -30,6 +30,7 @@ from optimizer_tool.index import CallSite, UnitIndex, dotted, import_aliases, li
 from optimizer_tool.knowledge.configured import configured
 from optimizer_tool.knowledge.diffusion import (
     BETAS_TARGET,
+    PREDICTION_KEYS,
     SCHEDULE_HELPER,
     beta_schedule,
     diffusers_scheduler_class,
@@ -54,6 +55,9 @@ RESCALE_SETTINGS = (
     "use_zero_terminal_snr",
     "zsnr",
 )
+# the config keys that decide it: the rescale itself and the objective it needs
+CONFIG_KEYS = RESCALE_SETTINGS + PREDICTION_KEYS
+APPLIES_KEYS = PREDICTION_KEYS
 RESCALE_FUNCTION = re.compile(r"(rescale|enforce|make|to)_?(betas_)?zero_?(terminal_)?snr|zero_?terminal_?snr", re.I)
 
 

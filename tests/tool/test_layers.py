@@ -25,6 +25,7 @@ LAYERS: list[tuple[str, ...]] = [
         "optimizer_tool.syntax",
     ),
     ("optimizer_tool.project", "optimizer_tool.settings", "optimizer_tool.transaction"),
+    ("optimizer_tool.config_choice",),
     ("optimizer_tool.index",),
     ("optimizer_tool.contract", "optimizer_tool.knowledge"),
     ("optimizer_tool.edit",),
@@ -125,7 +126,7 @@ def test_imports_run_one_way():
         (
             "optimizer_tool.knowledge.probe",
             "from optimizer_tool.contract import Fix\n",
-            "(layer 3, optimizer_tool.contract)",
+            "(layer 4, optimizer_tool.contract)",
         ),
         ("optimizer_tool.edit.probe", "def f():\n    from ..registry import keys\n", "probe.py:2: optimizer_tool.edit"),
         ("optimizer_tool.probe", "import os\n", "belongs to no layer"),

@@ -20,7 +20,11 @@ loss computed against the sampled noise with no branch on the prediction type.
 # The package's modules: ``facts`` (the prediction type, the loss target, epsilon formulas),
 # ``rules`` (VPRED001-003 and their examples) and ``fix`` (the codemod, one step per code).
 
+from optimizer_tool.knowledge.diffusion import PREDICTION_KEYS
+
 KEY = "vpred"
 TITLE = "v-prediction"
 ORDER = 50  # place in the checklist: the plan's order
 DIFFUSION_ONLY = True
+# the config keys that choose the objective (a config named at run time decides it)
+CONFIG_KEYS = PREDICTION_KEYS

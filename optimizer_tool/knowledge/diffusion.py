@@ -335,6 +335,22 @@ DIFFUSION_LIBRARIES = (
     "score_sde",
 )
 # Methods and functions that noise data or compute a denoising objective, and diffusion objects.
+# What of diffusers is diffusion machinery: its noise schedulers, denoisers and pipelines. Its
+# utilities, autoencoders and building blocks are no diffusion objective: LatentSync's SyncNet
+# trainer logs with ``diffusers.utils.logging``, encodes frames with ``AutoencoderKL`` and builds
+# its blocks from ``diffusers.models.attention.FeedForward``.
+DIFFUSERS_MACHINERY = re.compile(
+    r"^(\w*Scheduler\w*|schedulers|scheduling_\w+|UNet\w*|unets|\w*Pipeline|pipelines|\w*Transformer\w*Model|"
+    r"DiT\w*|ControlNet\w*|PriorTransformer|\w*Adapter)$"
+)
+
+
+def _machinery(name: str) -> bool:
+    """``name`` (a qualified name in a diffusion library) is diffusion machinery."""
+    parts = name.split(".")
+    return parts[0] != "diffusers" or any(DIFFUSERS_MACHINERY.match(p) for p in parts[1:])
+
+
 DIFFUSION_CALLS = re.compile(
     r"(^|\.)(add_noise|q_sample|training_losses|p_losses|get_velocity|create_diffusion|create_gaussian_diffusion|"
     r"GaussianDiffusion\w*|SpacedDiffusion|IDDPM|get_named_beta_schedule|make_beta_schedule|"
@@ -367,7 +383,7 @@ def diffusion_evidence(index: UnitIndex) -> str | None:
     """What shows the unit trains a diffusion (denoising) model, in words; None when nothing does."""
     for call in index.calls:
         for name in sorted(call.qualnames):
-            if name.split(".")[0] in DIFFUSION_LIBRARIES:
+            if name.split(".")[0] in DIFFUSION_LIBRARIES and _machinery(name):
                 return f"uses {name}"
         if call.func_text and DIFFUSION_CALLS.search(call.func_text):
             return f"calls {call.func_text}()"

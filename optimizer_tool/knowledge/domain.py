@@ -24,3 +24,24 @@ def sign_language(index: UnitIndex) -> bool:
         return any(SIGN_WORDS.search(n) for n in names)
 
     return memo(index, "domain.sign", compute)
+
+
+# Names of pose/motion sequence data (joint coordinates per frame, not pixels): MDM's ``njoints``,
+# HumanML3D/KIT, SMPL parameters, gesture and skeleton keypoints.
+SEQUENCE_WORDS = re.compile(
+    r"^(n_?joints|num_joints|nfeats|pose_dim|n_poses|humanml\w*|kit_?ml|smpl\w*|skeleton\w*|keypoints?|"
+    r"motion_dim|\w*_motion_dataset|\w*Motion\w*Dataset|\w*Pose\w*Dataset|\w*Gesture\w*)$",
+    re.I,
+)
+
+
+def pose_sequences(index: UnitIndex) -> str | None:
+    """A name showing the unit trains on pose or motion sequences (joint coordinates per frame)
+    rather than images, or None."""
+
+    def compute() -> str | None:
+        names = {a.target.rsplit(".", 1)[-1] for a in index.assigns} | {s.name for s in index.settings}
+        names |= {n.rsplit(".", 1)[-1] for n in index.names_used()}
+        return next((n for n in sorted(names) if SEQUENCE_WORDS.match(n)), None)
+
+    return memo(index, "domain.pose_sequences", compute)

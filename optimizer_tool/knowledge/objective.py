@@ -224,13 +224,32 @@ INITIALISERS = re.compile(r"(^|\.)init\.")  # ``nn.init.normal_(w, std=.02)`` dr
 WRITTEN_LOSS = re.compile(r"^\(\s*[^()]+?\s-\s[^()]+\)\s*\*\*\s*2$")
 
 
-def _draws_noise(index: UnitIndex, value) -> bool:
-    """The expression calls torch.randn/randn_like (or numpy's) somewhere."""
-    return any(
-        (site := find_call(index, node)) is not None and site.matches(RANDN)
-        for node in expression_nodes(value)
-        if isinstance(node, cst.Call)
-    )
+def _draws_noise(index: UnitIndex, value, depth: int = 0) -> bool:
+    """The expression calls torch.randn/randn_like (or numpy's) somewhere, or a function of the
+    unit that returns such a draw (RectifiedFlow's ``z0 = sde.get_z0(batch)``, two calls deep)."""
+    for node in expression_nodes(value):
+        site = find_call(index, node) if isinstance(node, cst.Call) else None
+        if site is None:
+            continue
+        if site.matches(RANDN):
+            return True
+        leaf = site.method or (site.func_text or "").rsplit(".", 1)[-1]
+        if depth < 2 and leaf and _returns_noise(index, leaf, depth + 1):
+            return True
+    return False
+
+
+def _returns_noise(index: UnitIndex, name: str, depth: int) -> bool:
+    """Some function of the unit called ``name`` returns a Gaussian draw."""
+
+    def find() -> bool:
+        functions = index.functions_named(name)
+        return any(
+            r.function in functions and r.value is not None and _draws_noise(index, r.value, depth)
+            for r in index.returns
+        )
+
+    return bool(index.functions_named(name)) and memo(index, ("objective.returns_noise", name, depth), find)
 
 
 def _passed_noise(index: UnitIndex, function: FunctionInfo, name: str, depth: int) -> bool | None:
@@ -338,9 +357,7 @@ def karras_preconditioned(index: UnitIndex) -> str | None:
     return None
 
 
-LOSS_METHOD = re.compile(
-    r"^(training_losses?|p_losses|compute_losses?|get_losses?|losses?|forward_loss|calc_loss|diffusion_loss)$"
-)
+LOSS_METHOD = re.compile(r"^((training|compute|get)_loss(es)?|p_losses|losses?|forward_loss|calc_loss|diffusion_loss)$")
 PARTIALS = ("functools.partial", "partial")
 
 
@@ -349,6 +366,21 @@ def handed_in(index: UnitIndex) -> str | None:
     object stored from a parameter (openai's ``TrainLoop(model, diffusion, ...)`` keeps
     ``self.diffusion = diffusion`` and trains on ``self.diffusion.training_losses``, also through
     ``functools.partial``). Returns a sentence naming the parameter, or None."""
+    for call in index.calls:
+        holder, _, method = (call.func_text or "").rpartition(".")
+        fn = call.function
+        if (
+            LOSS_METHOD.match(call.method)
+            and fn is not None
+            and fn.class_name is None
+            and holder in fn.params
+            and not _built_here(index, fn)
+        ):
+            # DiffGesture's step ``train_iter_diffusion(args, ..., pose_diffusion, optimizer)``
+            return (
+                f"the loss is `{call.func_text}` of an object the step function receives (parameter `{holder}` of"
+                f" {fn.qualname}, {call.path.name}:{fn.line}): whoever builds it decides; check the entry script"
+            )
     methods = [c.func_text for c in index.calls if LOSS_METHOD.match(c.method)]
     methods += [dotted(c.args[0].value) for c in index.calls if c.matches(PARTIALS) and c.args]
     for text in methods:

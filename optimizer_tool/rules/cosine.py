@@ -33,7 +33,7 @@ from optimizer_tool.knowledge.diffusion import (
     pretrained_denoiser,
     pretrained_scheduler_loads,
 )
-from optimizer_tool.knowledge.objective import without_betas
+from optimizer_tool.knowledge.objective import flow_path, without_betas
 from optimizer_tool.knowledge.settings import spelling
 
 KEY = "cosine"
@@ -76,7 +76,11 @@ def _schedule_known(index: UnitIndex) -> bool:
         return False
     if any(c.kwarg("beta_schedule") is None for c in pretrained_scheduler_loads(index)):
         return False
-    return bool(beta_schedule(index).by_value)
+    schedule = beta_schedule(index)
+    if flow_path(index) is not None and all(s.kind == "code" for found in schedule.by_value.values() for s in found):
+        # RectifiedFlow keeps score_sde's VP-SDE betas beside its straight path: the path is trained
+        return False
+    return bool(schedule.by_value)
 
 
 def _describe(index: UnitIndex, setting) -> str:

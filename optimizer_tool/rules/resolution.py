@@ -26,7 +26,7 @@ from optimizer_tool.findings import Severity, State
 from optimizer_tool.index import Setting, UnitIndex
 from optimizer_tool.knowledge.configured import Configured, configured
 from optimizer_tool.knowledge.diffusion import pretrained_denoiser
-from optimizer_tool.knowledge.domain import sign_language
+from optimizer_tool.knowledge.domain import pose_sequences, sign_language
 
 KEY = "resolution"
 TITLE = "Training resolution"
@@ -346,6 +346,9 @@ class LowResolution(Rule):
                 f"the resolution is `{unread.name}`, set from what the unit receives at run time "
                 f"({unread.path.name}:{unread.line}: a config, a flag or the caller decides)",
             )
+        sequences = pose_sequences(index)
+        if sequences is not None:
+            return State.NOT_APPLICABLE, f"trains on pose or motion sequences (`{sequences}`), not images"
         return State.UNKNOWN, "no training resolution setting found"
 
     def check(self, index: UnitIndex) -> Iterable[Hit]:

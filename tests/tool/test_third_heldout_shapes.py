@@ -116,3 +116,141 @@ def test_clipping_in_both_branches_of_a_config_switch_runs_either_way(tmp_path):
         "configs/b.yaml": _yaml("linear") + "run:\n  mixed_precision: false\n",
     }
     assert verdicts(tmp_path, files)["clipping"]["state"] == "present"
+
+
+# --- objectives the third held-out set showed (RectifiedFlow, DiffGesture, priorMDM, LatentSync) ---------
+RECTIFIED_FLOW = """\
+import torch
+
+
+class RectifiedFlow:
+    def __init__(self, beta_min=0.1, beta_max=20.0, N=1000):
+        # score_sde's VP-SDE betas, kept beside the straight path
+        self.discrete_betas = torch.linspace(beta_min / N, beta_max / N, N)
+
+    def get_z0(self, batch):
+        return torch.randn(batch.shape) * 1.0
+
+
+def loss_fn(model, sde, batch):
+    z0 = sde.get_z0(batch).to(batch.device)
+    t = torch.rand(batch.shape[0], device=batch.device)
+    t_expand = t.view(-1, 1, 1, 1)
+    perturbed_data = t_expand * batch + (1.0 - t_expand) * z0
+    target = batch - z0
+    score = model(perturbed_data, t * 999)
+    return torch.square(score - target).mean()
+
+
+def main():
+    model = torch.nn.Conv2d(3, 3, 3, padding=1)
+    sde = RectifiedFlow()
+    optimizer = torch.optim.Adam(model.parameters(), lr=2e-4)
+    for batch in loader:
+        loss = loss_fn(model, sde, batch)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+
+
+if __name__ == "__main__":
+    main()
+"""
+
+
+def test_a_straight_path_to_noise_a_helper_draws_is_a_flow_whatever_betas_lie_beside_it(tmp_path):
+    states = verdicts(tmp_path, {"train.py": RECTIFIED_FLOW})
+    assert states["vpred"]["state"] == "present" and states["zero-snr"]["state"] == "present"
+    assert states["cosine"]["state"] == "n/a"
+
+
+STEP_FUNCTION = """\
+import torch
+from torch.nn.utils import clip_grad_norm_
+
+
+def train_iter_diffusion(args, in_audio, target_poses, pose_diffusion, optimizer):
+    optimizer.zero_grad()
+    loss = pose_diffusion.get_loss(target_poses, in_audio)
+    loss.backward()
+    clip_grad_norm_(pose_diffusion.parameters(), 10)
+    optimizer.step()
+    return {"loss": loss.item()}
+"""
+
+
+def test_the_loss_of_an_object_a_step_function_receives_is_decided_by_its_caller(tmp_path):
+    states = verdicts(tmp_path, {"train_diffusion.py": STEP_FUNCTION}, entry="train_diffusion.py")
+    assert states["vpred"]["state"] == "decided-elsewhere" and "pose_diffusion" in states["vpred"]["reason"]
+    assert states["clipping"]["state"] == "present"
+
+
+MOTION = """\
+import torch
+import torch.nn.functional as F
+
+
+class MotionDenoiser(torch.nn.Module):
+    def __init__(self, njoints=263, nfeats=1):
+        super().__init__()
+        self.net = torch.nn.Linear(njoints * nfeats, njoints * nfeats)
+
+    def forward(self, x, t):
+        return self.net(x)
+
+
+def main():
+    model = MotionDenoiser()
+    betas = torch.linspace(1e-4, 0.02, 1000)
+    alphas_cumprod = torch.cumprod(1 - betas, 0)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    for motion in loader:
+        noise = torch.randn_like(motion)
+        t = torch.randint(0, 1000, (motion.shape[0],))
+        a = alphas_cumprod[t].view(-1, 1)
+        loss = F.mse_loss(model(a.sqrt() * motion + (1 - a).sqrt() * noise, t), noise)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+
+
+if __name__ == "__main__":
+    main()
+"""
+
+
+def test_pose_and_motion_sequences_have_no_image_resolution(tmp_path):
+    resolution = verdicts(tmp_path, {"train.py": MOTION})["resolution"]
+    assert resolution["state"] == "n/a" and "pose or motion sequences" in resolution["reason"]
+
+
+SYNCNET = """\
+import torch
+import torch.nn.functional as F
+from diffusers.models.attention import FeedForward
+from diffusers.optimization import get_scheduler
+from diffusers.utils import logging
+
+logger = logging.get_logger(__name__)
+
+
+def main():
+    model = torch.nn.Sequential(torch.nn.Linear(8, 8), FeedForward(8))
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    scheduler = get_scheduler("constant", optimizer=optimizer)
+    for frames, audio, y in loader:
+        loss = F.binary_cross_entropy_with_logits(F.cosine_similarity(model(frames), audio), y)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        scheduler.step()
+
+
+if __name__ == "__main__":
+    main()
+"""
+
+
+def test_a_diffusers_utility_or_building_block_is_no_diffusion_objective(tmp_path):
+    states = verdicts(tmp_path, {"train.py": SYNCNET})
+    assert states["cosine"]["state"] == "n/a" and states["vpred"]["state"] == "n/a"

@@ -6,6 +6,7 @@ known default: the caller then says nothing rather than guess."""
 from __future__ import annotations
 
 import ast
+import re
 from dataclasses import dataclass
 
 from optimizer_tool.index import UNKNOWN, Setting, UnitIndex
@@ -134,9 +135,14 @@ def switched_off(index: UnitIndex, guards: tuple[str, ...]) -> Switch | None:
     trainer's defaults, or None when every one is true or undecidable."""
     for guard, node in _parsed(guards):
         value, setting = _evaluate(index, node)
-        if value is not UNKNOWN and not value and setting is not None:
+        if value is not UNKNOWN and not value and setting is not None and not PROCESS_ROLE.match(setting.name):
             return Switch(guard, setting)
     return None
+
+
+# Which process runs the code, not whether a feature is on: ``if local_rank == 0:`` around the EMA of
+# a torchrun trainer whose --local_rank defaults to -1 (ddae) is the main process's job, not a switch.
+PROCESS_ROLE = re.compile(r"^(local_?rank|global_?rank|rank|node_?rank|process_?index|is_main_process|is_master\w*)$")
 
 
 def _parsed(guards: tuple[str, ...]):

@@ -254,3 +254,39 @@ if __name__ == "__main__":
 def test_a_diffusers_utility_or_building_block_is_no_diffusion_objective(tmp_path):
     states = verdicts(tmp_path, {"train.py": SYNCNET})
     assert states["cosine"]["state"] == "n/a" and states["vpred"]["state"] == "n/a"
+
+
+RANK_GUARDED_EMA = """\
+import argparse
+
+import torch
+import torch.nn.functional as F
+from ema_pytorch import EMA
+
+parser = argparse.ArgumentParser()
+parser.add_argument("--local_rank", type=int, default=-1)
+opt = parser.parse_args()
+
+
+def main(local_rank):
+    model = torch.nn.Conv2d(3, 3, 3, padding=1)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    if local_rank == 0:
+        ema = EMA(model, beta=0.9999)
+    for x in loader:
+        noise = torch.randn_like(x)
+        loss = F.mse_loss(model(x + noise), noise)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        if local_rank == 0:
+            ema.update()
+
+
+if __name__ == "__main__":
+    main(opt.local_rank)
+"""
+
+
+def test_an_ema_kept_by_the_main_process_is_no_switch_left_off(tmp_path):
+    assert verdicts(tmp_path, {"train.py": RANK_GUARDED_EMA})["ema"]["state"] == "present"

@@ -290,3 +290,73 @@ if __name__ == "__main__":
 
 def test_an_ema_kept_by_the_main_process_is_no_switch_left_off(tmp_path):
     assert verdicts(tmp_path, {"train.py": RANK_GUARDED_EMA})["ema"]["state"] == "present"
+
+
+# --- learning-rate shapes written by hand (ddae, mattroz/diffusion-ddpm, MDT's TrainLoop) --------------
+HAND_LR = """\
+import torch
+import torch.nn.functional as F
+
+
+def main(opt, lr=1e-4):
+    model = torch.nn.Conv2d(3, 3, 3, padding=1)
+    optim = torch.optim.AdamW(model.parameters(), lr=lr)
+    for ep in range(opt.n_epoch):
+{set_lr}
+        for x in loader:
+            noise = torch.randn_like(x)
+            loss = F.mse_loss(model(x + noise), noise)
+            optim.zero_grad()
+            loss.backward()
+            optim.step()
+
+
+if __name__ == "__main__":
+    main(parse())
+"""
+
+
+def test_a_warm_up_capped_per_epoch_has_no_decay(tmp_path):
+    set_lr = "        for g in optim.param_groups:\n            g['lr'] = lr * min((ep + 1.0) / opt.warm_epoch, 1.0)"
+    lr = verdicts(tmp_path, {"train.py": HAND_LR.format(set_lr=set_lr)})["lr-schedule"]
+    assert lr["state"] == "missing" and "decay" in lr["reason"]
+
+
+def test_a_rate_reset_to_the_configured_value_is_constant(tmp_path):
+    set_lr = "        for g in optim.param_groups:\n            g['lr'] = opt.training.learning_rate"
+    assert verdicts(tmp_path, {"train.py": HAND_LR.format(set_lr=set_lr)})["lr-schedule"]["state"] == "missing"
+
+
+REWARD = """\
+import copy
+
+import torch
+
+
+def main():
+    model = torch.nn.Conv2d(3, 3, 3, padding=1)
+    ema = copy.deepcopy(model)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5)
+    for x, captions in loader:
+        noise = torch.randn_like(x)
+        noised = diffusion.q_sample(x0=x, t=t, noise=noise)
+        gen_videos = diffusion.ddim_sample_loop(noise=noised, model=model)
+        loss = reward_scorer(captions=captions, denoised_x0=gen_videos)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        with torch.no_grad():
+            for e, p in zip(ema.parameters(), model.parameters()):
+                e.mul_(0.999).add_(p, alpha=0.001)
+    torch.save({"model": model.state_dict(), "ema": ema.state_dict()}, "ckpt.pt")
+
+
+if __name__ == "__main__":
+    main()
+"""
+
+
+def test_sampling_through_which_the_reward_is_backpropagated_is_training_not_evaluation(tmp_path):
+    write_example({"train.py": REWARD}, tmp_path)
+    result = CliRunner().invoke(app, ["check", "--no-config", "--output-format", "json", str(tmp_path / "train.py")])
+    assert "EMA008" not in {f["code"] for f in json.loads(result.stdout)["findings"]}

@@ -13,7 +13,7 @@ from optimizer_tool.index import CallSite, FunctionInfo, Setting, UnitIndex, dot
 from optimizer_tool.knowledge.configured import expanded_names, expression_nodes, feeding_assigns
 from optimizer_tool.knowledge.guards import switched_off
 from optimizer_tool.knowledge.lr_schedule.constructors import defines_local_schedule, from_constructor, is_noise_helper
-from optimizer_tool.knowledge.lr_schedule.lambdas import warmup_then_constant
+from optimizer_tool.knowledge.lr_schedule.lambdas import progress, warmup_then_constant
 from optimizer_tool.knowledge.lr_schedule.lengths import length_unit
 from optimizer_tool.knowledge.lr_schedule.schedule import Schedule, ScheduleFacts
 from optimizer_tool.knowledge.lr_schedule.vocabulary import (
@@ -128,7 +128,10 @@ def _manual_schedules(index: UnitIndex) -> list[Schedule]:
             if "run" in off:
                 continue  # improved-diffusion's script: lr_anneal_steps=0 turns the anneal off, so a run has none
             if "caller" in off:
-                decay, warmup = None, None  # its TrainLoop alone: the caller decides
+                # its TrainLoop alone: the caller decides whether the anneal runs; a warm-up it never has
+                decay, warmup = None, (False if warmup is False else None)
+            if decay is None and not warm and _constant_rate(index, item, names, callees):
+                decay, warmup = False, False
             found.append(
                 Schedule(
                     None,
@@ -143,6 +146,26 @@ def _manual_schedules(index: UnitIndex) -> list[Schedule]:
                 )
             )
     return found
+
+
+BASE_RATE = re.compile(r"^(learning_rate|lr|base_lr|init_lr|initial_lr|max_lr)$")
+
+
+def _constant_rate(index: UnitIndex, item, names: set[str], callees: list) -> bool:
+    """``param_group["lr"] = training_config.learning_rate`` (resetting the rate after a resume): a
+    configured base rate, no progress counter, no call: the rate stays constant."""
+    if callees or any(isinstance(n, cst.Call) for n in expression_nodes(item.value)):
+        return False
+    # the names read, without the prefixes of longer ones (``cfg``, ``cfg.train`` of ``cfg.train.lr``)
+    parts = {p for n in names if "." in n for p in n.split(".")}
+    read = [n for n in names if not any(o.startswith(f"{n}.") for o in names) and ("." in n or n not in parts)]
+    return (
+        bool(read)
+        and all(
+            "." in n and BASE_RATE.match(n.rsplit(".", 1)[-1]) and not progress(n) or BASE_RATE.match(n) for n in read
+        )
+        and any("." in n for n in read)
+    )
 
 
 def _handed_builders(index: UnitIndex, item, names: set[str]) -> list[FunctionInfo]:

@@ -170,6 +170,13 @@ def _lambda_lengths(sched: Schedule, names: set[str]) -> None:
 
 
 RAMP_CAPS = {"min", "np.minimum", "numpy.minimum", "torch.minimum"}
+EPOCH_COUNTERS = {"ep", "it", "i_iter", "cur_iter"}  # ddae: ``lr * min((ep + 1.0) / opt.warm_epoch, 1.0)``
+
+
+def progress(name: str) -> bool:
+    """A name that counts training progress: steps, iterations, images seen, epochs."""
+    leaf = name.rsplit(".", 1)[-1]
+    return bool(STEP_WORD.search(leaf) or EPOCH_WORD.search(leaf)) or leaf in EPOCH_COUNTERS
 
 
 def warmup_then_constant(index: UnitIndex, item) -> bool:
@@ -184,7 +191,7 @@ def warmup_then_constant(index: UnitIndex, item) -> bool:
         else:
             factors.append(node)
     for ramp in factors:
-        steps = {n for n in names_in(ramp) if STEP_WORD.search(n.rsplit(".", 1)[-1]) and not WARMUP_WORD.search(n)}
+        steps = {n for n in names_in(ramp) if progress(n) and not WARMUP_WORD.search(n)}
         others = [f for f in factors if f is not ramp]
         if steps and _capped_ramp(index, ramp, steps, item) and not any(names_in(f) & steps for f in others):
             return True

@@ -11,7 +11,7 @@ import libcst as cst
 from optimizer_tool.contract import Hit
 from optimizer_tool.findings import Severity
 from optimizer_tool.index import CallSite, UnitIndex, code_of, dotted, literal
-from optimizer_tool.knowledge.configured import assignments_of
+from optimizer_tool.knowledge.configured import assignments_of, names_in
 from optimizer_tool.knowledge.ema import ema_facts
 from optimizer_tool.knowledge.training import (
     CHECKPOINT_READS,
@@ -348,7 +348,9 @@ class EmaNotUsedForSampling(EmaBug):
             and live(c.function, [c.text])
             and c not in live_calls
         ]
-        return live_calls + sites
+        # sampling that is part of the objective (reward fine-tuning backpropagates through the sampler:
+        # VGen's InstructVideo) trains the live weights; it is no evaluation to draw from the EMA
+        return [s for s in live_calls + sites if not (isinstance(s, CallSite) and _feeds_the_loss(index, s))]
 
     def applies(self, index: UnitIndex) -> bool:
         return super().applies(index) and (
@@ -360,6 +362,25 @@ class EmaNotUsedForSampling(EmaBug):
     def check(self, index: UnitIndex) -> Iterable[Hit]:
         for site in self._sites(index)[:1]:
             yield Hit.at(site) if isinstance(site, CallSite) else Hit(site.path, site.line, 1)
+
+
+def _feeds_the_loss(index: UnitIndex, call: CallSite) -> bool:
+    """The sampler's output reaches a loss or reward in the same function, directly or through one
+    more assignment (``gen = sample_loop(...)``; ``loss = reward(denoised_x0=gen)``)."""
+    produced = {a.target for a in index.assigns if a.call is not None and a.call.node is call.node}
+    for _ in range(2):
+        later = [
+            a
+            for a in index.assigns
+            if a.function is call.function and a.line > call.line and produced & names_in(a.value)
+        ]
+        if any(LOSS_TARGET.search(a.target) for a in later):
+            return True
+        produced |= {a.target for a in later}
+    return False
+
+
+LOSS_TARGET = re.compile(r"(^|[._])(loss\w*|\w*_loss|reward\w*)$")
 
 
 def _live_sampler_calls(index: UnitIndex, names: list[str], ema: re.Pattern) -> list[CallSite]:

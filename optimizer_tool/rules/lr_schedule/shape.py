@@ -148,6 +148,13 @@ class NoSchedule(Rule):
                 f"the learning-rate scheduler is built from what the module receives (`{top[0].handed}`, "
                 f"{where}): whoever builds the module (its config) decides the warm-up and decay",
             )
+        lacking = [s for s in top if s.warmup is False or s.decay is False]
+        if len(lacking) == len(top):
+            # one half is known to be absent from every schedule the run may use: the other does not matter
+            first = lacking[0]
+            half = "warm-up" if first.warmup is False else "decay"
+            where = f"{first.path.name}:{first.line}" if hasattr(first.path, "name") else str(first.line)
+            return State.MISSING, f"the {first.kind} schedule ({where}) has no {half}: it needs a warm-up and a decay"
         if all(s.warmup is None and s.decay is None for s in top):
             return (
                 State.UNKNOWN,

@@ -360,3 +360,28 @@ def test_sampling_through_which_the_reward_is_backpropagated_is_training_not_eva
     write_example({"train.py": REWARD}, tmp_path)
     result = CliRunner().invoke(app, ["check", "--no-config", "--output-format", "json", str(tmp_path / "train.py")])
     assert "EMA008" not in {f["code"] for f in json.loads(result.stdout)["findings"]}
+
+
+INFERENCE = """\
+import torch
+
+
+def inference_entrance(cfg, diffusion):
+    model = torch.nn.Conv2d(3, 3, 3, padding=1)
+    model.load_state_dict(torch.load(cfg.checkpoint, map_location="cpu"))
+    noise = torch.randn(4, 3, 8, 32, 32)
+    videos = diffusion.ddim_sample_loop(noise=noise, model=model)
+    torch.save(videos, "videos.pt")
+"""
+
+
+def test_a_sampler_that_loads_its_weights_from_a_checkpoint_is_no_live_sampling(tmp_path):
+    train = REWARD.replace("import copy\n", "import copy\n\nfrom inference import inference_entrance\n").replace(
+        "        gen_videos = diffusion.ddim_sample_loop(noise=noised, model=model)\n"
+        "        loss = reward_scorer(captions=captions, denoised_x0=gen_videos)\n",
+        "        loss = (model(noised) - noise).pow(2).mean()\n",
+    )
+    train = train.replace('    torch.save({"model"', '    inference_entrance(cfg, diffusion)\n    torch.save({"model"')
+    write_example({"train.py": train, "inference.py": INFERENCE}, tmp_path)
+    result = CliRunner().invoke(app, ["check", "--no-config", "--output-format", "json", str(tmp_path / "train.py")])
+    assert "EMA008" not in {f["code"] for f in json.loads(result.stdout)["findings"]}

@@ -348,9 +348,7 @@ class EmaNotUsedForSampling(EmaBug):
             and live(c.function, [c.text])
             and c not in live_calls
         ]
-        # sampling that is part of the objective (reward fine-tuning backpropagates through the sampler:
-        # VGen's InstructVideo) trains the live weights; it is no evaluation to draw from the EMA
-        return [s for s in live_calls + sites if not (isinstance(s, CallSite) and _feeds_the_loss(index, s))]
+        return live_calls + sites
 
     def applies(self, index: UnitIndex) -> bool:
         return super().applies(index) and (
@@ -360,8 +358,25 @@ class EmaNotUsedForSampling(EmaBug):
         )
 
     def check(self, index: UnitIndex) -> Iterable[Hit]:
-        for site in self._sites(index)[:1]:
+        # sampling that is part of the objective (reward fine-tuning backpropagates through the sampler:
+        # VGen's InstructVideo) trains the live weights; it is no evaluation to draw from the EMA
+        # and a sampler call in code the entry never runs, or in a function that loads the weights it samples
+        # with from a checkpoint (an inference entrance: the EMA's file or not), proves nothing
+        sites = [
+            s
+            for s in self._sites(index)
+            if not _loads_its_weights(index, s.function if isinstance(s, CallSite) else s)
+            and not (isinstance(s, CallSite) and (_feeds_the_loss(index, s) or not run_by_entry(index, s.function)))
+        ]
+        for site in sites[:1]:
             yield Hit.at(site) if isinstance(site, CallSite) else Hit(site.path, site.line, 1)
+
+
+def _loads_its_weights(index: UnitIndex, function) -> bool:
+    """The sampling function reads a checkpoint from disk (``torch.load``, ``load_from_checkpoint``):
+    what it samples with is that file's weights (a swap of the EMA into the network and back,
+    ``load_state_dict(ema.state_dict())``, is no such read)."""
+    return function is not None and any(c.matches(CHECKPOINT_READS) for c in index.calls_in(function))
 
 
 def _feeds_the_loss(index: UnitIndex, call: CallSite) -> bool:

@@ -8,7 +8,7 @@ import textwrap
 from pathlib import Path
 
 from optimizer_tool.contract import Example
-from optimizer_tool.engine import build_units, check_units
+from optimizer_tool.engine import build_units, check_units, run_check
 from optimizer_tool.findings import Finding
 from optimizer_tool.project import load
 from optimizer_tool.registry import optimizations
@@ -38,6 +38,27 @@ def write_example(example: Example, folder: Path) -> Path:
         path.write_text(textwrap.dedent(source), encoding="utf-8")
         first = first or path
     return first
+
+
+def unit_verdicts(folder: Path, files: dict[str, str], entry: str = "train.py") -> dict[str, dict]:
+    """Write ``files`` to ``folder`` and check ``entry`` as ``t2s-opt check --no-config`` does: the
+    verdicts of its unit, ``{key: {"state": ..., "reason": ...}}``."""
+    write_example(files, folder)
+    path = (folder / entry).resolve()
+    result, _ = run_check([path], Settings())
+    (facts,) = [f for f in result.facts if f.entry == path]
+    return {
+        key: {
+            "state": v.state.value,
+            "reason": v.reason,
+            "location": (
+                {"filename": v.location.path.resolve().relative_to(folder.resolve()).as_posix(), "row": v.location.line}
+                if v.location is not None
+                else None
+            ),
+        }
+        for key, v in facts.verdicts.items()
+    }
 
 
 def findings_for(example: Example, folder: Path) -> list[Finding]:

@@ -13,12 +13,12 @@ and of a fixed-size dataset resized by a small default (denoising-diffusion-gan)
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
 from optimizer_tool.cli import app
+from optimizer_tool.testing import unit_verdicts as verdicts
 from optimizer_tool.testing import write_example
 
 # the end of the test programs' loops: one optimizer step per batch, then the script's entry
@@ -31,13 +31,6 @@ STEP_AND_RUN = """\
 if __name__ == "__main__":
     main()
 """
-
-
-def verdicts(tmp_path: Path, files: dict[str, str], entry: str = "train.py") -> dict[str, dict]:
-    write_example(files, tmp_path)
-    result = CliRunner().invoke(app, ["check", "--no-config", "--output-format", "json", str(tmp_path / entry)])
-    (unit,) = json.loads(result.stdout)["units"]
-    return unit["verdicts"]
 
 
 LOOP = """\

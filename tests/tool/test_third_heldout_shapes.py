@@ -5,20 +5,12 @@ run names it) and what that leaves to the run."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 from typer.testing import CliRunner
 
 from optimizer_tool.cli import app
+from optimizer_tool.testing import unit_verdicts as verdicts
 from optimizer_tool.testing import write_example
-
-
-def verdicts(tmp_path: Path, files: dict[str, str], entry: str = "train.py") -> dict[str, dict]:
-    write_example(files, tmp_path)
-    result = CliRunner().invoke(app, ["check", "--no-config", "--output-format", "json", str(tmp_path / entry)])
-    (unit,) = json.loads(result.stdout)["units"]
-    return unit["verdicts"]
-
 
 # --- the config file the entry reads (validation/heldout3: Moore-AnimateAnyone, LatentSync, ResShift,
 # DynamiCrafter, ddae; validation/heldout2: LightningDiT) -----------------------------------------

@@ -63,10 +63,7 @@ def config_choice(entry: SourceFile, root: Path, imported: list[SourceFile] = ()
     ``utils/config.py``); one config named at run time makes the whole choice the run's; several
     config flags with default files read them all."""
     for source in (entry, *imported):
-        tree = source.tree
-        if tree is None:
-            continue
-        found = [c for node in ast.walk(tree) if (c := _choice(node, source.path, root)) is not None]
+        found = _choices(source, root)
         if found:
             run_time = [c for c in found if c.at_run_time]
             if run_time:
@@ -74,6 +71,17 @@ def config_choice(entry: SourceFile, root: Path, imported: list[SourceFile] = ()
             first, *others = sorted(found, key=lambda c: c.line)
             return replace(first, others=tuple(c.default for c in others if c.default is not None))
     return None
+
+
+def _choices(source: SourceFile, root: Path) -> list[ConfigChoice]:
+    """The config choices the file declares, computed once per file version and root (``check .``
+    asks again for every entry that imports the module holding the parser)."""
+    cache = source.__dict__.setdefault("_config_choices", {})
+    if root not in cache:
+        tree = source.tree
+        nodes = ast.walk(tree) if tree is not None else ()
+        cache[root] = [c for node in nodes if (c := _choice(node, source.path, root)) is not None]
+    return cache[root]
 
 
 def chosen_configs(choice: ConfigChoice, beside: list[ConfigFile], root: Path) -> list[ConfigFile]:
@@ -126,7 +134,7 @@ def _hydra_defaults(config: ConfigFile) -> list[Path]:
 
 def _choice(node: ast.AST, entry: Path, root: Path) -> ConfigChoice | None:
     if isinstance(node, ast.Call):
-        name = _callee(node.func)
+        name = ast.unparse(node.func)
         if name.endswith("add_argument"):
             return _argparse(node, entry, root)
         if name.endswith(("DEFINE_string", "DEFINE_config_file")) and node.args:
@@ -136,14 +144,14 @@ def _choice(node: ast.AST, entry: Path, root: Path) -> ConfigChoice | None:
                 return _from_default(f"--{flag}", _constant(default), node, entry, root)
         if FILE_LOADERS.search(name) and node.args and ("yaml" in name or "OmegaConf" in name or "Config" in name):
             first = node.args[0]
-            if isinstance(first, ast.Call) and _callee(first.func) == "open" and first.args:
+            if isinstance(first, ast.Call) and ast.unparse(first.func) == "open" and first.args:
                 first = first.args[0]  # ``yaml.safe_load(open("configs/train.yaml"))``
             written = _constant(first)
             if isinstance(written, str) and Path(written).suffix in CONFIG_SUFFIXES:
                 return _from_default(name, written, node, entry, root)
     if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
         for decorator in node.decorator_list:
-            if isinstance(decorator, ast.Call) and _callee(decorator.func).endswith("hydra.main"):
+            if isinstance(decorator, ast.Call) and ast.unparse(decorator.func).endswith("hydra.main"):
                 folder = _constant(_keyword(decorator, "config_path"))
                 name = _constant(_keyword(decorator, "config_name"))
                 if not isinstance(name, str):
@@ -193,16 +201,6 @@ def _from_default(how: str, written: object, node: ast.AST, entry: Path, root: P
             # an mmcv-style ``.py`` config is code, not read as a config file: nothing to narrow
             return ConfigChoice(how, entry, line, default=candidate) if candidate.suffix != ".py" else None
     return ConfigChoice(how, entry, line, written=written)
-
-
-def _callee(func: ast.AST) -> str:
-    parts = []
-    while isinstance(func, ast.Attribute):
-        parts.append(func.attr)
-        func = func.value
-    if isinstance(func, ast.Name):
-        parts.append(func.id)
-    return ".".join(reversed(parts))
 
 
 def _keyword(node: ast.Call, name: str) -> ast.AST | None:

@@ -121,7 +121,7 @@ def build_units(loaded: LoadResult, targets: list[Path]) -> list[Unit]:
     ]
     candidates = runnable or candidates
     keep = [c for c in candidates if not any(o != c and reaches(o, c) and not reaches(c, o) for o in candidates)]
-    units = [_budgeted(loaded, closure(e), e) for e in keep]
+    units = [_budgeted(loaded, closure(e), imports_cache[e]) for e in keep]
     # Files that train nothing and belong to no trainer are checked alone, without pulling in
     # their imports, only when named on the command line or when nothing trains: library code has
     # nothing for the training rules to judge, and indexing a repository's every module (timm's
@@ -134,7 +134,8 @@ def build_units(loaded: LoadResult, targets: list[Path]) -> list[Unit]:
         # a model trains through its own code or a base class it imports (ControlLDM(LatentDiffusion))
         models = [m for m in loaded.delegates[p] if m in loaded.files and trainers.intersection(closure(m))]
         # each model with the launcher's own code: its Trainer (clipping, callbacks) is part of the run
-        configs, choice = _configs(loaded, p)
+        reached = [loaded.files[f] for f in closure(p)]  # fills imports_cache[p]
+        configs, choice = _configs(loaded, p, imports_cache[p])
         delegates = [
             Unit(
                 loaded.files[m],
@@ -143,10 +144,7 @@ def build_units(loaded: LoadResult, targets: list[Path]) -> list[Unit]:
             )
             for m in models
         ]
-        launcher = Unit(
-            loaded.files[p], [loaded.files[f] for f in closure(p)], configs, delegates, config_choice=choice
-        )
-        units.append(launcher)
+        units.append(Unit(loaded.files[p], reached, configs, delegates, config_choice=choice))
     alone = [p for p in in_targets if p not in covered and p not in launchers and (not keep or p in target_set)]
     units += [Unit(loaded.files[p], [loaded.files[p]], []) for p in alone]
     return units
@@ -163,20 +161,22 @@ BUDGET_REASON = (
 )
 
 
-def _budgeted(loaded: LoadResult, reached: list[Path], entry: Path) -> Unit:
+def _budgeted(loaded: LoadResult, reached: list[Path], imports: list[Path]) -> Unit:
     """The unit of the entry ``reached[0]``, its files cut to the budget (breadth-first order), with
-    the configs it reads: the one its config flag names by default, else those beside it."""
+    the configs it reads: the one its config flag names by default, else those beside it.
+    ``imports``: the entry's own local imports (already resolved for its closure)."""
     files = [loaded.files[p] for p in reached[:MAX_UNIT_FILES]]
-    configs, choice = _configs(loaded, entry)
+    configs, choice = _configs(loaded, reached[0], imports)
     cut = len(reached) if len(reached) > MAX_UNIT_FILES else 0
     return Unit(files[0], files, configs, reached=cut, config_choice=choice)
 
 
-def _configs(loaded: LoadResult, entry: Path) -> tuple[list[ConfigFile], ConfigChoice | None]:
+def _configs(loaded: LoadResult, entry: Path, imports: list[Path]) -> tuple[list[ConfigFile], ConfigChoice | None]:
     """The configs a unit of ``entry`` reads and how the entry picks them: the one its config flag
-    names by default, else those beside it (all of them the run may pick, when it names one)."""
+    names by default, else those beside it (all of them the run may pick, when it names one).
+    ``imports``: the entry's own local imports (where its argument parser may live)."""
     configs = load_configs(entry.parent)
-    imported = [loaded.files[p] for p in local_imports(loaded.files[entry], loaded.root) if p in loaded.files]
+    imported = [loaded.files[p] for p in imports if p in loaded.files]
     choice = config_choice(loaded.files[entry], loaded.root, imported)
     return (chosen_configs(choice, configs, loaded.root) if choice is not None else configs), choice
 

@@ -815,6 +815,11 @@ class UnitIndex:
         return _grouped(self.functions, lambda f: f.name)
 
     @cached_property
+    def returns_by_function(self) -> dict[FunctionInfo | None, list[Assign]]:
+        """The ``return`` statements of each function; read it, do not change it."""
+        return _grouped(self.returns, lambda r: r.function)
+
+    @cached_property
     def calls_by_function(self) -> dict[FunctionInfo | None, list[CallSite]]:
         """The calls of each function (None: module-level code); read it, do not change it."""
         return _grouped(self.calls, lambda c: c.function)

@@ -151,9 +151,11 @@ def _run_time_config(opt: Optimization, index: UnitIndex, found: Verdict, outcom
             return found
     else:
         keys = opt.applies_keys if found.state is State.NOT_APPLICABLE else opt.config_keys
+        if not keys:
+            return found
         decided = [s for s in index.setting(*keys) if s.known and s.value is not None and _set_by_config(index, s)]
         settings = [s for s in decided if s.kind == "config-file"]
-        if not keys or not decided or (not settings and index.unit.configs):
+        if not decided or (not settings and index.unit.configs):
             return found
     said = sorted({f"{s.owner or s.name}: {s.value!r}" for s in settings})
     shown = ", ".join(said[:4]) + (", ..." if len(said) > 4 else "")

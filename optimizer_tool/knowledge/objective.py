@@ -132,9 +132,7 @@ def _squaring_helper(index: UnitIndex, call: CallSite) -> bool:
 def _squaring_helpers(index: UnitIndex) -> set[str]:
     """Names of the unit's functions that return their first parameter squared and reduced."""
     found: set[str] = set()
-    returned: dict = {}
-    for r in index.returns:
-        returned.setdefault(r.function, []).append(r)
+    returned = index.returns_by_function
     for fn in index.functions:
         if fn not in returned:
             continue
@@ -243,13 +241,13 @@ def _returns_noise(index: UnitIndex, name: str, depth: int) -> bool:
     """Some function of the unit called ``name`` returns a Gaussian draw."""
 
     def find() -> bool:
-        functions = index.functions_named(name)
         return any(
-            r.function in functions and r.value is not None and _draws_noise(index, r.value, depth)
-            for r in index.returns
+            r.value is not None and _draws_noise(index, r.value, depth)
+            for fn in index.functions_named(name)
+            for r in index.returns_by_function.get(fn, ())
         )
 
-    return bool(index.functions_named(name)) and memo(index, ("objective.returns_noise", name, depth), find)
+    return memo(index, ("objective.returns_noise", name, depth), find)
 
 
 def _passed_noise(index: UnitIndex, function: FunctionInfo, name: str, depth: int) -> bool | None:
@@ -367,7 +365,7 @@ def handed_in(index: UnitIndex) -> str | None:
     ``self.diffusion = diffusion`` and trains on ``self.diffusion.training_losses``, also through
     ``functools.partial``). Returns a sentence naming the parameter, or None."""
     for call in index.calls:
-        holder, _, method = (call.func_text or "").rpartition(".")
+        holder = (call.func_text or "").rpartition(".")[0]
         fn = call.function
         if (
             LOSS_METHOD.match(call.method)

@@ -13,7 +13,7 @@ from optimizer_tool.index import CallSite, FunctionInfo, Setting, UnitIndex, dot
 from optimizer_tool.knowledge.configured import expanded_names, expression_nodes, feeding_assigns
 from optimizer_tool.knowledge.guards import switched_off
 from optimizer_tool.knowledge.lr_schedule.constructors import defines_local_schedule, from_constructor, is_noise_helper
-from optimizer_tool.knowledge.lr_schedule.lambdas import progress, warmup_then_constant
+from optimizer_tool.knowledge.lr_schedule.lambdas import warmup_then_constant
 from optimizer_tool.knowledge.lr_schedule.lengths import length_unit
 from optimizer_tool.knowledge.lr_schedule.schedule import Schedule, ScheduleFacts
 from optimizer_tool.knowledge.lr_schedule.vocabulary import (
@@ -159,13 +159,7 @@ def _constant_rate(index: UnitIndex, item, names: set[str], callees: list) -> bo
     # the names read, without the prefixes of longer ones (``cfg``, ``cfg.train`` of ``cfg.train.lr``)
     parts = {p for n in names if "." in n for p in n.split(".")}
     read = [n for n in names if not any(o.startswith(f"{n}.") for o in names) and ("." in n or n not in parts)]
-    return (
-        bool(read)
-        and all(
-            "." in n and BASE_RATE.match(n.rsplit(".", 1)[-1]) and not progress(n) or BASE_RATE.match(n) for n in read
-        )
-        and any("." in n for n in read)
-    )
+    return any("." in n for n in read) and all(BASE_RATE.match(n.rsplit(".", 1)[-1]) for n in read)
 
 
 def _handed_builders(index: UnitIndex, item, names: set[str]) -> list[FunctionInfo]:

@@ -509,7 +509,7 @@ def _verify(
         for imported in local_imports(files[path], loaded.root)
     ):
         return run_check(paths, settings, overrides=changed)[0]
-    return check_loaded(LoadResult(files, errors, loaded.root), paths, settings)
+    return check_loaded(LoadResult(files, errors, loaded.root, loaded.delegates, loaded.named), paths, settings)
 
 
 def _has_work(opt: Optimization, unit: Unit, pending: set[tuple[str, Path]]) -> bool:

@@ -21,7 +21,6 @@ from optimizer_tool.project import (
     input_error,
     load,
     load_configs,
-    local_imports,
     parse_source,
 )
 from optimizer_tool.registry import Optimization, optimizations
@@ -85,7 +84,7 @@ def build_units(loaded: LoadResult, targets: list[Path]) -> list[Unit]:
             order.append(current)
             seen.add(current)
             if current not in imports_cache:
-                imports_cache[current] = local_imports(loaded.files[current], loaded.root)
+                imports_cache[current] = loaded.imports(loaded.files[current])
             queue.extend(imports_cache[current])
         closure_cache[path], closure_sets[path] = order, seen
         return order

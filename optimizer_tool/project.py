@@ -225,6 +225,26 @@ class SourceFile:
         )
 
     @cached_property
+    def instantiates(self) -> tuple[str, ...]:
+        """The config keys whose class or function the file builds by the name a config gives:
+        ``get_obj_from_str(configs.trainer.target)(configs)`` -> ``trainer``,
+        ``instantiate_from_config(config.model)`` -> ``model``, ``hydra.utils.instantiate(cfg.model)``."""
+        keys: list[str] = []
+        for statement in self.mentioning(pattern=INSTANTIATORS):
+            for node in ast.walk(statement):
+                if not (isinstance(node, ast.Call) and node.args):
+                    continue
+                func = node.func.attr if isinstance(node.func, ast.Attribute) else getattr(node.func, "id", "")
+                if not INSTANTIATORS.fullmatch(func):
+                    continue
+                chain = _key_chain(node.args[0])
+                while chain and chain[-1] in ("target", "_target_", "params"):
+                    chain.pop()
+                if len(chain) >= 2 and chain[-1] not in keys:  # a key of a config object, not a bare name
+                    keys.append(chain[-1])
+        return tuple(keys)
+
+    @cached_property
     def trains(self) -> bool:
         """The file trains: it calls backward() or defines a training step."""
         for node in (n for statement in self.mentioning("backward", *TRAINING_FUNCTIONS) for n in ast.walk(statement)):
@@ -235,6 +255,26 @@ class SourceFile:
             elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.name in TRAINING_FUNCTIONS:
                 return True
         return False
+
+
+# Functions that build the class or function a config names (``target: trainer.TrainerDifIR``).
+INSTANTIATORS = re.compile(r"get_obj_from_str|instantiate_from_config|instantiate|get_class_from_str")
+
+
+def _key_chain(node: ast.expr) -> list[str]:
+    """``configs.trainer.target`` -> ``["configs", "trainer", "target"]``; ``cfg["model"]`` too."""
+    chain: list[str] = []
+    while True:
+        if isinstance(node, ast.Attribute):
+            chain.append(node.attr)
+            node = node.value
+        elif isinstance(node, ast.Subscript) and isinstance(getattr(node.slice, "value", None), str):
+            chain.append(node.slice.value)
+            node = node.value
+        elif isinstance(node, ast.Name):
+            return [node.id, *reversed(chain)]
+        else:
+            return []
 
 
 def _autograd_kernel(func: ast.expr, name: str) -> bool:
@@ -288,6 +328,12 @@ class LoadResult:
     root: Path
     # launcher -> the files of the models its project's configs name (``launches``, ``model_files``)
     delegates: dict[Path, list[Path]] = field(default_factory=dict)
+    # file -> the project files defining what it builds by a config's name (``instantiates``)
+    named: dict[Path, list[Path]] = field(default_factory=dict)
+
+    def imports(self, source: SourceFile) -> list[Path]:
+        """What running ``source`` brings in: its local imports, then the modules its configs name."""
+        return [*local_imports(source, self.root), *self.named.get(source.path, [])]
 
 
 def input_error(path: Path, line: int, col: int, message: str, code: str = "E902") -> Finding:
@@ -401,20 +447,28 @@ def load(paths: list[Path], overrides: dict[Path, str] | None = None, parse_many
     queue = [source for source in files.values() if source.trains or source.path in named or source.is_script]
     seen = {source.path for source in queue} | {e.location.path for e in errors}  # an error is reported once
     delegates: dict[Path, list[Path]] = {}
+    by_name: dict[Path, list[Path]] = {}
     while queue:
         source = queue.pop(0)
         launcher = source.launches and (source.is_script or source.path in named)
         models = model_files(root, tuple(_path_roots(source, root))) if launcher else []
         if models:
             delegates[source.path] = models
-        for path in [*local_imports(source, root), *models]:
+        # the class a config names for a script to build and run is code the script runs (ResShift's
+        # ``get_obj_from_str(configs.trainer.target)(configs).train()``); a framework's launcher keeps
+        # its delegation, and a library module building its parts from config stays as it is
+        entry = (source.is_script or source.path in named) and not source.launches
+        built = named_targets(root, source, source.instantiates) if entry and source.instantiates else []
+        if built:
+            by_name[source.path] = built
+        for path in [*local_imports(source, root), *models, *built]:
             if path in seen:
                 continue
             seen.add(path)
             imported = files.get(path) or parse(path)
             if imported is not None:
                 queue.append(imported)
-    return LoadResult(files, errors, root, delegates)
+    return LoadResult(files, errors, root, delegates, by_name)
 
 
 def model_files(root: Path, roots: tuple[Path, ...] = ()) -> list[Path]:
@@ -426,8 +480,16 @@ def model_files(root: Path, roots: tuple[Path, ...] = ()) -> list[Path]:
     return _model_files(root.resolve(), roots)
 
 
+def named_targets(root: Path, source: SourceFile, keys: tuple[str, ...]) -> list[Path]:
+    """The project files defining the classes the YAML configs name under ``keys`` (``trainer:
+    target: trainer.TrainerDifIR``) for ``source`` to build by name."""
+    return _model_files(root.resolve(), tuple(_path_roots(source, root)), keys, groups=False)
+
+
 @lru_cache(maxsize=16)
-def _model_files(root: Path, roots: tuple[Path, ...] = ()) -> list[Path]:
+def _model_files(
+    root: Path, roots: tuple[Path, ...] = (), keys: tuple[str, ...] = ("model",), groups: bool = True
+) -> list[Path]:
     import yaml
 
     found: list[Path] = []
@@ -442,9 +504,10 @@ def _model_files(root: Path, roots: tuple[Path, ...] = ()) -> list[Path]:
             continue
         if not isinstance(data, dict):
             continue
-        model = data.get("model")
-        names = [model.get("target"), model.get("_target_")] if isinstance(model, dict) else []
-        if path.parent.name in MODEL_CONFIG_GROUPS:
+        names = [
+            named.get(k) for named in map(data.get, keys) if isinstance(named, dict) for k in ("target", "_target_")
+        ]
+        if groups and path.parent.name in MODEL_CONFIG_GROUPS:
             names.append(data.get("_target_"))
         for name in names:
             if isinstance(name, str) and DOTTED_NAME.match(name) and name.split(".")[0] not in KNOWN_LIBRARIES:

@@ -41,6 +41,9 @@ class Optimization:
     # The module's APPLIES_KEYS: config keys that decide whether it applies at all (zero terminal
     # SNR needs v-prediction): where the run names its config, its "n/a" is decided there too.
     applies_keys: tuple[str, ...] = ()
+    # The module's ``applies_with(name, value)``: whether that value of an APPLIES_KEYS key makes it
+    # apply; a config that offers no such value (and no code branch that takes one) leaves it n/a.
+    applies_with: Callable[[str, object], bool] | None = None
 
     def judges(self, rule: type[Rule], diffusion: bool | None, trains: bool = True) -> bool:
         """Whether ``rule`` runs on a unit (``diffusion``: is it a diffusion trainer, None: undecided;
@@ -110,6 +113,7 @@ def _optimization(module: ModuleType) -> Optimization:
         getattr(module, "implementations", None),
         tuple(getattr(module, "CONFIG_KEYS", ())),
         tuple(getattr(module, "APPLIES_KEYS", ())),
+        getattr(module, "applies_with", None),
     )
 
 

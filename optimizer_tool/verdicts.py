@@ -157,11 +157,26 @@ def _run_time_config(opt: Optimization, index: UnitIndex, found: Verdict, outcom
         settings = [s for s in decided if s.kind == "config-file"]
         if not decided or (not settings and index.unit.configs):
             return found
+        if found.state is State.NOT_APPLICABLE and not _could_apply(opt, index, decided):
+            return found
     said = sorted({f"{s.owner or s.name}: {s.value!r}" for s in settings})
     shown = ", ".join(said[:4]) + (", ..." if len(said) > 4 else "")
     files = len({s.path for s in settings})
     shipped = f"the {files} shipped config file(s) that set it say {shown}" if settings else "no shipped config sets it"
     return Verdict(opt.key, State.ELSEWHERE, f"{choice.describe()}; the config you train with decides ({shipped})")
+
+
+def _could_apply(opt: Optimization, index: UnitIndex, decided: list) -> bool:
+    """Whether some config could make ``opt`` apply: one of ``decided`` (the APPLIES_KEYS values the
+    configs give) or a value the code branches on is one it applies with, or a config builds a
+    diffusers class (which takes every value). ResShift's ``predict_type`` is xstart or epsilon in
+    every config and branch: zero terminal SNR stays n/a whichever config the run names."""
+    if opt.applies_with is None:
+        return True
+    literals = dispatched_literals(index)
+    return any(opt.applies_with(s.name, value) for s in decided for value in (s.value, *literals)) or any(
+        _config_builds_diffusers(index, s) for s in decided
+    )
 
 
 def _config_builds_diffusers(index: UnitIndex, setting) -> bool:

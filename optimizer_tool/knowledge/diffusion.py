@@ -288,7 +288,19 @@ PREDICTION_FLAGS = {
 }
 EPSILON_SPELLINGS = {"epsilon", "eps", "pred_noise", "noise", "pred_eps", "epsilon_prediction", "predict_noise"}
 V_SPELLINGS = {"v_prediction", "v", "pred_v", "v-prediction", "velocity", "v_pred", "vpred", "predict_v"}
-X0_SPELLINGS = {"sample", "x0", "pred_x0", "x_start", "pred_xstart", "start_x", "x_0", "pred_x_start", "predict_x0"}
+X0_SPELLINGS = {
+    "sample",
+    "x0",
+    "pred_x0",
+    "x_start",
+    "xstart",
+    "pred_xstart",
+    "predict_xstart",
+    "start_x",
+    "x_0",
+    "pred_x_start",
+    "predict_x0",
+}
 
 
 def prediction_family(name: str, value: object) -> str | None:

@@ -239,6 +239,8 @@ def lightning_configured_elsewhere(index: UnitIndex) -> bool:
     this unit, or from arguments/CLI we cannot read: its Trainer flags are unknown here."""
     if not index.functions_named("training_step"):
         return False
+    if any(c.method == "training_step" for c in index.calls):
+        return False  # a hand-written loop calls its own ``training_step`` (ResShift's TrainerDifIR)
     trainers = lightning_trainer_calls(index)
     return (
         not trainers

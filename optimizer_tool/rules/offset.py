@@ -351,6 +351,23 @@ class NoCosineOffset(Rule):
             return State.MISSING, f"the cosine schedule in use ({lacking[0].where}) has no offset s"
         return State.PRESENT, ""
 
+    def when_passed(self, index: UnitIndex) -> tuple[State, str] | None:
+        if self.in_use:
+            return None
+        # the cosine option has its offset, but the run trains on another schedule (DiT's linear,
+        # LDM's default), or on one that could not be read: the offset is no part of this run
+        offered = f"the cosine schedule in {cosine_schedules(index)[0].where} has the offset s"
+        used = beta_schedule(index)
+        if used.value == "cosine" or (used.value is None and "cosine" in used.by_value):
+            return None  # a library's cosine, or settings that disagree: as the cosine verdict reads them
+        if used.value is None:
+            return State.UNKNOWN, f"{offered}, but which schedule the run trains with could not be read"
+        setting = used.where(used.value)
+        return State.NOT_APPLICABLE, (
+            f"the run trains with the {setting.value!r} schedule ({setting.name}, {setting.path.name}:"
+            f"{setting.line}), not the cosine one: the offset only concerns it ({offered})"
+        )
+
     def check(self, index: UnitIndex) -> Iterable[Hit]:
         for schedule in cosine_schedules(index):
             if schedule.has_offset or schedule.unclear and not schedule.zero:

@@ -35,6 +35,7 @@ from optimizer_tool.knowledge.diffusion import (
     beta_schedule,
     diffusers_scheduler_class,
     inherited,
+    prediction_family,
     prediction_type,
     pretrained_scheduler_loads,
 )
@@ -58,6 +59,13 @@ RESCALE_SETTINGS = (
 # the config keys that decide it: the rescale itself and the objective it needs
 CONFIG_KEYS = RESCALE_SETTINGS + PREDICTION_KEYS
 APPLIES_KEYS = PREDICTION_KEYS
+
+
+def applies_with(name: str, value: object) -> bool:
+    """A value of one of APPLIES_KEYS under which it applies: a v objective."""
+    return prediction_family(name, value) == "v"
+
+
 RESCALE_FUNCTION = re.compile(r"(rescale|enforce|make|to)_?(betas_)?zero_?(terminal_)?snr|zero_?terminal_?snr", re.I)
 
 

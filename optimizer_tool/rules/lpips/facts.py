@@ -67,6 +67,7 @@ VIDEO_SETTINGS = (
     "frame_count",
 )
 VIDEO_CLASS = re.compile(r"(3D|3d|Video|video|Temporal)\w*$")
+DIMENSION_CASE = re.compile(r"^\w*dim\w*\s*==\s*3$")  # ``dims == 3``: one case of a dimension dispatcher
 
 
 @dataclass
@@ -212,7 +213,11 @@ def _video_call(call: CallSite) -> bool:
             ):
                 return True
     leaf = call.method or call.func_text
-    return bool(leaf and leaf[:1].isupper() and VIDEO_CLASS.search(leaf))
+    # guided-diffusion's ``conv_nd(dims, ...)`` builds ``nn.Conv3d`` only ``elif dims == 3``: a layer
+    # for any dimension, not a sign of video data
+    if not (leaf and leaf[:1].isupper() and VIDEO_CLASS.search(leaf)):
+        return False
+    return not any(DIMENSION_CASE.search(g) for g in call.guards)
 
 
 def _unpacks_five_dimensions(index: UnitIndex) -> bool:

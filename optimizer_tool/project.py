@@ -143,6 +143,22 @@ class SourceFile:
             if isinstance(node, ast.Constant) and isinstance(node.value, str) and DOTTED_NAME.match(node.value)
         ]
 
+    @cached_property
+    def discovers_modules(self) -> bool:
+        """The module imports modules it finds on disk: ``importlib.import_module`` of a computed name
+        next to a walk of its folder (``iterdir``, ``glob``, ``listdir``, ``pkgutil``)."""
+        if not re.search(r"\b(iterdir|glob|listdir|walk_packages|iter_modules)\b", self.text):
+            return False
+        return any(
+            isinstance(node, ast.Call)
+            and isinstance(node.func, (ast.Attribute, ast.Name))
+            and (node.func.attr if isinstance(node.func, ast.Attribute) else node.func.id) == "import_module"
+            and node.args
+            and not isinstance(node.args[0], ast.Constant)
+            for statement in self.mentioning("import_module")
+            for node in ast.walk(statement)
+        )
+
     def mentioning(self, *words: str, pattern: re.Pattern | None = None) -> list[ast.stmt]:
         """The top-level statements whose source mentions one of ``words`` (or matches ``pattern``):
         what is worth walking for them in a large file."""
@@ -588,6 +604,16 @@ def local_imports(source: SourceFile, root: Path) -> list[Path]:
                 for cand in _module_candidates(stem, base):
                     if cand.exists() and boundary in cand.resolve().parents:
                         out.append(cand.resolve())
+                        # Python runs the __init__.py of every package on the way; one that imports
+                        # the modules it finds on disk (CogVideo's finetune/models/__init__.py: every
+                        # model's trainer) brings them in. Others are not followed: the siblings they
+                        # import are not code this import runs
+                        folder = cand.parent
+                        while folder != base and base in folder.parents:
+                            init = folder / "__init__.py"
+                            if cand != init and init.is_file() and _discovering(init):
+                                out.append(init.resolve())
+                            folder = folder.parent
                         return
 
     for node in source.imports:
@@ -609,7 +635,39 @@ def local_imports(source: SourceFile, root: Path) -> list[Path]:
                 resolve(".".join(parts[:cut]), 0, [])
                 if len(out) > found:
                     break
+    if source.path.name == "__init__.py" and source.discovers_modules:
+        out += _discovered(source.path.parent, boundary)
     return [p for p in dict.fromkeys(out) if p != source.path]
+
+
+def _discovering(init: Path) -> bool:
+    """The package ``__init__.py`` imports the modules it finds on disk (read once per version)."""
+    return _discovering_at(init, init.stat().st_mtime_ns)
+
+
+@lru_cache(maxsize=1024)
+def _discovering_at(init: Path, _version: int) -> bool:
+    try:
+        if "import_module" not in init.read_text(encoding="utf-8", errors="replace"):
+            return False
+    except OSError:
+        return False
+    parsed = parse_source(init)
+    return isinstance(parsed, SourceFile) and parsed.discovers_modules
+
+
+def _discovered(package: Path, boundary: Path) -> list[Path]:
+    """The modules a package's ``__init__.py`` imports by walking its own folder (its sub-packages'
+    modules, one level down: ``importlib.import_module(f".{subdir.name}.{stem}", package=__name__)``)."""
+    found = []
+    for folder in sorted([package, *(d for d in package.iterdir() if d.is_dir() and d.name not in SKIP_DIRS)]):
+        if folder.name.startswith((".", "_")) and folder != package:
+            continue
+        found += [p.resolve() for p in sorted(folder.glob("*.py")) if boundary in p.resolve().parents]
+    return found[:MAX_DISCOVERED]
+
+
+MAX_DISCOVERED = 50  # modules one discovering __init__.py brings in
 
 
 def package_files(files: Iterable[Path], root: Path) -> list[Path]:

@@ -128,6 +128,9 @@ SCHEDULE_SELECTORS = (
 )
 BETAS_TARGET = re.compile(r"(^|\.)_?(betas?|train_betas|beta_t|betas_t)$")
 SCHEDULE_HELPER = re.compile(r"linear|schedule|beta", re.I)
+# the cumulative product itself, written by hand (minimal-diffusion's ``self.alpha_bar_scheduler = lambda t:
+# math.cos((t / T + 0.008) / 1.008 * math.pi / 2) ** 2``)
+ALPHA_BAR_TARGET = re.compile(r"(^|\.)_?(alpha_bar\w*|alphas_cumprod)$")
 
 
 def schedule_family(value: object) -> str | None:
@@ -168,7 +171,11 @@ def _passes(call: CallSite, *keywords: str) -> bool:
 
 def _schedule_from_code(index: UnitIndex) -> list[Setting]:
     found = []
-    sources = [(a.value, a.function, a.guards) for a in index.assigns if BETAS_TARGET.search(a.target)]
+    sources = [
+        (a.value, a.function, a.guards)
+        for a in index.assigns
+        if BETAS_TARGET.search(a.target) or ALPHA_BAR_TARGET.search(a.target)
+    ]
     for call in index.method_calls("register_buffer"):
         if (
             len(call.args) >= 2
@@ -457,6 +464,8 @@ def other_objective(index: UnitIndex) -> str | None:
 SIGMA_NOISING = re.compile(
     r"(randn\w*\([^()]*\)|\bnoise\b|\bnoises\b)\s*\*\s*[\w.]*?(append_dims\(\s*|_expand\w*\(\s*)?[\w.]*sigmas?\b"
     r"|\bsigmas?\b[\w.\[\]]*\s*\*\s*(torch\.)?randn"
+    # ``torch.einsum('b,bijk->bijk', sigma, noise)`` (mini_edm): the same product, written as an einsum
+    r"|einsum\(\s*['\"][^'\"]*['\"]\s*,\s*(sigmas?\s*,\s*(noise|randn\w*\([^()]*\))|(noise|randn\w*\([^()]*\))\s*,\s*sigmas?)\s*\)"
 )
 DISCRETE_SCHEDULE_NAMES = re.compile(
     r"(^|_)(betas|alphas_cumprod|alphas_bar|alpha_bar|alphas_hat|beta_schedule|noise_schedule|log_snr)$"

@@ -355,7 +355,9 @@ def karras_preconditioned(index: UnitIndex) -> str | None:
     return None
 
 
-LOSS_METHOD = re.compile(r"^((training|compute|get)_loss(es)?|p_losses|losses?|forward_loss|calc_loss|diffusion_loss)$")
+LOSS_METHOD = re.compile(
+    r"^((training|train|compute|get)_loss(es)?|p_losses|losses?|forward_loss|calc_loss|diffusion_loss)$"
+)
 PARTIALS = ("functools.partial", "partial")
 
 

@@ -220,7 +220,8 @@ def _string_value(index: UnitIndex, node, call: CallSite) -> str | None:
     name = dotted(node)
     if not name:
         return None
-    local = assignments_of(index, name, call.function, call.line)
+    # before the call's own line: ``lr_scheduler = get_scheduler(lr_scheduler, ...)`` reads the earlier value
+    local = assignments_of(index, name, call.function, call.line - 1)
     if local:
         values = {literal(a.value) for a in local}
         return values.pop() if len(values) == 1 and isinstance(next(iter(values), None), str) else None

@@ -7,7 +7,7 @@ import re
 from typing import Iterable
 
 from optimizer_tool.contract import Hit, Rule
-from optimizer_tool.findings import Severity
+from optimizer_tool.findings import Severity, State
 from optimizer_tool.index import CallSite, UnitIndex, code_of, literal
 from optimizer_tool.knowledge.ema import UPDATE_METHODS, EmaFacts, ema_facts, library_ema_calls, possible_update
 from optimizer_tool.knowledge.training import names_in, optimizer_steps, run_length
@@ -55,8 +55,19 @@ class NoEma(Rule):
     def applies(self, index: UnitIndex) -> bool:
         return bool(optimizer_steps(index)) or bool(index.functions_named("training_step"))
 
-    def check(self, index: UnitIndex) -> Iterable[Hit]:
+    def when_passed(self, index: UnitIndex) -> tuple[State, str] | None:
         if ema_facts(index).objects or library_ema_calls(index):
+            return None
+        call = _unseen_ema(index)[0]
+        return (
+            State.UNKNOWN,
+            f"`{call.receiver}` is updated as an EMA ({call.path.name}:{call.line}) but built outside the code the"
+            " entry reaches (a base class or package this check does not read): whether and how it averages the"
+            " weights is not seen",
+        )
+
+    def check(self, index: UnitIndex) -> Iterable[Hit]:
+        if ema_facts(index).objects or library_ema_calls(index) or _unseen_ema(index):
             return
         anchor = (optimizer_steps(index) or [None])[0]
         if anchor is not None:
@@ -64,6 +75,20 @@ class NoEma(Rule):
         else:
             fn = index.functions_named("training_step")[0]
             yield Hit(fn.path, fn.line, 1)
+
+
+UNSEEN_EMA = re.compile(r"(^|[._])ema(_model)?$", re.I)
+
+
+def _unseen_ema(index: UnitIndex) -> list[CallSite]:
+    """``self.ema.update()`` on an object no code of the unit builds: the EMA of a base class from an
+    installed package (fluent-pose-synthesis' trainer on CAMDM's ``BaseTrainingPortal``)."""
+    assigned = {a.target for a in index.assigns}
+    return [
+        c
+        for c in index.calls
+        if c.method in UPDATE_METHODS and UNSEEN_EMA.search(c.receiver) and c.receiver not in assigned
+    ]
 
 
 class EmaNeverUpdated(EmaBug):

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import re
 from typing import Iterable
 
 from optimizer_tool.contract import Hit, Rule
 from optimizer_tool.findings import Severity, State
 from optimizer_tool.index import CallSite, UnitIndex
 from optimizer_tool.knowledge.domain import sign_language
+from optimizer_tool.knowledge.objective import handed_in, loss_handed_in
 from optimizer_tool.knowledge.training import trains
 from optimizer_tool.rules.lpips.facts import (
     LATENT_HINTS,
@@ -85,6 +87,25 @@ class NoPerceptualLoss(Rule):
     def _mse(self, index: UnitIndex) -> list[CallSite]:
         return [c for c in mse_calls(index) if training_function(index, c.function)]
 
+    def when_blind(self, index: UnitIndex) -> tuple[State, str] | None:
+        """No MSE call was recognised (EDM's ``weight * (D_yn - y) ** 2``, a library's
+        ``training_losses``), but a perceptual term needs a perceptual network: where none is built,
+        called or even named in the code the entry reaches, and the loss is not handed in by a
+        caller, the loss has none, however it is written."""
+        if not trains(index) or perceptual_calls(index) or perceptual_objects(index):
+            return None
+        if any(PERCEPTUAL_NAME.search(name) for name in index.names_used()):
+            return None
+        if handed_in(index) or loss_handed_in(index):
+            return None
+        if any(source.instantiates for source in index.files):
+            return None  # parts built from classes a config names (sgm's loss_fn_config): not all seen
+        return (
+            State.MISSING,
+            "no perceptual (LPIPS) network is built, called or named anywhere in the code the entry reaches:"
+            " the training loss has no perceptual term",
+        )
+
     def when_passed(self, index: UnitIndex) -> tuple[State, str] | None:
         calls = perceptual_calls(index)
         if any(training_function(index, p.call.function) for p in calls):
@@ -114,6 +135,9 @@ class NoPerceptualLoss(Rule):
                 "the loss is MSE only: a small LPIPS term on the x0 estimate (weight ~0.1) gives sharper textures"
                 f" and {_detail(index)}",
             )
+
+
+PERCEPTUAL_NAME = re.compile(r"lpips|perceptual|vgg_?loss|dists", re.I)
 
 
 def _detail(index: UnitIndex) -> str:

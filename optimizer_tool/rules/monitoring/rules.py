@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Iterable
 
 from optimizer_tool.contract import Hit, Rule
-from optimizer_tool.findings import Severity
+from optimizer_tool.findings import Severity, State
 from optimizer_tool.index import UnitIndex
 from optimizer_tool.knowledge.ema import ema_facts
 from optimizer_tool.knowledge.lr_schedule import schedule_facts
@@ -250,6 +250,13 @@ class EmaDriftNotLogged(_Monitoring):
 
     def applies(self, index: UnitIndex) -> bool:
         return trains(index) and bool(ema_facts(index).objects)
+
+    def when_blind(self, index: UnitIndex) -> tuple[State, str] | None:
+        """No EMA, no drift to log: the verdict is the gradient norm's and the learning rate's (reached
+        only when MON001 and MON002 judged the unit and passed)."""
+        if trains(index) and not lightning_configured_elsewhere(index) and not ema_facts(index).objects:
+            return State.PRESENT, "the gradient norm and the learning rate are logged (no EMA is kept: no drift to log)"
+        return None
 
     def check(self, index: UnitIndex) -> Iterable[Hit]:
         if ema_drift_logged(index):

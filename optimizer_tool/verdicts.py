@@ -301,7 +301,7 @@ def _present_or_off(opt: Optimization, index: UnitIndex) -> Verdict:
     switches = [_switched_off_through_callers(index, call, either) for call in calls]
     first = calls[0]
     where = Location(first.path, first.line, first.col)
-    chosen = [chosen_at_run_time(index, tuple(g for g in call.guards if g not in either)) for call in calls]
+    chosen = [_chosen_through_callers(index, call, either) for call in calls]
     if all(chosen):
         condition, setting, files = chosen[0]
         values = sorted({repr(s.value) for s in index.setting(setting.name) if s.kind == "config-file"})
@@ -343,12 +343,32 @@ def _switched_off_through_callers(index: UnitIndex, call: CallSite, either: set[
     ``if args.model_ema: task.setup_ema(...)``, the EMA built inside ``setup_ema``)."""
     own = tuple(g for g in call.guards if g not in either)
     switch = switched_off(index, own)
-    fn = call.function
-    if switch is not None or own or fn is None or fn.name.startswith("__") or depth >= 2:
+    if switch is not None or own or depth >= 2:
         return switch
-    callers = [c for c in index.calls if c.method == fn.name and c.function is not fn]
+    callers = _callers(index, call.function)
     switches = [_switched_off_through_callers(index, c, depth=depth + 1) for c in callers]
     return switches[0] if switches and all(switches) else None
+
+
+def _chosen_through_callers(index: UnitIndex, call: CallSite, either: set[str] = frozenset(), depth: int = 0):
+    """``chosen_at_run_time`` of the conditions ``call`` runs under, its own else those guarding every
+    call of its function (VQ-Diffusion builds ``EMA(**ema_args)`` only ``if 'ema' in
+    config['solver']``; the EMA's weights are copied inside ``EMA.__init__``)."""
+    own = tuple(g for g in call.guards if g not in either)
+    chosen = chosen_at_run_time(index, own)
+    if chosen is not None or own or depth >= 2:
+        return chosen
+    callers = _callers(index, call.function)
+    found = [_chosen_through_callers(index, c, depth=depth + 1) for c in callers]
+    return found[0] if found and all(found) else None
+
+
+def _callers(index: UnitIndex, fn) -> list[CallSite]:
+    """The calls of ``fn``: of its class for an ``__init__``, none for other dunder methods."""
+    if fn is None:
+        return []
+    name = fn.class_name if fn.name == "__init__" else None if fn.name.startswith("__") else fn.name
+    return [c for c in index.calls if name and c.method == name and c.function is not fn]
 
 
 def counts(units: list[UnitFacts]) -> dict[State, int]:

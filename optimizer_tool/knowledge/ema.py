@@ -76,6 +76,9 @@ class EmaFacts:
         return list(dict.fromkeys([*(a.target for a in self.objects), *self.aliases]))
 
 
+CODEBOOK_CLASS = re.compile(r"Quantiz|Codebook|Embedding|Cluster", re.I)
+
+
 def ema_facts(index: UnitIndex) -> EmaFacts:
     """The unit's EMA objects and updates (computed once per index: every EMA and monitoring rule asks)."""
     return memo(index, "ema.facts", lambda: _ema_facts(index))
@@ -86,6 +89,9 @@ def _ema_facts(index: UnitIndex) -> EmaFacts:
     objects += _averaged_by_hand(index, objects)
     looped, averaging = _averaged_in_loops(index, objects)
     objects += looped + _returned_emas(index, objects)
+    # a vector quantizer's codebook kept by EMA (taming's EmbeddingEMA, VectorQuantizerEMA) averages
+    # cluster statistics, not the weights of the model being trained
+    objects = [a for a in objects if not (a.function and CODEBOOK_CLASS.search(a.function.class_name or ""))]
     names = {a.target for a in objects}
     leaves = {n.rsplit(".", 1)[-1] for n in names}
     updates = []

@@ -154,8 +154,25 @@ def _parsed(guards: tuple[str, ...]):
             continue
 
 
+CONFIG_OBJECT = re.compile(r"(^|[._])(cfg|conf|config|configs|opt|opts|hparams|hps)($|[._\[])", re.I)
+
+
 def _tested_key(node: ast.expr) -> str | None:
-    """``"key" in mapping`` (a config section tested for a key): the key."""
+    """``"key" in mapping`` or ``hasattr(section, "key")`` (a config section tested for a key), also
+    as one operand of an ``and`` (``self.rank == 0 and hasattr(self.configs.train, 'ema_rate')``,
+    ResShift): the key."""
+    if isinstance(node, ast.BoolOp) and isinstance(node.op, ast.And):
+        return next((key for value in node.values if (key := _tested_key(value)) is not None), None)
+    if (
+        isinstance(node, ast.Call)
+        and isinstance(node.func, ast.Name)
+        and node.func.id == "hasattr"
+        and len(node.args) == 2
+        and CONFIG_OBJECT.search(ast.unparse(node.args[0]))  # a config section, not a model's method
+        and isinstance(node.args[1], ast.Constant)
+        and isinstance(node.args[1].value, str)
+    ):
+        return node.args[1].value
     if (
         isinstance(node, ast.Compare)
         and isinstance(node.left, ast.Constant)

@@ -223,3 +223,25 @@ def test_the_offset_of_a_cosine_option_the_run_does_not_use_is_not_applicable(tm
 def test_the_offset_of_the_cosine_schedule_in_use_is_present(tmp_path):
     files = {"train.py": SCHEDULED_TRAINER.format(schedule="cosine"), "schedules.py": SCHEDULES}
     assert verdicts(tmp_path, files)["offset"]["state"] == "present"
+
+
+def test_an_ema_built_when_the_named_config_has_its_key_is_the_runs_choice(tmp_path):
+    guarded = TRAINER.replace(
+        "        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=configs.train.lr)\n",
+        "        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=configs.train.lr)\n"
+        "        if self.rank == 0 and hasattr(self.configs.train, 'ema_rate'):\n"
+        "            self.ema = EMA(self.model, self.configs.train.ema_rate)\n",
+    ).replace(
+        "        self.optimizer.step()\n",
+        "        self.optimizer.step()\n        if self.ema is not None:\n            self.ema.update()\n",
+    )
+    helper = (
+        "import copy\n\n\nclass EMA:\n    def __init__(self, model, decay):\n"
+        "        self.decay = decay\n        self.shadow = copy.deepcopy(model)\n\n"
+        "    def update(self):\n        pass\n"
+    )
+    files = _project(**{"trainer.py": "from ema import EMA\n" + guarded, "ema.py": helper})
+    found = verdicts(tmp_path, files, entry="main.py")
+    # was present: the helper's deepcopy runs only when the run's config has ema_rate
+    assert found["ema"]["state"] == "decided-elsewhere"
+    assert "ema_rate" in found["ema"]["reason"]

@@ -313,3 +313,44 @@ def test_a_hand_written_cosine_alpha_bar_is_a_cosine_schedule_with_its_offset(tm
     found = verdicts(tmp_path, {"train.py": ALPHA_BAR})
     assert found["cosine"]["state"] == "present"  # was unknown: no betas assignment to read
     assert found["offset"]["state"] == "present"
+
+
+# momask-codes: a warm-up written by hand in front of a MultiStepLR; CogVideo: the lr copied into a log dict
+WARMED = """\
+import torch
+import torch.nn.functional as F
+
+
+class Trainer:
+    def __init__(self, model, warm_up_iter=2000, lr=2e-4):
+        self.model = model
+        self.opt = torch.optim.AdamW(model.parameters(), lr=lr)
+        self.scheduler = torch.optim.lr_scheduler.MultiStepLR(self.opt, milestones=[50000], gamma=0.1)
+        self.warm_up_iter, self.lr = warm_up_iter, lr
+
+    def update_lr_warm_up(self, nb_iter, warm_up_iter, lr):
+        current_lr = lr * (nb_iter + 1) / (warm_up_iter + 1)
+        for param_group in self.opt.param_groups:
+            param_group["lr"] = current_lr
+        return current_lr
+
+    def train(self, loader):
+        it = 0
+        for x, y in loader:
+            if it < self.warm_up_iter:
+                self.update_lr_warm_up(it, self.warm_up_iter, self.lr)
+            loss = F.cross_entropy(self.model(x), y)
+            self.opt.zero_grad()
+            loss.backward()
+            self.opt.step()
+            self.scheduler.step()
+            logs = {"loss": loss.item()}
+            logs["lr"] = self.scheduler.get_last_lr()[0]
+            it += 1
+"""
+
+
+def test_a_hand_written_warm_up_in_front_of_a_decaying_scheduler_is_both_halves(tmp_path):
+    found = verdicts(tmp_path, {"trainer.py": WARMED}, entry="trainer.py")
+    # was unknown: the warm-up piece's decay was unread, and the log dict's "lr" read as a schedule
+    assert found["lr-schedule"]["state"] == "present"

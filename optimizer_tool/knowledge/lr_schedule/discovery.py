@@ -63,7 +63,9 @@ def _schedule_facts(index: UnitIndex) -> ScheduleFacts:
             schedules.append(sched)
             by_node[id(call.node)] = sched
     _attach_parts(index, schedules, by_node)
-    schedules.extend(_manual_schedules(index))
+    manual = _manual_schedules(index)
+    _warmup_before(index, manual, schedules)
+    schedules.extend(manual)
     schedules.extend(_helper_calls(index, schedules))
     # A scheduler handed in from elsewhere (a parameter, a factory in another package) but stepped here.
     for step in lr_scheduler_steps(index):
@@ -99,10 +101,38 @@ def _attach_parts(index: UnitIndex, schedules: list[Schedule], by_node: dict[int
             _combine(index, sched)
 
 
+def _warmup_before(index: UnitIndex, manual: list[Schedule], built: list[Schedule]) -> None:
+    """A hand-written warm-up piece (``param_group["lr"] = lr * (it + 1) / (warm_up_iter + 1)`` while
+    ``it < warm_up_iter``) in front of the one scheduler that decays (momask's MultiStepLR): one schedule,
+    the scheduler with the warm-up as its part."""
+    decays = [s for s in built if s.part_of is None and s.decay and not s.warmup]
+
+    def owner(sched: Schedule) -> str | None:
+        return sched.function.class_name if sched.function is not None else None
+
+    for ramp in (m for m in manual if m.warmup and m.decay is False):
+        # the scheduler of the same trainer class (momask keeps two trainers in one module), else the only one
+        same = [s for s in decays if owner(ramp) is not None and owner(s) == owner(ramp)]
+        pick = same if len(same) == 1 else decays if len(decays) == 1 else []
+        if pick:
+            ramp.part_of = pick[0]
+            pick[0].parts.append(ramp)
+            pick[0].warmup = True
+
+
+# dicts that carry values to a logger or a progress bar, not an optimizer's param group
+LOG_RECORD = re.compile(
+    r"^(logs?|log_dict|logging_dict|metrics?|stats|info|summary|records?|results?|scalars|postfix|to_log|meters?)$",
+    re.I,
+)
+
+
 def _manual_schedules(index: UnitIndex) -> list[Schedule]:
     """``param_group["lr"] = <expression>``: a hand-written schedule, judged by the names it reads."""
     found = []
     for item in index.item_assigns:
+        if LOG_RECORD.search(item.container.rsplit(".", 1)[-1]):
+            continue  # ``logs["lr"] = lr_scheduler.get_last_lr()[0]`` reports the rate, it does not set it
         if item.key == "lr" and not isinstance(literal(item.value), (int, float)):
             names = expanded_names(index, item.value, item.function, item.line)
             feeding = feeding_assigns(index, item.value, item.function, item.line)
@@ -120,6 +150,8 @@ def _manual_schedules(index: UnitIndex) -> list[Schedule]:
             warmup = True if warm else (False if decay else None)
             if decay is None and warm and warmup_then_constant(index, item):
                 decay = False
+            if decay is None and item.function is not None and WARMUP_WORD.search(item.function.name):
+                decay = False  # momask's ``update_lr_warm_up``: the warm-up piece; a scheduler decays
             off = {
                 _off_by_default(index, n.rsplit(".", 1)[-1])
                 for n in names | scope

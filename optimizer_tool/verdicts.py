@@ -337,30 +337,29 @@ def _either_way(calls: list[CallSite]) -> set[str]:
     return {g for g in guards if f"not ({g})" in guards} | {f"not ({g})" for g in guards if f"not ({g})" in guards}
 
 
-def _switched_off_through_callers(index: UnitIndex, call: CallSite, either: set[str] = frozenset(), depth: int = 0):
+def _switched_off_through_callers(index: UnitIndex, call: CallSite, either: set[str] = frozenset()):
     """The condition that keeps ``call`` from running by default: one of its own (not one it runs
     under ``either`` way), else one that guards every call of the function it is in (timm:
     ``if args.model_ema: task.setup_ema(...)``, the EMA built inside ``setup_ema``)."""
-    own = tuple(g for g in call.guards if g not in either)
-    switch = switched_off(index, own)
-    if switch is not None or own or depth >= 2:
-        return switch
-    callers = _callers(index, call.function)
-    switches = [_switched_off_through_callers(index, c, depth=depth + 1) for c in callers]
-    return switches[0] if switches and all(switches) else None
+    return _through_callers(index, call, switched_off, either)
 
 
-def _chosen_through_callers(index: UnitIndex, call: CallSite, either: set[str] = frozenset(), depth: int = 0):
+def _chosen_through_callers(index: UnitIndex, call: CallSite, either: set[str] = frozenset()):
     """``chosen_at_run_time`` of the conditions ``call`` runs under, its own else those guarding every
     call of its function (VQ-Diffusion builds ``EMA(**ema_args)`` only ``if 'ema' in
     config['solver']``; the EMA's weights are copied inside ``EMA.__init__``)."""
+    return _through_callers(index, call, chosen_at_run_time, either)
+
+
+def _through_callers(index: UnitIndex, call: CallSite, judge, either: set[str] = frozenset(), depth: int = 0):
+    """``judge(index, guards)`` of ``call``'s own conditions (less those it runs under ``either`` way);
+    where it has none, of every call of its function, two levels up: the first answer when all agree."""
     own = tuple(g for g in call.guards if g not in either)
-    chosen = chosen_at_run_time(index, own)
-    if chosen is not None or own or depth >= 2:
-        return chosen
-    callers = _callers(index, call.function)
-    found = [_chosen_through_callers(index, c, depth=depth + 1) for c in callers]
-    return found[0] if found and all(found) else None
+    found = judge(index, own)
+    if found is not None or own or depth >= 2:
+        return found
+    above = [_through_callers(index, c, judge, depth=depth + 1) for c in _callers(index, call.function)]
+    return above[0] if above and all(above) else None
 
 
 def _callers(index: UnitIndex, fn) -> list[CallSite]:

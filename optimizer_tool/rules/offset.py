@@ -344,6 +344,15 @@ class NoCosineOffset(Rule):
         if not schedules and not beta_schedule(index).by_value:
             kind = without_betas(index)  # else the schedule itself is not visible here: unknown
             return (State.NOT_APPLICABLE, f"{kind[1]}: no cosine schedule, no offset") if kind is not None else None
+        if not schedules and _cosine_selected(index):
+            # the run picks a cosine schedule whose code this check does not read (an installed package's
+            # get_named_beta_schedule: fluent-pose-synthesis on CAMDM): whether it has the offset is not seen
+            setting = beta_schedule(index).where("cosine")
+            return (
+                State.UNKNOWN,
+                f"the run trains with a cosine schedule ({setting.name} = {setting.value!r}, {setting.path.name}:"
+                f"{setting.line}) built by code this check does not read: whether it has the offset s is not seen",
+            )
         if not schedules:
             return State.NOT_APPLICABLE, "no hand-written cosine schedule: the offset s only concerns one"
         lacking = [s for s in schedules if not (s.has_offset or s.unclear)]

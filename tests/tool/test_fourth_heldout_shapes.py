@@ -6,7 +6,26 @@ an einsum, a hand-written cosine alpha-bar, a package that imports the modules i
 
 from __future__ import annotations
 
+import textwrap
+
 from optimizer_tool.testing import unit_verdicts as verdicts
+
+# the noise-regression step of a diffusers-style loop over ``x``, shared by the fixtures below
+STEP = """\
+noise = torch.randn_like(x)
+t = torch.randint(0, 1000, (x.shape[0],))
+loss = F.mse_loss(model(scheduler.add_noise(x, noise, t)), noise)
+optimizer.zero_grad()
+loss.backward()
+"""
+
+
+def _with_step(template: str) -> str:
+    """``template`` with each ``{stepN}`` replaced by STEP indented N spaces."""
+    for width in (4, 8, 12):
+        template = template.replace(f"{{step{width}}}", textwrap.indent(STEP, " " * width))
+    return template
+
 
 # mini_edm: EDM's sigma noise as an einsum, the loss written by hand (no MSE call, no perceptual net)
 EDM = """\
@@ -81,7 +100,7 @@ def test_a_loss_term_built_from_a_class_the_config_names_keeps_lpips_unknown(tmp
 
 
 # PixArt-sigma, CogVideo: grad norm and lr logged, no EMA kept
-LOGGED = """\
+LOGGED = _with_step("""\
 import torch
 import torch.nn.functional as F
 from torch.utils.tensorboard import SummaryWriter
@@ -93,17 +112,12 @@ scheduler = DDPMScheduler(beta_schedule="squaredcos_cap_v2")
 optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
 lr_scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=1e-4, total_steps=1000)
 for step, x in enumerate(loader):
-    noise = torch.randn_like(x)
-    t = torch.randint(0, 1000, (x.shape[0],))
-    loss = F.mse_loss(model(scheduler.add_noise(x, noise, t)), noise)
-    optimizer.zero_grad()
-    loss.backward()
-    grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+{step4}    grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
     optimizer.step()
     lr_scheduler.step()
     writer.add_scalar("train/grad_norm", grad_norm, step)
     writer.add_scalar("train/lr", lr_scheduler.get_last_lr()[0], step)
-"""
+""")
 
 
 def test_monitoring_of_a_trainer_without_ema_is_the_grad_norm_and_the_lr(tmp_path):
@@ -178,7 +192,7 @@ if __name__ == "__main__":
     trainer = get_model_cls(parser.parse_args().model_name)()
     trainer.fit()
 """
-MODEL_TRAINER = """\
+MODEL_TRAINER = _with_step("""\
 import torch
 import torch.nn.functional as F
 from diffusers import DDPMScheduler
@@ -193,13 +207,8 @@ class TinyTrainer:
         scheduler = DDPMScheduler(beta_schedule="squaredcos_cap_v2")
         optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
         for x in loader:
-            noise = torch.randn_like(x)
-            t = torch.randint(0, 1000, (x.shape[0],))
-            loss = F.mse_loss(model(scheduler.add_noise(x, noise, t)), noise)
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-"""
+{step12}            optimizer.step()
+""")
 
 
 def test_a_package_that_imports_the_modules_it_finds_brings_them_into_the_unit(tmp_path):
@@ -217,7 +226,7 @@ def test_a_package_that_imports_the_modules_it_finds_brings_them_into_the_unit(t
 
 
 # Text-To-Video-Finetuning: ``lr_scheduler = get_scheduler(lr_scheduler, ...)`` reads the parameter
-RENAMED = """\
+RENAMED = _with_step("""\
 import torch
 import torch.nn.functional as F
 from diffusers import DDPMScheduler
@@ -232,18 +241,13 @@ def main(lr_scheduler: str = "constant", lr_warmup_steps: int = 0, max_train_ste
         lr_scheduler, optimizer=optimizer, num_warmup_steps=lr_warmup_steps, num_training_steps=max_train_steps
     )
     for x in loader:
-        noise = torch.randn_like(x)
-        t = torch.randint(0, 1000, (x.shape[0],))
-        loss = F.mse_loss(model(scheduler.add_noise(x, noise, t)), noise)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
+{step8}        optimizer.step()
         lr_scheduler.step()
 
 
 if __name__ == "__main__":
     main()
-"""
+""")
 
 
 def test_a_scheduler_named_after_the_parameter_it_reads_takes_the_parameters_value(tmp_path):
@@ -354,3 +358,31 @@ def test_a_hand_written_warm_up_in_front_of_a_decaying_scheduler_is_both_halves(
     found = verdicts(tmp_path, {"trainer.py": WARMED}, entry="trainer.py")
     # was unknown: the warm-up piece's decay was unread, and the log dict's "lr" read as a schedule
     assert found["lr-schedule"]["state"] == "present"
+
+
+# fluent-pose-synthesis: a cosine schedule picked by a flag and built by an installed package
+PACKAGE_SCHEDULE = """\
+import argparse
+
+import torch
+from camdm.diffusion.create_diffusion import create_gaussian_diffusion
+
+parser = argparse.ArgumentParser()
+parser.add_argument("--noise_schedule", type=str, default="cosine")
+args = parser.parse_args()
+diffusion = create_gaussian_diffusion(noise_schedule=args.noise_schedule)
+model = torch.nn.Conv1d(3, 3, 3, padding=1)
+optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
+for x0 in loader:
+    t = torch.randint(0, 1000, (x0.shape[0],))
+    loss = diffusion.training_losses(model, x0, t)["loss"].mean()
+    optimizer.zero_grad()
+    loss.backward()
+    optimizer.step()
+"""
+
+
+def test_the_offset_of_a_cosine_schedule_built_by_an_unread_package_is_unknown(tmp_path):
+    found = verdicts(tmp_path, {"train.py": PACKAGE_SCHEDULE})
+    assert found["cosine"]["state"] == "present"
+    assert found["offset"]["state"] == "unknown"  # was n/a: "no hand-written cosine schedule"

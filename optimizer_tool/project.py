@@ -475,6 +475,8 @@ def load(paths: list[Path], overrides: dict[Path, str] | None = None, parse_many
         # its delegation, and a library module building its parts from config stays as it is
         entry = (source.is_script or source.path in named) and not source.launches
         built = named_targets(root, source, source.instantiates) if entry and source.instantiates else []
+        # only a class that trains (a trainer, not the policy or network a workspace builds by name)
+        built = [p for p in built if (files.get(p) or parse(p)) is not None and files[p].trains]
         if built:
             by_name[source.path] = built
         for path in [*local_imports(source, root), *models, *built]:
@@ -502,13 +504,34 @@ def named_targets(root: Path, source: SourceFile, keys: tuple[str, ...]) -> list
     return _model_files(root.resolve(), tuple(_path_roots(source, root)), keys, groups=False)
 
 
-@lru_cache(maxsize=16)
+@lru_cache(maxsize=64)
 def _model_files(
     root: Path, roots: tuple[Path, ...] = (), keys: tuple[str, ...] = ("model",), groups: bool = True
 ) -> list[Path]:
+    found: list[Path] = []
+    for folder, sections, target in _config_targets(root):
+        names = [name for key in keys for name in sections.get(key, ())]
+        if groups and folder in MODEL_CONFIG_GROUPS and target:
+            names.append(target)
+        for name in names:
+            if DOTTED_NAME.match(name) and name.split(".")[0] not in KNOWN_LIBRARIES:
+                module = name.rsplit(".", 1)[0]
+                for base in (root, root / "src", *roots):
+                    cand = next((c for c in _module_candidates(module, base) if c.is_file()), None)
+                    if cand is not None:
+                        found.append(cand.resolve())
+                        break
+    return list(dict.fromkeys(found))
+
+
+@lru_cache(maxsize=4)
+def _config_targets(root: Path) -> tuple[tuple[str, dict[str, tuple[str, ...]], str], ...]:
+    """Every YAML config of the project read once (``yaml.safe_load`` only): its folder's name, the
+    classes its top-level sections name (``trainer: {target: trainer.TrainerDifIR}`` -> ``{"trainer":
+    ("trainer.TrainerDifIR",)}``) and its own ``_target_`` (a Hydra config group's file)."""
     import yaml
 
-    found: list[Path] = []
+    found = []
     for count, path in enumerate(_config_paths(root)):
         if count >= MAX_CONFIGS:
             break
@@ -520,20 +543,16 @@ def _model_files(
             continue
         if not isinstance(data, dict):
             continue
-        names = [
-            named.get(k) for named in map(data.get, keys) if isinstance(named, dict) for k in ("target", "_target_")
-        ]
-        if groups and path.parent.name in MODEL_CONFIG_GROUPS:
-            names.append(data.get("_target_"))
-        for name in names:
-            if isinstance(name, str) and DOTTED_NAME.match(name) and name.split(".")[0] not in KNOWN_LIBRARIES:
-                module = name.rsplit(".", 1)[0]
-                for base in (root, root / "src", *roots):
-                    cand = next((c for c in _module_candidates(module, base) if c.is_file()), None)
-                    if cand is not None:
-                        found.append(cand.resolve())
-                        break
-    return list(dict.fromkeys(found))
+        sections = {
+            str(key): tuple(v for k in ("target", "_target_") if isinstance(v := section.get(k), str))
+            for key, section in data.items()
+            if isinstance(section, dict)
+        }
+        target = data.get("_target_")
+        found.append(
+            (path.parent.name, {k: v for k, v in sections.items() if v}, target if isinstance(target, str) else "")
+        )
+    return tuple(found)
 
 
 def _config_paths(root: Path) -> Iterator[Path]:

@@ -68,7 +68,6 @@ from optimizer_tool.project import (
     Unit,
     decode_source,
     keep_final_newline,
-    local_imports,
     package_files,
     parse_source,
     project_root,
@@ -502,14 +501,10 @@ def _verify(
         else:
             module = reparsed(fixed[path], loaded.files[path].module)
             files[path] = parsed if module is None else SourceFile(path, parsed.text, module, encoding=parsed.encoding)
-    if any(
-        imported not in files
-        for path in changed
-        if path in files
-        for imported in local_imports(files[path], loaded.root)
-    ):
+    if any(imported not in files for path in changed if path in files for imported in loaded.imports(files[path])):
         return run_check(paths, settings, overrides=changed)[0]
-    return check_loaded(LoadResult(files, errors, loaded.root, loaded.delegates, loaded.named), paths, settings)
+    # every other part of the load (its launchers' delegates, the classes configs name) stays
+    return check_loaded(replace(loaded, files=files, errors=errors), paths, settings)
 
 
 def _has_work(opt: Optimization, unit: Unit, pending: set[tuple[str, Path]]) -> bool:

@@ -749,7 +749,7 @@ class UnitIndex:
         return sorted(found, key=lambda c: (str(c.path), c.line, c.col)) if len(methods) > 1 else found
 
     def assigns_to(self, target: str) -> list[Assign]:
-        return [a for a in self.assigns if a.target == target]
+        return list(self._assigns_by_target.get(target, ()))
 
     @cached_property
     def _assigns_by_target(self) -> dict[str, list[Assign]]:

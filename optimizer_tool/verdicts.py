@@ -298,10 +298,10 @@ def _present_or_off(opt: Optimization, index: UnitIndex) -> Verdict:
     if not calls:
         return Verdict(opt.key, State.PRESENT)
     either = _either_way(calls)
-    switches = [_switched_off_through_callers(index, call, either) for call in calls]
+    switches = [_through_callers(index, call, switched_off, either) for call in calls]
     first = calls[0]
     where = Location(first.path, first.line, first.col)
-    chosen = [_chosen_through_callers(index, call, either) for call in calls]
+    chosen = [_through_callers(index, call, chosen_at_run_time, either) for call in calls]
     if all(chosen):
         condition, setting, files = chosen[0]
         values = sorted({repr(s.value) for s in index.setting(setting.name) if s.kind == "config-file"})
@@ -337,23 +337,12 @@ def _either_way(calls: list[CallSite]) -> set[str]:
     return {g for g in guards if f"not ({g})" in guards} | {f"not ({g})" for g in guards if f"not ({g})" in guards}
 
 
-def _switched_off_through_callers(index: UnitIndex, call: CallSite, either: set[str] = frozenset()):
-    """The condition that keeps ``call`` from running by default: one of its own (not one it runs
-    under ``either`` way), else one that guards every call of the function it is in (timm:
-    ``if args.model_ema: task.setup_ema(...)``, the EMA built inside ``setup_ema``)."""
-    return _through_callers(index, call, switched_off, either)
-
-
-def _chosen_through_callers(index: UnitIndex, call: CallSite, either: set[str] = frozenset()):
-    """``chosen_at_run_time`` of the conditions ``call`` runs under, its own else those guarding every
-    call of its function (VQ-Diffusion builds ``EMA(**ema_args)`` only ``if 'ema' in
-    config['solver']``; the EMA's weights are copied inside ``EMA.__init__``)."""
-    return _through_callers(index, call, chosen_at_run_time, either)
-
-
 def _through_callers(index: UnitIndex, call: CallSite, judge, either: set[str] = frozenset(), depth: int = 0):
-    """``judge(index, guards)`` of ``call``'s own conditions (less those it runs under ``either`` way);
-    where it has none, of every call of its function, two levels up: the first answer when all agree."""
+    """``judge(index, guards)`` (``switched_off``: the condition that keeps ``call`` from running by
+    default; ``chosen_at_run_time``: the run's config decides) of ``call``'s own conditions, less those
+    it runs under ``either`` way; where it has none, of every call of its function, two levels up, the
+    first answer when all agree (timm: ``if args.model_ema: task.setup_ema(...)``, the EMA built inside
+    ``setup_ema``; VQ-Diffusion builds ``EMA(**ema_args)`` only ``if 'ema' in config['solver']``)."""
     own = tuple(g for g in call.guards if g not in either)
     found = judge(index, own)
     if found is not None or own or depth >= 2:
@@ -367,6 +356,7 @@ def _callers(index: UnitIndex, fn) -> list[CallSite]:
     if fn is None:
         return []
     name = fn.class_name if fn.name == "__init__" else None if fn.name.startswith("__") else fn.name
+    # every call named so, plain or a method: ``method_calls`` indexes attribute calls only
     return [c for c in index.calls if name and c.method == name and c.function is not fn]
 
 

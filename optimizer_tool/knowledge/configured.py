@@ -237,16 +237,9 @@ def memo(index: UnitIndex, key, compute):
 
 def assignments_of(index: UnitIndex, name: str, function=None, before: int | None = None) -> list:
     """Assignments to ``name`` in ``function`` (before line ``before``); ``self.x`` is looked up in the whole unit."""
-
-    def table():
-        by_target: dict[str, list] = {}
-        for a in index.assigns:
-            by_target.setdefault(a.target, []).append(a)
-        return by_target
-
-    found = memo(index, "assigns_by_target", table).get(name, [])
+    found = index.assigns_to(name)
     if name.startswith("self."):
-        return list(found)
+        return found
     return [a for a in found if a.function == function and (before is None or a.line <= before)]
 
 

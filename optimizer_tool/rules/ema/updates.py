@@ -83,11 +83,10 @@ UNSEEN_EMA = re.compile(r"(^|[._])ema(_model)?$", re.I)
 def _unseen_ema(index: UnitIndex) -> list[CallSite]:
     """``self.ema.update()`` on an object no code of the unit builds: the EMA of a base class from an
     installed package (fluent-pose-synthesis' trainer on CAMDM's ``BaseTrainingPortal``)."""
-    assigned = {a.target for a in index.assigns}
     return [
         c
-        for c in index.calls
-        if c.method in UPDATE_METHODS and UNSEEN_EMA.search(c.receiver) and c.receiver not in assigned
+        for c in index.method_calls(*UPDATE_METHODS)
+        if UNSEEN_EMA.search(c.receiver) and not index.assigns_to(c.receiver)
     ]
 
 

@@ -46,6 +46,9 @@ FUNCTIONAL = (
 )
 PERCEPTUAL_CLASS = re.compile(r"Perceptual|LPIPS|Lpips|VGGLoss|VggLoss|VGG16Loss|VGG19Loss|DISTS")
 PERCEPTUAL_FUNCTION = re.compile(r"(^|_)(perceptual|lpips)(_|$)", re.I)
+# any mention of a perceptual network in source text: a superset of the two above and of the constructors
+# ``_constructor_kind`` knows, read before tracing them (which costs seconds on a large unit)
+PERCEPTUAL_NAME = re.compile(r"lpips|perceptual|vgg\w*loss|\bdists\b", re.I)
 MSE_CALLS = ("torch.nn.functional.mse_loss", "*.mse_loss", "torch.nn.MSELoss", "*.MSELoss", "mse_loss")
 LATENT_HINTS = re.compile(
     r"(^|\.)(AutoencoderKL|encode_first_stage|first_stage_model|latent_dist|VQModel)$|(^|\.)vae\.encode$"

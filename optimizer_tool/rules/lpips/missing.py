@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from typing import Iterable
 
 from optimizer_tool.contract import Hit, Rule
@@ -13,6 +12,7 @@ from optimizer_tool.knowledge.objective import handed_in, loss_handed_in
 from optimizer_tool.knowledge.training import trains
 from optimizer_tool.rules.lpips.facts import (
     LATENT_HINTS,
+    PERCEPTUAL_NAME,
     mse_calls,
     perceptual_calls,
     perceptual_objects,
@@ -140,9 +140,6 @@ class NoPerceptualLoss(Rule):
                 "the loss is MSE only: a small LPIPS term on the x0 estimate (weight ~0.1) gives sharper textures"
                 f" and {_detail(index)}",
             )
-
-
-PERCEPTUAL_NAME = re.compile(r"lpips|perceptual|vgg\w*loss|\bdists\b", re.I)
 
 
 def _detail(index: UnitIndex) -> str:

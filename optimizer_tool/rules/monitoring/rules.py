@@ -254,7 +254,7 @@ class EmaDriftNotLogged(_Monitoring):
     def when_blind(self, index: UnitIndex) -> tuple[State, str] | None:
         """No EMA, no drift to log: the verdict is the gradient norm's and the learning rate's (reached
         only when MON001 and MON002 judged the unit and passed)."""
-        if trains(index) and not lightning_configured_elsewhere(index) and not ema_facts(index).objects:
+        if _Monitoring.applies(self, index) and not ema_facts(index).objects:
             return State.PRESENT, "the gradient norm and the learning rate are logged (no EMA is kept: no drift to log)"
         return None
 

@@ -131,6 +131,12 @@ SCHEDULE_HELPER = re.compile(r"linear|schedule|beta", re.I)
 # the cumulative product itself, written by hand (minimal-diffusion's ``self.alpha_bar_scheduler = lambda t:
 # math.cos((t / T + 0.008) / 1.008 * math.pi / 2) ** 2``)
 ALPHA_BAR_TARGET = re.compile(r"(^|\.)_?(alpha_bar\w*|alphas_cumprod)$")
+# an interpolant trainer's path (SiT's transport and the trainers that copy it, REPA): ``--path-type``
+# Linear (alpha_t = 1 - t) or GVP / cosine (alpha_t = cos(pi t / 2)); SiT's VP path has linear betas.
+# Other values of a ``path_type`` (a sampler's "edm") say nothing about the schedule.
+PATH_SETTINGS = ("path_type",)
+PATH_FAMILIES = {"linear": "linear", "vp": "linear", "gvp": "cosine", "cosine": "cosine"}
+PATH_COSINE = ("GVP", "cosine")
 
 
 def schedule_family(value: object) -> str | None:
@@ -162,7 +168,13 @@ def beta_schedule(index: UnitIndex) -> Configured:
                 synthetic_setting("beta_schedule", DIFFUSERS_SCHEDULE_DEFAULTS[cls][0], "library-default", call)
             )
     extra.extend(_schedule_from_code(index))
-    return configured(index, BETA_SCHEDULE_SETTINGS, lambda s: schedule_family(s.value), extra)
+    return configured(index, BETA_SCHEDULE_SETTINGS + PATH_SETTINGS, _schedule_of, extra)
+
+
+def _schedule_of(setting: Setting) -> str | None:
+    if setting.name in PATH_SETTINGS:
+        return PATH_FAMILIES.get(str(setting.value).strip().lower())
+    return schedule_family(setting.value)
 
 
 def _passes(call: CallSite, *keywords: str) -> bool:

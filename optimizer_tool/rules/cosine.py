@@ -28,6 +28,8 @@ from optimizer_tool.knowledge.configured import default_applies
 from optimizer_tool.knowledge.diffusion import (
     BETA_SCHEDULE_SETTINGS,
     COSINE_SCHEDULES,
+    PATH_COSINE,
+    PATH_SETTINGS,
     beta_schedule,
     inherited,
     pretrained_denoiser,
@@ -41,7 +43,7 @@ TITLE = "Cosine noise schedule"
 ORDER = 20  # place in the checklist: the plan's order
 DIFFUSION_ONLY = True
 # the config keys that choose the schedule (a flow trainer's path: SiT/REPA ``path_type``)
-CONFIG_KEYS = (*BETA_SCHEDULE_SETTINGS, "path_type")
+CONFIG_KEYS = (*BETA_SCHEDULE_SETTINGS, *PATH_SETTINGS)
 
 _TRAINER = """\
 import torch
@@ -103,7 +105,7 @@ def _describe(index: UnitIndex, setting) -> str:
 
 class LinearSchedule(Rule):
     code = "COS001"
-    switch_values = tuple(sorted(COSINE_SCHEDULES))
+    switch_values = tuple(sorted(COSINE_SCHEDULES | set(PATH_COSINE)))
     severity = Severity.MISSING
     title = "cosine (or other non-linear) noise schedule"
     message = (
@@ -245,7 +247,7 @@ class LinearSchedule(Rule):
 
 
 # --- fix -----------------------------------------------------------------------------------
-COSINE_SPELLINGS = ("cosine", *sorted(COSINE_SCHEDULES - {"cosine"}))
+COSINE_SPELLINGS = ("cosine", *sorted(COSINE_SCHEDULES - {"cosine"}), *PATH_COSINE[:1])
 COSINE_FUNCTION_PATCH = """\
 def cosine_beta_schedule(timesteps, s=0.008):
     \"\"\"Nichol & Dhariwal (2021): alpha_bar(t) = cos((t/T + s) / (1 + s) * pi/2)^2.\"\"\"

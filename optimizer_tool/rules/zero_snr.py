@@ -30,6 +30,7 @@ from optimizer_tool.index import CallSite, UnitIndex, dotted, import_aliases, li
 from optimizer_tool.knowledge.configured import configured
 from optimizer_tool.knowledge.diffusion import (
     BETAS_TARGET,
+    PATH_SETTINGS,
     PREDICTION_KEYS,
     SCHEDULE_HELPER,
     beta_schedule,
@@ -159,7 +160,10 @@ def _unrescaled_schedule(index: UnitIndex):
     family = schedule.value
     if family is None:
         return None
-    return schedule.where(family) or prediction_type(index).where("v"), family
+    setting = schedule.where(family)
+    if setting is not None and setting.name in PATH_SETTINGS:
+        return None  # an interpolant's path (linear or GVP) ends at pure noise: alpha_1 = 0
+    return setting or prediction_type(index).where("v"), family
 
 
 class _VPrediction(Rule):

@@ -180,11 +180,13 @@ class _Workspace:
     that imports the EMA helper brings utils/ema.py into the unit for the fixes after it)."""
 
     def __init__(self, loaded: LoadResult, targets: list[Path]) -> None:
-        self.sources = dict(loaded.files)
-        self.errors, self.root, self.targets = loaded.errors, loaded.root, targets
+        self.base, self.sources = loaded, dict(loaded.files)
+        self.root, self.targets = loaded.root, targets
 
     def loaded(self) -> LoadResult:
-        return LoadResult(dict(self.sources), self.errors, self.root)
+        # the check's load with the files as the fixes left them: its launcher delegations and
+        # config-named classes stay, so the fixes see the units `check` reported
+        return replace(self.base, files=dict(self.sources))
 
     def units(self) -> list[Unit]:
         return build_units(self.loaded(), self.targets)

@@ -5,7 +5,10 @@ spelled ``xstart``, and the cosine offset of a schedule the run does not train w
 
 from __future__ import annotations
 
-from optimizer_tool.testing import findings_for
+from typer.testing import CliRunner
+
+from optimizer_tool.cli import app
+from optimizer_tool.testing import findings_for, write_example
 from optimizer_tool.testing import unit_verdicts as verdicts
 
 # ResShift main.py: the trainer class comes from the config the run names (the default is missing)
@@ -245,3 +248,11 @@ def test_an_ema_built_when_the_named_config_has_its_key_is_the_runs_choice(tmp_p
     # was present: the helper's deepcopy runs only when the run's config has ema_rate
     assert found["ema"]["state"] == "decided-elsewhere"
     assert "ema_rate" in found["ema"]["reason"]
+
+
+def test_apply_fixes_the_trainer_class_a_config_names_where_check_reports_it(tmp_path):
+    write_example(_project(), tmp_path)
+    result = CliRunner().invoke(app, ["apply", "--select", "CLIP001", "--force", str(tmp_path / "main.py")])
+    # was "nothing to fix": apply rebuilt the load without the config-named trainer check had reached
+    assert result.exit_code == 0, result.output
+    assert "clip_grad_norm_" in (tmp_path / "trainer.py").read_text()

@@ -6,7 +6,7 @@ default, a positional ``config``, Lightning's ``--base`` list, a default file th
 repository) leaves every value its configs set to the run: the verdicts that rest on them say
 ``decided-elsewhere`` and name the choice.
 
-Read from the entry file's own syntax: argparse ``add_argument``, absl/ml_collections
+Read from the entry file's own syntax: argparse ``add_argument``, click ``@click.option``, absl/ml_collections
 ``DEFINE_string``/``DEFINE_config_file``, Hydra's ``@hydra.main(config_path=, config_name=)`` and a
 literal ``OmegaConf.load("...")``/``yaml.safe_load(open("..."))``. A config's Hydra ``defaults``
 list pulls in the files it names.
@@ -70,7 +70,35 @@ def config_choice(entry: SourceFile, root: Path, imported: list[SourceFile] = ()
                 return min(run_time, key=lambda c: c.line)
             first, *others = sorted(found, key=lambda c: c.line)
             return replace(first, others=tuple(c.default for c in others if c.default is not None))
+    return _handed_config(entry)
+
+
+def _handed_config(entry: SourceFile) -> ConfigChoice | None:
+    """A trainer module that loads the config file its caller names: ``def train_stage2(cfg_file,
+    ckpt): cfg = load_config(cfg_file)`` (Sign-D2C, run from ``__main__.py`` with a positional
+    config), the parameter without a default. Not a loader helper itself (``def load_config(path)``)."""
+    tree = entry.tree
+    for node in ast.walk(tree) if tree is not None else ():
+        if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) or FILE_LOADERS.search(node.name):
+            continue
+        args = node.args
+        required = [a.arg for a in (*args.posonlyargs, *args.args)][
+            : len(args.posonlyargs) + len(args.args) - len(args.defaults)
+        ]
+        calls = [c for c in ast.walk(node) if isinstance(c, ast.Call) and c.args]
+        loads = [c for c in calls if CONFIG_LOADER.search(ast.unparse(c.func))]
+        # ``load_config(cfg_file)``, or ``yaml.safe_load(f)`` of ``with open(cfg_file) as f``
+        opened = [c for c in calls if ast.unparse(c.func) == "open"] if loads else []
+        for call in [*loads, *opened]:
+            first = call.args[0]
+            if isinstance(first, ast.Name) and first.id in required:
+                return ConfigChoice(f"{first.id} (parameter of {node.name})", entry.path, call.lineno)
     return None
+
+
+CONFIG_LOADER = re.compile(
+    r"(yaml|omegaconf|config)\w*\.(load|safe_load|full_load|fromfile|from_file)$|(^|\.)(load|read)_config$", re.I
+)
 
 
 def _choices(source: SourceFile, root: Path) -> list[ConfigChoice]:
@@ -151,6 +179,11 @@ def _choice(node: ast.AST, entry: Path, root: Path) -> ConfigChoice | None:
                 return _from_default(name, written, node, entry, root)
     if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
         for decorator in node.decorator_list:
+            if isinstance(decorator, ast.Call) and ast.unparse(decorator.func).endswith("click.option"):
+                found = _click(decorator, entry, root)
+                if found is not None:
+                    return found
+                continue
             if isinstance(decorator, ast.Call) and ast.unparse(decorator.func).endswith("hydra.main"):
                 folder = _constant(_keyword(decorator, "config_path"))
                 name = _constant(_keyword(decorator, "config_name"))
@@ -160,6 +193,16 @@ def _choice(node: ast.AST, entry: Path, root: Path) -> ConfigChoice | None:
                 written += "" if Path(written).suffix else ".yaml"
                 return _from_default("@hydra.main", written, decorator, entry, root)
     return None
+
+
+def _click(node: ast.Call, entry: Path, root: Path) -> ConfigChoice | None:
+    """``@click.option("--config-path", type=click.Path(exists=True), required=True)`` (mochi's fine-tuner)."""
+    flags = [f for a in node.args if isinstance(f := _constant(a), str) and f.startswith("-")]
+    longest = max(flags, key=len, default="")
+    if not CONFIG_FLAG.match(longest.lstrip("-").replace("-", "_")):
+        return None
+    default = _keyword(node, "default")
+    return _from_default(longest, _constant(default) if default is not None else None, node, entry, root)
 
 
 def _argparse(node: ast.Call, entry: Path, root: Path) -> ConfigChoice | None:

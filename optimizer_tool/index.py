@@ -11,6 +11,7 @@ never code here: only real calls, names and literal values count.
 from __future__ import annotations
 
 import ast
+import re
 from collections import OrderedDict
 from dataclasses import dataclass, field, replace
 from functools import cached_property
@@ -63,6 +64,16 @@ class _Unknown:
 UNKNOWN = _Unknown()
 
 
+ENUM_MEMBER = re.compile(r"^(?:\w+\.)*[A-Z]\w*\.([A-Z][A-Z0-9_]*)$")
+
+
+def _enum_member(node: cst.BaseExpression | None) -> object:
+    """An enum member passed as a keyword, by its name in lower case (guided-diffusion's
+    ``model_mean_type=ModelMeanType.START_X`` is ``"start_x"``), else ``Unknown``."""
+    match = ENUM_MEMBER.match(code_of(node).strip()) if isinstance(node, cst.Attribute) else None
+    return match.group(1).lower() if match else UNKNOWN
+
+
 def norm(name: str) -> str:
     return name.strip().lstrip("-").replace("-", "_").lower()
 
@@ -76,6 +87,7 @@ class FunctionInfo:
     end_line: int
     no_grad: bool  # decorated with @torch.no_grad() / inference_mode
     params: tuple[str, ...]
+    positional: int = 0  # how many of ``params`` a call can pass by position (``self`` included)
 
     @property
     def qualname(self) -> str:
@@ -319,7 +331,10 @@ class _Context(cst.CSTVisitor):
             p.name.value for p in [*node.params.posonly_params, *node.params.params, *node.params.kwonly_params]
         )
         cls = self.classes[-1] if self.classes and not self.functions else None
-        self.functions.append(FunctionInfo(node.name.value, cls, self.source.path, line, end, no_grad, params))
+        positional = len(node.params.posonly_params) + len(node.params.params)
+        self.functions.append(
+            FunctionInfo(node.name.value, cls, self.source.path, line, end, no_grad, params, positional)
+        )
 
     def leave_FunctionDef(self, node: cst.FunctionDef) -> None:
         self.functions.pop()
@@ -399,11 +414,11 @@ class _Indexer(_Context):
         value: object = None,
     ) -> None:
         line, col = self.pos(at)
-        self.index.settings.append(
-            Setting(
-                norm(name), literal(value_node) if value is None else value, kind, self.source.path, line, col, owner
-            )
-        )
+        if value is None:
+            value = literal(value_node)
+            if value is UNKNOWN and kind == "kwarg":
+                value = _enum_member(value_node)
+        self.index.settings.append(Setting(norm(name), value, kind, self.source.path, line, col, owner))
 
     def visit_FunctionDef(self, node: cst.FunctionDef) -> None:
         super().visit_FunctionDef(node)
@@ -701,6 +716,7 @@ class UnitIndex:
             index.returns += facts.returns
         for config in unit.configs:
             index.settings.extend(_config_settings(config))
+        index.settings.extend(_positional_settings(index))
         return index
 
     # --- queries --------------------------------------------------------
@@ -834,6 +850,37 @@ class UnitIndex:
     def names_used(self) -> Iterator[str]:
         for call in self.calls:
             yield from call.names
+
+
+def _positional_settings(index: "UnitIndex") -> list[Setting]:
+    """A literal passed by position to a function or class of the unit sets that parameter as a
+    keyword would (Lumina's ``create_transport("Linear", "velocity", None)`` is ``path_type="Linear",
+    prediction="velocity"``). Only where the name means one signature in the unit, and from another
+    file: a library's own dispatch (``get_beta_schedule("linear", ...)`` in guided-diffusion's
+    ``get_named_beta_schedule``) is the implementation of an option, not the run's choice."""
+    signatures: dict[str, set[tuple[tuple[str, ...], int, bool, Path]]] = {}
+    for fn in index.functions:
+        if fn.class_name is None or fn.name == "__init__":
+            bound = bool(fn.params) and fn.params[0] in ("self", "cls")
+            signatures.setdefault(fn.class_name or fn.name, set()).add((fn.params, fn.positional, bound, fn.path))
+    found = []
+    for call in index.calls:
+        if not call.args or call.method not in signatures or len(signatures[call.method]) != 1:
+            continue
+        if call.receiver and call.receiver != call.receiver.split(".", 1)[0]:
+            continue  # ``a.b.f(...)``: a method of something else, most likely
+        ((params, positional, bound, defined),) = signatures[call.method]
+        if defined == call.path:
+            continue
+        for position, arg in enumerate(call.node.args[: positional - bound]):
+            if arg.keyword is not None or arg.star:
+                break
+            value = literal(arg.value)
+            if value is not UNKNOWN and value is not None:
+                found.append(
+                    Setting(norm(params[position + bound]), value, "kwarg", call.path, call.line, call.col, call.method)
+                )
+    return found
 
 
 def _config_settings(config: ConfigFile) -> Iterator[Setting]:

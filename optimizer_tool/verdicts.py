@@ -302,7 +302,10 @@ def _present_or_off(opt: Optimization, index: UnitIndex) -> Verdict:
     first = calls[0]
     where = Location(first.path, first.line, first.col)
     chosen = [_through_callers(index, call, chosen_at_run_time, either) for call in calls]
-    if all(chosen):
+    # a flag whose default is off beside the config's key (``args.use_ema and config.model.ema``,
+    # Diff-Pruning): off whatever config the run names
+    flagged_off = all(switches) and all(s.setting.kind != "config-file" for s in switches)
+    if all(chosen) and not flagged_off:
         condition, setting, files = chosen[0]
         values = sorted({repr(s.value) for s in index.setting(setting.name) if s.kind == "config-file"})
         if not files:
@@ -333,7 +336,9 @@ def _either_way(calls: list[CallSite]) -> set[str]:
     """Conditions the implementation runs under either way: one call under ``cond``, another under
     ``not (cond)`` (LatentSync clips in both the AMP and the fp32 branch of
     ``if config.run.mixed_precision_training:``)."""
-    guards = {g for call in calls for g in call.guards}
+    # the innermost condition of each call: an ``elif`` branch runs under ``not (g)`` *and* its own test
+    # (Sign-D2C's ``if "clip_grad_val" in config: ... elif "clip_grad_norm" in config: ...``), no either way
+    guards = {call.guards[-1] for call in calls if call.guards}
     return {g for g in guards if f"not ({g})" in guards} | {f"not ({g})" for g in guards if f"not ({g})" in guards}
 
 

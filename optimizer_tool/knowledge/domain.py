@@ -45,3 +45,45 @@ def pose_sequences(index: UnitIndex) -> str | None:
         return next((n for n in sorted(names) if SEQUENCE_WORDS.match(n)), None)
 
     return memo(index, "domain.pose_sequences", compute)
+
+
+# What shows a unit handles pixels: a call into an image or video library or an image-based diffusion
+# package, a 2D/3D convolution built.
+PIXEL_LIBRARIES = (
+    "torchvision",
+    "PIL",
+    "cv2",
+    "imageio",
+    "skimage",
+    "kornia",
+    "decord",
+    "timm",
+    "diffusers",
+    "matplotlib.image",
+    "denoising_diffusion_pytorch",
+    "guided_diffusion",
+    "improved_diffusion",
+    "k_diffusion",
+    "imagen_pytorch",
+    "video_diffusion_pytorch",
+)
+PIXEL_LAYERS = re.compile(
+    r"^(Conv[23]d|ConvTranspose[23]d|conv_nd|Upsample|PixelShuffle|interpolate|AvgPool2d|MaxPool2d)$"
+)
+# the unit builds a network of its own (not a model handed in by a caller it cannot see)
+OWN_NETWORK = re.compile(r"^(Linear|Conv1d|Transformer\w*|LSTM|GRU|Embedding|MultiheadAttention)$")
+
+
+def without_pixels(index: UnitIndex) -> bool:
+    """The unit builds its own network and nothing it calls touches pixels: tabular (tab-ddpm's MLP),
+    time series (CSDI), point clouds (PointNet): a training resolution means nothing there."""
+
+    def compute() -> bool:
+        own = False
+        for call in index.calls:
+            if PIXEL_LAYERS.match(call.method) or any(q.startswith(PIXEL_LIBRARIES) for q in call.qualnames):
+                return False
+            own = own or bool(OWN_NETWORK.match(call.method))
+        return own
+
+    return memo(index, "domain.without_pixels", compute)

@@ -17,7 +17,7 @@ import libcst as cst
 
 from optimizer_tool.index import Assign, CallSite, UnitIndex, code_of, dotted, literal
 from optimizer_tool.knowledge.configured import assignments_of, find_call
-from optimizer_tool.knowledge.training import _is_ema_class, has_role, memo, names_in
+from optimizer_tool.knowledge.training import _is_ema_class, has_role, memo, names_in, reached
 
 Read = Callable[[Path], "str | None"]  # a project file's text, None when the caller has no such file
 
@@ -92,6 +92,9 @@ def _ema_facts(index: UnitIndex) -> EmaFacts:
     # a vector quantizer's codebook kept by EMA (taming's EmbeddingEMA, VectorQuantizerEMA) averages
     # cluster statistics, not the weights of the model being trained
     objects = [a for a in objects if not (a.function and CODEBOOK_CLASS.search(a.function.class_name or ""))]
+    # an EMA built in a method the entry never runs (open_clip's ``TrainingTask.setup_ema``, kept for
+    # its tests) is no EMA of this run
+    objects = [a for a in objects if reached(index, a.function)]
     names = {a.target for a in objects}
     leaves = {n.rsplit(".", 1)[-1] for n in names}
     updates = []
@@ -178,19 +181,14 @@ def _averaged_in_loops(index: UnitIndex, known: list[Assign]) -> tuple[list[Assi
         seen = {a.target for a in known}
         objects: list[Assign] = []
         calls: list[CallSite] = []
-        for call in index.calls:
-            func = call.node.func
-            if not isinstance(func, cst.Attribute) or func.attr.value not in IN_PLACE_AVERAGE | {"copy_"}:
-                continue
-            root = ROOT_NAME.match(code_of(func))  # ``p_avg.data.mul_(b).add_(p, ...)``: p_avg
-            if root is None:
-                continue
+
+        def averaged(call: CallSite, root: str, mixes) -> None:
             for loop in reversed(call.loops):
-                pair = _zip_pair(loop, root.group(1))
+                pair = _zip_pair(loop, root)
                 if pair is None:
                     continue
                 position, others, lists = pair
-                if not _mixes(func, call.node.args, root.group(1), others):
+                if not mixes(others):
                     continue
                 for model in _averaged_models(index, call, lists[position]):
                     if model in seen:
@@ -200,7 +198,25 @@ def _averaged_in_loops(index: UnitIndex, known: list[Assign]) -> tuple[list[Assi
                         objects.append(built)
                         seen.add(model)
                 calls.append(call)
-                break
+                return
+
+        for call in index.calls:
+            func = call.node.func
+            if not isinstance(func, cst.Attribute) or func.attr.value not in IN_PLACE_AVERAGE | {"copy_"}:
+                continue
+            root = ROOT_NAME.match(code_of(func))  # ``p_avg.data.mul_(b).add_(p, ...)``: p_avg
+            if root is not None:
+                averaged(call, root.group(1), lambda others: _mixes(func, call.node.args, root.group(1), others))
+        # ``ma_params.data = self.ema_updater.update_average(old_weight, up_weight)`` (lucidrains'
+        # stylegan2 / lightweight-gan / early denoising-diffusion-pytorch): a function of the unit
+        # returning ``old * beta + (1 - beta) * new`` assigned to a parameter of the zipped pair
+        mixing = _mixing_functions(index)
+        for assign in index.assigns:
+            root = ROOT_NAME.match(assign.target)
+            if assign.call is None or assign.call.method not in mixing or root is None:
+                continue
+            if assign.target in (root.group(1), f"{root.group(1)}.data"):
+                averaged(assign.call, root.group(1), lambda others: True)
         return objects, calls
 
     return memo(index, "ema.averaged_in_loops", compute)
@@ -260,25 +276,45 @@ def _zip_pair(loop, name: str) -> tuple[int, list[str], list[str]] | None:
 
 def _averaged_models(index: UnitIndex, call: CallSite, zipped: str) -> list[str]:
     """The models whose parameters ``zipped`` lists: ``self.model_avg.parameters()`` gives
-    ``self.model_avg``; a parameter of the enclosing function gives what its callers pass there."""
+    ``self.model_avg``; a parameter of the enclosing function gives what its callers pass there
+    (its parameter list, or the model whose ``.parameters()`` the function zips)."""
     match = PARAMETER_LISTS.match(zipped.replace(" ", "").replace("\n", ""))
-    if match:
-        return [match.group(1) or match.group(3)]
     fn = call.function
-    position = fn.call_position(zipped) if fn is not None else None
+    handed = match.group(1) or match.group(3) if match else zipped
+    position = fn.call_position(handed) if fn is not None else None
     if position is None:
-        return []
+        return [handed] if match else []
     found = []
     for caller in index.calls:
         if caller.method != fn.name:
             continue
-        arg = caller.arg(position, zipped)
+        arg = caller.arg(position, handed)
         if arg is None:
             continue
-        match = PARAMETER_LISTS.match(code_of(arg).replace(" ", ""))
-        if match:
-            found.append(match.group(1) or match.group(3))
-    return found
+        if match:  # ``update_moving_average(self.GE, self.G)`` zipping ``ma_model.parameters()``
+            found.append(dotted(arg))
+            continue
+        inner = PARAMETER_LISTS.match(code_of(arg).replace(" ", ""))
+        if inner:
+            found.append(inner.group(1) or inner.group(3))
+    return [f for f in found if f]
+
+
+MIX = re.compile(r"\(\s*1\.?0?\s*-\s*[\w.]+\s*\)\s*\*|\*\s*\(\s*1\.?0?\s*-\s*[\w.]+\s*\)|\blerp\(")
+
+
+def _mixing_functions(index: UnitIndex) -> set[str]:
+    """Functions of the unit, of two or more parameters, that return a weighted average
+    (``return old * self.beta + (1 - self.beta) * new``)."""
+
+    def compute() -> set[str]:
+        return {
+            r.function.name
+            for r in index.returns
+            if r.function is not None and len(r.function.params) >= 2 and MIX.search(code_of(r.value))
+        }
+
+    return memo(index, "ema.mixing_functions", compute)
 
 
 def _returned_emas(index: UnitIndex, known: list[Assign]) -> list[Assign]:

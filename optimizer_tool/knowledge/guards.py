@@ -158,9 +158,9 @@ CONFIG_OBJECT = re.compile(r"(^|[._])(cfg|conf|config|configs|opt|opts|hparams|h
 
 
 def _tested_key(node: ast.expr) -> str | None:
-    """``"key" in mapping`` or ``hasattr(section, "key")`` (a config section tested for a key), also
-    as one operand of an ``and`` (``self.rank == 0 and hasattr(self.configs.train, 'ema_rate')``,
-    ResShift): the key."""
+    """``"key" in mapping``, ``hasattr(section, "key")`` or ``section.get("key")`` (a config section
+    tested for a key), also as one operand of an ``and`` (``self.rank == 0 and
+    hasattr(self.configs.train, 'ema_rate')``, ResShift): the key."""
     if isinstance(node, ast.BoolOp) and isinstance(node.op, ast.And):
         return next((key for value in node.values if (key := _tested_key(value)) is not None), None)
     if (
@@ -173,6 +173,16 @@ def _tested_key(node: ast.expr) -> str | None:
         and isinstance(node.args[1].value, str)
     ):
         return node.args[1].value
+    if (
+        isinstance(node, ast.Call)
+        and isinstance(node.func, ast.Attribute)
+        and node.func.attr == "get"
+        and CONFIG_OBJECT.search(ast.unparse(node.func.value))
+        and len(node.args) == 1
+        and isinstance(node.args[0], ast.Constant)
+        and isinstance(node.args[0].value, str)
+    ):
+        return node.args[0].value  # ``if cfg.training.get("grad_clip"):`` (mochi), no default given
     if (
         isinstance(node, ast.Compare)
         and isinstance(node.left, ast.Constant)
@@ -203,6 +213,8 @@ def chosen_at_run_time(index: UnitIndex, guards: tuple[str, ...]) -> tuple[str, 
                 continue
             settings = [s for s in index.setting(name) if s.kind in DEFAULT_KINDS]
             files = sorted({s.path for s in settings})
-            if settings and len(files) > 1 and all(s.kind == "config-file" for s in settings):
+            # one shipped config is one the run may name, where the run names its config (MotionLCM's
+            # required --cfg: ``if cfg.TRAIN.model_ema:``, false in the one YAML that sets it)
+            if settings and (len(files) > 1 or at_run_time) and all(s.kind == "config-file" for s in settings):
                 return guard, settings[0], files
     return None

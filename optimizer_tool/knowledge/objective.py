@@ -485,9 +485,15 @@ def flow_path(index: UnitIndex) -> str | None:
                 ends = receiver + [dotted(a.value) for a in call.args[:2]]
             else:
                 continue
-            if any(_sampled(index, assign.function, end) for end in ends):
+            if any(_sampled(index, assign.function, end) for end in ends) or (
+                any(end and end.rsplit(".", 1)[-1] in NOISE_NAMES for end in ends) and draws
+            ):
                 return f"`{assign.target} = {text[:60]}` ({assign.path.name}:{assign.line})"
         return None
+
+    # a noise named so, drawn where the batch is made (mochi's ``get_batch`` returns ``eps =
+    # torch.randn_like(z)`` in a tuple the loop unpacks): the unit draws Gaussian noise somewhere
+    draws = any(c.matches(RANDN) for c in index.calls)
 
     return memo(index, "objective.flow_path", find)
 

@@ -249,6 +249,29 @@ def lightning_configured_elsewhere(index: UnitIndex) -> bool:
     )
 
 
+# OpenMMLab runners: the model's ``train_step`` returns the loss; the runner's hooks, built from the
+# config, step the optimizer (``optimizer_config.grad_clip``), the lr (``lr_config`` / ``param_scheduler``)
+# and log (``log_config``).
+OPENMMLAB_RUNNERS = re.compile(
+    r"^(mmcv\.runner|mmengine\.runner)(\.\w+)*\.(build_runner|EpochBasedRunner|IterBasedRunner|Runner|FlexibleRunner)"
+    r"(\.from_cfg)?$"
+)
+
+
+def config_runner(index: UnitIndex) -> str | None:
+    """Where an OpenMMLab runner (mmcv, mmengine) trains the unit's model, in words (ReMoDiffuse's
+    ``build_runner(cfg.runner, ...)`` then ``runner.register_training_hooks(cfg.lr_config,
+    cfg.optimizer_config, ...)``): the hooks that clip, schedule and log are the config's."""
+
+    def find() -> str | None:
+        for call in index.calls:
+            if any(OPENMMLAB_RUNNERS.match(q) for q in call.qualnames):
+                return f"an OpenMMLab runner trains the model (`{call.func_text}` at {call.path.name}:{call.line})"
+        return None
+
+    return memo(index, "training.config_runner", find)
+
+
 # Noise schedulers also have a step(): ``noise_scheduler.step(model_output, t, sample)``.
 NOISE_SCHEDULER_CLASS = re.compile(
     r"(^|\.)(DDIM|DDPM|PNDM|DPM|Euler|Heun|LMS|UniPC|DEIM|LCM|TCD|KDPM|Karras|FlowMatch|Noise|Diffusion|Sampler)\w*$"
@@ -295,11 +318,37 @@ def clip_calls(index: UnitIndex) -> list[CallSite]:
     ``accelerator.clip_grad_norm_``, Fabric/Lightning ``clip_gradients``, FSDP/fairseq ``clip_grad_norm``,
     timm ``dispatch_clip_grad``, a project's own ``clip_grad(...)`` helper; not in code the entry
     script never runs (motion-diffusion-model's evaluator ``trainers.py`` beside its TrainLoop)."""
+    scalers = _grad_scalers(index)
     return [
         c
         for c in index.calls
-        if (c.matches(GRAD_CLIP_FUNCTIONS) or CLIP_METHOD.match(c.method or "")) and run_by_entry(index, c.function)
+        if (
+            c.matches(GRAD_CLIP_FUNCTIONS)
+            or CLIP_METHOD.match(c.method or "")
+            or (c.method in scalers and CLIP_WORD.search(" ".join((*c.guards, code_of(c.node)))))
+        )
+        and run_by_entry(index, c.function)
     ]
+
+
+# a clipping threshold in a guard or an argument (``if grad_norm > args.grad_clip: scale_grad(model, ...)``)
+CLIP_WORD = re.compile(r"clip|max_norm", re.I)
+GRAD_TENSOR = re.compile(r"\.grad(\.data)?$")
+
+
+def _grad_scalers(index: UnitIndex) -> set[str]:
+    """The unit's functions that scale the gradients in place (``param.grad.mul_(factor)`` over the
+    parameters): called with a clipping threshold, gradient clipping written by hand (Lumina's
+    ``scale_grad(model, args.grad_clip / grad_norm)``)."""
+
+    def find() -> set[str]:
+        return {
+            c.function.name
+            for c in index.method_calls("mul_")
+            if c.function is not None and c.function.class_name is None and GRAD_TENSOR.search(c.receiver)
+        }
+
+    return memo(index, "training.grad_scalers", find)
 
 
 def is_torch_clip(call: CallSite) -> bool:
@@ -483,8 +532,29 @@ def reached(index: UnitIndex, function) -> bool:
     if strict is not None:
         return id(function) in strict
     if function.class_name is not None:
-        return True
+        return not _uncalled_method(index, function)
     return function.name in memo(index, "training.reached", lambda: _reached_functions(index))
+
+
+def _uncalled_method(index: UnitIndex, function) -> bool:
+    """A method of a file the unit imports that nothing in the unit calls and no framework calls for
+    it (open_clip's ``TrainingTask.setup_ema``, called only by its tests); the checked file's own
+    methods may be called by code outside the unit."""
+    if function.path == index.entry.path or function.name == "__init__" or HOOKS.match(function.name):
+        return False
+    return function.name not in memo(index, "training.referenced_names", lambda: _referenced_names(index))
+
+
+def _referenced_names(index: UnitIndex) -> set[str]:
+    """Every ``.name`` and quoted identifier in the unit's text: what code may call as a method, hand
+    over as a callback (``hook=self.update_ema``) or look up (``getattr(task, "setup_ema")``)."""
+    found: set[str] = set()
+    for source in index.files:
+        found.update(REFERENCE.findall(source.text))
+    return {a or b for a, b in found}
+
+
+REFERENCE = re.compile(r"\.([A-Za-z_]\w*)|['\"]([A-Za-z_]\w*)['\"]")
 
 
 def run_by_entry(index: UnitIndex, function) -> bool:

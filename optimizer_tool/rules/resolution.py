@@ -26,7 +26,7 @@ from optimizer_tool.findings import Severity, State
 from optimizer_tool.index import Setting, UnitIndex
 from optimizer_tool.knowledge.configured import Configured, configured
 from optimizer_tool.knowledge.diffusion import pretrained_denoiser
-from optimizer_tool.knowledge.domain import pose_sequences, sign_language
+from optimizer_tool.knowledge.domain import pose_sequences, sign_language, without_pixels
 
 KEY = "resolution"
 TITLE = "Training resolution"
@@ -349,6 +349,11 @@ class LowResolution(Rule):
         sequences = pose_sequences(index)
         if sequences is not None:
             return State.NOT_APPLICABLE, f"trains on pose or motion sequences (`{sequences}`), not images"
+        if without_pixels(index):
+            return (
+                State.NOT_APPLICABLE,
+                "the model sees no images: no image or video library, no 2D/3D convolution, no image size in the unit",
+            )
         return State.UNKNOWN, "no training resolution setting found"
 
     def check(self, index: UnitIndex) -> Iterable[Hit]:

@@ -178,9 +178,9 @@ def test_a_guard_read_from_configs_picked_at_run_time_is_decided_elsewhere(tmp_p
     }
     _write(tmp_path, files)
     assert _verdicts(tmp_path, "main.py")["ema"] == "decided-elsewhere"
-    # one config beside the trainer is its default: the guard is decided by it
+    # one config beside the trainer is still only one the run may name (--config is required)
     (tmp_path / "configs" / "celeba.yml").unlink()
-    assert _verdicts(tmp_path, "main.py")["ema"] == "present"
+    assert _verdicts(tmp_path, "main.py")["ema"] == "decided-elsewhere"
 
 
 DEFAULTS_SCRIPT = """\

@@ -10,6 +10,7 @@ from optimizer_tool.contract import Hit, Rule
 from optimizer_tool.findings import Severity, State
 from optimizer_tool.index import UNKNOWN, UnitIndex, dotted, literal
 from optimizer_tool.knowledge.training import (
+    config_runner,
     exclusive,
     has_role,
     is_torch_clip,
@@ -105,7 +106,7 @@ class NoClipping(Rule):
     ]
 
     def applies(self, index: UnitIndex) -> bool:
-        return trains(index) and not lightning_configured_elsewhere(index)
+        return trains(index) and not lightning_configured_elsewhere(index) and config_runner(index) is None
 
     def when_blind(self, index: UnitIndex) -> tuple[State, str] | None:
         if trains(index) and lightning_configured_elsewhere(index):
@@ -114,6 +115,9 @@ class NoClipping(Rule):
                 "a Lightning module: clipping is an option of the Trainer (gradient_clip_val), which is built "
                 "outside this module or from run-time arguments; whoever builds it decides",
             )
+        runner = config_runner(index)
+        if runner is not None:
+            return State.ELSEWHERE, f"{runner}: clipping is its optimizer hook's grad_clip, set in the config"
         return None
 
     def check(self, index: UnitIndex) -> Iterable[Hit]:

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 from typing import Iterable
 
+import libcst as cst
+
 from optimizer_tool.contract import Hit, Rule
 from optimizer_tool.findings import Severity, State
 from optimizer_tool.index import Setting, UnitIndex, code_of, dotted
-from optimizer_tool.knowledge.guards import default_of
+from optimizer_tool.knowledge.guards import CONFIG_OBJECT, default_of
 from optimizer_tool.knowledge.lr_schedule import runs_of, schedule_facts
-from optimizer_tool.knowledge.training import ROLE_CONSTRUCTORS, optimizer_steps, trains
+from optimizer_tool.knowledge.training import ROLE_CONSTRUCTORS, config_runner, optimizer_steps, trains
 from optimizer_tool.rules.lr_schedule.base import WithSchedule
 
 
@@ -24,6 +26,29 @@ def optimizer_anchor(index: UnitIndex) -> Hit | None:
         return Hit.at(steps[0])
     fn = (index.functions_named("configure_optimizers") or index.functions_named("training_step") or [None])[0]
     return Hit(fn.path, fn.line, 1) if fn else None
+
+
+def _named_by_the_runs_config(index: UnitIndex, unread: list) -> str | None:
+    """Why schedules whose warm-up or decay could not be read are the run's config's: the config the
+    run names on the command line names them (MotionLCM's ``get_scheduler(cfg.TRAIN.lr_scheduler,
+    num_warmup_steps=cfg.TRAIN.lr_warmup_steps, ...)`` with a required ``--cfg``)."""
+    choice = index.unit.config_choice
+    if not unread or choice is None or not choice.at_run_time:
+        return None
+    named = [(s, _schedule_name(s.site)) for s in unread if s.site is not None]
+    reading = [s for s, name in named if name is not None and CONFIG_OBJECT.search(code_of(name))]
+    if not reading:
+        return None
+    first = reading[0]
+    return (
+        f"the {first.kind} schedule ({first.path.name}:{first.line}) is set by the config the run names "
+        f"({choice.describe()}): check the one you train with"
+    )
+
+
+def _schedule_name(site) -> cst.BaseExpression | None:
+    """What names the schedule a factory builds: ``get_scheduler(name, ...)``'s first argument."""
+    return site.kwarg("name") or site.kwarg("scheduler_type") or (site.args[0].value if site.args else None)
 
 
 class NoSchedule(Rule):
@@ -133,9 +158,17 @@ class NoSchedule(Rule):
     def applies(self, index: UnitIndex) -> bool:
         # A LightningModule whose configure_optimizers is inherited from elsewhere: nothing to judge here.
         pats = tuple(p for p in ROLE_CONSTRUCTORS["optimizer"] if p != "*.configure_optimizers")
-        return trains(index) and bool(
-            optimizer_steps(index) or index.functions_named("configure_optimizers") or index.calls_to(*pats)
+        return (
+            trains(index)
+            and config_runner(index) is None
+            and bool(optimizer_steps(index) or index.functions_named("configure_optimizers") or index.calls_to(*pats))
         )
+
+    def when_blind(self, index: UnitIndex) -> tuple[State, str] | None:
+        runner = config_runner(index)
+        if trains(index) and runner is not None:
+            return State.ELSEWHERE, f"{runner}: the learning rate follows its lr hook (lr_config), set in the config"
+        return None
 
     def when_passed(self, index: UnitIndex) -> tuple[State, str] | None:
         top = schedule_facts(index).top
@@ -155,6 +188,9 @@ class NoSchedule(Rule):
             half = "warm-up" if first.warmup is False else "decay"
             where = f"{first.path.name}:{first.line}" if hasattr(first.path, "name") else str(first.line)
             return State.MISSING, f"the {first.kind} schedule ({where}) has no {half}: it needs a warm-up and a decay"
+        named = _named_by_the_runs_config(index, [s for s in top if s.warmup is None or s.decay is None])
+        if named is not None:
+            return State.ELSEWHERE, named
         if all(s.warmup is None and s.decay is None for s in top):
             return (
                 State.UNKNOWN,

@@ -12,6 +12,7 @@ import libcst as cst
 from optimizer_tool.index import UNKNOWN, CallSite, FunctionInfo, UnitIndex, dotted, literal
 from optimizer_tool.knowledge.configured import expanded_names, expression_nodes
 from optimizer_tool.knowledge.ema import EMA_NAME, ema_facts
+from optimizer_tool.knowledge.guards import switched_off
 from optimizer_tool.knowledge.training import assignments_of, clip_calls, memo, reached
 
 SINK_METHODS = {
@@ -304,6 +305,8 @@ def grad_norm_logged(index: UnitIndex) -> bool:
     clip_lines = {(c.path, c.line) for c in clips}
     returned = {a.target for a in index.assigns if (a.path, a.line) in clip_lines}
     for watch in index.calls_to("wandb.watch", "*.watch"):
+        if switched_off(index, watch.guards) is not None:
+            continue  # open_clip: ``if args.debug: wb.watch(model, log='all')``
         if watch.kwarg("log") is None or literal(watch.kwarg("log")) in ("gradients", "all"):
             return True
     if any(c.kwarg("track_grad_norm") is not None for c in index.calls):

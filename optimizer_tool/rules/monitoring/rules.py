@@ -11,6 +11,7 @@ from optimizer_tool.knowledge.ema import ema_facts
 from optimizer_tool.knowledge.lr_schedule import schedule_facts
 from optimizer_tool.knowledge.training import (
     clip_calls,
+    config_runner,
     lightning_configured_elsewhere,
     lr_scheduler_steps,
     optimizer_steps,
@@ -21,7 +22,16 @@ from optimizer_tool.rules.monitoring.facts import ema_drift_logged, grad_norm_lo
 
 class _Monitoring(Rule):
     def applies(self, index: UnitIndex) -> bool:
-        return trains(index) and not lightning_configured_elsewhere(index)
+        return trains(index) and not lightning_configured_elsewhere(index) and config_runner(index) is None
+
+    def when_blind(self, index: UnitIndex) -> tuple[State, str] | None:
+        runner = config_runner(index)
+        if trains(index) and runner is not None:
+            return (
+                State.ELSEWHERE,
+                f"{runner}: what reaches the logs is its logger hooks' (log_config), set in the config",
+            )
+        return None
 
 
 class GradNormNotLogged(_Monitoring):
@@ -126,7 +136,7 @@ class GradNormNotLogged(_Monitoring):
     def applies(self, index: UnitIndex) -> bool:
         # A Lightning module logs its own gradient norm (Lightning 2 has no Trainer flag for it), so
         # a Trainer built elsewhere does not decide this one.
-        return trains(index)
+        return trains(index) and config_runner(index) is None
 
 
 LIGHTNING_MESSAGE = (

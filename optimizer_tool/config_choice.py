@@ -27,6 +27,7 @@ CONFIG_FLAG = re.compile(r"^(config|configs|cfg|conf|config_?file|config_?path|c
 NAMED_CONFIG_FLAG = re.compile(r"config|cfg|conf|yaml|opt", re.I)
 FILE_LOADERS = re.compile(r"(^|\.)(load|safe_load|full_load|fromfile|from_file|read_config|load_config|open)$")
 NUMERIC_TYPES = ("float", "int", "bool")
+CONFIG_FOLDERS = ("config", "configs", "cfg", "cfgs", "conf")
 # configs of other jobs beside the training ones (Latte's ``configs/t2x/t2v_sample.yaml``)
 NOT_TRAINING = re.compile(r"sampl|infer|eval|test|demo|generat", re.I)
 
@@ -238,8 +239,10 @@ def _from_default(how: str, written: object, node: ast.AST, entry: Path, root: P
         written = written[0]
     if not isinstance(written, str) or Path(written).suffix not in CONFIG_SUFFIXES | {".py"}:
         return None  # a default that names no config file: not a config flag after all
-    for base in (root, entry.parent):
-        candidate = (base / written).resolve()
+    # beside the repository or the script, else in its config folder: CSDI's ``--config base.yaml`` read
+    # as ``"config/" + args.config``
+    bare = [] if "/" in written else [root / d / written for d in CONFIG_FOLDERS]
+    for candidate in [(base / written).resolve() for base in (root, entry.parent)] + bare:
         if candidate.is_file():
             # an mmcv-style ``.py`` config is code, not read as a config file: nothing to narrow
             return ConfigChoice(how, entry, line, default=candidate) if candidate.suffix != ".py" else None

@@ -137,15 +137,28 @@ def param_default_calls(index: UnitIndex, setting: Setting) -> str:
         }
     if fn.name == "__call__" and fn.class_name and not callees:
         callees = _handed_instances(index, params[bound:])
+    defaulted = {s.name for s in index.settings if s.kind == "param-default" and s.owner == setting.owner}
+    required = [p for p in params[bound:] if norm(p) not in defaulted]
     called = False
     for call in index.calls:
         if not call.func_text or call.func_text.rsplit(".", 1)[-1] not in callees:
             continue
+        if not _fits(call, required):
+            continue  # ``diffusion.train()``: a module's own method, not tab-ddpm's ``train(parent_dir, ...)``
         called = True
         if any(a.star for a in call.node.args) or call.kwarg(real) is not None or len(call.args) > position:
             continue
         return "used"
     return "passed" if called else "uncalled"
+
+
+def _fits(call: CallSite, required: list[str]) -> bool:
+    """``call`` can be a call of a function whose parameters without a default are ``required``: it
+    passes them all, by position or keyword (or may, through ``*args``/``**kwargs``)."""
+    if any(a.star for a in call.node.args):
+        return True
+    keywords = {a.keyword.value for a in call.node.args if a.keyword is not None}
+    return all(p in keywords for p in required[len(call.args) :])
 
 
 def _handed_instances(index: UnitIndex, params: list[str]) -> set[str]:

@@ -12,6 +12,7 @@ from optimizer_tool.index import CallSite, Setting, UnitIndex, code_of, dotted, 
 from optimizer_tool.knowledge.configured import (
     Configured,
     configured,
+    default_runs,
     expression_nodes,
     feeding_assigns,
     find_call,
@@ -19,6 +20,7 @@ from optimizer_tool.knowledge.configured import (
     names_in,
     synthetic_setting,
 )
+from optimizer_tool.knowledge.guards import holds
 
 # use their documented defaults for whatever keyword the call leaves out.
 DIFFUSERS_SCHEDULER = re.compile(r"^diffusers\.(?:schedulers\.)?(?:[\w.]+\.)?(\w+Scheduler)$")
@@ -161,6 +163,11 @@ def beta_schedule(index: UnitIndex) -> Configured:
         value = literal(node)
         if isinstance(value, str) and not call.guards:
             extra.append(synthetic_setting("beta_schedule", value, "kwarg", call))
+        elif isinstance(node, cst.Name) and call.function is not None and not call.guards:
+            # ``get_named_beta_schedule(scheduler, num_timesteps)`` with ``scheduler`` a parameter of the
+            # function it sits in: its default, or what the callers pass (tab-ddpm's ``train(...,
+            # scheduler='cosine')`` building ``GaussianMultinomialDiffusion(..., scheduler=scheduler)``)
+            extra.extend(_parameter_values(index, node.value, call.function))
     for call in index.calls:
         cls = diffusers_scheduler_class(call)
         if cls in DIFFUSERS_SCHEDULE_DEFAULTS and not _passes(call, "beta_schedule", "trained_betas"):
@@ -175,6 +182,30 @@ def _schedule_of(setting: Setting) -> str | None:
     if setting.name in PATH_SETTINGS:
         return PATH_FAMILIES.get(str(setting.value).strip().lower())
     return schedule_family(setting.value)
+
+
+def _parameter_values(index: UnitIndex, name: str, function, depth: int = 0) -> list[Setting]:
+    """The values parameter ``name`` of ``function`` takes: its default where it runs, else what the
+    callers pass, literals or their own parameters' values (two levels up)."""
+    own = [
+        s
+        for s in index.setting(name)
+        if s.kind == "param-default" and s.owner == function.qualname and s.path == function.path
+    ]
+    if own and default_runs(index, own[0]):
+        return own
+    position = function.call_position(name)
+    callee = function.class_name if function.name == "__init__" else function.name
+    found: list[Setting] = []
+    for caller in index.calls if depth < 2 and position is not None else ():
+        if caller.method != callee or caller.function is function:
+            continue
+        arg = caller.arg(position, name)
+        if isinstance(arg, cst.Name) and caller.function is not None:
+            found += _parameter_values(index, arg.value, caller.function, depth + 1)
+        elif isinstance(literal(arg), str):
+            found.append(synthetic_setting(name, literal(arg), "kwarg", caller))
+    return found
 
 
 def _passes(call: CallSite, *keywords: str) -> bool:
@@ -196,7 +227,7 @@ def _schedule_from_code(index: UnitIndex) -> list[Setting]:
         ):
             sources.append((call.args[1].value, call.function, call.guards))
     for value, function, guards in sources:
-        if guards or (
+        if (guards and not holds(index, guards)) or (
             function is not None and SCHEDULE_HELPER.search(function.name) and not _always_called(index, function)
         ):
             continue  # a named schedule option (linear_beta_schedule), chosen elsewhere
@@ -219,7 +250,7 @@ def _family_of(index: UnitIndex, value, function, depth: int = 0) -> tuple[str, 
     ``torch.linspace``), else the arithmetic that computes it (``(b2 - b1) * torch.arange(T + 1) / T + b1``
     is linear; a ``cos`` makes it cosine)."""
     site = find_call(index, _innermost_call(value))
-    if site is not None and site.guards:
+    if site is not None and site.guards and not holds(index, site.guards):
         return None
     if site is not None and site.matches(RAMPS):
         return "linear", site

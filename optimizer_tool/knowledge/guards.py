@@ -140,6 +140,15 @@ def switched_off(index: UnitIndex, guards: tuple[str, ...]) -> Switch | None:
     return None
 
 
+def holds(index: UnitIndex, guards: tuple[str, ...]) -> bool:
+    """Every one of ``guards`` is true with the trainer's defaults (CSDI's ``if config_diff["schedule"]
+    == "quad":`` with ``schedule: "quad"`` in the config it reads by default)."""
+    parsed = list(_parsed(guards))
+    return len(parsed) == len(guards) and all(
+        (value := _evaluate(index, node)[0]) is not UNKNOWN and bool(value) for _, node in parsed
+    )
+
+
 # Which process runs the code, not whether a feature is on: ``if local_rank == 0:`` around the EMA of
 # a torchrun trainer whose --local_rank defaults to -1 (ddae) is the main process's job, not a switch.
 PROCESS_ROLE = re.compile(r"^(local_?rank|global_?rank|rank|node_?rank|process_?index|is_main_process|is_master\w*)$")

@@ -607,3 +607,120 @@ def test_an_enum_member_passed_as_the_objective_is_its_setting(tmp_path):
     # were unknown: ``ModelMeanType.START_X`` is no literal
     assert found["vpred"]["state"] == "missing"
     assert found["zero-snr"]["state"] == "n/a"
+
+
+# CSDI: the betas computed in the branch the config read by default picks (``--config base.yaml``,
+# read from config/)
+CSDI = """\
+import argparse
+
+import numpy as np
+import torch
+import yaml
+from torch import nn
+
+parser = argparse.ArgumentParser()
+parser.add_argument("--config", type=str, default="base.yaml")
+args = parser.parse_args()
+with open("config/" + args.config) as f:
+    config = yaml.safe_load(f)
+
+
+class CSDI(nn.Module):
+    def __init__(self, config_diff):
+        super().__init__()
+        self.net = nn.Linear(8, 8)
+        self.num_steps = config_diff["num_steps"]
+        if config_diff["schedule"] == "quad":
+            start, end = config_diff["beta_start"] ** 0.5, config_diff["beta_end"] ** 0.5
+            self.beta = np.linspace(start, end, self.num_steps) ** 2
+        elif config_diff["schedule"] == "linear":
+            self.beta = np.linspace(config_diff["beta_start"], config_diff["beta_end"], self.num_steps)
+        self.alpha = torch.tensor(np.cumprod(1 - self.beta)).float()
+
+    def forward(self, x):
+        t = torch.randint(0, self.num_steps, (x.shape[0],))
+        noise = torch.randn_like(x)
+        a = self.alpha[t][:, None]
+        return ((self.net(a.sqrt() * x + (1 - a).sqrt() * noise) - noise) ** 2).mean()
+
+
+model = CSDI(config["diffusion"])
+optimizer = torch.optim.Adam(model.parameters(), lr=config["train"]["lr"])
+for x in loader:
+    loss = model(x)
+    optimizer.zero_grad()
+    loss.backward()
+    optimizer.step()
+"""
+
+
+def _csdi(tmp_path, schedule):
+    config = (
+        "train:\n  lr: 0.001\n"
+        f'diffusion:\n  num_steps: 50\n  beta_start: 0.0001\n  beta_end: 0.5\n  schedule: "{schedule}"\n'
+    )
+    return verdicts(tmp_path, {"train.py": CSDI, "config/base.yaml": config})
+
+
+def test_betas_in_the_branch_the_default_config_picks_are_the_schedule(tmp_path):
+    found = _csdi(tmp_path, "quad")
+    # was unknown: the linspace sits under ``if config_diff["schedule"] == "quad"``, the config in config/
+    assert found["cosine"]["state"] == "missing"
+    assert found["offset"]["state"] == "n/a"
+
+
+def test_a_branch_the_default_config_does_not_pick_is_no_schedule(tmp_path):
+    assert _csdi(tmp_path, "sigmoid")["cosine"]["state"] == "unknown"
+
+
+# tab-ddpm: the schedule selector reads a constructor parameter the trainer function passes on
+TAB_DIFFUSION = """\
+import math
+
+import numpy as np
+
+
+def get_named_beta_schedule(schedule_name, num_diffusion_timesteps):
+    if schedule_name == "linear":
+        return np.linspace(1e-4, 0.02, num_diffusion_timesteps)
+    elif schedule_name == "cosine":
+        return betas_for_alpha_bar(num_diffusion_timesteps, lambda t: math.cos((t + 0.008) / 1.008 * math.pi / 2) ** 2)
+    raise NotImplementedError(schedule_name)
+
+
+class GaussianMultinomialDiffusion:
+    def __init__(self, denoise_fn, num_timesteps=1000, scheduler="cosine"):
+        self.denoise_fn = denoise_fn
+        alphas = 1.0 - get_named_beta_schedule(scheduler, num_timesteps)
+        self.alphas_cumprod = np.cumprod(alphas)
+"""
+TAB_TRAIN = """\
+import torch
+
+from gaussian_diffusion import GaussianMultinomialDiffusion
+
+
+def train(parent_dir, steps=1000, num_timesteps=1000, scheduler=SCHEDULE):
+    model = torch.nn.Linear(8, 8)
+    diffusion = GaussianMultinomialDiffusion(model, num_timesteps=num_timesteps, scheduler=scheduler)
+    diffusion.train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=2e-3)
+    for x in loader:
+        noise = torch.randn_like(x)
+        loss = ((model(x + noise) - noise) ** 2).mean()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+"""
+
+
+def test_a_schedule_selector_follows_the_parameter_to_the_trainers_default(tmp_path):
+    files = {"train.py": TAB_TRAIN.replace("SCHEDULE", '"linear"'), "gaussian_diffusion.py": TAB_DIFFUSION}
+    found = verdicts(tmp_path, files)
+    # was unknown: ``get_named_beta_schedule(scheduler, ...)``; ``diffusion.train()`` is no call of train()
+    # train() is the checked file's own function, called by nothing in the unit: its keyword is the switch
+    assert found["cosine"]["state"] == "off-by-default"
+    assert "scheduler" in found["cosine"]["reason"]
+    files["train.py"] = TAB_TRAIN.replace("SCHEDULE", '"cosine"')
+    assert verdicts(tmp_path / "cos", files)["cosine"]["state"] == "present"

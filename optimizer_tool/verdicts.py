@@ -23,7 +23,7 @@ from optimizer_tool.findings import Location, Severity, State, Verdict
 from optimizer_tool.index import CallSite, UnitIndex
 from optimizer_tool.knowledge.configured import default_applies, param_default_calls
 from optimizer_tool.knowledge.diffusion import diffusion_evidence, other_objective
-from optimizer_tool.knowledge.guards import chosen_at_run_time, switched_off
+from optimizer_tool.knowledge.guards import DEFAULTS_DICT, chosen_at_run_time, switched_off
 from optimizer_tool.knowledge.objective import (
     flow_path,
     handed_in,
@@ -32,13 +32,12 @@ from optimizer_tool.knowledge.objective import (
     noiseless_objective,
 )
 from optimizer_tool.knowledge.settings import argparse_choices, dispatched_literals, feeds_diffusers_scheduler
-from optimizer_tool.knowledge.training import trains
+from optimizer_tool.knowledge.training import optimizer_steps, trains
 from optimizer_tool.registry import Optimization
 
 # Settings a user switches per run (a command-line flag, a config-file key): a default there that
 # leaves an optimization out means the trainer has it, off by default.
 SWITCH_KINDS = ("argparse", "config-file", "dict")
-DEFAULTS_DICT = ("dict", "builtins.dict")
 UNDECIDED = "no noising/denoising objective recognised: diffusion-specific checks skipped (unknown)"
 NOT_DIFFUSION = "not a diffusion trainer: diffusion-specific checks skipped"
 
@@ -299,6 +298,12 @@ def _present_or_off(opt: Optimization, index: UnitIndex) -> Verdict:
         return Verdict(opt.key, State.PRESENT)
     either = _either_way(calls)
     switches = [_through_callers(index, call, switched_off, either) for call in calls]
+    # the switch that keeps training itself from running (PNDM's ``if args.runner == 'train':``, the
+    # script samples by default) is the run's mode, not this optimization's switch
+    steps = optimizer_steps(index)
+    training = _through_callers(index, steps[0], switched_off) if steps else None
+    if training is not None:
+        switches = [None if s is not None and s.condition == training.condition else s for s in switches]
     first = calls[0]
     where = Location(first.path, first.line, first.col)
     chosen = [_through_callers(index, call, chosen_at_run_time, either) for call in calls]

@@ -137,13 +137,12 @@ def param_default_calls(index: UnitIndex, setting: Setting) -> str:
         }
     if fn.name == "__call__" and fn.class_name and not callees:
         callees = _handed_instances(index, params[bound:])
-    defaulted = {s.name for s in index.settings if s.kind == "param-default" and s.owner == setting.owner}
-    required = [p for p in params[bound:] if norm(p) not in defaulted]
+    required = required_params(index, fn)
     called = False
     for call in index.calls:
         if not call.func_text or call.func_text.rsplit(".", 1)[-1] not in callees:
             continue
-        if not _fits(call, required):
+        if not can_call(call, required):
             continue  # ``diffusion.train()``: a module's own method, not tab-ddpm's ``train(parent_dir, ...)``
         called = True
         if any(a.star for a in call.node.args) or call.kwarg(real) is not None or len(call.args) > position:
@@ -152,9 +151,18 @@ def param_default_calls(index: UnitIndex, setting: Setting) -> str:
     return "passed" if called else "uncalled"
 
 
-def _fits(call: CallSite, required: list[str]) -> bool:
-    """``call`` can be a call of a function whose parameters without a default are ``required``: it
-    passes them all, by position or keyword (or may, through ``*args``/``**kwargs``)."""
+def required_params(index: UnitIndex, fn) -> list[str]:
+    """``fn``'s parameters a call must pass (no default; ``self``/``cls`` bound)."""
+    params = list(fn.params)
+    bound = 1 if fn.class_name and params and params[0] in ("self", "cls") else 0
+    defaulted = {s.name for s in index.settings if s.kind == "param-default" and s.owner == fn.qualname}
+    return [p for p in params[bound:] if norm(p) not in defaulted]
+
+
+def can_call(call: CallSite, required: list[str]) -> bool:
+    """``call`` may be a call of a function whose ``required`` parameters it must pass: it passes
+    them all, by position or keyword (or may, through ``*args``/``**kwargs``); ``model.train()`` is no
+    call of a ``train(model, config, loader)``."""
     if any(a.star for a in call.node.args):
         return True
     keywords = {a.keyword.value for a in call.node.args if a.keyword is not None}

@@ -20,7 +20,7 @@ from optimizer_tool.knowledge.configured import (
     names_in,
     synthetic_setting,
 )
-from optimizer_tool.knowledge.guards import holds
+from optimizer_tool.knowledge.guards import deciding_setting, holds
 
 # use their documented defaults for whatever keyword the call leaves out.
 DIFFUSERS_SCHEDULER = re.compile(r"^diffusers\.(?:schedulers\.)?(?:[\w.]+\.)?(\w+Scheduler)$")
@@ -77,6 +77,7 @@ PRETRAINED_DENOISER = re.compile(
 
 
 RELOADS_OWN_CHECKPOINT = re.compile(r"load|resume|restore|hook", re.I)
+FLOW_SCHEDULER = re.compile(r"^FlowMatch\w*Scheduler$")
 
 
 def pretrained_denoiser(index: UnitIndex) -> CallSite | None:
@@ -102,7 +103,14 @@ def inherited(index: UnitIndex, what: str = "schedule", keyword: str = "beta_sch
     if denoiser is not None:
         where = f"{denoiser.path.name}:{denoiser.line}"
         return f"fine-tunes a pretrained denoiser ({denoiser.func_text} at {where}): its {what} comes with it"
-    loads = [c for c in pretrained_scheduler_loads(index) if c.kwarg(keyword) is None]
+    # a flow-matching scheduler's stored config holds shift and sigmas, no beta schedule and no
+    # prediction type: the objective is the velocity the training code regresses (LTX-Video-Trainer,
+    # finetrainers), judged from that code
+    loads = [
+        c
+        for c in pretrained_scheduler_loads(index)
+        if c.kwarg(keyword) is None and not FLOW_SCHEDULER.search(c.receiver.rsplit(".", 1)[-1])
+    ]
     if loads:
         return f"the noise {what} is read from a pretrained scheduler config ({loads[0].path.name}:{loads[0].line})"
     return None
@@ -232,7 +240,13 @@ def _schedule_from_code(index: UnitIndex) -> list[Setting]:
         ):
             continue  # a named schedule option (linear_beta_schedule), chosen elsewhere
         family = _family_of(index, value, function)
-        if family is not None:
+        if family is None:
+            continue
+        # code picked by a setting's default (a flag with a cosine branch beside): that setting is the choice
+        deciding = deciding_setting(index, guards) if guards else None
+        if deciding is not None and schedule_family(deciding.value) == family[0]:
+            found.append(deciding)
+        else:
             found.append(synthetic_setting("beta_schedule", family[0], "code", family[1]))
     return found
 

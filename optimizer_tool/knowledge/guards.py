@@ -14,6 +14,9 @@ from optimizer_tool.knowledge.configured import default_runs
 
 # Settings that state a default (a call site's keyword says what one caller passes, not the default).
 DEFAULT_KINDS = ("argparse", "class-default", "config-file", "param-default", "getattr-default", "dict")
+# the defaults dict openai-style scripts turn into flags (``defaults = dict(lr=1e-4, ...)``,
+# ``add_dict_to_argparser(parser, defaults)``): its keywords are the flags' defaults
+DEFAULTS_DICT = ("dict", "builtins.dict")
 
 
 NOT_NONE = ("exists", "is_not_none", "not_none", "notnone", "is_exist")
@@ -33,8 +36,18 @@ class Switch:
 
 def default_of(index: UnitIndex, name: str) -> tuple[object, Setting | None]:
     """The one known default of setting ``name`` (UNKNOWN when absent or when defaults disagree)."""
-    settings = [s for s in index.setting(name) if s.kind in DEFAULT_KINDS and s.known and default_runs(index, s)]
-    values = {repr(s.value) for s in settings}
+    settings = [
+        s
+        for s in index.setting(name)
+        if (s.kind in DEFAULT_KINDS or (s.kind == "kwarg" and s.owner in DEFAULTS_DICT))
+        and s.known
+        and default_runs(index, s)
+    ]
+    # ``--ema_decay 0`` and a YAML's ``ema_decay: 0.0`` agree (e3_diffusion_for_molecules)
+    values = {
+        float(s.value) if isinstance(s.value, (int, float)) and not isinstance(s.value, bool) else repr(s.value)
+        for s in settings
+    }
     if len(values) != 1:
         return UNKNOWN, None
     return settings[0].value, settings[0]
@@ -147,6 +160,14 @@ def holds(index: UnitIndex, guards: tuple[str, ...]) -> bool:
     return len(parsed) == len(guards) and all(
         (value := _evaluate(index, node)[0]) is not UNKNOWN and bool(value) for _, node in parsed
     )
+
+
+def deciding_setting(index: UnitIndex, guards: tuple[str, ...]) -> Setting | None:
+    """The setting whose default makes ``guards`` hold (``schedule="linear"`` of the defaults dict for
+    ``else`` of ``if args.schedule == "cosine":``), None where they do not hold or no setting decides."""
+    if not holds(index, guards):
+        return None
+    return next((s for _, node in _parsed(guards) if (s := _evaluate(index, node)[1]) is not None), None)
 
 
 # Which process runs the code, not whether a feature is on: ``if local_rank == 0:`` around the EMA of

@@ -14,10 +14,12 @@ from optimizer_tool.index import Assign, CallSite, FunctionInfo, UnitIndex, code
 from optimizer_tool.knowledge.configured import (
     Configured,
     assignments_of,
+    can_call,
     expression_nodes,
     find_call,
     memo,
     names_in,
+    required_params,
     synthetic_setting,
 )
 from optimizer_tool.knowledge.diffusion import (
@@ -356,7 +358,7 @@ def karras_preconditioned(index: UnitIndex) -> str | None:
 
 
 LOSS_METHOD = re.compile(
-    r"^((training|train|compute|get)_loss(es)?|p_losses|losses?|forward_loss|calc_loss|diffusion_loss)$"
+    r"^((training|train|compute|get)_loss(es)?|p_losses|loss(es)?|forward_loss|calc_loss|diffusion_loss)$"
 )
 PARTIALS = ("functools.partial", "partial")
 
@@ -416,6 +418,13 @@ def loss_handed_in(index: UnitIndex) -> str | None:
         callee = assign.call.func_text
         if not callee or assign.call.method in ("backward", "mean", "sum"):
             continue
+        fn = assign.function
+        if callee in fn.params and not _has_default(index, fn, callee) and not _built_here(index, fn):
+            # CSDI's ``train(model, config, train_loader, ...)``: ``loss = model(train_batch)``
+            return (
+                f"the loss is computed by `{callee}`, parameter of {fn.qualname} ({assign.path.name}:{fn.line}):"
+                " whoever passes it decides the objective; check the entry script"
+            )
         sources = assignments_of(index, callee, assign.function) if not callee.startswith("self.") else []
         sources += [a for a in index.assigns if callee.startswith("self.") and a.target == callee]
         for source in sources:
@@ -453,7 +462,8 @@ def _built_here(index: UnitIndex, fn: FunctionInfo) -> bool:
     if fn.path != index.entry.path:
         return True
     callee = fn.class_name if fn.name == "__init__" and fn.class_name else fn.name
-    return any((c.method or c.func_text) == callee for c in index.calls)
+    required = required_params(index, fn)
+    return any((c.method or c.func_text) == callee and can_call(c, required) for c in index.calls)
 
 
 # --- flow matching / rectified flow: x_t = (1 - t) * x + t * noise ---------------------------------

@@ -327,7 +327,7 @@ def clip_calls(index: UnitIndex) -> list[CallSite]:
             or CLIP_METHOD.match(c.method or "")
             or (c.method in scalers and CLIP_WORD.search(" ".join((*c.guards, code_of(c.node)))))
         )
-        and run_by_entry(index, c.function)
+        and run_by_module(index, c.function)
     ]
 
 
@@ -568,6 +568,11 @@ def _strict(index: UnitIndex) -> set[int] | None:
     return memo(index, "training.reached_strict", lambda: _reached_from_entry(index))
 
 
+# Method names too common to say which class a received object is of (``model.train()``).
+GENERIC_METHOD = re.compile(
+    r"^(__\w+__|train|eval|forward|step|update|run|main|fit|call|apply|save|load|state_dict|load_state_dict|"
+    r"to|cuda|cpu|item|mean|sum|backward|zero_grad|parameters|named_parameters|sample|generate|log|reset)$"
+)
 # Methods a framework or Python calls without the trainer naming them.
 HOOKS = re.compile(
     r"^(__\w+__|forward|training_step|train_step|validation_step|test_step|predict_step|configure_\w+|on_\w+|"
@@ -619,9 +624,35 @@ def _reached_from_entry(index: UnitIndex) -> set[int] | None:
     roots = [c for c in index.calls if c.function is None and c.path == entry]
     if not roots or not index.entry.is_script:
         return None
+    return _reached_from(index, roots)
+
+
+def run_by_module(index: UnitIndex, function) -> bool:
+    """Whether ``function`` can run from the checked file itself: ``run_by_entry`` for an entry script;
+    for a trainer module checked on its own, what its own code, functions and methods reach (MDM's and
+    CLoSD's ``training_loop.py`` do not run the evaluator trainers' ``clip_norm`` of a sibling
+    ``trainers.py``). True where that trace finds no training."""
+    if _strict(index) is not None or function is None or function.path == index.entry.path:
+        return run_by_entry(index, function)
+
+    def trace() -> set[int] | None:
+        own = tuple(f for f in index.functions if f.path == index.entry.path)
+        roots = [c for c in index.calls if c.path == index.entry.path]
+        return _reached_from(index, roots, own) if roots else None
+
+    found = memo(index, "training.reached_from_module", trace)
+    return found is None or id(function) in found
+
+
+def _reached_from(index: UnitIndex, roots: list[CallSite], seeds: tuple = ()) -> set[int] | None:
+    """ids of the functions ``roots`` reach (with the functions ``seeds`` they sit in), transitively:
+    plain functions by name, the classes they name with their bases, hooks and the methods called by
+    name; with ``seeds`` (a module checked on its own, whose objects arrive built) also any class's
+    method of a distinctive name it calls (VAR's ``self.var_opt.backward_clip_step(...)``, not
+    ``model.train()``); None where none trains."""
     by_function = index.calls_by_function
     bases = class_bases(index)
-    wanted, classes, done = _used(roots, index), set(), {}
+    wanted, classes, done = _used(roots, index), set(), {id(f): f for f in seeds}
     while True:
         named = {c for c in bases if c in wanted}
         while named - classes:
@@ -634,6 +665,7 @@ def _reached_from_entry(index: UnitIndex) -> set[int] | None:
             and (
                 (f.class_name is None and f.name in wanted)
                 or (f.class_name in classes and (f.name in wanted or HOOKS.match(f.name)))
+                or (seeds and f.name in wanted and not GENERIC_METHOD.match(f.name))
             )
         ]
         if not new:

@@ -5,6 +5,7 @@ nothing calls, and a gradient watch switched off by default."""
 
 from __future__ import annotations
 
+from optimizer_tool.testing import findings_for
 from optimizer_tool.testing import unit_verdicts as verdicts
 
 # Lumina-T2X: SiT's transport factory called with its path and objective by position
@@ -724,3 +725,41 @@ def test_a_schedule_selector_follows_the_parameter_to_the_trainers_default(tmp_p
     assert "scheduler" in found["cosine"]["reason"]
     files["train.py"] = TAB_TRAIN.replace("SCHEDULE", '"cosine"')
     assert verdicts(tmp_path / "cos", files)["cosine"]["state"] == "present"
+
+
+# img2img-turbo: the training sum uses ``loss_lpips``; an evaluation block further down reuses the
+# name for its no_grad metric
+EVAL_METRIC = """\
+import lpips
+import torch
+import torch.nn.functional as F
+
+net_lpips = lpips.LPIPS(net="vgg").requires_grad_(False)
+model = torch.nn.Conv2d(3, 3, 3, padding=1)
+optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5)
+for step, (x_src, x_tgt) in enumerate(loader):
+    x_pred = model(x_src)
+    loss_l2 = F.mse_loss(x_pred, x_tgt)
+    loss_lpips = net_lpips(x_pred, x_tgt).mean()
+    loss = loss_l2 + 5.0 * loss_lpips
+    optimizer.zero_grad()
+    loss.backward()
+    optimizer.step()
+    if step % 500 == 1:
+        for val_src, val_tgt in val_loader:
+            with torch.no_grad():
+                val_pred = model(val_src)
+                loss_lpips = net_lpips(val_pred, val_tgt).mean()
+            print(loss_lpips.item())
+"""
+
+
+def test_a_no_grad_metric_reusing_the_training_terms_name_is_no_bug(tmp_path):
+    codes = {f.code for f in findings_for({"train.py": EVAL_METRIC}, tmp_path)}
+    # was LPIPS002 ("computed under torch.no_grad() but added to the training loss")
+    assert "LPIPS002" not in codes
+    bad = EVAL_METRIC.replace(
+        "    loss_lpips = net_lpips(x_pred, x_tgt).mean()\n",
+        "    with torch.no_grad():\n        loss_lpips = net_lpips(x_pred, x_tgt).mean()\n",
+    )
+    assert "LPIPS002" in {f.code for f in findings_for({"train.py": bad}, tmp_path / "bad")}

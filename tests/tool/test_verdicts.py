@@ -331,8 +331,9 @@ def test_a_gan_with_adam_betas_is_not_a_diffusion_trainer(tmp_path):
 def test_a_loop_whose_objective_is_passed_in_is_undecided_not_a_classifier(tmp_path):
     _, document = check(tmp_path, EDM_STYLE_LOOP)
     (unit,) = document["units"]
-    assert unit["diffusion"] is None and "no noising/denoising objective recognised" in unit["note"]
-    assert states(document)["cosine"] == "unknown"  # not a confident n/a
+    # the loss function is a parameter without a default: whoever passes it decides the objective
+    assert unit["diffusion"] is None and "`loss_fn`, parameter of training_loop" in unit["note"]
+    assert states(document)["cosine"] == "decided-elsewhere"  # not a confident n/a
     assert not [f for f in document["findings"] if f["optimization"] in ("cosine", "vpred", "lpips")]
 
 

@@ -256,7 +256,11 @@ def flows_into_loss(index: UnitIndex, call: CallSite) -> bool:
     for assign in in_function:
         if assign.target in targets or not re.search(r"loss", assign.target, re.I):
             continue
-        if names_in(assign.value) & targets or any(n is call.node for n in expression_nodes(assign.value)):
+        if any(n is call.node for n in expression_nodes(assign.value)):
+            return True
+        # by name only after it: a training sum above an evaluation block that reuses the name for its
+        # no_grad metric (img2img-turbo's ``loss_lpips``) adds the training value, not this one
+        if assign.line > call.line and names_in(assign.value) & targets:
             return True
     for ret in index.returns:
         if (

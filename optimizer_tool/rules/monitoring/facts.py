@@ -281,9 +281,10 @@ def _from_callers(index: UnitIndex, function: FunctionInfo, param: str, call: Ca
             yield from _items(index, value, None, _at(call, caller.function), depth + 1)
 
 
-def _facts(index: UnitIndex, item: Logged) -> tuple[set[str], bool]:
-    """Names the logged value is computed from, and whether that computation takes a difference."""
-    names = expanded_names(index, item.node, item.function, None)
+def _facts(index: UnitIndex, item: Logged, depth: int = 3) -> tuple[set[str], bool]:
+    """Names the logged value is computed from (``depth`` assignments back), and whether that
+    computation takes a difference."""
+    names = expanded_names(index, item.node, item.function, None, depth)
     nodes = [item.node] + [a.value for n in names for a in assignments_of(index, n, item.function, None)[-3:]]
     has_difference = any(
         isinstance(n, cst.BinaryOperation)
@@ -326,7 +327,9 @@ def lr_logged(index: UnitIndex) -> bool:
     if any(c.method == "LearningRateMonitor" or c.func_text.endswith("LearningRateMonitor") for c in index.calls):
         return True
     for item in shown_values(index):
-        names, _ = _facts(index, item)
+        # the value itself or what it was just read from (``lr = scheduler.get_last_lr()[0]``): deeper, a
+        # clipped grad norm reaches the optimizer's ``lr=args.generator_lr`` (DMD2)
+        names, _ = _facts(index, item, depth=1)
         if any(
             n.rsplit(".", 1)[-1] in ("get_last_lr", "get_lr", "param_groups") or n == '["lr"]' or LR_NAME.search(n)
             for n in names

@@ -683,11 +683,13 @@ import numpy as np
 
 
 def get_named_beta_schedule(schedule_name, num_diffusion_timesteps):
-    if schedule_name == "linear":
-        return np.linspace(1e-4, 0.02, num_diffusion_timesteps)
-    elif schedule_name == "cosine":
-        return betas_for_alpha_bar(num_diffusion_timesteps, lambda t: math.cos((t + 0.008) / 1.008 * math.pi / 2) ** 2)
-    raise NotImplementedError(schedule_name)
+    if schedule_name == "cosine":
+        steps = np.arange(num_diffusion_timesteps + 1) / num_diffusion_timesteps
+        alpha_bar = np.cos((steps + 0.008) / 1.008 * math.pi / 2) ** 2
+        return np.clip(1 - alpha_bar[1:] / alpha_bar[:-1], 0, 0.999)
+    if schedule_name != "linear":
+        raise NotImplementedError(schedule_name)
+    return np.linspace(1e-4, 0.02, num_diffusion_timesteps)
 
 
 class GaussianMultinomialDiffusion:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import re
 from collections import deque
@@ -10,7 +11,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from optimizer_tool.config_choice import ConfigChoice, chosen_configs, config_choice
-from optimizer_tool.deep import TOO_DEEP, deepest
+from optimizer_tool.deep import TOO_DEEP, deepest, run_deep
 from optimizer_tool.findings import Finding, Location, Severity, State, Verdict
 from optimizer_tool.index import UnitIndex
 from optimizer_tool.project import (
@@ -338,7 +339,12 @@ _WORKER_SOURCES: dict[Path, SourceFile] = {}  # per worker: parsed files, reused
 
 
 def _parse_in_worker(path: Path, text: str | None) -> SourceFile | Finding:
-    """Parse one file; the parent gets the text (or the error) back, not the libcst tree."""
+    """Parse one file; the parent gets the text (or the error) back, not the libcst tree. Like the
+    parent's analysis, in a thread with a large stack and recursion limit (deeply nested code)."""
+    return run_deep(_parse_here, path, text)
+
+
+def _parse_here(path: Path, text: str | None) -> SourceFile | Finding:
     parsed = parse_source(path, text)
     if isinstance(parsed, Finding):
         return parsed
@@ -356,6 +362,12 @@ def _worker_source(path: Path, text: str) -> SourceFile:
 
 
 def _check_unit_in_worker(
+    spec: tuple[Path, list[tuple[Path, str]], list[ConfigFile], tuple[str, ...], int, object],
+) -> tuple[list[Finding], list[RuleStatus], UnitFacts]:
+    return run_deep(_check_unit_here, spec)
+
+
+def _check_unit_here(
     spec: tuple[Path, list[tuple[Path, str]], list[ConfigFile], tuple[str, ...], int, object],
 ) -> tuple[list[Finding], list[RuleStatus], UnitFacts]:
     entry, files, configs, keys, reached, choice = spec
@@ -422,7 +434,12 @@ def run_check(
     if workers == 1:
         loaded = load(paths, overrides)
         return check_loaded(loaded, paths, settings), loaded
-    with ProcessPoolExecutor(max_workers=workers) as pool:
+    # forkserver: the analysis runs in a thread (deep.run_deep), and forking a process whose other
+    # threads hold locks can leave the workers waiting on them forever (a test hung so in CI)
+    context = multiprocessing.get_context(
+        "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
+    )
+    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
 
         def parse_many(targets: list[Path], texts: list[str | None]) -> list[SourceFile | Finding]:
             return list(pool.map(_parse_in_worker, targets, texts, chunksize=max(1, len(targets) // (4 * workers))))

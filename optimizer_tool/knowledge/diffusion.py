@@ -20,7 +20,7 @@ from optimizer_tool.knowledge.configured import (
     names_in,
     synthetic_setting,
 )
-from optimizer_tool.knowledge.guards import deciding_setting, holds
+from optimizer_tool.knowledge.guards import holding
 
 # use their documented defaults for whatever keyword the call leaves out.
 DIFFUSERS_SCHEDULER = re.compile(r"^diffusers\.(?:schedulers\.)?(?:[\w.]+\.)?(\w+Scheduler)$")
@@ -235,7 +235,8 @@ def _schedule_from_code(index: UnitIndex) -> list[Setting]:
         ):
             sources.append((call.args[1].value, call.function, call.guards))
     for value, function, guards in sources:
-        if (guards and not holds(index, guards)) or (
+        held, deciding = holding(index, guards) if guards else (True, None)
+        if not held or (
             function is not None and SCHEDULE_HELPER.search(function.name) and not _always_called(index, function)
         ):
             continue  # a named schedule option (linear_beta_schedule), chosen elsewhere
@@ -243,7 +244,6 @@ def _schedule_from_code(index: UnitIndex) -> list[Setting]:
         if family is None:
             continue
         # code picked by a setting's default (a flag with a cosine branch beside): that setting is the choice
-        deciding = deciding_setting(index, guards) if guards else None
         if deciding is not None and schedule_family(deciding.value) == family[0]:
             found.append(deciding)
         else:
@@ -264,7 +264,7 @@ def _family_of(index: UnitIndex, value, function, depth: int = 0) -> tuple[str, 
     ``torch.linspace``), else the arithmetic that computes it (``(b2 - b1) * torch.arange(T + 1) / T + b1``
     is linear; a ``cos`` makes it cosine)."""
     site = find_call(index, _innermost_call(value))
-    if site is not None and site.guards and not holds(index, site.guards):
+    if site is not None and site.guards and not holding(index, site.guards)[0]:
         return None
     if site is not None and site.matches(RAMPS):
         return "linear", site

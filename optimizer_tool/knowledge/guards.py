@@ -153,21 +153,16 @@ def switched_off(index: UnitIndex, guards: tuple[str, ...]) -> Switch | None:
     return None
 
 
-def holds(index: UnitIndex, guards: tuple[str, ...]) -> bool:
-    """Every one of ``guards`` is true with the trainer's defaults (CSDI's ``if config_diff["schedule"]
-    == "quad":`` with ``schedule: "quad"`` in the config it reads by default)."""
+def holding(index: UnitIndex, guards: tuple[str, ...]) -> tuple[bool, Setting | None]:
+    """Whether every one of ``guards`` is true with the trainer's defaults (CSDI's ``if
+    config_diff["schedule"] == "quad":`` with ``schedule: "quad"`` in the config it reads by default),
+    and the setting whose default makes them so (``schedule="linear"`` of the defaults dict for the
+    ``else`` of ``if args.schedule == "cosine":``), evaluated once."""
     parsed = list(_parsed(guards))
-    return len(parsed) == len(guards) and all(
-        (value := _evaluate(index, node)[0]) is not UNKNOWN and bool(value) for _, node in parsed
-    )
-
-
-def deciding_setting(index: UnitIndex, guards: tuple[str, ...]) -> Setting | None:
-    """The setting whose default makes ``guards`` hold (``schedule="linear"`` of the defaults dict for
-    ``else`` of ``if args.schedule == "cosine":``), None where they do not hold or no setting decides."""
-    if not holds(index, guards):
-        return None
-    return next((s for _, node in _parsed(guards) if (s := _evaluate(index, node)[1]) is not None), None)
+    results = [_evaluate(index, node) for _, node in parsed]
+    if len(parsed) != len(guards) or not all(v is not UNKNOWN and bool(v) for v, _ in results):
+        return False, None
+    return True, next((s for _, s in results if s is not None), None)
 
 
 # Which process runs the code, not whether a feature is on: ``if local_rank == 0:`` around the EMA of

@@ -93,13 +93,16 @@ class FunctionInfo:
     def qualname(self) -> str:
         return f"{self.class_name}.{self.name}" if self.class_name else self.name
 
+    @property
+    def passed_params(self) -> tuple[str, ...]:
+        """The parameters a call passes: all but a bound ``self``/``cls``."""
+        return self.params[1:] if self.params and self.params[0] in ("self", "cls") else self.params
+
     def call_position(self, param: str) -> int | None:
         """Where a call passes ``param`` positionally (``self``/``cls`` are bound, not passed);
         None for ``self``/``cls`` or a name that is no parameter."""
-        if param not in self.params:
-            return None
-        position = self.params.index(param) - (1 if self.params[0] in ("self", "cls") else 0)
-        return position if position >= 0 else None
+        passed = self.passed_params
+        return passed.index(param) if param in passed else None
 
 
 @dataclass(frozen=True)
@@ -759,6 +762,28 @@ class UnitIndex:
             if call.receiver:
                 table.setdefault(call.method, []).append(call)
         return table
+
+    @cached_property
+    def _calls_by_leaf(self) -> dict[str, list[CallSite]]:
+        return _grouped([c for c in self.calls if c.func_text], lambda c: c.method)
+
+    def calls_named(self, *leaves: str) -> list[CallSite]:
+        """Calls whose written name ends in one of ``leaves`` (``train`` finds ``train(...)`` and
+        ``self.train(...)``), in source order for one name."""
+        return [c for leaf in leaves for c in self._calls_by_leaf.get(leaf, ())]
+
+    def passed_to(self, function: FunctionInfo, param: str) -> Iterator[tuple[CallSite, cst.BaseExpression]]:
+        """Each call of ``function`` elsewhere in the unit (by its name; an ``__init__`` by its class's
+        name) with the argument it passes for ``param``, by position or keyword; calls that do not pass
+        it are left out."""
+        position = function.call_position(param)
+        callee = function.class_name if function.name == "__init__" and function.class_name else function.name
+        for caller in self.calls_named(callee):
+            if caller.function == function:
+                continue
+            arg = caller.arg(position, param) if position is not None else caller.kwarg(param)
+            if arg is not None:
+                yield caller, arg
 
     def method_calls(self, *methods: str) -> list[CallSite]:
         found = [c for m in methods for c in self._calls_by_method.get(m, [])]

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from optimizer_tool.findings import Location, Severity, State, Verdict
 from optimizer_tool.index import CallSite, UnitIndex
-from optimizer_tool.knowledge.configured import default_applies, param_default_calls
+from optimizer_tool.knowledge.configured import default_applies, memo, param_default_calls
 from optimizer_tool.knowledge.diffusion import diffusion_evidence, other_objective
 from optimizer_tool.knowledge.guards import DEFAULTS_DICT, chosen_at_run_time, switched_off
 from optimizer_tool.knowledge.objective import (
@@ -300,8 +300,7 @@ def _present_or_off(opt: Optimization, index: UnitIndex) -> Verdict:
     switches = [_through_callers(index, call, switched_off, either) for call in calls]
     # the switch that keeps training itself from running (PNDM's ``if args.runner == 'train':``, the
     # script samples by default) is the run's mode, not this optimization's switch
-    steps = optimizer_steps(index)
-    training = _through_callers(index, steps[0], switched_off) if steps else None
+    training = memo(index, "verdicts.training_switch", lambda: _training_switch(index))
     if training is not None:
         switches = [None if s is not None and s.condition == training.condition else s for s in switches]
     first = calls[0]
@@ -335,6 +334,12 @@ def _present_or_off(opt: Optimization, index: UnitIndex) -> Verdict:
         how = f"set {switch.setting.name} to turn it on"
         return Verdict(opt.key, State.OFF, f"{switch.describe()}: {how}", where)
     return Verdict(opt.key, State.PRESENT, f"{first.func_text or 'found'} at {first.path.name}:{first.line}", where)
+
+
+def _training_switch(index: UnitIndex):
+    """The switch, if any, that keeps the unit's first optimizer step from running by default."""
+    steps = optimizer_steps(index)
+    return _through_callers(index, steps[0], switched_off) if steps else None
 
 
 def _either_way(calls: list[CallSite]) -> set[str]:

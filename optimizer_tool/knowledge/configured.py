@@ -120,12 +120,10 @@ def param_default_calls(index: UnitIndex, setting: Setting) -> str:
     fn = next((f for f in index.functions if f.qualname == setting.owner and f.path == setting.path), None)
     if fn is None:
         return "unknown"
-    params = list(fn.params)
-    real = next((p for p in params if norm(p) == setting.name), None)
+    real = next((p for p in fn.passed_params if norm(p) == setting.name), None)
     if real is None:
         return "unknown"
-    bound = 1 if fn.class_name and params and params[0] in ("self", "cls") else 0
-    position = params.index(real) - bound
+    position = fn.call_position(real)
     callee = fn.class_name if fn.name == "__init__" and fn.class_name else fn.name
     callees = {callee}
     if fn.name == "__call__" and fn.class_name:  # ``loss_scaler = NativeScaler()`` ... ``loss_scaler(loss, opt)``
@@ -136,12 +134,10 @@ def param_default_calls(index: UnitIndex, setting: Setting) -> str:
             and (a.call.method == fn.class_name or any(q.rsplit(".", 1)[-1] == fn.class_name for q in a.call.qualnames))
         }
     if fn.name == "__call__" and fn.class_name and not callees:
-        callees = _handed_instances(index, params[bound:])
+        callees = _handed_instances(index, list(fn.passed_params))
     required = required_params(index, fn)
     called = False
-    for call in index.calls:
-        if not call.func_text or call.func_text.rsplit(".", 1)[-1] not in callees:
-            continue
+    for call in index.calls_named(*sorted(callees)):
         if not can_call(call, required):
             continue  # ``diffusion.train()``: a module's own method, not tab-ddpm's ``train(parent_dir, ...)``
         called = True
@@ -153,10 +149,11 @@ def param_default_calls(index: UnitIndex, setting: Setting) -> str:
 
 def required_params(index: UnitIndex, fn) -> list[str]:
     """``fn``'s parameters a call must pass (no default; ``self``/``cls`` bound)."""
-    params = list(fn.params)
-    bound = 1 if fn.class_name and params and params[0] in ("self", "cls") else 0
-    defaulted = {s.name for s in index.settings if s.kind == "param-default" and s.owner == fn.qualname}
-    return [p for p in params[bound:] if norm(p) not in defaulted]
+    return [
+        p
+        for p in fn.passed_params
+        if not any(s.kind == "param-default" and s.owner == fn.qualname for s in index.setting(p))
+    ]
 
 
 def can_call(call: CallSite, required: list[str]) -> bool:

@@ -202,13 +202,8 @@ def _parameter_values(index: UnitIndex, name: str, function, depth: int = 0) -> 
     ]
     if own and default_runs(index, own[0]):
         return own
-    position = function.call_position(name)
-    callee = function.class_name if function.name == "__init__" else function.name
     found: list[Setting] = []
-    for caller in index.calls if depth < 2 and position is not None else ():
-        if caller.method != callee or caller.function is function:
-            continue
-        arg = caller.arg(position, name)
+    for caller, arg in index.passed_to(function, name) if depth < 2 else ():
         if isinstance(arg, cst.Name) and caller.function is not None:
             found += _parameter_values(index, arg.value, caller.function, depth + 1)
         elif isinstance(literal(arg), str):

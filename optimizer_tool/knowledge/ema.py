@@ -281,16 +281,10 @@ def _averaged_models(index: UnitIndex, call: CallSite, zipped: str) -> list[str]
     match = PARAMETER_LISTS.match(zipped.replace(" ", "").replace("\n", ""))
     fn = call.function
     handed = match.group(1) or match.group(3) if match else zipped
-    position = fn.call_position(handed) if fn is not None else None
-    if position is None:
+    if fn is None or handed not in fn.passed_params:
         return [handed] if match else []
     found = []
-    for caller in index.calls:
-        if caller.method != fn.name:
-            continue
-        arg = caller.arg(position, handed)
-        if arg is None:
-            continue
+    for _, arg in index.passed_to(fn, handed):
         if match:  # ``update_moving_average(self.GE, self.G)`` zipping ``ma_model.parameters()``
             found.append(dotted(arg))
             continue

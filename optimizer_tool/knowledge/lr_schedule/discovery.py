@@ -204,15 +204,7 @@ def _handed_builders(index: UnitIndex, item, names: set[str]) -> list[FunctionIn
         return []
     found: list[FunctionInfo] = []
     for name in sorted(names):
-        position = fn.call_position(name)
-        if position is None:
-            continue
-        for caller in index.calls:
-            if caller.method != fn.name or caller.function is fn:
-                continue
-            arg = caller.arg(position, name)
-            if arg is None:
-                continue
+        for caller, arg in index.passed_to(fn, name):
             for assign in feeding_assigns(index, arg, caller.function, caller.line):
                 leaves = {n.rsplit(".", 1)[-1] for n in names_in(assign.value)}
                 found += [f for f in index.functions if f.name in leaves and f.class_name is None and f not in found]

@@ -272,13 +272,8 @@ def _at(call: CallSite, function) -> CallSite:
 
 
 def _from_callers(index: UnitIndex, function: FunctionInfo, param: str, call: CallSite, depth: int) -> Iterator[Logged]:
-    position = function.call_position(param)
-    for caller in index.calls:
-        if (caller.method or caller.func_text) != function.name or caller.function == function:
-            continue
-        value = caller.arg(position, param) if position is not None else caller.kwarg(param)
-        if value is not None:
-            yield from _items(index, value, None, _at(call, caller.function), depth + 1)
+    for caller, value in index.passed_to(function, param):
+        yield from _items(index, value, None, _at(call, caller.function), depth + 1)
 
 
 def _facts(index: UnitIndex, item: Logged, depth: int = 3) -> tuple[set[str], bool]:

@@ -19,6 +19,7 @@ from optimizer_tool.project import (
     LoadResult,
     SourceFile,
     Unit,
+    importers,
     input_error,
     load,
     load_configs,
@@ -147,7 +148,25 @@ def build_units(loaded: LoadResult, targets: list[Path]) -> list[Unit]:
         units.append(Unit(loaded.files[p], reached, configs, delegates, config_choice=choice))
     alone = [p for p in in_targets if p not in covered and p not in launchers and (not keep or p in target_set)]
     units += [Unit(loaded.files[p], [loaded.files[p]], []) for p in alone]
+    for unit in units:
+        if _library_module(unit.entry, target_set):
+            unit.callers = _caller_units(unit.entry.path, loaded.root)
     return units
+
+
+def _library_module(source: SourceFile, named: set[Path]) -> bool:
+    """A file named on the command line that runs nothing itself (a trainer class, a training-loop
+    function): its objective may be built by the script that imports it."""
+    return source.path in named and not source.is_script and not source.runs_code
+
+
+def _caller_units(module: Path, root: Path) -> list[Unit]:
+    """The units of the project's scripts that import ``module``, each with what it reaches."""
+    found = []
+    for script in importers(module, root):
+        loaded = load([script])
+        found += [u for u in build_units(loaded, [script]) if u.entry.path == script]
+    return found
 
 
 MAX_TRAINER_DEPTH = 3
@@ -234,12 +253,23 @@ def check_units(
     """Index each unit and run the rules on it, in this process or, given ``pool``, in its workers
     (each unit is sent as paths and texts: libcst trees are costly to pickle)."""
     selected = selected or optimizations()
+    for unit in units:
+        if unit.callers:
+            unit.caller_objective = _callers_objective(unit.callers)
     if pool is None:
         per_unit = [_check_unit(unit, selected) for unit in units]
     else:
         keys = tuple(opt.key for opt in selected)
         specs = [
-            (u.entry.path, [(s.path, s.text) for s in u.files], u.configs, keys, u.reached, u.config_choice)
+            (
+                u.entry.path,
+                [(s.path, s.text) for s in u.files],
+                u.configs,
+                keys,
+                u.reached,
+                u.config_choice,
+                u.caller_objective,
+            )
             for u in units
         ]
         biggest_first = sorted(range(len(specs)), key=lambda i: -sum(len(text) for _, text in specs[i][1]))
@@ -294,7 +324,7 @@ def _check_readable_unit(
         unit = replace(unit, files=[s for s in unit.files if s.path not in bad])
         findings += unreadable
     index = UnitIndex.build(unit)
-    facts = unit_facts(index, unit.entry.path)
+    facts = unit_facts(index, unit.entry.path, unit.caller_objective)
     for opt in selected:
         outcomes = []
         for rule_cls in opt.rules:
@@ -313,6 +343,21 @@ def _check_readable_unit(
             ]
         facts.verdicts[opt.key] = verdict(opt, index, facts, outcomes)
     return _within_budget(unit, findings, facts), statuses, facts
+
+
+def _callers_objective(callers: list[Unit]) -> tuple[bool, str] | None:
+    """What the scripts running a library module train, where they agree: (False, evidence) when
+    each trains something other than diffusion, (True, evidence) when each trains diffusion."""
+    decided = []
+    for caller in callers:
+        try:
+            facts = unit_facts(UnitIndex.build(caller), caller.entry.path)
+        except RecursionError:
+            return None
+        if facts.trains:
+            decided.append((facts.diffusion, f"{caller.entry.path.name} runs it and {facts.evidence}"))
+    kinds = {d for d, _ in decided}
+    return decided[0] if len(kinds) == 1 and None not in kinds else None
 
 
 def _run_rule(rule_cls, index: UnitIndex, facts: UnitFacts, entry: Path, errors: list) -> RuleOutcome | None:
@@ -362,18 +407,19 @@ def _worker_source(path: Path, text: str) -> SourceFile:
 
 
 def _check_unit_in_worker(
-    spec: tuple[Path, list[tuple[Path, str]], list[ConfigFile], tuple[str, ...], int, object],
+    spec: tuple[Path, list[tuple[Path, str]], list[ConfigFile], tuple[str, ...], int, object, object],
 ) -> tuple[list[Finding], list[RuleStatus], UnitFacts]:
     return run_deep(_check_unit_here, spec)
 
 
 def _check_unit_here(
-    spec: tuple[Path, list[tuple[Path, str]], list[ConfigFile], tuple[str, ...], int, object],
+    spec: tuple[Path, list[tuple[Path, str]], list[ConfigFile], tuple[str, ...], int, object, object],
 ) -> tuple[list[Finding], list[RuleStatus], UnitFacts]:
-    entry, files, configs, keys, reached, choice = spec
+    entry, files, configs, keys, reached, choice, objective = spec
     sources = [_worker_source(path, text) for path, text in files]
     by_key = {opt.key: opt for opt in optimizations()}
     unit = Unit(next(s for s in sources if s.path == entry), sources, configs, reached=reached, config_choice=choice)
+    unit.caller_objective = objective
     return _check_unit(unit, tuple(by_key[k] for k in keys))
 
 

@@ -329,6 +329,10 @@ class Unit:
     reached: int = 0
     # how the entry picks its config file (optimizer_tool.config_choice.ConfigChoice), None: it names none
     config_choice: object = None
+    # a library module checked on its own: the units of the project's scripts that import it (what
+    # runs it), and what their objective says about it: (is diffusion, evidence) or None
+    callers: list["Unit"] = field(default_factory=list)
+    caller_objective: tuple[bool, str] | None = None
 
     @cached_property
     def manifests(self) -> dict[Path, str]:
@@ -374,6 +378,41 @@ def discover(paths: list[Path]) -> tuple[list[Path], list[Finding]]:
         else:
             raise UsageError(f"{path}: not a Python file (expected a .py file or a folder of them)")
     return list(dict.fromkeys(p.resolve() for p in found)), errors
+
+
+MAX_IMPORTER_SCAN = 3000  # files of a repository searched for the scripts importing a module
+MAX_IMPORTERS = 3
+
+
+def importers(module: Path, root: Path) -> list[Path]:
+    """The project's runnable files (a ``__main__`` script, module-level code) that import ``module``:
+    what runs a library module checked on its own (DETR's ``main.py`` for ``engine.py``), nearest
+    folder first, at most ``MAX_IMPORTERS``. Files are read only where their text names the module."""
+    name = module.parent.name if module.name == "__init__.py" else module.stem
+    word = re.compile(rf"\b{re.escape(name)}\b")
+    found: list[Path] = []
+    candidates = sorted(
+        (p for p in root.rglob("*.py") if not (set(p.relative_to(root).parts[:-1]) & SKIP_DIRS)),
+        key=lambda p: (len(p.relative_to(root).parts), str(p)),
+    )
+    for path in candidates[:MAX_IMPORTER_SCAN]:
+        path = path.resolve()
+        if path == module:
+            continue
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError):
+            continue
+        if "import" not in text or not word.search(text):
+            continue
+        source = parse_source(path, text)
+        if isinstance(source, Finding) or not (source.is_script or source.runs_code):
+            continue
+        if module in local_imports(source, root):
+            found.append(path)
+            if len(found) == MAX_IMPORTERS:
+                break
+    return found
 
 
 def parse_source(path: Path, text: str | None = None, encoding: str = "utf-8") -> SourceFile | Finding:

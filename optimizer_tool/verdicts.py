@@ -22,7 +22,7 @@ from pathlib import Path
 from optimizer_tool.findings import Location, Severity, State, Verdict
 from optimizer_tool.index import CallSite, UnitIndex
 from optimizer_tool.knowledge.configured import default_applies, memo, param_default_calls
-from optimizer_tool.knowledge.diffusion import diffusion_evidence, other_objective
+from optimizer_tool.knowledge.diffusion import diffusion_evidence, noise_levels_drawn, other_objective
 from optimizer_tool.knowledge.guards import DEFAULTS_DICT, chosen_at_run_time, switched_off
 from optimizer_tool.knowledge.objective import (
     flow_path,
@@ -74,10 +74,19 @@ class UnitFacts:
         return ""
 
 
-def unit_facts(index: UnitIndex, entry: Path) -> UnitFacts:
+def unit_facts(index: UnitIndex, entry: Path, callers: tuple[bool, str] | None = None) -> UnitFacts:
     """A unit is a diffusion trainer when a noising/denoising objective is visible, not one when
     another objective is (and no diffusion one), and undecided otherwise (None: the diffusion
-    checks do not run and their verdicts are unknown: no diffusion advice without evidence)."""
+    checks do not run and their verdicts are unknown: no diffusion advice without evidence).
+    ``callers``: what the scripts importing a library module train; a module whose own code decides
+    nothing is no diffusion trainer when they are none (DETR's ``engine.py``, run by ``main.py``)."""
+    facts = _own_facts(index, entry)
+    if facts.trains and facts.diffusion is None and callers is not None and callers[0] is False:
+        return UnitFacts(entry, True, False, callers[1])
+    return facts
+
+
+def _own_facts(index: UnitIndex, entry: Path) -> UnitFacts:
     if not trains(index):
         return UnitFacts(entry, False, None)
     evidence = diffusion_evidence(index)
@@ -92,6 +101,7 @@ def unit_facts(index: UnitIndex, entry: Path) -> UnitFacts:
         other = other_objective(index)
         if other:
             return UnitFacts(entry, True, False, other)
+        evidence = noise_levels_drawn(index)
     # the object that computes the loss may come from the caller, who then decides the objective
     handed = handed_in(index) or loss_handed_in(index)
     if evidence is None and handed is None:

@@ -471,6 +471,13 @@ def diffusion_evidence(index: UnitIndex) -> str | None:
         for name in names:
             if DIFFUSION_NAMES.match(name.rsplit(".", 1)[-1]):
                 return f"uses {name}"
+    return None
+
+
+def noise_levels_drawn(index: UnitIndex) -> str | None:
+    """Weaker evidence than ``diffusion_evidence``: the unit draws noise and a noise level at random.
+    A GAN's augmentation does too (StyleGAN3's ``sigma = torch.randn(...) * self.noise_std``), so
+    another objective seen in the unit outweighs it."""
     # a noise level drawn at random (``t = torch.randint(...)``, ``sigma = (randn * P_std + P_mean).exp()``),
     # not a kernel bandwidth or a VAE's posterior scale computed from data
     levels = sorted(

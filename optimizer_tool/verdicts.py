@@ -294,8 +294,9 @@ def _switchable(index: UnitIndex, setting, switch_values: tuple[str, ...]) -> bo
         return False
     choices = argparse_choices(index, setting)
     if not switch_values or isinstance(setting.value, bool):
-        # a flag of the optimization's own (--use_ema); not some other bool (predict_xstart is no v switch)
-        return setting.kind in ("argparse", "config-file")
+        # a flag of the optimization's own (--use_ema); not some other bool (predict_xstart, MLD's
+        # ``predict_epsilon: True`` in a config: no value of theirs is v)
+        return not switch_values and setting.kind in ("argparse", "config-file")
     if choices is not None:
         return bool(set(map(str, choices)) & set(switch_values))
     # a library takes the value (diffusers' schedulers know "squaredcos_cap_v2"), or the code branches on it

@@ -100,7 +100,9 @@ def inherited(index: UnitIndex, what: str = "schedule", keyword: str = "beta_sch
     trainer fine-tunes a pretrained denoiser, or reads a scheduler config with ``from_pretrained``
     (without ``keyword``)."""
     denoiser = pretrained_denoiser(index)
-    if denoiser is not None:
+    # a fine-tune that noises with its own continuous sigma (SVD_Xtend's ``noisy_latents = latents +
+    # noise * sigmas``, sigmas drawn log-normal, EDM preconditioning) trains with the code's noise levels
+    if denoiser is not None and sigma_noising(index) is None:
         where = f"{denoiser.path.name}:{denoiser.line}"
         return f"fine-tunes a pretrained denoiser ({denoiser.func_text} at {where}): its {what} comes with it"
     # a flow-matching scheduler's stored config holds shift and sigmas, no beta schedule and no
@@ -126,7 +128,8 @@ BETA_SCHEDULE_SETTINGS = (
     "betas_schedule",
     "diffusion_schedule",
 )
-LINEAR_SCHEDULES = {"linear", "scaled_linear", "sqrt_linear", "quad", "quadratic", "linear_scaled"}
+# "vp": the variance-preserving SDE's linear beta(t), discretised (Diffusion-QL)
+LINEAR_SCHEDULES = {"linear", "scaled_linear", "sqrt_linear", "quad", "quadratic", "linear_scaled", "vp"}
 COSINE_SCHEDULES = {"cosine", "squaredcos_cap_v2", "squaredcos_cap", "cos", "cosine_beta"}
 SCHEDULE_SELECTORS = (
     "*.get_named_beta_schedule",
@@ -344,7 +347,10 @@ PREDICTION_FLAGS = {
     "vpred": "v",
     "use_vpred": "v",
     "use_v_pred": "v",
+    "predict_epsilon": "epsilon",  # Janner's diffuser, Diffusion-QL, EDGE: False trains x0
 }
+# what a prediction flag set to False trains instead
+PREDICTION_FLAGS_OFF = {"predict_xstart": "epsilon", "predict_epsilon": "x0"}
 EPSILON_SPELLINGS = {"epsilon", "eps", "pred_noise", "noise", "pred_eps", "epsilon_prediction", "predict_noise"}
 V_SPELLINGS = {"v_prediction", "v", "pred_v", "v-prediction", "velocity", "v_pred", "vpred", "predict_v"}
 X0_SPELLINGS = {
@@ -367,7 +373,7 @@ def prediction_family(name: str, value: object) -> str | None:
     if name in PREDICTION_FLAGS:
         if value is True:
             return PREDICTION_FLAGS[name]
-        return "epsilon" if value is False and name == "predict_xstart" else None
+        return PREDICTION_FLAGS_OFF.get(name) if value is False else None
     if not isinstance(value, str) or not value.strip():
         return None
     text = value.strip().lower()
@@ -545,10 +551,11 @@ def sigma_noising(index: UnitIndex) -> str | None:
             return None
         if index.setting("beta_schedule", "noise_schedule", "schedule"):
             return None
-        for assign in index.assigns:
-            text = code_of(assign.value)
-            if SIGMA_NOISING.search(text):
-                return f"`{assign.target} = {text[:60]}` ({assign.path.name}:{assign.line})"
+        found = [a for a in index.assigns if SIGMA_NOISING.search(code_of(a.value))]
+        # the noised model input before a conditioning augmentation (SVD_Xtend noises both)
+        found.sort(key=lambda a: "nois" not in a.target.rsplit(".", 1)[-1])
+        for assign in found[:1]:
+            return f"`{assign.target} = {code_of(assign.value)[:60]}` ({assign.path.name}:{assign.line})"
         return None
 
     return memo(index, "diffusion.sigma_noising", find)

@@ -30,7 +30,8 @@ EMA_NAME = re.compile(
     r"(^|_)(ema|emas|ema_model|model_ema|ema_unet|ema_net|ema_params|ema_helper|averaged_model|swa_model)(_|$)", re.I
 )
 NOT_AN_EMA = re.compile(
-    r"rate|decay|beta|every|steps?$|warmup|power|use_|enable|start|after|flag|path|dir|file|metric|loss|score|acc|drift",
+    r"rate|decay|beta|every|steps?$|warmup|power|use_|enable|start|after|flag|path|dir|file|metric|loss|score|acc|drift"
+    r"|config|cfg|_conf$|_args$|options|settings",  # ai-toolkit's ``self.ema_config = EMAConfig(**ema_config)``
     re.I,
 )
 UPDATE_METHODS = {"update", "step", "update_parameters", "update_ema", "update_average"}
@@ -244,9 +245,12 @@ def _mixes(func: cst.Attribute, args, own: str, others: list[str]) -> bool:
 
 def _model_assignment(index: UnitIndex, model: str, function) -> Assign | None:
     """The last assignment that builds ``model``: in ``function`` (``self.x`` anywhere), else
-    anywhere in the unit (a model handed to the function that averages it); not ``= None``."""
+    anywhere in the unit (a model handed to the function that averages it), else the attribute of
+    another object (EDGE's ``self.diffusion.master_model``, built as ``self.master_model`` in the
+    diffusion class); not ``= None``."""
     every = [a for a in index.assigns if a.target == model]
-    for found in (assignments_of(index, model, function), every):
+    held = index.assigns_to("self.<leaf>." + model.rsplit(".", 1)[-1]) if model.count(".") > 1 else []
+    for found in (assignments_of(index, model, function), every, held):
         found = [a for a in found if literal(a.value) is not None]
         # not ``x = accelerator.unwrap_model(x)``: that keeps the model built before
         built = [a for a in found if model not in names_in(a.value)]

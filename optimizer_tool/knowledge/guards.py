@@ -9,7 +9,7 @@ import ast
 import re
 from dataclasses import dataclass
 
-from optimizer_tool.index import UNKNOWN, Setting, UnitIndex
+from optimizer_tool.index import UNKNOWN, Setting, UnitIndex, code_of
 from optimizer_tool.knowledge.configured import default_runs
 
 # Settings that state a default (a call site's keyword says what one caller passes, not the default).
@@ -71,19 +71,19 @@ def _leaf(node: ast.expr) -> str | None:
     return None
 
 
-def _evaluate(index: UnitIndex, node: ast.expr) -> tuple[object, Setting | None]:
+def _evaluate(index: UnitIndex, node: ast.expr, depth: int = 0) -> tuple[object, Setting | None]:
     """(value, the setting it came from) of a condition; UNKNOWN when not decidable."""
     if isinstance(node, ast.Constant):
         return node.value, None
     if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.Not):
-        value, setting = _evaluate(index, node.operand)
+        value, setting = _evaluate(index, node.operand, depth)
         return (UNKNOWN if value is UNKNOWN else not value), setting
     if isinstance(node, ast.BoolOp):
-        return _bool_op(index, node)
+        return _bool_op(index, node, depth)
     if isinstance(node, ast.Compare) and len(node.ops) == 1:
-        return _compare(index, node)
+        return _compare(index, node, depth)
     if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and len(node.args) == 1:
-        value, setting = _evaluate(index, node.args[0])
+        value, setting = _evaluate(index, node.args[0], depth)
         if value is UNKNOWN:
             return UNKNOWN, None
         if node.func.id in NOT_NONE:  # lucidrains' ``exists(self.max_grad_norm)``
@@ -93,11 +93,30 @@ def _evaluate(index: UnitIndex, node: ast.expr) -> tuple[object, Setting | None]
     name = _leaf(node)
     if name is None:
         return UNKNOWN, None
-    return default_of(index, name)
+    found = default_of(index, name)
+    if found[0] is UNKNOWN and isinstance(node, ast.Name) and depth < 3:
+        return _local_flag(index, node.id, depth)
+    return found
 
 
-def _bool_op(index: UnitIndex, node: ast.BoolOp) -> tuple[object, Setting | None]:
-    results = [_evaluate(index, v) for v in node.values]
+def _local_flag(index: UnitIndex, name: str, depth: int) -> tuple[object, Setting | None]:
+    """A local flag the unit sets once from settings: EveryDream2's ``use_ema_dacay_training =
+    (args.ema_decay_rate != None) or (args.ema_strength_target != None)``, then ``if
+    use_ema_dacay_training:`` around the EMA."""
+    assigns = index.assigns_to(name)
+    if len(assigns) != 1:
+        return UNKNOWN, None
+    try:
+        value = ast.parse(code_of(assigns[0].value).strip(), mode="eval").body
+    except SyntaxError:
+        return UNKNOWN, None
+    if not isinstance(value, (ast.BoolOp, ast.Compare, ast.UnaryOp)):
+        return UNKNOWN, None  # a flag computed by a call or copied from elsewhere: not followed
+    return _evaluate(index, value, depth + 1)
+
+
+def _bool_op(index: UnitIndex, node: ast.BoolOp, depth: int = 0) -> tuple[object, Setting | None]:
+    results = [_evaluate(index, v, depth) for v in node.values]
     if isinstance(node.op, ast.And):
         falsy = next(((v, s) for v, s in results if v is not UNKNOWN and not v), None)
         if falsy is not None:
@@ -113,9 +132,9 @@ def _bool_op(index: UnitIndex, node: ast.BoolOp) -> tuple[object, Setting | None
     )
 
 
-def _compare(index: UnitIndex, node: ast.Compare) -> tuple[object, Setting | None]:
-    left, setting = _evaluate(index, node.left)
-    right, other = _evaluate(index, node.comparators[0])
+def _compare(index: UnitIndex, node: ast.Compare, depth: int = 0) -> tuple[object, Setting | None]:
+    left, setting = _evaluate(index, node.left, depth)
+    right, other = _evaluate(index, node.comparators[0], depth)
     if left is UNKNOWN or right is UNKNOWN or (setting is None and other is None):
         return UNKNOWN, None
     op = node.ops[0]
@@ -180,6 +199,29 @@ def _parsed(guards: tuple[str, ...]):
 
 
 CONFIG_OBJECT = re.compile(r"(^|[._])(cfg|conf|config|configs|opt|opts|hparams|hps)($|[._\[])", re.I)
+# calls that return a config file's contents
+CONFIG_LOADS = (
+    "omegaconf.OmegaConf.load",
+    "omegaconf.OmegaConf.merge",
+    "yaml.load",
+    "yaml.safe_load",
+    "yaml.full_load",
+    "json.load",
+    "*.Config.fromfile",
+    "*.load_config",
+    "*.read_config",
+)
+
+
+def reads_config(index: UnitIndex, expression: str) -> bool:
+    """``expression`` reads a config object: by its name (``cfg.lr_scheduler``) or because its root
+    is what a config loader returned (x-flux's ``args = OmegaConf.load(parse_args())``)."""
+    if CONFIG_OBJECT.search(expression):
+        return True
+    root = re.match(r"\w+", expression)
+    if root is None:
+        return False
+    return any(a.call is not None and a.call.matches(CONFIG_LOADS) for a in index.assigns_to(root.group(0)))
 
 
 def _tested_key(node: ast.expr) -> str | None:

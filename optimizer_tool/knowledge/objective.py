@@ -352,9 +352,13 @@ def karras_preconditioned(index: UnitIndex) -> str | None:
     if _rivals(index):
         return None
     for assign in index.assigns:
-        if assign.target.rsplit(".", 1)[-1] == "c_skip" and "sigma_data" in code_of(assign.value):
+        # ``1 / (sigmas**2 + 1)``: sigma_data = 1 written out (SVD_Xtend)
+        if assign.target.rsplit(".", 1)[-1] == "c_skip" and EDM_SKIP.search(code_of(assign.value)):
             return f"{assign.path.name}:{assign.line}"
     return None
+
+
+EDM_SKIP = re.compile(r"sigma_data|\bsigmas?\s*\*\*\s*2")
 
 
 LOSS_METHOD = re.compile(
@@ -473,6 +477,19 @@ FLOW_PATH = re.compile(
 )
 
 
+# reshaping and broadcasting that leave the path's coefficient what it is: ``t.unsqueeze(1).repeat(1, n, d)``,
+# ``t[:, None, None]``, ``t.view(-1, 1, 1, 1)``, ``append_dims(t, x.ndim)`` (x-flux's ControlNet trainer)
+BROADCAST = re.compile(
+    r"\.(?:unsqueeze|repeat|view|reshape|expand|expand_as|to|float|half|type_as)\((?:[^()]|\([^()]*\))*\)"
+    r"|\[[^\[\]]*None[^\[\]]*\]"
+)
+APPENDED_DIMS = re.compile(r"\bappend_dims\(\s*([\w.]+)\s*,[^()]*\)")
+
+
+def _broadcast_free(text: str) -> str:
+    return BROADCAST.sub("", APPENDED_DIMS.sub(r"\1", text))
+
+
 FLOW_REASON = "a flow-matching trainer, its input on the straight path between the data and the noise"
 
 
@@ -485,7 +502,7 @@ def flow_path(index: UnitIndex) -> str | None:
     def find() -> str | None:
         for assign in index.assigns:
             text = code_of(assign.value)
-            match = FLOW_PATH.search(text)
+            match = FLOW_PATH.search(_broadcast_free(text))
             if match is not None:
                 ends = [match.group("a") or match.group("a2"), match.group("b") or match.group("b2")]
             elif assign.call is not None and assign.call.node.func is not None and _lerp(assign.call):

@@ -688,6 +688,11 @@ def _reached_functions(index: UnitIndex) -> set[str]:
     # ``training_loop()`` checked on its own: its caller is another script; a ``train_one_epoch``).
     trainers = {id(c.function) for c in optimizer_steps(index) if c.function is not None}
     trainers |= {id(f) for f in plain if f.name.startswith("train")}  # train_one_epoch(model, ..., lr_schedule)
+    # a library module checked on its own: its functions are what the script importing it calls
+    # (SEDD's ``run_train.py``: ``run_multiprocess`` -> ``_run`` builds the EMA, ``train.py`` spawns it)
+    entry = index.entry
+    if not entry.is_script and not entry.runs_code:
+        trainers |= {id(f) for f in plain if f.path == entry.path}
     roots = [
         c
         for fn, calls in by_function.items()

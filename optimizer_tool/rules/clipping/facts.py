@@ -64,8 +64,11 @@ def clip_facts(index: UnitIndex) -> ClipFacts:
 def measures_only(call: CallSite) -> bool:
     """``clip_grad_norm_(params, float("inf"))``: computes the norm, clips nothing."""
     threshold = threshold_node(call)
-    if threshold is None:
-        return False
+    return threshold is not None and no_limit(threshold)
+
+
+def no_limit(threshold: cst.BaseExpression) -> bool:
+    """A threshold no gradient norm reaches: ``float("inf")``, ``1e9``."""
     text = code_of(threshold).replace(" ", "").lower()
     return text in (
         'float("inf")',
@@ -96,15 +99,21 @@ def disabled_setting(index: UnitIndex, name: str) -> Setting | None:
     found = [
         s
         for s in index.setting(leaf)
-        if s.kind in ("config-file", "argparse", "class-default", "param-default", "getattr-default", "dict")
+        if s.kind in ("config-file", "argparse", "class-default", "param-default", "getattr-default", "dict", "kwarg")
     ]
     if not found:
         return None
     ranked = sorted(
         found,
-        key=lambda s: ("config-file", "argparse", "class-default", "dict", "getattr-default", "param-default").index(
-            s.kind
-        ),
+        key=lambda s: (
+            "config-file",
+            "argparse",
+            "class-default",
+            "dict",
+            "getattr-default",
+            "param-default",
+            "kwarg",  # a hyper-parameter object built in code: diffwave's ``AttrDict(max_grad_norm=None)``
+        ).index(s.kind),
     )
     best = [s for s in ranked if s.kind == ranked[0].kind]
     if all(s.known and s.value in DISABLED and not isinstance(s.value, str) for s in best):

@@ -4,7 +4,10 @@ that is set."""
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 from typing import Iterable
+
+import libcst as cst
 
 from optimizer_tool.contract import Hit, Rule
 from optimizer_tool.findings import Severity, State
@@ -26,6 +29,7 @@ from optimizer_tool.rules.clipping.facts import (
     clip_facts,
     disabled_setting,
     guard_names,
+    no_limit,
     scalers,
     threshold_node,
 )
@@ -119,6 +123,16 @@ class NoClipping(Rule):
         if runner is not None:
             return State.ELSEWHERE, f"{runner}: clipping is its optimizer hook's grad_clip, set in the config"
         return None
+
+    def when_passed(self, index: UnitIndex) -> tuple[State, str] | None:
+        # clipping is written, but its threshold's default clips nothing (diffwave's
+        # ``clip_grad_norm_(params, self.params.max_grad_norm or 1e9)`` with ``max_grad_norm=None``)
+        # only a call that runs unconditionally: a guarded one is judged by its guard (the run's config)
+        facts = clip_facts(index)
+        hit = _clipping_call_off(index, replace(facts, calls=[c for c in facts.calls if not c.guards]))
+        if hit is None or hit.setting is None or hit.setting.kind == "param-default":
+            return None  # a function's own default: what its callers pass decides (the verdict's guard walk)
+        return State.OFF, hit.message
 
     def check(self, index: UnitIndex) -> Iterable[Hit]:
         if clip_facts(index).present:
@@ -385,6 +399,10 @@ def _clipping_call_off(index: UnitIndex, facts: ClipFacts) -> Hit | None:
         if isinstance(value, (int, float)) and not isinstance(value, bool) and value == 0:
             return Hit.at(clip, "the clipping threshold is 0: gradient clipping is turned off")
         candidates = []
+        # ``max_grad_norm or 1e9`` (diffwave): the setting, with no clipping where it is unset
+        if isinstance(threshold, cst.BooleanOperation) and isinstance(threshold.operator, cst.Or):
+            if no_limit(threshold.right):
+                threshold = threshold.left
         name = dotted(threshold) if threshold is not None else ""
         if name and name != "None":
             candidates.append(name)
@@ -403,6 +421,7 @@ def _clipping_call_off(index: UnitIndex, facts: ClipFacts) -> Hit | None:
                     setting.col,
                     f"gradient clipping is turned off by default ({setting.name} = {setting.value!r}), so nothing"
                     " is clipped unless the run sets it",
+                    setting,
                 )
     return None
 

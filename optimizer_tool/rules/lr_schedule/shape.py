@@ -10,7 +10,7 @@ import libcst as cst
 from optimizer_tool.contract import Hit, Rule
 from optimizer_tool.findings import Severity, State
 from optimizer_tool.index import Setting, UnitIndex, code_of, dotted
-from optimizer_tool.knowledge.guards import CONFIG_OBJECT, default_of
+from optimizer_tool.knowledge.guards import default_of, reads_config
 from optimizer_tool.knowledge.lr_schedule import runs_of, schedule_facts
 from optimizer_tool.knowledge.training import ROLE_CONSTRUCTORS, config_runner, optimizer_steps, trains
 from optimizer_tool.rules.lr_schedule.base import WithSchedule
@@ -36,7 +36,7 @@ def _named_by_the_runs_config(index: UnitIndex, unread: list) -> str | None:
     if not unread or choice is None or not choice.at_run_time:
         return None
     named = [(s, _schedule_name(s.site)) for s in unread if s.site is not None]
-    reading = [s for s, name in named if name is not None and CONFIG_OBJECT.search(code_of(name))]
+    reading = [s for s, name in named if name is not None and reads_config(index, code_of(name))]
     if not reading:
         return None
     first = reading[0]

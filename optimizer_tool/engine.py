@@ -151,7 +151,20 @@ def build_units(loaded: LoadResult, targets: list[Path]) -> list[Unit]:
     for unit in units:
         if _library_module(unit.entry, target_set):
             unit.callers = _caller_units(unit.entry.path, loaded.root)
+            _config_of_callers(unit)
     return units
+
+
+def _config_of_callers(unit: Unit) -> None:
+    """A library module that names no config of its own reads the one its script picks: where every
+    script importing it names its config at run time (ncsnv2's ``runners/ncsn_runner.py``, run by
+    ``main.py --config``), so does the module, with the configs those scripts read."""
+    choices = [c.config_choice for c in unit.callers]
+    if unit.config_choice is not None or not choices or not all(c is not None and c.at_run_time for c in choices):
+        return
+    unit.config_choice = choices[0]
+    known = {c.path for c in unit.configs}
+    unit.configs = unit.configs + [c for caller in unit.callers for c in caller.configs if c.path not in known]
 
 
 def _library_module(source: SourceFile, named: set[Path]) -> bool:

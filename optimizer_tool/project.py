@@ -388,8 +388,16 @@ def importers(module: Path, root: Path) -> list[Path]:
     """The project's runnable files (a ``__main__`` script, module-level code) that import ``module``:
     what runs a library module checked on its own (DETR's ``main.py`` for ``engine.py``), nearest
     folder first, at most ``MAX_IMPORTERS``. Files are read only where their text names the module."""
-    name = module.parent.name if module.name == "__init__.py" else module.stem
-    word = re.compile(rf"\b{re.escape(name)}\b")
+    # the module, and the package ``__init__.py`` that re-exports it (ncsnv2's ``from runners import *``
+    # with ``runners/__init__.py`` doing ``from runners.ncsn_runner import *``)
+    targets = {module}
+    init = module.parent / "__init__.py"
+    if init != module and init.is_file():
+        parsed = parse_source(init.resolve())
+        if not isinstance(parsed, Finding) and module in local_imports(parsed, root):
+            targets.add(init.resolve())
+    names = {t.parent.name if t.name == "__init__.py" else t.stem for t in targets}
+    word = re.compile(r"\b(" + "|".join(re.escape(n) for n in sorted(names)) + r")\b")
     found: list[Path] = []
     candidates = sorted(
         (p for p in root.rglob("*.py") if not (set(p.relative_to(root).parts[:-1]) & SKIP_DIRS)),
@@ -397,7 +405,7 @@ def importers(module: Path, root: Path) -> list[Path]:
     )
     for path in candidates[:MAX_IMPORTER_SCAN]:
         path = path.resolve()
-        if path == module:
+        if path in targets:
             continue
         try:
             text = path.read_text(encoding="utf-8")
@@ -408,7 +416,7 @@ def importers(module: Path, root: Path) -> list[Path]:
         source = parse_source(path, text)
         if isinstance(source, Finding) or not (source.is_script or source.runs_code):
             continue
-        if module in local_imports(source, root):
+        if targets & set(local_imports(source, root)):
             found.append(path)
             if len(found) == MAX_IMPORTERS:
                 break

@@ -3,6 +3,7 @@ the noise (beta) schedule and the prediction target a unit trains with."""
 
 from __future__ import annotations
 
+import ast
 import re
 from typing import Iterable
 
@@ -20,7 +21,7 @@ from optimizer_tool.knowledge.configured import (
     names_in,
     synthetic_setting,
 )
-from optimizer_tool.knowledge.guards import holding
+from optimizer_tool.knowledge.guards import default_of, holding, reads_config
 
 # use their documented defaults for whatever keyword the call leaves out.
 DIFFUSERS_SCHEDULER = re.compile(r"^diffusers\.(?:schedulers\.)?(?:[\w.]+\.)?(\w+Scheduler)$")
@@ -178,7 +179,13 @@ def beta_schedule(index: UnitIndex) -> Configured:
             # ``get_named_beta_schedule(scheduler, num_timesteps)`` with ``scheduler`` a parameter of the
             # function it sits in: its default, or what the callers pass (tab-ddpm's ``train(...,
             # scheduler='cosine')`` building ``GaussianMultinomialDiffusion(..., scheduler=scheduler)``)
-            extra.extend(_parameter_values(index, node.value, call.function))
+            if node.value in call.function.params:
+                extra.extend(_parameter_values(index, node.value, call.function))
+                continue
+            # a local set once to a literal just before (MotionDiffuse's ``beta_scheduler = 'linear'``)
+            local = [a for a in index.assigns_to(node.value) if a.function == call.function]
+            if len(local) == 1 and isinstance(literal(local[0].value), str) and not local[0].guards:
+                extra.append(synthetic_setting("beta_schedule", literal(local[0].value), "kwarg", call))
     for call in index.calls:
         cls = diffusers_scheduler_class(call)
         if cls in DIFFUSERS_SCHEDULE_DEFAULTS and not _passes(call, "beta_schedule", "trained_betas"):
@@ -187,6 +194,37 @@ def beta_schedule(index: UnitIndex) -> Configured:
             )
     extra.extend(_schedule_from_code(index))
     return configured(index, BETA_SCHEDULE_SETTINGS + PATH_SETTINGS, _schedule_of, extra)
+
+
+def schedule_from_run_config(index: UnitIndex) -> str | None:
+    """Why the schedule is the config's the run names: a selector reads a parameter of a factory
+    that is called with ``**`` a config section, the config named on the command line (Kandinsky's
+    ``create_gaussian_diffusion(**config['diffusion_config'])`` with a required ``--config``)."""
+    choice = index.unit.config_choice
+    if choice is None or not choice.at_run_time:
+        return None
+    for call in index.calls_to(*SCHEDULE_SELECTORS):
+        node = call.kwarg("schedule_name") or call.kwarg("schedule") or (call.args[0].value if call.args else None)
+        fn = call.function
+        if not isinstance(node, cst.Name) or fn is None or node.value not in fn.params:
+            continue
+        callee = fn.class_name if fn.name == "__init__" and fn.class_name else fn.name
+        passed = [(caller, f"{node.value}={code_of(arg)}") for caller, arg in index.passed_to(fn, node.value)]
+        spread = [(c, a) for c in index.calls_named(callee) for a in c.node.args if a.star == "**"]
+        passed += [(caller, f"**{code_of(a.value)}") for caller, a in spread]
+        # ``**self._diffusion_kwargs`` built as ``dict(..., noise_schedule=config.diffusion.noise_schedule)``
+        for caller, a in spread:
+            for built in index.assigns_to(dotted(a.value) or ""):
+                site = built.call
+                if site is not None and site.func_text == "dict" and site.kwarg(node.value) is not None:
+                    passed.append((caller, f"{node.value}={code_of(site.kwarg(node.value))}"))
+        for caller, how in passed:
+            if reads_config(index, how.split("=", 1)[-1].lstrip("*")):
+                return (
+                    f"`{caller.func_text}({how})` ({caller.path.name}:{caller.line}) passes the schedule from the"
+                    f" config the run names ({choice.describe()}): check the one you train with"
+                )
+    return None
 
 
 def _schedule_of(setting: Setting) -> str | None:
@@ -211,7 +249,51 @@ def _parameter_values(index: UnitIndex, name: str, function, depth: int = 0) -> 
             found += _parameter_values(index, arg.value, caller.function, depth + 1)
         elif isinstance(literal(arg), str):
             found.append(synthetic_setting(name, literal(arg), "kwarg", caller))
+        elif isinstance(arg, cst.Attribute) and (passed := dotted(arg)):
+            # ``VarianceSchedule(..., mode=args.sched_mode)``: the flag's one default (diffusion-point-cloud)
+            value, setting = default_of(index, passed.rsplit(".", 1)[-1])
+            if isinstance(value, str) and setting is not None:
+                found.append(setting)
     return found
+
+
+def _guards_hold(index: UnitIndex, guards: tuple[str, ...], function) -> tuple[bool, Setting | None]:
+    """Whether ``guards`` hold with the defaults, reading a parameter of ``function`` they compare
+    as the values it takes; and the setting that decides them."""
+    if not guards:
+        return True, None
+    held, deciding = holding(index, guards)
+    if not held and function is not None:
+        return _held_by_parameters(index, guards, function)
+    return held, deciding
+
+
+def _held_by_parameters(index: UnitIndex, guards: tuple[str, ...], function) -> tuple[bool, Setting | None]:
+    """``holding`` for guards that compare a parameter of ``function`` with a literal (``if mode ==
+    'linear':`` in ``VarianceSchedule.__init__(self, ..., mode='linear')``): true where every value
+    the parameter takes (its default where it runs, what the callers pass) makes each guard true."""
+    deciding = None
+    for guard in guards:
+        try:
+            node = ast.parse(guard.strip(), mode="eval").body
+        except SyntaxError:
+            return False, None
+        if holding(index, (guard,))[0]:
+            continue
+        if not (
+            isinstance(node, ast.Compare)
+            and len(node.ops) == 1
+            and isinstance(node.ops[0], ast.Eq)
+            and isinstance(node.left, ast.Name)
+            and node.left.id in function.params
+            and isinstance(node.comparators[0], ast.Constant)
+        ):
+            return False, None
+        values = _parameter_values(index, node.left.id, function)
+        if not values or any(v.value != node.comparators[0].value for v in values):
+            return False, None
+        deciding = deciding or values[0]
+    return True, deciding
 
 
 def _passes(call: CallSite, *keywords: str) -> bool:
@@ -233,7 +315,7 @@ def _schedule_from_code(index: UnitIndex) -> list[Setting]:
         ):
             sources.append((call.args[1].value, call.function, call.guards))
     for value, function, guards in sources:
-        held, deciding = holding(index, guards) if guards else (True, None)
+        held, deciding = _guards_hold(index, guards, function)
         if not held or (
             function is not None and SCHEDULE_HELPER.search(function.name) and not _always_called(index, function)
         ):
@@ -262,7 +344,7 @@ def _family_of(index: UnitIndex, value, function, depth: int = 0) -> tuple[str, 
     ``torch.linspace``), else the arithmetic that computes it (``(b2 - b1) * torch.arange(T + 1) / T + b1``
     is linear; a ``cos`` makes it cosine)."""
     site = find_call(index, _innermost_call(value))
-    if site is not None and site.guards and not holding(index, site.guards)[0]:
+    if site is not None and site.guards and not _guards_hold(index, site.guards, site.function)[0]:
         return None
     if site is not None and site.matches(RAMPS):
         return "linear", site
@@ -431,7 +513,9 @@ def _machinery(name: str) -> bool:
 DIFFUSION_CALLS = re.compile(
     r"(^|\.)(add_noise|q_sample|training_losses|p_losses|get_velocity|create_diffusion|create_gaussian_diffusion|"
     r"GaussianDiffusion\w*|SpacedDiffusion|IDDPM|get_named_beta_schedule|make_beta_schedule|"
-    r"\w*[Dd]iffusion[Ll]oss|EDMLoss|VPLoss|VELoss|denoise|sample_timesteps?|DDPM\w*|DDIM\w*|\w*Diffusion)$"
+    r"\w*[Dd]iffusion[Ll]oss|EDMLoss|VPLoss|VELoss|denoise|sample_timesteps?|DDPM\w*|DDIM\w*|\w*Diffusion|"
+    # denoising score matching (NCSN's ``anneal_dsm_score_estimation``)
+    r"\w*dsm_score_estimation|\w*denoising_score_matching\w*)$"
 )
 # Names a trainer gives its diffusion machinery (read anywhere in a call: ``partial(self.diffusion.training_losses``).
 DIFFUSION_NAMES = re.compile(
@@ -439,6 +523,10 @@ DIFFUSION_NAMES = re.compile(
     r"sqrt_alphas_cumprod|sigma_data|num_train_timesteps|num_timesteps|noise_pred|pred_noise|eps_pred|"
     r"noisy\w*|x_noisy|x_t|xt|z_t|noised\w*|v_pred|v_target|x_start)$"
 )
+# Names other code gives its own states too (SAC's ``x_t = normal.rsample()``): diffusion machinery
+# only where the unit computes them from a noise or a schedule
+STATE_NAMES = re.compile(r"^(x_t|xt|z_t)$")
+NOISED_VALUE = re.compile(r"sqrt|alpha|sigma|noise|\beps|randn|beta|q_sample|add_noise")
 # Names of other objectives' machinery: adversarial pairs, VAE terms, classifier targets.
 OTHER_NAMES = re.compile(
     r"^(discriminator|netD|d_loss|g_loss|disc_loss|loss_D|loss_G|optimizer_idx|kld|kl_loss|recon_loss|"
@@ -452,7 +540,9 @@ NOISE_LEVEL_NAMES = re.compile(r"^(timesteps?|sigmas?|noise_level|log_snr|alphas
 OTHER_OBJECTIVES = re.compile(
     r"(^|\.)(cross_entropy|CrossEntropyLoss|nll_loss|NLLLoss|BCEWithLogitsLoss|binary_cross_entropy\w*|BCELoss|"
     r"kl_div|KLDivLoss|AutoModelFor\w+|from_pretrained|Discriminator|\w*discriminator|hinge_d_loss|vanilla_d_loss|"
-    r"LPIPSWithDiscriminator|VQLPIPS\w*|accuracy|top_k_accuracy)$"
+    r"LPIPSWithDiscriminator|VQLPIPS\w*|accuracy|top_k_accuracy|"
+    # a VAE's (or a stochastic policy's) reparameterised sample and KL term (TEMOS, SAC)
+    r"rsample|kl_divergence)$"
 )
 
 
@@ -475,9 +565,14 @@ def diffusion_evidence(index: UnitIndex) -> str | None:
             return f"regresses the added noise ({call.func_text})"
     for names in _call_names(index):
         for name in names:
-            if DIFFUSION_NAMES.match(name.rsplit(".", 1)[-1]):
+            leaf = name.rsplit(".", 1)[-1]
+            if DIFFUSION_NAMES.match(leaf) and (not STATE_NAMES.match(leaf) or _noised_state(index, name)):
                 return f"uses {name}"
     return None
+
+
+def _noised_state(index: UnitIndex, name: str) -> bool:
+    return any(NOISED_VALUE.search(code_of(a.value)) for a in index.assigns_to(name))
 
 
 def noise_levels_drawn(index: UnitIndex) -> str | None:

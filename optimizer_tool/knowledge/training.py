@@ -115,7 +115,8 @@ def has_role(index: UnitIndex, name: str, role: str) -> bool:
 
 def _is_ema_class(origins: set[str]) -> bool:
     """A project's own EMA helper class (``utils.ema.EMA``, ``ExponentialMovingAverage``, ``LitEma``)."""
-    return any(re.search(r"(^|\.)(EMA|Ema\w*|\w*EMA|\w*Ema|ExponentialMovingAverage)$", o) for o in origins)
+    # BigGAN's lower-case ``utils.ema(G, G_ema, decay, start)`` too
+    return any(re.search(r"(^|\.)(ema|EMA|Ema\w*|\w*EMA|\w*Ema|ExponentialMovingAverage)$", o) for o in origins)
 
 
 def _matches(name: str, patterns: tuple[str, ...]) -> bool:
@@ -241,6 +242,15 @@ def lightning_configured_elsewhere(index: UnitIndex) -> bool:
         return False
     if any(c.method == "training_step" for c in index.calls):
         return False  # a hand-written loop calls its own ``training_step`` (ResShift's TrainerDifIR)
+    # the entry runs a hand-written loop: a LightningModule it merely reaches (Kandinsky's MOVQ
+    # autoencoder) is not what trains
+    modules = {f.class_name for f in index.functions_named("training_step")}
+    if any(
+        s.function is None or s.function.class_name not in modules
+        for s in optimizer_steps(index)
+        if run_by_entry(index, s.function)
+    ):
+        return False
     trainers = lightning_trainer_calls(index)
     return (
         not trainers

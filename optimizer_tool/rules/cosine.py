@@ -34,6 +34,7 @@ from optimizer_tool.knowledge.diffusion import (
     inherited,
     pretrained_denoiser,
     pretrained_scheduler_loads,
+    schedule_from_run_config,
 )
 from optimizer_tool.knowledge.objective import flow_path, without_betas
 from optimizer_tool.knowledge.settings import spelling
@@ -228,6 +229,9 @@ class LinearSchedule(Rule):
         kind = without_betas(index)
         if kind is not None:
             return State.NOT_APPLICABLE, f"{kind[1]}: no beta schedule to make cosine"
+        reason = schedule_from_run_config(index)
+        if reason is not None:
+            return State.ELSEWHERE, reason
         return (
             State.UNKNOWN,
             "no noise schedule found: no beta_schedule setting, scheduler or betas computation reached",

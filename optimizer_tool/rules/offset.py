@@ -32,7 +32,12 @@ from optimizer_tool.edit.tree import enclosing
 from optimizer_tool.findings import Severity, State
 from optimizer_tool.index import CallSite, UnitIndex, code_of, dotted, literal
 from optimizer_tool.knowledge.configured import expression_nodes
-from optimizer_tool.knowledge.diffusion import BETA_SCHEDULE_SETTINGS, beta_schedule, inherited
+from optimizer_tool.knowledge.diffusion import (
+    BETA_SCHEDULE_SETTINGS,
+    beta_schedule,
+    inherited,
+    schedule_from_run_config,
+)
 from optimizer_tool.knowledge.objective import without_betas
 
 KEY = "offset"
@@ -370,6 +375,9 @@ class NoCosineOffset(Rule):
         if used.value == "cosine" or (used.value is None and "cosine" in used.by_value):
             return None  # a library's cosine, or settings that disagree: as the cosine verdict reads them
         if used.value is None:
+            chosen = schedule_from_run_config(index)
+            if chosen is not None:
+                return State.ELSEWHERE, f"{offered}; {chosen}"
             return State.UNKNOWN, f"{offered}, but which schedule the run trains with could not be read"
         setting = used.where(used.value)
         return State.NOT_APPLICABLE, (

@@ -59,6 +59,23 @@ class NoEma(Rule):
         if ema_facts(index).objects or library_ema_calls(index):
             return None
         call = _unseen_ema(index)[0]
+        root = call.receiver.split(".", 1)[0]
+        # the function, or the one enclosing its closure, receives it: BigGAN's ``GAN_training_function(G,
+        # D, GD, z_, y_, ema, state_dict, config)`` returning ``train``: the caller builds it, or passes none
+        holder = next(
+            (
+                f
+                for f in index.functions
+                if f.path == call.path and f.line <= call.line <= f.end_line and root in f.passed_params
+            ),
+            None,
+        )
+        if holder is not None:
+            return (
+                State.ELSEWHERE,
+                f"`{call.receiver}` is updated as an EMA ({call.path.name}:{call.line}) and handed in as a parameter"
+                f" of {holder.name}(): whoever calls it builds the EMA (or passes none)",
+            )
         return (
             State.UNKNOWN,
             f"`{call.receiver}` is updated as an EMA ({call.path.name}:{call.line}) but built outside the code the"

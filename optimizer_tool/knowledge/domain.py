@@ -87,3 +87,57 @@ def without_pixels(index: UnitIndex) -> bool:
         return own
 
     return memo(index, "domain.without_pixels", compute)
+
+
+# Data that is no image: audio, molecules and proteins, point clouds, control trajectories. Named by
+# the libraries the unit calls or by its own names (``mel``, ``atoms``, ``pointcloud``).
+OTHER_DATA_LIBRARIES = {
+    "torchaudio": "audio",
+    "librosa": "audio",
+    "soundfile": "audio",
+    "scipy.io.wavfile": "audio",
+    "rdkit": "molecules",
+    "torch_geometric": "graphs",
+    "dgl": "graphs",
+    "gym": "control trajectories",
+    "gymnasium": "control trajectories",
+    "d4rl": "control trajectories",
+    "mujoco": "control trajectories",
+}
+OTHER_DATA_WORDS = {
+    "audio": re.compile(r"^(mels?|mel_?spec\w*|\w*spectrogram\w*|\w*waveforms?|audio\w*|wavs?|fbank|stft)$", re.I),
+    "molecules": re.compile(r"^(atoms?|atom_\w+|\w+_atoms?|molecul\w*|qm9\w*)$", re.I),
+    "point clouds": re.compile(r"^(point_?clouds?|pointclouds?|n_?points|num_points)$", re.I),
+    "control trajectories": re.compile(r"^(trajector(y|ies)|observation_dim|action_dim|obs_dim)$", re.I),
+}
+# reading or transforming images and video (writing a GIF of molecules with imageio is not)
+IMAGE_DATA = re.compile(
+    r"^(PIL\.Image\.open|cv2\.(imread|VideoCapture)|imageio\.(v2\.|v3\.)?(imread|mimread|get_reader|imiter)|"
+    r"decord\.\w+|torchvision\.(datasets|transforms|io)\.[\w.]+|kornia\.[\w.]+|skimage\.io\.imread)$"
+)
+
+
+def non_image_data(index: UnitIndex) -> str | None:
+    """What the unit trains on when it is plainly no image: audio (``torchaudio``, ``mel``), molecules
+    (``rdkit``, ``atoms``), point clouds, control trajectories; None where it also reads images (an
+    audio-driven video model reads both) or shows none of these."""
+
+    def compute() -> str | None:
+        found = None
+        for call in index.calls:
+            if any(IMAGE_DATA.match(q) for q in call.qualnames):
+                return None
+            for q in call.qualnames:
+                root = next((lib for lib in OTHER_DATA_LIBRARIES if q == lib or q.startswith(lib + ".")), None)
+                if root is not None and found is None:
+                    found = f"{OTHER_DATA_LIBRARIES[root]} (`{q}`)"
+        if found is not None:
+            return found
+        names = sorted({a.target.rsplit(".", 1)[-1] for a in index.assigns} | {s.name for s in index.settings})
+        for kind, words in OTHER_DATA_WORDS.items():
+            word = next((n for n in names if words.match(n)), None)
+            if word is not None:
+                return f"{kind} (`{word}`)"
+        return None
+
+    return memo(index, "domain.non_image_data", compute)

@@ -26,7 +26,7 @@ from optimizer_tool.findings import Severity, State
 from optimizer_tool.index import Setting, UnitIndex
 from optimizer_tool.knowledge.configured import Configured, configured
 from optimizer_tool.knowledge.diffusion import pretrained_denoiser
-from optimizer_tool.knowledge.domain import pose_sequences, sign_language, without_pixels
+from optimizer_tool.knowledge.domain import non_image_data, pose_sequences, sign_language, without_pixels
 
 KEY = "resolution"
 TITLE = "Training resolution"
@@ -222,7 +222,7 @@ def _latent(index: UnitIndex) -> bool:
 
 def _judged(index: UnitIndex) -> bool:
     """The resolution is the trainer's own pixel-space choice."""
-    if index.calls_to(*FIXED_SIZE_DATASETS) or _latent(index):
+    if index.calls_to(*FIXED_SIZE_DATASETS) or _latent(index) or non_image_data(index):
         return False
     return bool(resolutions(index).by_value)
 
@@ -323,6 +323,10 @@ class LowResolution(Rule):
         return _judged(index)
 
     def when_blind(self, index: UnitIndex) -> tuple[State, str] | None:
+        other = non_image_data(index)
+        if other is not None:
+            # AudioLDM's ``image_size`` counts mel frames; diffwave, Grad-TTS, e3_diffusion, PVD, Janner's diffuser
+            return State.NOT_APPLICABLE, f"trains on {other}, not images: a training resolution means nothing here"
         found = resolutions(index)
         sizes = sorted(int(v) for v in found.by_value if str(v).isdigit())
         if sizes and sizes[-1] > 64:

@@ -373,3 +373,30 @@ def test_a_runner_module_reads_the_config_its_script_names_at_run_time(tmp_path)
     found = verdicts(tmp_path, files, entry="runners/ncsn_runner.py")
     # was present: alone, the module had no config, so ``self.config.model.ema`` was taken as on
     assert found["ema"]["state"] == "decided-elsewhere", found["ema"]
+
+
+# Grad-TTS / diffwave (audio), PVD (point clouds), Janner's diffuser (control trajectories): no images
+AUDIO = f"""\
+import torch
+import torch.nn.functional as F
+import torchaudio
+
+model = torch.nn.Conv2d(1, 1, 3, padding=1)
+optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
+image_size = 1024  # mel frames, not pixels
+for path in files:
+    audio, sr = torchaudio.load(path)
+    x = torch.stft(audio, 1024, return_complex=True).abs()[None]
+    if True:
+{STEP}"""
+
+
+def test_audio_has_no_training_resolution(tmp_path):
+    found = verdicts(tmp_path, {"train.py": AUDIO})
+    # was present ("trains at 1024 px") or unknown: the 2D convolution runs over mel spectrograms
+    assert found["resolution"]["state"] == "n/a", found["resolution"]
+    assert "audio" in found["resolution"]["reason"]
+    images = AUDIO.replace("import torchaudio", "import torchaudio\nfrom PIL import Image").replace(
+        "audio, sr = torchaudio.load(path)", "audio = Image.open(path)"
+    )
+    assert verdicts(tmp_path / "images", {"train.py": images})["resolution"]["state"] != "n/a"

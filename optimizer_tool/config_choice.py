@@ -23,7 +23,11 @@ from optimizer_tool.project import CONFIG_SUFFIXES, ConfigFile, SourceFile, read
 
 # the flags that name a config file (``--config``, ``--cfg``, ``-c/--config_file``, LDM's ``--base``);
 # any other flag counts only with a config file as its default (``--unet_config_path configs/unet.yaml``)
-CONFIG_FLAG = re.compile(r"^(config|configs|cfg|conf|config_?file|config_?path|cfg_?file|cfg_?path|base)$", re.I)
+CONFIG_FLAG = re.compile(
+    r"^(config|configs|cfg|cfgs|conf|config_?file|config_?files|config_?path|config_?paths|cfg_?file|cfg_?path|"
+    r"cfg_?dir|config_?dir|base)$",
+    re.I,
+)
 NAMED_CONFIG_FLAG = re.compile(r"config|cfg|conf|yaml|opt", re.I)
 FILE_LOADERS = re.compile(r"(^|\.)(load|safe_load|full_load|fromfile|from_file|read_config|load_config|open)$")
 NUMERIC_TYPES = ("float", "int", "bool")

@@ -400,3 +400,46 @@ def test_audio_has_no_training_resolution(tmp_path):
         "audio, sr = torchaudio.load(path)", "audio = Image.open(path)"
     )
     assert verdicts(tmp_path / "images", {"train.py": images})["resolution"]["state"] != "n/a"
+
+
+# I-JEPA: its own WarmupCosineSchedule sets the coming iteration's lr; stepping it first skips nothing
+IJEPA = """\
+import torch
+
+
+class WarmupCosineSchedule(object):
+    def __init__(self, optimizer, warmup_steps, start_lr, ref_lr, T_max):
+        self.optimizer = optimizer
+        self._step = 0.0
+        self.warmup_steps, self.start_lr, self.ref_lr, self.T_max = warmup_steps, start_lr, ref_lr, T_max
+
+    def step(self):
+        self._step += 1
+        new_lr = self.start_lr + self._step / max(1, self.warmup_steps) * (self.ref_lr - self.start_lr)
+        for group in self.optimizer.param_groups:
+            group["lr"] = new_lr
+        return new_lr
+
+
+model = torch.nn.Linear(4, 4)
+optimizer = torch.optim.AdamW(model.parameters())
+scheduler = WarmupCosineSchedule(optimizer, warmup_steps=40, start_lr=2e-4, ref_lr=1e-3, T_max=1000)
+for x in loader:
+    _new_lr = scheduler.step()
+    loss = model(x).pow(2).mean()
+    loss.backward()
+    optimizer.step()
+    optimizer.zero_grad()
+"""
+
+
+def test_a_projects_own_scheduler_stepped_first_is_no_bug(tmp_path):
+    from optimizer_tool.testing import findings_for
+
+    codes = {f.code for f in findings_for({"train.py": IJEPA}, tmp_path)}
+    assert "LR006" not in codes  # was a false bug: "the schedule skips its first value"
+    torch_schedule = IJEPA.replace(
+        "scheduler = WarmupCosineSchedule(optimizer, warmup_steps=40, start_lr=2e-4, ref_lr=1e-3, T_max=1000)",
+        "scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=1000)",
+    )
+    assert "LR006" in {f.code for f in findings_for({"train.py": torch_schedule}, tmp_path / "torch")}

@@ -3,6 +3,8 @@ and after ``optimizer.step()`` (LR006)."""
 
 from __future__ import annotations
 
+import ast
+import re
 from typing import Iterable
 
 from optimizer_tool.contract import Hit
@@ -216,6 +218,8 @@ class SchedulerBeforeOptimizer(WithSchedule):
         for sched in lr_scheduler_steps(index):
             if sched.node.args:
                 continue  # step(epoch) / step(metric): an explicit position or a plateau metric
+            if _own_schedule(index, sched):
+                continue  # I-JEPA's WarmupCosineSchedule sets this iteration's lr first: no torch LRScheduler
             for opt in steps:
                 if opt.path != sched.path or opt.function != sched.function or exclusive(opt, sched):
                     continue
@@ -236,3 +240,23 @@ class SchedulerBeforeOptimizer(WithSchedule):
                             "the schedule skips its first value",
                         )
                         break
+
+
+TORCH_SCHEDULER_BASE = re.compile(r"(^|\.)(_?LRScheduler|LambdaLR|\w+LR)$")
+
+
+def _own_schedule(index: UnitIndex, sched) -> bool:
+    """The scheduler is a class of the project that is no ``torch.optim`` LRScheduler (its ``step()``
+    sets the coming iteration's lr, so calling it before ``optimizer.step()`` skips nothing)."""
+    leaves = {o.rsplit(".", 1)[-1] for o in index.origins(sched.receiver)}
+    if not leaves:
+        return False
+    classes = [
+        node
+        for source in index.files
+        for node in (source.tree.body if source.tree is not None else ())
+        if isinstance(node, ast.ClassDef) and node.name in leaves
+    ]
+    return bool(classes) and all(
+        not any(TORCH_SCHEDULER_BASE.search(ast.unparse(base)) for base in node.bases) for node in classes
+    )

@@ -646,6 +646,23 @@ def _path_roots(source: SourceFile, root: Path) -> list[Path]:
     return found
 
 
+def unresolved_imports(source: SourceFile, root: Path) -> list[str]:
+    """Absolute imports of the project's own packages that name no module of it (FiT's ``from
+    fit.schedulers.improved_diffusion import create_diffusion`` where the package has
+    ``fit/scheduler/``): the code they would bring in is not seen, and the script fails there."""
+    missing = []
+    for node in source.imports:
+        if not isinstance(node, ast.ImportFrom) or node.level or not node.module or "." not in node.module:
+            continue
+        top = node.module.split(".")[0]
+        bases = [b for b in (root, root / "src", source.path.parent) if (b / top).is_dir()]
+        if bases and not any(
+            candidate.exists() for base in bases for candidate in _module_candidates(node.module, base)
+        ):
+            missing.append(node.module)
+    return missing
+
+
 def local_imports(source: SourceFile, root: Path) -> list[Path]:
     """Files of this project that ``source`` imports: relative imports, and absolute ones found
     next to the file or under the project root (the plan's ``from utils.ema import EMA``)."""

@@ -33,6 +33,7 @@ from optimizer_tool.knowledge.objective import (
 )
 from optimizer_tool.knowledge.settings import argparse_choices, dispatched_literals, feeds_diffusers_scheduler
 from optimizer_tool.knowledge.training import optimizer_steps, trains
+from optimizer_tool.project import project_root, unresolved_imports
 from optimizer_tool.registry import Optimization
 
 # Settings a user switches per run (a command-line flag, a config-file key): a default there that
@@ -156,6 +157,7 @@ def _run_time_config(opt: Optimization, index: UnitIndex, found: Verdict, outcom
             and not offered & set(fired.switch_values)
             and not feeds_diffusers_scheduler(index, setting)
             and not _config_builds_diffusers(index, setting)
+            and not _unseen_imports(index)
         ):
             return found
     else:
@@ -166,13 +168,20 @@ def _run_time_config(opt: Optimization, index: UnitIndex, found: Verdict, outcom
         settings = [s for s in decided if s.kind == "config-file"]
         if not decided or (not settings and index.unit.configs):
             return found
-        if found.state is State.NOT_APPLICABLE and not _could_apply(opt, index, decided):
+        if found.state is State.NOT_APPLICABLE and not _could_apply(opt, index, decided) and not _unseen_imports(index):
             return found
     said = sorted({f"{s.owner or s.name}: {s.value!r}" for s in settings})
     shown = ", ".join(said[:4]) + (", ..." if len(said) > 4 else "")
     files = len({s.path for s in settings})
     shipped = f"the {files} shipped config file(s) that set it say {shown}" if settings else "no shipped config sets it"
     return Verdict(opt.key, State.ELSEWHERE, f"{choice.describe()}; the config you train with decides ({shipped})")
+
+
+def _unseen_imports(index: UnitIndex) -> list[str]:
+    """The entry's imports of its own project that name no module (the code that would read the
+    config's values is not seen: "no branch takes that value" cannot be said)."""
+    entry = index.entry
+    return memo(index, "verdicts.unseen_imports", lambda: unresolved_imports(entry, project_root([entry.path])))
 
 
 def _could_apply(opt: Optimization, index: UnitIndex, decided: list) -> bool:

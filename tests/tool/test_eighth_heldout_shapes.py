@@ -443,3 +443,40 @@ def test_a_projects_own_scheduler_stepped_first_is_no_bug(tmp_path):
         "scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=1000)",
     )
     assert "LR006" in {f.code for f in findings_for({"train.py": torch_schedule}, tmp_path / "torch")}
+
+
+# FiT: ``--cfgdir`` names the configs at run time; the import of the diffusion factory is broken in
+# the repository (``fit.schedulers`` for ``fit/scheduler/``), so the code that reads the schedule is unseen
+FIT = f"""\
+import argparse
+
+import torch
+import torch.nn.functional as F
+from omegaconf import OmegaConf
+
+from fit.schedulers.improved_diffusion import create_diffusion
+
+parser = argparse.ArgumentParser()
+parser.add_argument("--cfgdir", nargs="*", default=list())
+args = parser.parse_args()
+config = OmegaConf.merge(*[OmegaConf.load(c) for c in args.cfgdir])
+diffusion = create_diffusion(noise_schedule=config.diffusion.noise_schedule)
+model = torch.nn.Linear(4, 4)
+optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+for x in loader:
+    if True:
+{STEP}"""
+
+
+def test_a_run_time_config_read_by_code_an_unresolved_import_hides(tmp_path):
+    files = {
+        "setup.py": "",
+        "train.py": FIT,
+        "fit/__init__.py": "",
+        "fit/scheduler/__init__.py": "",
+        "configs/fit.yaml": "diffusion:\n  noise_schedule: linear\n",
+    }
+    found = verdicts(tmp_path, files)
+    # with the factory unseen, "no code branch takes cosine" cannot be said: not missing
+    assert found["cosine"]["state"] == "decided-elsewhere", found["cosine"]
+    assert "--cfgdir" in found["cosine"]["reason"]

@@ -27,6 +27,17 @@ for step in range(3):
     optimizer.step()
 """
 
+# One step of epsilon regression in a loop over ``x`` (model, optimizer, torch and F defined by the
+# fixture), indented for a loop body nested twice: the objective a shape-test fixture needs.
+NOISE_STEP = """\
+        noise = torch.randn_like(x)
+        t = torch.randint(0, 100, (x.shape[0],))
+        loss = F.mse_loss(model(x + noise, t), noise)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+"""
+
 
 def write_example(example: Example, folder: Path) -> Path:
     """Write an example (one file, or {relative path: source}) and return the file to check."""

@@ -9,16 +9,8 @@ names at run time."""
 
 from __future__ import annotations
 
+from optimizer_tool.testing import NOISE_STEP as STEP
 from optimizer_tool.testing import unit_verdicts as verdicts
-
-STEP = """\
-        noise = torch.randn_like(x)
-        t = torch.randint(0, 100, (x.shape[0],))
-        loss = F.mse_loss(model(x + noise, t), noise)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-"""
 
 # diffusion-point-cloud: ``VarianceSchedule(..., mode=args.sched_mode)`` computing betas under ``if mode == 'linear':``
 POINT_CLOUD = f"""\

@@ -539,3 +539,44 @@ def test_a_local_flag_set_from_settings_is_a_switch(tmp_path):
         '"--ema_decay_rate", type=float, default=None', '"--ema_decay_rate", type=float, default=0.99'
     )
     assert verdicts(tmp_path / "on", {"train.py": on})["ema"]["state"] == "present"
+
+
+# LlamaGen's VQGAN: step the generator, update its EMA, then step the discriminator
+GAN_EMA = """\
+import copy
+
+import torch
+
+model = torch.nn.Linear(4, 4)
+discriminator = torch.nn.Linear(4, 1)
+ema = copy.deepcopy(model)
+optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
+optimizer_disc = torch.optim.Adam(discriminator.parameters(), lr=1e-4)
+
+
+def update_ema(ema_model, model, decay=0.9999):
+    for e, p in zip(ema_model.parameters(), model.parameters()):
+        e.data.mul_(decay).add_(p.data, alpha=1 - decay)
+
+
+for x in loader:
+    loss_gen = (model(x) - x).abs().mean()
+    optimizer.zero_grad()
+    loss_gen.backward()
+    optimizer.step()
+    update_ema(ema, model)
+    loss_disc = torch.nn.functional.softplus(discriminator(model(x).detach())).mean()
+    optimizer_disc.zero_grad()
+    loss_disc.backward()
+    optimizer_disc.step()
+"""
+
+
+def test_an_ema_updated_after_its_step_and_before_the_discriminators_is_no_bug(tmp_path):
+    from optimizer_tool.testing import findings_for
+
+    # was EMA003 "the EMA is updated before optimizer_disc.step()"
+    assert "EMA003" not in {f.code for f in findings_for({"train.py": GAN_EMA}, tmp_path)}
+    stepped = "    optimizer.step()\n    update_ema(ema, model)\n"
+    early = GAN_EMA.replace(stepped, "    update_ema(ema, model)\n    optimizer.step()\n")
+    assert "EMA003" in {f.code for f in findings_for({"train.py": early}, tmp_path / "early")}

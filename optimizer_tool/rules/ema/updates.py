@@ -179,13 +179,22 @@ class EmaUpdateOrder(EmaBug):
         for update in ema_facts(index).updates:
             if not _per_step_weight_update(update):
                 continue
+            # a GAN's loop steps the generator, updates its EMA, then steps the discriminator
+            # (LlamaGen's VQGAN): an update that follows an optimizer step of its loop is after "its" step
+            follows = any(
+                update.same_scope(s)
+                and s.loop_depth == update.loop_depth
+                and (s.line, s.col) < (update.line, update.col)
+                for s in steps
+            )
             for step in steps:
                 if update.same_scope(step):
-                    yield from self._misplaced(update, step)
+                    yield from self._misplaced(update, step, follows)
 
-    def _misplaced(self, update: CallSite, step: CallSite) -> Iterable[Hit]:
+    def _misplaced(self, update: CallSite, step: CallSite, follows: bool = False) -> Iterable[Hit]:
         if (
-            (update.line, update.col) < (step.line, step.col)
+            not follows
+            and (update.line, update.col) < (step.line, step.col)
             and update.loop_depth == step.loop_depth
             and set(update.guards) >= set(step.guards)
         ):

@@ -98,6 +98,11 @@ class FunctionInfo:
         """The parameters a call passes: all but a bound ``self``/``cls``."""
         return self.params[1:] if self.params and self.params[0] in ("self", "cls") else self.params
 
+    @property
+    def callee(self) -> str:
+        """The name a call of this function is written with: the class's for an ``__init__``."""
+        return self.class_name if self.name == "__init__" and self.class_name else self.name
+
     def call_position(self, param: str) -> int | None:
         """Where a call passes ``param`` positionally (``self``/``cls`` are bound, not passed);
         None for ``self``/``cls`` or a name that is no parameter."""
@@ -777,8 +782,7 @@ class UnitIndex:
         name) with the argument it passes for ``param``, by position or keyword; calls that do not pass
         it are left out."""
         position = function.call_position(param)
-        callee = function.class_name if function.name == "__init__" and function.class_name else function.name
-        for caller in self.calls_named(callee):
+        for caller in self.calls_named(function.callee):
             if caller.function == function:
                 continue
             arg = caller.arg(position, param) if position is not None else caller.kwarg(param)

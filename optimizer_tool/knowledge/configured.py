@@ -124,8 +124,7 @@ def param_default_calls(index: UnitIndex, setting: Setting) -> str:
     if real is None:
         return "unknown"
     position = fn.call_position(real)
-    callee = fn.class_name if fn.name == "__init__" and fn.class_name else fn.name
-    callees = {callee}
+    callees = {fn.callee}
     if fn.name == "__call__" and fn.class_name:  # ``loss_scaler = NativeScaler()`` ... ``loss_scaler(loss, opt)``
         callees = {
             a.target.rsplit(".", 1)[-1]

@@ -171,7 +171,7 @@ def beta_schedule(index: UnitIndex) -> Configured:
     code (``betas = torch.linspace(...)`` / ``betas = cosine_beta_schedule(T)`` run unconditionally)."""
     extra: list[Setting] = []
     for call in index.calls_to(*SCHEDULE_SELECTORS):
-        node = call.kwarg("schedule_name") or call.kwarg("schedule") or (call.args[0].value if call.args else None)
+        node = _selector_name(call)
         value = literal(node)
         if isinstance(value, str) and not call.guards:
             extra.append(synthetic_setting("beta_schedule", value, "kwarg", call))
@@ -196,6 +196,11 @@ def beta_schedule(index: UnitIndex) -> Configured:
     return configured(index, BETA_SCHEDULE_SETTINGS + PATH_SETTINGS, _schedule_of, extra)
 
 
+def _selector_name(call: CallSite) -> cst.BaseExpression | None:
+    """What names the schedule a selector builds: ``get_named_beta_schedule(name, T)``'s first argument."""
+    return call.kwarg("schedule_name") or call.kwarg("schedule") or (call.args[0].value if call.args else None)
+
+
 def schedule_from_run_config(index: UnitIndex) -> str | None:
     """Why the schedule is the config's the run names: a selector reads a parameter of a factory
     that is called with ``**`` a config section, the config named on the command line (Kandinsky's
@@ -204,13 +209,12 @@ def schedule_from_run_config(index: UnitIndex) -> str | None:
     if choice is None or not choice.at_run_time:
         return None
     for call in index.calls_to(*SCHEDULE_SELECTORS):
-        node = call.kwarg("schedule_name") or call.kwarg("schedule") or (call.args[0].value if call.args else None)
+        node = _selector_name(call)
         fn = call.function
         if not isinstance(node, cst.Name) or fn is None or node.value not in fn.params:
             continue
-        callee = fn.class_name if fn.name == "__init__" and fn.class_name else fn.name
         passed = [(caller, f"{node.value}={code_of(arg)}") for caller, arg in index.passed_to(fn, node.value)]
-        spread = [(c, a) for c in index.calls_named(callee) for a in c.node.args if a.star == "**"]
+        spread = [(c, a) for c in index.calls_named(fn.callee) for a in c.node.args if a.star == "**"]
         passed += [(caller, f"**{code_of(a.value)}") for caller, a in spread]
         # ``**self._diffusion_kwargs`` built as ``dict(..., noise_schedule=config.diffusion.noise_schedule)``
         for caller, a in spread:

@@ -465,9 +465,8 @@ def _built_here(index: UnitIndex, fn: FunctionInfo) -> bool:
     or some code of the unit calls ``fn`` (builds its class)."""
     if fn.path != index.entry.path:
         return True
-    callee = fn.class_name if fn.name == "__init__" and fn.class_name else fn.name
     required = required_params(index, fn)
-    return any((c.method or c.func_text) == callee and can_call(c, required) for c in index.calls)
+    return any(can_call(c, required) for c in index.calls_named(fn.callee))
 
 
 # --- flow matching / rectified flow: x_t = (1 - t) * x + t * noise ---------------------------------

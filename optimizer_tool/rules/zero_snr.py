@@ -583,10 +583,8 @@ class ZeroTerminalSnrFix(Fix):
     def _pass_flag(self, ctx: FixContext, edits: Edits, index: UnitIndex, fn) -> None:
         """Have the trainer turn the new scheduler parameter on: through a config field when the
         scheduler takes its prediction type from a config dataclass, else with True."""
-        callee = fn.class_name if fn.name == "__init__" and fn.class_name else fn.name
-        sites = [
-            c for c in index.calls if c.func_text and c.func_text.rsplit(".", 1)[-1] == callee and c.function != fn
-        ]
+        callee = fn.callee
+        sites = [c for c in index.calls_named(callee) if c.function != fn]
         if not sites:
             raise CannotFix(
                 fn.path,

@@ -268,7 +268,7 @@ def check_units(
     selected = selected or optimizations()
     for unit in units:
         if unit.callers:
-            unit.caller_objective = _callers_objective(unit.callers)
+            unit.callers_other_objective = _callers_other_objective(unit.callers)
     if pool is None:
         per_unit = [_check_unit(unit, selected) for unit in units]
     else:
@@ -281,7 +281,7 @@ def check_units(
                 keys,
                 u.reached,
                 u.config_choice,
-                u.caller_objective,
+                u.callers_other_objective,
             )
             for u in units
         ]
@@ -337,7 +337,7 @@ def _check_readable_unit(
         unit = replace(unit, files=[s for s in unit.files if s.path not in bad])
         findings += unreadable
     index = UnitIndex.build(unit)
-    facts = unit_facts(index, unit.entry.path, unit.caller_objective)
+    facts = unit_facts(index, unit.entry.path, unit.callers_other_objective)
     for opt in selected:
         outcomes = []
         for rule_cls in opt.rules:
@@ -358,19 +358,20 @@ def _check_readable_unit(
     return _within_budget(unit, findings, facts), statuses, facts
 
 
-def _callers_objective(callers: list[Unit]) -> tuple[bool, str] | None:
-    """What the scripts running a library module train, where they agree: (False, evidence) when
-    each trains something other than diffusion, (True, evidence) when each trains diffusion."""
-    decided = []
+def _callers_other_objective(callers: list[Unit]) -> str | None:
+    """What shows that every script running a library module (and training) trains something other
+    than diffusion: the first one's evidence; None where one trains diffusion, is undecided, or none trains."""
+    found = []
     for caller in callers:
         try:
             facts = unit_facts(UnitIndex.build(caller), caller.entry.path)
         except RecursionError:
             return None
         if facts.trains:
-            decided.append((facts.diffusion, f"{caller.entry.path.name} runs it and {facts.evidence}"))
-    kinds = {d for d, _ in decided}
-    return decided[0] if len(kinds) == 1 and None not in kinds else None
+            if facts.diffusion is not False:
+                return None
+            found.append(f"{caller.entry.path.name} runs it and {facts.evidence}")
+    return found[0] if found else None
 
 
 def _run_rule(rule_cls, index: UnitIndex, facts: UnitFacts, entry: Path, errors: list) -> RuleOutcome | None:
@@ -432,7 +433,7 @@ def _check_unit_here(
     sources = [_worker_source(path, text) for path, text in files]
     by_key = {opt.key: opt for opt in optimizations()}
     unit = Unit(next(s for s in sources if s.path == entry), sources, configs, reached=reached, config_choice=choice)
-    unit.caller_objective = objective
+    unit.callers_other_objective = objective
     return _check_unit(unit, tuple(by_key[k] for k in keys))
 
 

@@ -330,9 +330,9 @@ class Unit:
     # how the entry picks its config file (optimizer_tool.config_choice.ConfigChoice), None: it names none
     config_choice: object = None
     # a library module checked on its own: the units of the project's scripts that import it (what
-    # runs it), and what their objective says about it: (is diffusion, evidence) or None
+    # runs it), and what shows they all train something other than diffusion (None: they do not agree)
     callers: list["Unit"] = field(default_factory=list)
-    caller_objective: tuple[bool, str] | None = None
+    callers_other_objective: str | None = None
 
     @cached_property
     def manifests(self) -> dict[Path, str]:

@@ -75,15 +75,16 @@ class UnitFacts:
         return ""
 
 
-def unit_facts(index: UnitIndex, entry: Path, callers: tuple[bool, str] | None = None) -> UnitFacts:
+def unit_facts(index: UnitIndex, entry: Path, callers_other: str | None = None) -> UnitFacts:
     """A unit is a diffusion trainer when a noising/denoising objective is visible, not one when
     another objective is (and no diffusion one), and undecided otherwise (None: the diffusion
     checks do not run and their verdicts are unknown: no diffusion advice without evidence).
-    ``callers``: what the scripts importing a library module train; a module whose own code decides
-    nothing is no diffusion trainer when they are none (DETR's ``engine.py``, run by ``main.py``)."""
+    ``callers_other``: what shows the scripts importing a library module all train something else;
+    a module whose own code decides nothing is then no diffusion trainer (DETR's ``engine.py``, run by
+    ``main.py``)."""
     facts = _own_facts(index, entry)
-    if facts.trains and facts.diffusion is None and callers is not None and callers[0] is False:
-        return UnitFacts(entry, True, False, callers[1])
+    if facts.trains and facts.diffusion is None and callers_other is not None:
+        return UnitFacts(entry, True, False, callers_other)
     return facts
 
 
